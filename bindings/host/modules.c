@@ -1,0 +1,19 @@
+#include "modules.h"
+
+#include "config_lua.h"
+#include "host.h"
+#include "task.h"
+#include "util.h"
+
+int luaopen_rtbackup_log(lua_State *L);
+
+/* C cores of modules; where a Lua file of the same family exists in scripts/lib
+ * (rtbackup/task.lua), it wraps the core and is what scripts require. */
+void rtb_preload_modules(lua_State *L)
+{
+    rtb_lua_preload(L, "rtbackup.error", luaopen_rtbackup_error);
+    rtb_lua_preload(L, "rtbackup.log", luaopen_rtbackup_log);
+    rtb_lua_preload(L, "rtbackup.config", luaopen_rtbackup_config);
+    rtb_lua_preload(L, "rtbackup.task.core", luaopen_rtbackup_task_core);
+    rtb_lua_preload(L, "rtbackup.host", luaopen_rtbackup_host);
+}

@@ -1,0 +1,36 @@
+--- check or show the environments configuration
+local cli = require "rtbackup.cli"
+local config = require "rtbackup.config"
+local pretty = require "rtbackup.pretty"
+
+local parser = cli.parser("config", [[
+Checks the environments (TOML) for every problem at once, or shows one environment
+with its secrets masked. The configuration is --config PATH (a file or a directory
+of *.toml), else ./environments, else /etc/rtbackup.]],
+    "0 no errors (warnings allowed), 2 usage error or any configuration error")
+parser:command_target("command")
+local check = parser:command("check", "report every problem (secrets are resolved only with ENV)")
+check:argument("env", "check only this environment, including its secrets"):args("?")
+local show = parser:command("show", "print one environment, secrets masked")
+show:argument("env", "environment to show")
+local args = cli.parse(parser, {...})
+
+if args.command == "show" then
+    local env = cli.load_env(args.env)
+    env.name = nil
+    io.stdout:write("# ", args.env, " from ", config.path(), "\n")
+    io.stdout:write("[", args.env, "]\n", table.concat(pretty.toml(env, args.env), "\n"), "\n")
+    return cli.EXIT.ok
+end
+
+local problems = config.problems(args.env)
+local errors, warnings = 0, 0
+for _, p in ipairs(problems) do
+    if p.severity == "error" then errors = errors + 1 else warnings = warnings + 1 end
+    io.stdout:write(p.severity, ": ", p.text, "\n")
+end
+local checked = args.env and 1 or #config.environments()
+io.stdout:write(string.format("%s: %d environment%s checked, %d error%s, %d warning%s\n",
+    config.path(), checked, checked == 1 and "" or "s", errors, errors == 1 and "" or "s",
+    warnings, warnings == 1 and "" or "s"))
+return errors == 0 and cli.EXIT.ok or cli.EXIT.usage

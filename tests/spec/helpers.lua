@@ -1,0 +1,55 @@
+-- Shared by the specs: run the rtbackup executable as a user would and capture
+-- everything it says.
+local helpers = {}
+
+helpers.bin = os.getenv("RTBACKUP_BIN") or "rtbackup"
+helpers.source = os.getenv("RTBACKUP_SOURCE") or "."
+
+local function quote(s)
+    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+helpers.quote = quote
+
+local function slurp(path)
+    local f = assert(io.open(path, "rb"))
+    local data = f:read("a")
+    f:close()
+    os.remove(path)
+    return data
+end
+
+function helpers.write_file(path, text)
+    local f = assert(io.open(path, "wb"))
+    f:write(text)
+    f:close()
+    return path
+end
+
+function helpers.tmpdir()
+    local p = io.popen("mktemp -d")
+    local dir = p:read("l")
+    p:close()
+    return dir
+end
+
+--- Runs rtbackup with `args` (a list); opts.env = {NAME = value} adds variables,
+-- opts.stdin = text. Returns {code =, stdout =, stderr =, output = stdout..stderr}.
+function helpers.run(args, opts)
+    opts = opts or {}
+    local parts = {"env"}
+    for k, v in pairs(opts.env or {}) do parts[#parts + 1] = quote(k .. "=" .. v) end
+    parts[#parts + 1] = quote(helpers.bin)
+    for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
+    local out, err = os.tmpname(), os.tmpname()
+    local stdin = "/dev/null"
+    if opts.stdin then stdin = helpers.write_file(os.tmpname(), opts.stdin) end
+    local cmd = string.format("cd %s && %s <%s >%s 2>%s", quote(opts.cwd or helpers.source),
+                              table.concat(parts, " "), stdin, out, err)
+    local _, _, code = os.execute(cmd)
+    if opts.stdin then os.remove(stdin) end
+    local r = {code = code, stdout = slurp(out), stderr = slurp(err)}
+    r.output = r.stdout .. r.stderr
+    return r
+end
+
+return helpers

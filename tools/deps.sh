@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages rtbackup needs to build, test and run the demo,
+# only those that are missing (so a second run is quick and offline). Run as root.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake pkg-config
+  # host: Lua 5.4, libuv, TOML, line editing, CLI parsing, JSON
+  liblua5.4-dev lua5.4 libuv1-dev libtomlplusplus-dev libedit-dev lua-argparse lua-cjson
+  # DICOM: DCMTK library and tools, hashing, Orthanc as the backup archive
+  libdcmtk-dev dcmtk libssl-dev orthanc
+  # tests
+  libcmocka-dev lua-busted iproute2 procps curl
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "tools/deps.sh: missing Debian packages: ${missing[*]}" >&2
+  echo "run as root (or: sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Packaged services (orthanc) must not start on install: the testbed starts its own.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"
+  chmod +x "$policy"
+  created_policy=1
+fi
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi
