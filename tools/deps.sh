@@ -9,7 +9,7 @@ PACKAGES=(
   # host: Lua 5.4, libuv, TOML, line editing, CLI parsing, JSON
   liblua5.4-dev lua5.4 libuv1-dev libtomlplusplus-dev libedit-dev lua-argparse lua-cjson
   # DICOM: DCMTK library and tools, hashing, Orthanc as the backup archive
-  libdcmtk-dev dcmtk libssl-dev orthanc
+  libdcmtk-dev dcmtk libssl-dev libsndfile1-dev orthanc
   # tests
   libcmocka-dev lua-busted iproute2 procps curl
 )

@@ -4,7 +4,7 @@ local repl = require "rtbackup.repl"
 
 local parser = cli.parser("repl", [[
 Opens a Lua console. With ENV, `env` is that environment (secrets masked when
-printed). Preloaded: env, config, log, task, errors, pretty. Input may span lines;
+printed). Preloaded: env, config, log, task, errors, pretty, dicom. Input may span lines;
 expressions print their value. Reads plain lines when stdin is not a terminal, so
 `echo 'print(env.description)' | rtbackup repl UCLA` works.]],
     "0 success (piped input: every chunk ran), 1 a piped chunk failed, 2 usage or configuration error")
@@ -17,12 +17,13 @@ local globals = {
     task = require "rtbackup.task",
     errors = require "rtbackup.error",
     pretty = require "rtbackup.pretty",
+    dicom = require "rtbackup.dicom",
 }
 if args.env then globals.env = cli.load_env(args.env) end
 
 local info = require("rtbackup.host").info()
 return repl.run(globals, {
     name = args.env or "rtbackup",
-    banner = string.format("rtbackup %s REPL%s. Preloaded: env, config, log, task, errors, pretty. Ctrl-D exits.",
+    banner = string.format("rtbackup %s REPL%s. Preloaded: env, config, log, task, errors, pretty, dicom. Ctrl-D exits.",
                            info.version, args.env and (" on " .. args.env) or ""),
 })

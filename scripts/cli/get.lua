@@ -1,0 +1,28 @@
+--- C-GET: retrieve instances into a directory
+local cli = require "rtbackup.cli"
+local dc = require "rtbackup.dicom_cli"
+
+local parser = cli.parser("get", [[
+Retrieves matching instances over our own association (C-GET, with SCP role
+selection for the storage classes) into --out-dir as <SOPInstanceUID>.dcm. The level
+is the most specific UID given unless --query-level says otherwise.
+  rtbackup get --env UCLA --peer ORTHANC_MAIN --study-uid 1.2.3 --out-dir /tmp/restore]],
+    dc.EXIT_CODES)
+dc.add_peer_options(parser)
+dc.add_query_options(parser, nil)
+parser:option("--out-dir", "directory for the instances (created)")
+dc.add_format_option(parser)
+local args = cli.parse(parser, {...})
+if not args.out_dir then
+    require("rtbackup.error").raise{kind = "usage", message = "--out-dir is required\n" .. parser:get_usage()}
+end
+args.query_level = args.query_level or (args.sop_instance_uid and "IMAGE")
+    or (args.series_uid and "SERIES") or (args.study_uid and "STUDY") or "PATIENT"
+
+return dc.run(function()
+    local peer = dc.peer(args)
+    os.execute("mkdir -p '" .. args.out_dir:gsub("'", "'\\''") .. "'")
+    local r = peer:get(dc.query(args), args.out_dir)
+    dc.print_rows({r}, {"status", "completed", "failed", "warning", "received"}, args.format)
+    return r.failed == 0 and cli.EXIT.ok or cli.EXIT.failure
+end)

@@ -1,0 +1,150 @@
+--- rtbackup.dicom_cli: what the everyday DICOM commands (echo, find, move, get,
+-- store, listen) share: peer options, query options, output formats.
+local cli = require "rtbackup.cli"
+local dicom = require "rtbackup.dicom"
+local errors = require "rtbackup.error"
+
+local M = {}
+
+M.EXIT_CODES = "0 success, 1 DICOM failure (refused, unreachable, failed sub-operations), " ..
+               "2 usage or configuration error"
+
+--- --env/--peer, or --aec/--host/--port, and --aet.
+function M.add_peer_options(parser)
+    parser:option("--env", "environment to take the peer and our AE title from")
+    parser:option("--peer", "source or backup target alias in --env (instead of --aec/--host/--port)")
+    parser:option("--aet", "our (calling) AE title (default with --env: its script_ae.aet)")
+    parser:option("--aec", "the peer's (called) AE title")
+    parser:option("--host", "the peer's host name or IP address")
+    parser:option("--port", "the peer's port"):convert(tonumber)
+end
+
+local function usage(message)
+    errors.raise{kind = "usage", message = message}
+end
+
+--- The peer the options describe.
+function M.peer(args)
+    local env = args.env and cli.load_env(args.env)
+    if args.peer then
+        if not env then usage("--peer needs --env ENV") end
+        local peer = dicom.peer(env, args.peer)
+        if args.aet then peer.calling_aet = args.aet end
+        return peer, env
+    end
+    for _, opt in ipairs{"aec", "host", "port"} do
+        if not args[opt] then usage("give --" .. opt .. " (or --env ENV --peer ALIAS)") end
+    end
+    local calling = args.aet or (env and env.script_ae and env.script_ae.aet)
+    if not calling then usage("give --aet (our calling AE title) or --env ENV") end
+    return dicom.peer{aet = args.aec, host = args.host, port = args.port, calling_aet = calling,
+                      alias = args.aec}, env
+end
+
+--- The query options of find/move/get.
+function M.add_query_options(parser, default_level)
+    parser:option("--query-level", "PATIENT, STUDY, SERIES or IMAGE", default_level)
+          :choices{"PATIENT", "STUDY", "SERIES", "IMAGE", "patient", "study", "series", "image"}
+    parser:option("--patient-id", "PatientID (wildcards allowed in find)")
+    parser:option("--study-uid", "StudyInstanceUID")
+    parser:option("--series-uid", "SeriesInstanceUID")
+    parser:option("--sop-instance-uid", "SOPInstanceUID")
+    parser:option("--modality", "Modality")
+    parser:option("-k --key", "any attribute as Keyword=value (repeatable; Keyword= asks for it back)")
+          :count("*")
+end
+
+--- A query table from the options; `returns` lists keywords asked back empty.
+function M.query(args, returns)
+    local q = {level = args.query_level:upper()}
+    for _, k in ipairs(returns or {}) do q[k] = "" end
+    q.PatientID = args.patient_id or q.PatientID
+    q.StudyInstanceUID = args.study_uid or q.StudyInstanceUID
+    q.SeriesInstanceUID = args.series_uid or q.SeriesInstanceUID
+    q.SOPInstanceUID = args.sop_instance_uid or q.SOPInstanceUID
+    q.Modality = args.modality or q.Modality
+    for _, kv in ipairs(args.key or {}) do
+        local k, v = kv:match("^([%w,]+)=(.*)$")
+        if not k then usage("-k " .. kv .. ": expected Keyword=value") end
+        q[k] = v
+    end
+    return q
+end
+
+function M.add_format_option(parser)
+    parser:option("--format", "table (default on a terminal), json or csv")
+          :choices{"table", "json", "csv"}
+end
+
+local function cell(v)
+    if v == nil then return "" end
+    if type(v) == "table" then
+        local parts = {}
+        for i, x in ipairs(v) do parts[i] = type(x) == "table" and "[item]" or tostring(x) end
+        return table.concat(parts, "\\")
+    end
+    return tostring(v)
+end
+
+local function csv_field(s)
+    if s:find('[",\n]') then return '"' .. s:gsub('"', '""') .. '"' end
+    return s
+end
+
+--- Prints rows (tables) with the given columns in the chosen format.
+function M.print_rows(rows, columns, format)
+    format = format or (require("rtbackup.host").isatty(1) and "table" or "csv")
+    if format == "json" then
+        local cjson = require "cjson"
+        local out = {}
+        for i, r in ipairs(rows) do
+            local o = {}
+            for _, c in ipairs(columns) do o[c] = r[c] ~= nil and r[c] or cjson.null end
+            out[i] = o
+        end
+        io.stdout:write(#out == 0 and "[]" or cjson.encode(out), "\n")
+        return
+    end
+    if format == "csv" then
+        local line = {}
+        for i, c in ipairs(columns) do line[i] = csv_field(c) end
+        io.stdout:write(table.concat(line, ","), "\n")
+        for _, r in ipairs(rows) do
+            for i, c in ipairs(columns) do line[i] = csv_field(cell(r[c])) end
+            io.stdout:write(table.concat(line, ","), "\n")
+        end
+        return
+    end
+    local widths = {}
+    for i, c in ipairs(columns) do
+        widths[i] = #c
+        for _, r in ipairs(rows) do widths[i] = math.max(widths[i], #cell(r[c])) end
+    end
+    local function line(values)
+        local parts = {}
+        for i, v in ipairs(values) do parts[i] = v .. string.rep(" ", widths[i] - #v) end
+        io.stdout:write((table.concat(parts, "  "):gsub("%s+$", "")), "\n")
+    end
+    line(columns)
+    local rule = {}
+    for i in ipairs(columns) do rule[i] = string.rep("-", widths[i]) end
+    line(rule)
+    for _, r in ipairs(rows) do
+        local values = {}
+        for i, c in ipairs(columns) do values[i] = cell(r[c]) end
+        line(values)
+    end
+end
+
+--- Runs fn; a DICOM error becomes one line on stderr and exit code 1.
+function M.run(fn)
+    local ok, result = pcall(fn)
+    if ok then return result end
+    if errors.is(result) and result.kind ~= "usage" and result.kind ~= "config" then
+        io.stderr:write("error: ", tostring(result), "\n")
+        return cli.EXIT.failure
+    end
+    error(result, 0)
+end
+
+return M
