@@ -10,8 +10,10 @@ PACKAGES=(
   liblua5.4-dev lua5.4 libuv1-dev libtomlplusplus-dev libedit-dev lua-argparse lua-cjson
   # DICOM: DCMTK library and tools, hashing, Orthanc as the backup archive
   libdcmtk-dev dcmtk libssl-dev libsndfile1-dev orthanc
+  # Mosaiq: ODBC with the SQLite and PostgreSQL drivers; the journal on SQLite
+  unixodbc-dev unixodbc libsqliteodbc odbc-postgresql libsqlite3-dev sqlite3
   # tests
-  libcmocka-dev lua-busted iproute2 procps curl
+  libcmocka-dev lua-busted iproute2 procps curl postgresql dicom3tools python3-pydicom
 )
 
 missing=()
