@@ -274,7 +274,9 @@ static void set_value(lua_State *L, rtb_ds *ds, const char *keyword, int idx)
         rtb_ds_element probe = {0};
         if (rtb_ds_get(ds, keyword, &probe, &err) != 0)
             rtb_dicom_raise(L, &err);
-        int binary = is_binary_vr(probe.vr);
+        /* Present elements know (Pixel Data's own VR name is not OB/OW); absent ones
+         * go by the dictionary. */
+        int binary = probe.is_binary || is_binary_vr(probe.vr);
         rtb_ds_element_clear(&probe);
         if (binary) {
             size_t len;

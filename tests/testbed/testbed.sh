@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Real DICOM peers on loopback for integration tests.
+#
+#   testbed.sh start DIR   start everything, write DIR/testbed.env, exit 0 when all answer
+#   testbed.sh stop DIR    stop what DIR/testbed.env lists and remove DIR
+#
+# Peers (all on 127.0.0.1, free ports picked at random in 20000-60000):
+#   Orthanc "main"    AET ORTHANC_MAIN  (DICOM + HTTP)
+#   Orthanc "staging" AET STAGING       (DICOM + HTTP)
+#   dcmqrscp          AET ARIA          preloaded with synthetic patients
+#   storescp          AET STORESCP      writes to DIR/storescp
+# plus a reserved port for the test program's own SCP (AET RTB_TEST_SCP), known
+# to every peer as a move destination, and the test SCU's calling AE RTB_SCU.
+#
+# Every peer runs with TCP_NODELAY=1: DCMTK (and Orthanc, built on it) keep
+# Nagle's algorithm on otherwise, and small PDUs then wait for delayed ACKs.
+#
+# Needs: orthanc, dcmtk (dcmqrscp, dcmqridx, storescp, echoscu), iproute2 (ss).
+# The synthetic data generator comes from $RTB_GEN_SYNTHETIC (built by CMake).
+# Sizes: RTB_TESTBED_PATIENTS (3), RTB_TESTBED_SLICES (10).
+set -euo pipefail
+
+HOST=127.0.0.1
+SCU_AET=RTB_SCU
+TEST_SCP_AET=RTB_TEST_SCP
+
+die() { echo "testbed: $*" >&2; exit 1; }
+
+# A port nobody listens on now and that we have not handed out yet.
+USED_PORTS=" "
+free_port() {
+    local p i
+    for i in $(seq 1 200); do
+        p=$(( 20000 + RANDOM % 40000 ))
+        case "$USED_PORTS" in *" $p "*) continue ;; esac
+        if ! ss -Htln "sport = :$p" | grep -q .; then
+            USED_PORTS="$USED_PORTS$p "
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# Waits until an AE answers C-ECHO, or fails after $3 seconds.
+wait_echo() {
+    local aet=$1 port=$2 limit=$3 pid=$4 i
+    for i in $(seq 1 $(( limit * 5 ))); do
+        if echoscu -to 2 -ta 2 -aet RTB_PROBE -aec "$aet" "$HOST" "$port" >/dev/null 2>&1; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || die "$aet (pid $pid) exited; see its log in $DIR/logs"
+        sleep 0.2
+    done
+    die "$aet did not answer C-ECHO on port $port within ${limit}s; see $DIR/logs"
+}
+
+orthanc_config() {
+    # $1 name, $2 aet, $3 dicom port, $4 http port
+    local name=$1 aet=$2 dport=$3 hport=$4
+    mkdir -p "$DIR/$name/storage"
+    cat >"$DIR/$name/orthanc.json" <<EOF
+{
+  "Name": "rtbackup-testbed-$name",
+  "StorageDirectory": "$DIR/$name/storage",
+  "IndexDirectory": "$DIR/$name/storage",
+  "Plugins": [],
+  "HttpServerEnabled": true,
+  "HttpPort": $hport,
+  "RemoteAccessAllowed": false,
+  "AuthenticationEnabled": false,
+  "DicomServerEnabled": true,
+  "DicomAet": "$aet",
+  "DicomPort": $dport,
+  "DicomCheckCalledAet": true,
+  "DicomAlwaysAllowEcho": true,
+  "DicomAlwaysAllowStore": true,
+  "DicomAlwaysAllowFind": false,
+  "DicomAlwaysAllowGet": false,
+  "DicomAlwaysAllowMove": false,
+  "DicomCheckModalityHost": false,
+  "DicomScpTimeout": 30,
+  "SynchronousCMove": true,
+  "StorageCompression": false,
+  "ConcurrentJobs": 2,
+  "DeidentifyLogs": false,
+  "DicomModalities": {
+    "main":    { "AET": "ORTHANC_MAIN",  "Host": "$HOST", "Port": $MAIN_PORT,
+                 "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true },
+    "staging": { "AET": "STAGING",       "Host": "$HOST", "Port": $STAGING_PORT,
+                 "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true },
+    "aria":    { "AET": "ARIA",          "Host": "$HOST", "Port": $ARIA_PORT,
+                 "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true },
+    "storescp": { "AET": "STORESCP",     "Host": "$HOST", "Port": $STORESCP_PORT,
+                 "AllowEcho": true, "AllowFind": false, "AllowMove": false, "AllowGet": false, "AllowStore": true },
+    "scu":     { "AET": "$SCU_AET",      "Host": "$HOST", "Port": $TEST_SCP_PORT,
+                 "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true },
+    "testscp": { "AET": "$TEST_SCP_AET", "Host": "$HOST", "Port": $TEST_SCP_PORT,
+                 "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true }
+  }
+}
+EOF
+}
+
+start() {
+    command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || die "Orthanc not installed (apt-get install orthanc)"
+    local orthanc_bin
+    orthanc_bin=$(command -v Orthanc || echo /usr/sbin/Orthanc)
+    for t in dcmqrscp dcmqridx storescp echoscu ss; do
+        command -v $t >/dev/null || die "$t not found (apt-get install dcmtk iproute2)"
+    done
+    local gen=${RTB_GEN_SYNTHETIC:-}
+    [ -n "$gen" ] && [ -x "$gen" ] || die "set RTB_GEN_SYNTHETIC to the built rtb_gen_synthetic program"
+
+    [ -e "$DIR/testbed.env" ] && { echo "testbed: stopping the previous testbed in $DIR" >&2; stop; }
+    mkdir -p "$DIR/logs" "$DIR/synthetic" "$DIR/aria" "$DIR/storescp"
+    DIR=$(cd "$DIR" && pwd)
+
+    MAIN_PORT=$(free_port); MAIN_HTTP=$(free_port)
+    STAGING_PORT=$(free_port); STAGING_HTTP=$(free_port)
+    ARIA_PORT=$(free_port); STORESCP_PORT=$(free_port)
+    TEST_SCP_PORT=$(free_port); CLOSED_PORT=$(free_port)
+
+    local patients=${RTB_TESTBED_PATIENTS:-3} slices=${RTB_TESTBED_SLICES:-10}
+    "$gen" "$DIR/synthetic" --patients "$patients" --slices "$slices" >"$DIR/synthetic/index.txt"
+
+    # dcmqrscp "ARIA": the generated files are indexed in place of a C-STORE.
+    # It runs in its default forking mode: Debian's 3.6.7 build crashes after the
+    # first association with --single-process.
+    cat >"$DIR/aria/dcmqrscp.cfg" <<EOF
+NetworkTCPPort  = $ARIA_PORT
+MaxPDUSize      = 116794
+MaxAssociations = 16
+
+HostTable BEGIN
+main     = (ORTHANC_MAIN, $HOST, $MAIN_PORT)
+staging  = (STAGING, $HOST, $STAGING_PORT)
+storescp = (STORESCP, $HOST, $STORESCP_PORT)
+testscp  = ($TEST_SCP_AET, $HOST, $TEST_SCP_PORT)
+scu      = ($SCU_AET, $HOST, $TEST_SCP_PORT)
+HostTable END
+
+VendorTable BEGIN
+VendorTable END
+
+AETable BEGIN
+ARIA   $DIR/aria/storage   RW (500, 1024mb)   ANY
+AETable END
+EOF
+    mkdir -p "$DIR/aria/storage"
+    cp "$DIR"/synthetic/*.dcm "$DIR/aria/storage/"
+    dcmqridx "$DIR/aria/storage" "$DIR"/aria/storage/*.dcm
+
+    local env="$DIR/testbed.env.tmp"
+    : >"$env"
+    orthanc_config main ORTHANC_MAIN "$MAIN_PORT" "$MAIN_HTTP"
+    orthanc_config staging STAGING "$STAGING_PORT" "$STAGING_HTTP"
+
+    TCP_NODELAY=1 "$orthanc_bin" "$DIR/main/orthanc.json" >"$DIR/logs/main.log" 2>&1 </dev/null &
+    MAIN_PID=$!
+    echo "MAIN_PID=$MAIN_PID" >>"$env"
+    TCP_NODELAY=1 "$orthanc_bin" "$DIR/staging/orthanc.json" >"$DIR/logs/staging.log" 2>&1 </dev/null &
+    STAGING_PID=$!
+    echo "STAGING_PID=$STAGING_PID" >>"$env"
+    TCP_NODELAY=1 dcmqrscp -c "$DIR/aria/dcmqrscp.cfg" >"$DIR/logs/aria.log" 2>&1 </dev/null &
+    ARIA_PID=$!
+    echo "ARIA_PID=$ARIA_PID" >>"$env"
+    TCP_NODELAY=1 storescp -aet STORESCP -od "$DIR/storescp" -uf "$STORESCP_PORT" >"$DIR/logs/storescp.log" 2>&1 </dev/null &
+    STORESCP_PID=$!
+    echo "STORESCP_PID=$STORESCP_PID" >>"$env"
+    # The pids are recorded first, so "stop" can clean up even if a wait fails.
+    cp "$env" "$DIR/testbed.env"
+
+    wait_echo ORTHANC_MAIN "$MAIN_PORT" 60 "$MAIN_PID"
+    wait_echo STAGING "$STAGING_PORT" 60 "$STAGING_PID"
+    wait_echo ARIA "$ARIA_PORT" 30 "$ARIA_PID"
+    wait_echo STORESCP "$STORESCP_PORT" 30 "$STORESCP_PID"
+
+    cat >>"$env" <<EOF
+RTB_TESTBED_DIR=$DIR
+HOST=$HOST
+SCU_AET=$SCU_AET
+TEST_SCP_AET=$TEST_SCP_AET
+TEST_SCP_PORT=$TEST_SCP_PORT
+CLOSED_PORT=$CLOSED_PORT
+MAIN_AET=ORTHANC_MAIN
+MAIN_PORT=$MAIN_PORT
+MAIN_HTTP_URL=http://$HOST:$MAIN_HTTP
+STAGING_AET=STAGING
+STAGING_PORT=$STAGING_PORT
+STAGING_HTTP_URL=http://$HOST:$STAGING_HTTP
+ARIA_AET=ARIA
+ARIA_PORT=$ARIA_PORT
+STORESCP_AET=STORESCP
+STORESCP_PORT=$STORESCP_PORT
+STORESCP_DIR=$DIR/storescp
+SYNTH_DIR=$DIR/synthetic
+SYNTH_PATIENTS=$patients
+SYNTH_CT_SLICES=$slices
+SYNTH_INSTANCES=$(( patients * (slices + 3) ))
+EOF
+    mv "$env" "$DIR/testbed.env"
+    echo "testbed: up in $DIR (main $MAIN_PORT, staging $STAGING_PORT, aria $ARIA_PORT, storescp $STORESCP_PORT)"
+}
+
+stop() {
+    local envf="$DIR/testbed.env" pids="" pid
+    if [ -f "$envf" ]; then
+        pids=$(sed -n 's/^[A-Z_]*_PID=\([0-9][0-9]*\)$/\1/p' "$envf")
+    fi
+    for pid in $pids; do kill "$pid" 2>/dev/null || true; done
+    # Give them a moment to exit cleanly (Orthanc flushes its index), then insist.
+    for _ in $(seq 1 50); do
+        local alive=0
+        for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+    for pid in $pids; do kill -9 "$pid" 2>/dev/null || true; done
+    rm -rf "$DIR"
+}
+
+[ $# -eq 2 ] || die "usage: testbed.sh start|stop DIR"
+DIR=$2
+case "$1" in
+    start) start ;;
+    stop) stop ;;
+    *) die "usage: testbed.sh start|stop DIR" ;;
+esac
