@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <editline/readline.h>
@@ -106,6 +107,15 @@ static int host_isatty(lua_State *L)
     return 1;
 }
 
+/* host.monotonic() — seconds on a clock that never jumps, for measuring durations. */
+static int host_monotonic(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
 /* host.info() — {scripts_dir, command, config_path, version}. */
 static int host_info(lua_State *L)
 {
@@ -172,6 +182,7 @@ int luaopen_rtbackup_host(lua_State *L)
                                      {"history_save", host_history_save},
                                      {"isatty", host_isatty},
                                      {"info", host_info},
+                                     {"monotonic", host_monotonic},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;

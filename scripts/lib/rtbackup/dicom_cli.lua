@@ -136,13 +136,14 @@ function M.print_rows(rows, columns, format)
     end
 end
 
---- Runs fn; a DICOM error becomes one line on stderr and exit code 1.
+--- Runs fn; a DICOM error becomes one line on stderr and exit code 1 (2 when the
+-- input itself was wrong, e.g. an unknown keyword).
 function M.run(fn)
     local ok, result = pcall(fn)
     if ok then return result end
     if errors.is(result) and result.kind ~= "usage" and result.kind ~= "config" then
         io.stderr:write("error: ", tostring(result), "\n")
-        return cli.EXIT.failure
+        return result.kind == "invalid" and cli.EXIT.usage or cli.EXIT.failure
     end
     error(result, 0)
 end

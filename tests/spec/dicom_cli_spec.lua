@@ -1,0 +1,112 @@
+-- requires: testbed
+-- The everyday DICOM commands as an operator or a script uses them: output formats
+-- and exit codes (0 ok, 1 DICOM failure, 2 usage or configuration error).
+local h = require "helpers"
+local cjson = require "cjson"
+
+local tb = {}
+local testbed_env = os.getenv("RTB_TESTBED_ENV") or error("RTB_TESTBED_ENV is not set")
+for line in io.lines(testbed_env) do
+    local k, v = line:match("^([%w_]+)=(.*)$")
+    if k then tb[k] = v end
+end
+local main = {"--aet", tb.SCU_AET, "--aec", tb.MAIN_AET, "--host", tb.HOST, "--port", tb.MAIN_PORT}
+local function with(base, ...)
+    local args = {}
+    for _, a in ipairs({...}) do args[#args + 1] = a end
+    for _, a in ipairs(base) do args[#args + 1] = a end
+    return args
+end
+local synthetic_dir = tb.SYNTH_DIR
+
+-- An environment file pointing at the testbed, for --env/--peer.
+local dir = h.tmpdir()
+local envfile = h.write_file(dir .. "/tb.toml", string.format([[
+[TB]
+description = "testbed"
+default_source = "ARIA"
+default_backup = "MAIN"
+script_ae = { aet = "%s", port = 11113 }
+sources.ARIA = { type = "aria", aet = "%s", ip = "%s", port = %s }
+backup_targets.MAIN = { type = "orthanc", aet = "%s", ip = "%s", port = %s }
+]], tb.SCU_AET, tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT))
+teardown(function() os.execute("rm -rf " .. h.quote(dir)) end)
+
+describe("rtbackup echo", function()
+    it("exits 0 for a live peer taken from an environment", function()
+        local r = h.run{"--config", envfile, "echo", "--env", "TB", "--peer", "ARIA"}
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("C%-ECHO ARIA@", r.stdout)
+    end)
+
+    it("exits 1 with the peer named when it is down", function()
+        local r = h.run{"echo", "--aet", "ME", "--aec", "GONE", "--host", tb.HOST, "--port", tb.CLOSED_PORT}
+        assert.are.equal(1, r.code)
+        assert.matches("GONE@" .. tb.HOST .. ":" .. tb.CLOSED_PORT, r.stderr)
+    end)
+
+    it("exits 2 without a peer or without our AE title", function()
+        assert.are.equal(2, h.run{"echo", "--host", tb.HOST}.code)
+        local r = h.run{"echo", "--aec", "X", "--host", tb.HOST, "--port", "104"}
+        assert.are.equal(2, r.code)
+        assert.matches("%-%-aet", r.stderr)
+    end)
+end)
+
+describe("rtbackup store and find", function()
+    it("stores a directory, then finds it as JSON and CSV", function()
+        local r = h.run(with(main, "store", "--filepath", synthetic_dir, "--format", "json"))
+        -- index.txt in that directory is not DICOM: it fails alone, exit 1
+        assert.are.equal(1, r.code, r.output)
+        assert.matches("index.txt", r.stderr)
+        local summary = cjson.decode(r.stdout)[1]
+        assert.are.equal(tonumber(tb.SYNTH_INSTANCES), summary.stored)
+        assert.are.equal(1, summary.failed)
+
+        r = h.run(with(main, "find", "--query-level", "STUDY", "--patient-id", "RTB001", "--format", "json"))
+        assert.are.equal(0, r.code, r.output)
+        local rows = cjson.decode(r.stdout)
+        assert.are.equal(1, #rows)
+        assert.are.equal("RTB001", rows[1].PatientID)
+
+        r = h.run(with(main, "find", "--query-level", "SERIES", "-k", "StudyInstanceUID=" .. rows[1].StudyInstanceUID,
+                       "-k", "SeriesDescription=", "--format", "csv"))
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("^PatientID,StudyInstanceUID,SeriesInstanceUID,Modality", r.stdout)
+        assert.matches("SeriesDescription", r.stdout:match("^[^\n]*"))
+    end)
+
+    it("exits 2 for an unknown keyword in -k", function()
+        local r = h.run(with(main, "find", "-k", "NotAKeyword=1"))
+        assert.are.equal(2, r.code)
+        assert.matches("NotAKeyword", r.stderr)
+    end)
+end)
+
+describe("rtbackup move and get", function()
+    it("moves from dcmqrscp to Orthanc and gets it back into a directory", function()
+        local r = h.run{"--config", envfile, "find", "--env", "TB", "--peer", "ARIA", "--query-level", "STUDY",
+                        "--patient-id", "RTB002", "--format", "json"}
+        assert.are.equal(0, r.code, r.output)
+        local study = cjson.decode(r.stdout)[1].StudyInstanceUID
+        r = h.run{"--config", envfile, "move", "--env", "TB", "--peer", "ARIA", "--study-uid", study,
+                  "--move-dest-aet", tb.MAIN_AET, "--format", "json"}
+        assert.are.equal(0, r.code, r.output)
+        assert.is_true(cjson.decode(r.stdout)[1].completed > 0)
+
+        local out = dir .. "/got"
+        r = h.run{"--config", envfile, "get", "--env", "TB", "--peer", "MAIN", "--study-uid", study,
+                  "--out-dir", out, "--format", "json"}
+        assert.are.equal(0, r.code, r.output)
+        local got = cjson.decode(r.stdout)[1]
+        local p = io.popen("ls " .. h.quote(out) .. " | wc -l")
+        assert.are.equal(got.completed, tonumber(p:read("l")))
+        p:close()
+    end)
+
+    it("exits 1 when the destination is unknown", function()
+        local r = h.run{"--config", envfile, "move", "--env", "TB", "--peer", "ARIA", "--query-level", "PATIENT",
+                        "--patient-id", "RTB001", "--move-dest-aet", "NOWHERE"}
+        assert.are.equal(1, r.code)
+    end)
+end)
