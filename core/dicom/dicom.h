@@ -166,7 +166,7 @@ typedef struct {
     int acse_timeout;       /* seconds; 0 = 30 */
     int dimse_timeout;      /* seconds between two messages; 0 = 60 */
     unsigned max_pdu;       /* our maximum receive PDU; 0 = 116794 */
-    int tls;                /* 1: TLS (DCMTK dcmtls, BCP 195 profile) */
+    int tls;                /* 1: TLS (DCMTK dcmtls, non-downgrading BCP 195 profile) */
     const char *tls_cert;   /* our certificate (PEM), optional */
     const char *tls_key;    /* its private key (PEM), required with tls_cert */
     const char *tls_ca;     /* CA file (PEM) the peer certificate must chain to; required with tls */

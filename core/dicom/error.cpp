@@ -85,6 +85,9 @@ rtb_dicom_error_kind kind_of(const OFCondition &cond)
     bool timed_out = strstr(text, "timeout") || strstr(text, "timed out") ||
                      strstr(text, "Timeout");
     if (cond == DUL_ASSOCIATIONREJECTED) return RTB_DICOM_E_REJECTED;
+    // A failed TLS handshake (untrusted certificate, no common cipher) means
+    // the connection could not be established.
+    if (cond.module() == OFM_dcmtls) return RTB_DICOM_E_CONNECT_FAILED;
     if (cond.module() == OFM_dcmnet) {
         switch (cond.code()) {
         case DULC_TCPINITERROR:

@@ -20,7 +20,7 @@ bool tls_attach(const rtb_dicom_peer *peer, T_ASC_Network *net, T_ASC_Parameters
 
     // initializeOpenSSL=OFTrue is idempotent in OpenSSL 1.1+ and thread-safe there.
     DcmTLSTransportLayer *layer = new DcmTLSTransportLayer(NET_REQUESTOR, nullptr, OFTrue);
-    OFCondition cond = layer->setTLSProfile(TSP_Profile_BCP195);
+    OFCondition cond = layer->setTLSProfile(TSP_Profile_BCP195_ND);
     if (cond.good()) cond = layer->activateCipherSuites();
     if (cond.good()) cond = layer->addTrustedCertificateFile(peer->tls_ca, DCF_Filetype_PEM);
     if (cond.good() && peer->tls_cert && *peer->tls_cert) {

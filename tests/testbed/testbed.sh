@@ -9,13 +9,15 @@
 #   Orthanc "staging" AET STAGING       (DICOM + HTTP)
 #   dcmqrscp          AET ARIA          preloaded with synthetic patients
 #   storescp          AET STORESCP      writes to DIR/storescp
+#   storescp over TLS AET STORESCP_TLS  mutual TLS, certificates from a CA made here
 # plus a reserved port for the test program's own SCP (AET RTB_TEST_SCP), known
 # to every peer as a move destination, and the test SCU's calling AE RTB_SCU.
 #
 # Every peer runs with TCP_NODELAY=1: DCMTK (and Orthanc, built on it) keep
 # Nagle's algorithm on otherwise, and small PDUs then wait for delayed ACKs.
 #
-# Needs: orthanc, dcmtk (dcmqrscp, dcmqridx, storescp, echoscu), iproute2 (ss).
+# Needs: orthanc, dcmtk (dcmqrscp, dcmqridx, storescp, echoscu), iproute2 (ss);
+# openssl for the TLS peer (optional).
 # The synthetic data generator comes from $RTB_GEN_SYNTHETIC (built by CMake).
 # Sizes: RTB_TESTBED_PATIENTS (3), RTB_TESTBED_SLICES (10).
 set -euo pipefail
@@ -53,6 +55,17 @@ wait_echo() {
         sleep 0.2
     done
     die "$aet did not answer C-ECHO on port $port within ${limit}s; see $DIR/logs"
+}
+
+# echoscu speaks plain TCP; for the TLS storescp, waiting for the port is enough.
+wait_port() {
+    local port=$1 limit=$2 pid=$3 i
+    for i in $(seq 1 $(( limit * 5 ))); do
+        ss -Htln "sport = :$port" | grep -q . && return 0
+        kill -0 "$pid" 2>/dev/null || die "pid $pid exited; see its log in $DIR/logs"
+        sleep 0.2
+    done
+    die "nothing listens on port $port after ${limit}s; see $DIR/logs"
 }
 
 orthanc_config() {
@@ -118,7 +131,7 @@ start() {
 
     MAIN_PORT=$(free_port); MAIN_HTTP=$(free_port)
     STAGING_PORT=$(free_port); STAGING_HTTP=$(free_port)
-    ARIA_PORT=$(free_port); STORESCP_PORT=$(free_port)
+    ARIA_PORT=$(free_port); STORESCP_PORT=$(free_port); TLS_PORT=$(free_port)
     TEST_SCP_PORT=$(free_port); CLOSED_PORT=$(free_port)
 
     local patients=${RTB_TESTBED_PATIENTS:-3} slices=${RTB_TESTBED_SLICES:-10}
@@ -151,6 +164,22 @@ EOF
     cp "$DIR"/synthetic/*.dcm "$DIR/aria/storage/"
     dcmqridx "$DIR/aria/storage" "$DIR"/aria/storage/*.dcm
 
+    # A private CA and certificates for the TLS storescp (skipped without openssl;
+    # the TLS test then skips too).
+    local tls=0
+    if command -v openssl >/dev/null; then
+        tls=1
+        mkdir -p "$DIR/tls" "$DIR/storescp-tls"
+        (
+            cd "$DIR/tls"
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=rtbackup-testbed-ca
+            openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2
+            openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=RTB_SCU
+            openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2
+        ) >"$DIR/logs/openssl.log" 2>&1 || die "openssl failed; see $DIR/logs/openssl.log"
+    fi
+
     local env="$DIR/testbed.env.tmp"
     : >"$env"
     orthanc_config main ORTHANC_MAIN "$MAIN_PORT" "$MAIN_HTTP"
@@ -168,6 +197,13 @@ EOF
     TCP_NODELAY=1 storescp -aet STORESCP -od "$DIR/storescp" -uf "$STORESCP_PORT" >"$DIR/logs/storescp.log" 2>&1 </dev/null &
     STORESCP_PID=$!
     echo "STORESCP_PID=$STORESCP_PID" >>"$env"
+    if [ $tls = 1 ]; then
+        TCP_NODELAY=1 storescp -aet STORESCP_TLS -od "$DIR/storescp-tls" -uf \
+            +tls "$DIR/tls/server.key" "$DIR/tls/server.pem" +cf "$DIR/tls/ca.pem" "$TLS_PORT" \
+            >"$DIR/logs/storescp-tls.log" 2>&1 </dev/null &
+        TLS_PID=$!
+        echo "TLS_PID=$TLS_PID" >>"$env"
+    fi
     # The pids are recorded first, so "stop" can clean up even if a wait fails.
     cp "$env" "$DIR/testbed.env"
 
@@ -175,6 +211,7 @@ EOF
     wait_echo STAGING "$STAGING_PORT" 60 "$STAGING_PID"
     wait_echo ARIA "$ARIA_PORT" 30 "$ARIA_PID"
     wait_echo STORESCP "$STORESCP_PORT" 30 "$STORESCP_PID"
+    if [ $tls = 1 ]; then wait_port "$TLS_PORT" 30 "$TLS_PID"; fi
 
     cat >>"$env" <<EOF
 RTB_TESTBED_DIR=$DIR
@@ -199,6 +236,16 @@ SYNTH_PATIENTS=$patients
 SYNTH_CT_SLICES=$slices
 SYNTH_INSTANCES=$(( patients * (slices + 3) ))
 EOF
+    if [ $tls = 1 ]; then
+        cat >>"$env" <<EOF
+TLS_AET=STORESCP_TLS
+TLS_PORT=$TLS_PORT
+TLS_CA=$DIR/tls/ca.pem
+TLS_WRONG_CA=$DIR/tls/server.pem
+TLS_CERT=$DIR/tls/client.pem
+TLS_KEY=$DIR/tls/client.key
+EOF
+    fi
     mv "$env" "$DIR/testbed.env"
     echo "testbed: up in $DIR (main $MAIN_PORT, staging $STAGING_PORT, aria $ARIA_PORT, storescp $STORESCP_PORT)"
 }

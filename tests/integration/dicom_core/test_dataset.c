@@ -82,10 +82,9 @@ static void uid_from_names_is_stable_valid_and_unambiguous(void **state)
     assert_int_equal(strspn(ua, "0123456789."), strlen(ua));
     /* Pinned: a change here would change every UID already in the archives. */
     const char *pin[] = {"rtbackup", "pin"};
-    char up[RTB_DICOM_UID_MAX], up2[RTB_DICOM_UID_MAX];
+    char up[RTB_DICOM_UID_MAX];
     OK(rtb_dicom_uid_from_names(pin, 2, up, &err));
-    OK(rtb_dicom_uid_from_names(pin, 2, up2, &err));
-    assert_string_equal(up, up2);
+    assert_string_equal(up, "2.25.18927422194303018839020655102895689159");
 }
 
 static void random_uids_are_valid_and_distinct(void **state)
