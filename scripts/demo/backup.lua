@@ -1,0 +1,12 @@
+-- DEMO: the testbed's sources, with the choices a small clinic would make.
+local backup = require "rtbackup.backup"
+
+return function(run)
+    if run.source_cfg.type == "mosaiq" then
+        return backup.mosaiq(run, {})
+    end
+    return backup.qr(run, {
+        keys = {PatientID = "*"},   -- every patient; Modality is asked per series
+        concurrency = 4,            -- associations at once to ARIA/MIM
+    })
+end

@@ -1,0 +1,14 @@
+-- UCLA: ARIA and MIM nightly into ORTHANC_UCLA; Mosaiq records staged through
+-- UCLA_MQ_STAGE. Choices only: the mechanisms are in scripts/lib/rtbackup/.
+local backup = require "rtbackup.backup"
+
+return function(run)
+    if run.source_cfg.type == "mosaiq" then
+        return backup.mosaiq(run, {})
+    end
+    return backup.qr(run, {
+        keys = run.env.settings.dicom_query_keys,  -- as configured in environments/ucla.toml
+        concurrency = 4,                            -- ARIA tolerates 4 associations at night
+        max_retries = 3,
+    })
+end

@@ -1,0 +1,274 @@
+-- requires: testbed
+-- The ARIA/MIM backup, validate and restore workflows against the testbed: dcmqrscp
+-- playing ARIA as the source, Orthanc "main" as the backup archive, Orthanc
+-- "staging" as a restore destination. Each test starts from an empty archive and an
+-- empty state directory.
+local h = require "helpers"
+local cjson = require "cjson"
+local dicom = require "rtbackup.dicom"
+
+local testbed_env = os.getenv("RTB_TESTBED_ENV") or error("RTB_TESTBED_ENV is not set")
+local tb = {}
+for line in io.lines(testbed_env) do
+    local k, v = line:match("^([%w_]+)=(.*)$")
+    if k then tb[k] = v end
+end
+local dir = h.tmpdir()
+local state = dir .. "/state"
+
+local function write_env(extra_settings)
+    return h.write_file(dir .. "/tb.toml", string.format([[
+[TB]
+description = "testbed"
+default_source = "ARIA"
+default_backup = "MAIN"
+script_ae = { aet = "%s", port = %s }
+[TB.sources.ARIA]
+type = "aria"
+aet = "%s"
+ip = "%s"
+port = %s
+[TB.sources.DEAD]
+type = "mim"
+aet = "DEAD"
+ip = "%s"
+port = %s
+[TB.backup_targets.MAIN]
+type = "orthanc"
+aet = "%s"
+ip = "%s"
+port = %s
+[TB.backup_targets.STAGING]
+type = "orthanc"
+aet = "%s"
+ip = "%s"
+port = %s
+[TB.settings]
+state_dir = "%s"
+retry_backoff_ms = 10
+%s
+]], tb.SCU_AET, tb.TEST_SCP_PORT, tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, tb.HOST, tb.CLOSED_PORT,
+    tb.MAIN_AET, tb.HOST, tb.MAIN_PORT, tb.STAGING_AET, tb.HOST, tb.STAGING_PORT, state, extra_settings or ""))
+end
+
+local ALL = {"--since", "1900-01-01", "--until", "2100-01-01"}
+local function rtb(args, opts)
+    local full = {"--config", dir .. "/tb.toml"}
+    for _, a in ipairs(args) do full[#full + 1] = a end
+    return h.run(full, opts)
+end
+local function backup(extra)
+    local args = {"backup", "TB"}
+    for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+    for _, a in ipairs(ALL) do args[#args + 1] = a end
+    local r = rtb(args)
+    local f = io.open(state .. "/TB-ARIA-last-run.json")
+    r.summary = f and cjson.decode(f:read("a")) or {}
+    if f then f:close() end
+    return r
+end
+
+-- What the source holds now (a spec below adds a series to it).
+local function source_total()
+    return tonumber(backup{"--dry-run"}.stdout:match("found (%d+) instances"))
+end
+
+local function http(method, url)
+    local p = io.popen(string.format("curl -s -X %s %s", method, h.quote(url)))
+    local body = p:read("a")
+    p:close()
+    return body
+end
+local function wipe(url)
+    for _, id in ipairs(cjson.decode(http("GET", url .. "/patients"))) do http("DELETE", url .. "/patients/" .. id) end
+end
+local function instance_count(url)
+    return #cjson.decode(http("GET", url .. "/instances"))
+end
+
+before_each(function()
+    wipe(tb.MAIN_HTTP_URL)
+    os.execute("rm -rf " .. h.quote(state))
+    write_env()
+end)
+teardown(function() os.execute("rm -rf " .. h.quote(dir)) end)
+
+describe("rtbackup backup", function()
+    it("backs everything up and verifies it; a second run moves nothing", function()
+        local total = source_total()
+        assert.is_true(total >= tonumber(tb.SYNTH_INSTANCES))
+        local r = backup()
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(total, r.summary.found)
+        assert.are.equal(total, r.summary.moved)
+        assert.are.equal(total, r.summary.verified)
+        assert.are.equal(total, instance_count(tb.MAIN_HTTP_URL))
+
+        r = backup()
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(0, r.summary.moved)
+        assert.are.equal(total, r.summary.already_present)
+        assert.are.equal(0, rtb({"validate", "TB", table.unpack(ALL)}).code)
+    end)
+
+    it("prints the plan and moves nothing with --dry-run", function()
+        local r = backup{"--dry-run"}
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("dry run: %d+ series would be moved", r.stdout)
+        assert.matches("RTB001 CT [%d.]+: 10 of 10 instances missing", r.stdout)
+        assert.are.equal(0, instance_count(tb.MAIN_HTTP_URL))
+    end)
+
+    it("after instances vanish from the archive, validate names exactly them and backup restores them", function()
+        assert.are.equal(0, backup().code)
+        local ids = cjson.decode(http("GET", tb.MAIN_HTTP_URL .. "/instances"))
+        local deleted = {}
+        for i = 1, 3 do
+            local tags = cjson.decode(http("GET", tb.MAIN_HTTP_URL .. "/instances/" .. ids[i] .. "/simplified-tags"))
+            deleted[tags.SOPInstanceUID] = true
+            http("DELETE", tb.MAIN_HTTP_URL .. "/instances/" .. ids[i])
+        end
+        local v = rtb({"validate", "TB", "--format", "json", table.unpack(ALL)})
+        assert.are.equal(1, v.code, v.output)
+        local rows = cjson.decode(v.stdout)
+        assert.are.equal(3, #rows)
+        for _, row in ipairs(rows) do
+            assert.are.equal("missing", row.problem)
+            assert.is_true(deleted[row.sop_instance_uid], row.sop_instance_uid)
+        end
+        local r = backup()
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(0, rtb({"validate", "TB", table.unpack(ALL)}).code)
+        assert.are.equal(r.summary.found, instance_count(tb.MAIN_HTTP_URL))
+    end)
+
+    it("moves only a series added at the source", function()
+        local first = backup()
+        assert.are.equal(0, first.code)
+        local aria = dicom.peer{aet = tb.ARIA_AET, host = tb.HOST, port = tonumber(tb.ARIA_PORT), calling_aet = tb.SCU_AET}
+        local study = aria:find{level = "STUDY", PatientID = "RTB001", StudyInstanceUID = ""}[1].StudyInstanceUID
+        local stored = aria:store{dicom.dataset{
+            SOPClassUID = "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID = dicom.uid(),
+            StudyInstanceUID = study, SeriesInstanceUID = dicom.uid(),
+            PatientID = "RTB001", PatientName = "TEST^PATIENT001", Modality = "OT", SeriesNumber = 99}}
+        assert.are.equal(1, stored.stored)
+        local r = backup()
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(1, r.summary.moved)
+        assert.are.equal(first.summary.found + 1, r.summary.found)
+    end)
+
+    it("spreads the work over runs under max_uids_per_run, moving nothing twice", function()
+        write_env("max_uids_per_run = 12")
+        -- the source may have grown (a spec above adds a series)
+        local total = source_total()
+        local moved, runs = 0, 0
+        repeat
+            local r = backup()
+            assert.are.equal(0, r.code, r.output)
+            assert.is_true(r.summary.moved <= 12, "moved " .. r.summary.moved)
+            moved, runs = moved + r.summary.moved, runs + 1
+        until r.summary.deferred_series == 0 or runs > 10
+        assert.are.equal(total, moved)
+        assert.is_true(runs >= 3, "runs: " .. runs)
+        assert.are.equal(0, rtb({"validate", "TB", table.unpack(ALL)}).code)
+    end)
+
+    it("finishes after kill -9, without moving verified series again", function()
+        for _, delay in ipairs{"0.15", "0.35"} do
+            wipe(tb.MAIN_HTTP_URL)
+            os.execute("rm -rf " .. h.quote(state))
+            local cmd = string.format("%s --config %s backup TB %s >/dev/null 2>&1 & pid=$!; sleep %s; kill -9 $pid; wait $pid",
+                h.quote(h.bin), h.quote(dir .. "/tb.toml"), table.concat(ALL, " "), delay)
+            os.execute(cmd)
+            -- What the journal holds as already moved or verified after the kill.
+            local script = h.write_file(dir .. "/done.lua", string.format([[
+                local ok, journal = pcall(require, "rtbackup.journal")
+                local j = journal.open(%q)
+                local n = 0
+                for _, u in ipairs(j:units("ARIA", {state = {"moved", "verified"}})) do n = n + (u.expected or 0) end
+                print(n)
+            ]], state .. "/TB.journal.sqlite"))
+            local before = h.run{"run", script}
+            local already = tonumber(before.stdout:match("%d+")) or 0
+            local r = backup()
+            assert.are.equal(0, r.code, r.output)
+            -- Series the journal has as moved/verified are not moved again; a series the
+            -- killed run moved but could not record is found complete by the plan.
+            assert.is_true(r.summary.moved <= r.summary.found - already,
+                           string.format("moved %d, found %d, already %d", r.summary.moved, r.summary.found, already))
+            -- (a series cut short by the kill is moved whole: at least what was missing)
+            assert.is_true(r.summary.moved >= r.summary.found - r.summary.already_present)
+            assert.are.equal(0, rtb({"validate", "TB", table.unpack(ALL)}).code)
+        end
+    end)
+
+    it("exits 3 while another run holds the lock, naming its PID", function()
+        os.execute("mkdir -p " .. h.quote(state))
+        local holder = h.write_file(dir .. "/hold.lua", string.format([[
+            local lock = require("rtbackup.journal").lock(%q)
+            require("rtbackup.task").sleep(3000)
+            lock:release()
+        ]], state .. "/TB-ARIA.lock"))
+        local pidfile = dir .. "/holder.pid"
+        os.execute(string.format("%s run %s >/dev/null 2>&1 & echo $! > %s", h.quote(h.bin), h.quote(holder), pidfile))
+        os.execute("sleep 0.5")
+        local pid = io.open(pidfile):read("l")
+        local r = backup()
+        os.execute("kill " .. pid .. " 2>/dev/null")
+        assert.are.equal(3, r.code, r.output)
+        assert.matches(pid, r.stderr)
+    end)
+
+    it("exits 4 when the source is unreachable", function()
+        local r = rtb({"backup", "TB", "DEAD", table.unpack(ALL)})
+        assert.are.equal(4, r.code, r.output)
+        assert.matches("DEAD", r.output)
+    end)
+
+    it("exits 5 outside the source's time window, and runs with --ignore-window", function()
+        -- A one-minute window twelve hours from now.
+        local now = os.date("*t")
+        local h1 = (now.hour + 12) % 24
+        write_env(string.format('window = "%02d:00-%02d:01"', h1, h1))
+        local r = backup()
+        assert.are.equal(5, r.code, r.output)
+        assert.are.equal(0, instance_count(tb.MAIN_HTTP_URL))
+        r = backup{"--ignore-window"}
+        assert.are.equal(0, r.code, r.output)
+    end)
+end)
+
+describe("rtbackup restore", function()
+    it("restores a patient from the archive to an empty destination, verified there", function()
+        assert.are.equal(0, backup().code)
+        wipe(tb.STAGING_HTTP_URL)
+        local r = rtb{"restore", "TB", "--to", "STAGING", "--patient", "RTB002"}
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("restored 13 of 13 instances", r.stdout)
+        assert.are.equal(13, instance_count(tb.STAGING_HTTP_URL))
+    end)
+
+    it("lists and moves nothing with --dry-run", function()
+        assert.are.equal(0, backup().code)
+        wipe(tb.STAGING_HTTP_URL)
+        local r = rtb{"restore", "TB", "--to", "STAGING", "--patient", "RTB002", "--dry-run"}
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("would restore RTB002", r.stdout)
+        assert.are.equal(0, instance_count(tb.STAGING_HTTP_URL))
+    end)
+
+    it("is a usage error without --patient or --study", function()
+        assert.are.equal(2, rtb{"restore", "TB", "--to", "STAGING"}.code)
+    end)
+end)
+
+describe("rtbackup query", function()
+    it("lists a patient's series as JSON", function()
+        local r = rtb{"query", "TB", "--mrn", "RTB003", "--level", "SERIES", "--format", "json"}
+        assert.are.equal(0, r.code, r.output)
+        local rows = cjson.decode(r.stdout)
+        assert.are.equal(4, #rows)
+        for _, row in ipairs(rows) do assert.are.equal("RTB003", row.PatientID) end
+    end)
+end)
