@@ -177,6 +177,16 @@ describe("rtbackup backup", function()
         assert.are.equal(first.summary.found, r.summary.already_present)
     end)
 
+    it("moves the structure set and CT a backed-up plan references", function()
+        write_env('dicom_query_keys = { Modality = "RTPLAN" }')
+        local r = backup{"--patient", "RTB001"}
+        assert.are.equal(0, r.code, r.output)
+        -- the plan (1), its structure set (1), the CT the contours were drawn on (10)
+        assert.are.equal(12, instance_count(tb.MAIN_HTTP_URL))
+        assert.are.equal(2, r.summary.references_moved_series)
+        assert.are.equal(0, r.summary.references_unresolved)
+    end)
+
     it("spreads the work over runs under max_uids_per_run, moving nothing twice", function()
         write_env("max_uids_per_run = 12")
         local total = source_total()
@@ -219,6 +229,27 @@ describe("rtbackup backup", function()
             assert.is_true(r.summary.moved >= r.summary.found - r.summary.already_present)
             assert.are.equal(0, rtb({"validate", "TB", table.unpack(ALL)}).code)
         end
+    end)
+
+    it("covers everything exactly once in three concurrent shards", function()
+        local total = source_total()
+        local cmds = {}
+        for i = 1, 3 do
+            cmds[i] = string.format("%s --config %s backup TB ARIA --shard %d/3 %s >%s/shard%d.out 2>&1",
+                h.quote(h.bin), h.quote(dir .. "/tb.toml"), i, table.concat(ALL, " "), dir, i)
+        end
+        os.execute(table.concat(cmds, " & ") .. "; wait")
+        local moved = 0
+        for i = 1, 3 do
+            local f = assert(io.open(string.format("%s/TB-ARIA-shard%dof3-last-run.json", state, i)))
+            local s = cjson.decode(f:read("a"))
+            f:close()
+            assert.are.equal(0, s.exit_code)
+            moved = moved + s.moved
+        end
+        -- disjoint (nothing moved twice) and complete
+        assert.are.equal(total, moved)
+        assert.are.equal(0, rtb({"validate", "TB", table.unpack(ALL)}).code)
     end)
 
     it("exits 3 while another run holds the lock, naming its PID", function()

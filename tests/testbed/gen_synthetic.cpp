@@ -147,6 +147,13 @@ void write_rtstruct(const Patient &p, const std::string &dir, bool implicit)
     set(ds, "StructureSetTime", "100000");
     rtb_ds *ref = append(ds, "ReferencedFrameOfReferenceSequence");
     set(ref, "FrameOfReferenceUID", p.frame_uid);
+    // The CT series the contours were drawn on: what a backup must keep with the
+    // structure set (rtbackup's reference completeness follows this path).
+    rtb_ds *ref_study = append(ref, "RTReferencedStudySequence");
+    set(ref_study, "ReferencedSOPClassUID", "1.2.840.10008.3.1.2.3.1");
+    set(ref_study, "ReferencedSOPInstanceUID", p.study_uid);
+    rtb_ds *ref_series = append(ref_study, "RTReferencedSeriesSequence");
+    set(ref_series, "SeriesInstanceUID", uid({p.id, "ct-series"}));
     rtb_ds *roi = append(ds, "StructureSetROISequence");
     set(roi, "ROINumber", "1");
     set(roi, "ReferencedFrameOfReferenceUID", p.frame_uid);

@@ -160,6 +160,24 @@ function backup.qr(run, choices)
     end
     summary.deferred_series = deferred
     local outcome = qr.execute(ctx, units, instances)
+    if setting(env, nil, "complete_references", true) then
+        -- Only the RT objects verified in this run: earlier runs checked theirs.
+        local verified = {}
+        for _, u in ipairs(units) do
+            local now = j:get(run.source_alias, u.key)
+            if now and now.state == "verified" then verified[#verified + 1] = now end
+        end
+        local ok, refs = pcall(require("rtbackup.references").complete, ctx, verified)
+        if ok then
+            ctx.stats.moved = ctx.stats.moved + refs.moved
+            ctx.stats.failed = ctx.stats.failed + refs.failed
+            if refs.failed > 0 then outcome.failed = outcome.failed + 1 end
+            summary.references_moved_series, summary.references_unresolved = refs.moved_series, #refs.unresolved
+        else
+            log.error("cannot complete the references of RT objects", {error = tostring(refs)})
+            summary.plan_errors = summary.plan_errors + 1
+        end
+    end
     summary.moved, summary.verified, summary.failed = ctx.stats.moved, ctx.stats.verified, ctx.stats.failed
     summary.series_verified, summary.series_failed, summary.series_skipped = outcome.verified, outcome.failed, outcome.skipped
     summary.errors = outcome.errors
