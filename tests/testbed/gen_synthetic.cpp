@@ -263,16 +263,20 @@ void write_rtdose(const Patient &p, const std::string &dir, bool implicit)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: gen_synthetic OUTDIR [--patients N] [--slices K] [--size PIXELS] [--implicit]\n");
+        fprintf(stderr, "usage: gen_synthetic OUTDIR [--patients N] [--first N] [--date YYYYMMDD] "
+                        "[--slices K] [--size PIXELS] [--implicit]\n");
         return 2;
     }
     std::string dir = argv[1];
-    int patients = 3, slices = 10, size = 64;
+    int patients = 3, slices = 10, size = 64, first = 1;
+    const char *fixed_date = nullptr; // default: patient n is dated 2026-01-n
     bool implicit = false;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--patients") && i + 1 < argc) patients = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--slices") && i + 1 < argc) slices = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--first") && i + 1 < argc) first = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--date") && i + 1 < argc) fixed_date = argv[++i];
         else if (!strcmp(argv[i], "--implicit")) implicit = true;
         else {
             fprintf(stderr, "gen_synthetic: unknown argument %s\n", argv[i]);
@@ -284,11 +288,14 @@ int main(int argc, char **argv)
         return 2;
     }
     if (rtb_dicom_init(&g_err) != 0) die("init");
-    for (int n = 1; n <= patients; n++) {
+    for (int n = first; n < first + patients; n++) {
         char id[16], name[32], date[16];
         snprintf(id, sizeof id, "RTB%03d", n);
         snprintf(name, sizeof name, "TEST^PATIENT%03d", n);
-        snprintf(date, sizeof date, "202601%02d", 1 + (n - 1) % 28);
+        if (fixed_date)
+            snprintf(date, sizeof date, "%.8s", fixed_date);
+        else
+            snprintf(date, sizeof date, "202601%02d", 1 + (n - 1) % 28);
         Patient p{n, id, name, uid({id, "study"}), uid({id, "frame"}), date};
         write_ct(p, slices, size, dir, implicit);
         write_rtstruct(p, dir, implicit);

@@ -1,6 +1,6 @@
 --- rtbackup.site: finds a site's workflow scripts. An environment names its script
 -- folder with `scripts = "ucla"`; without it the lower-cased environment name is
--- tried, then scripts/default/.
+-- tried. A workflow the site folder does not have comes from scripts/default/.
 local errors = require "rtbackup.error"
 local host = require "rtbackup.host"
 
@@ -25,9 +25,9 @@ function site.load(env, name)
             local chunk, err = loadfile(path)
             if not chunk then errors.raise{kind = "config", message = err} end
             return chunk, path
-        elseif folder == env.scripts then
+        elseif folder == env.scripts and not exists(string.format("%s/%s", root, folder)) then
             errors.raise{kind = "config", message = string.format(
-                "%s: scripts = %q, but %s does not exist", env.name, env.scripts, path)}
+                "%s: scripts = %q, but %s/%s does not exist", env.name, env.scripts, root, folder)}
         end
     end
     errors.raise{kind = "config", message = "no " .. name .. ".lua for " .. env.name .. " in " .. root}
