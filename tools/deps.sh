@@ -13,7 +13,7 @@ PACKAGES=(
   # Mosaiq: ODBC with the SQLite and PostgreSQL drivers; the journal on SQLite
   unixodbc-dev unixodbc libsqliteodbc odbc-postgresql libsqlite3-dev sqlite3
   # tests
-  libcmocka-dev lua-busted iproute2 procps curl openssl postgresql dicom3tools python3-pydicom
+  libcmocka-dev lua-busted iproute2 procps curl openssl time postgresql dicom3tools python3-pydicom
 )
 
 missing=()

@@ -269,8 +269,21 @@ stop() {
 
 [ $# -eq 2 ] || die "usage: testbed.sh start|stop DIR"
 DIR=$2
+# Ports are picked free but bound later, so another program can take one in between
+# (seen when several testbeds start at once): then start again on fresh ports.
+start_with_retries() {
+    local attempt
+    for attempt in 1 2 3; do
+        if (start); then return 0; fi
+        echo "testbed: start failed (attempt $attempt); retrying on other ports" >&2
+        stop >/dev/null 2>&1 || true
+        mkdir -p "$DIR"
+    done
+    die "could not start the testbed"
+}
+
 case "$1" in
-    start) start ;;
+    start) start_with_retries ;;
     stop) stop ;;
     *) die "usage: testbed.sh start|stop DIR" ;;
 esac

@@ -115,7 +115,9 @@ function backup.qr(run, choices)
                        patient = opts.patient, study = opts.study,
                        study_dates = clock.dicom_date(since) .. "-" .. clock.dicom_date(till)}
     log.info("planning", {source = run.source_alias, target = run.target_alias, since = since, ["until"] = till})
+    local t0 = host.monotonic()
     local plan = qr.plan(ctx, selection)
+    local plan_seconds = host.monotonic() - t0
     if opts.shard then
         local keep = {}
         for _, u in ipairs(plan.units) do if in_shard(opts.shard, u.data.study) then keep[#keep + 1] = u end end
@@ -159,7 +161,9 @@ function backup.qr(run, choices)
         log.info("max_uids_per_run reached: the rest waits for the next runs", {deferred_series = deferred})
     end
     summary.deferred_series = deferred
+    t0 = host.monotonic()
     local outcome = qr.execute(ctx, units, instances)
+    summary.plan_seconds, summary.move_verify_seconds = plan_seconds, host.monotonic() - t0
     if setting(env, nil, "complete_references", true) then
         -- Only the RT objects verified in this run: earlier runs checked theirs.
         local verified = {}
@@ -208,6 +212,9 @@ function backup.close(run, summary, code)
     summary.duration_seconds = host.monotonic() - run.started
     summary.instances_per_second = summary.duration_seconds > 0 and (summary.moved or 0) / summary.duration_seconds or 0
     summary.exit_code = code
+    local associations = 0
+    for _, n in pairs(dicom.associations) do associations = associations + n end
+    summary.associations = associations
     if run.journal then
         run.journal:finish_run(run.run_id, {status = code == 0 and "ok" or "exit " .. code, summary = summary})
         local f = io.open(run.summary_path .. ".tmp", "w")

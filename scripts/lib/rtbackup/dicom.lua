@@ -23,6 +23,8 @@ local dicom = {
     read = core.read,
     uid = core.uid,
     uid_valid = core.uid_valid,
+    -- Associations this process opened, by operation (summaries and benchmarks).
+    associations = {echo = 0, find = 0, move = 0, get = 0, store = 0},
 }
 
 -- Keys of a query table that steer the operation rather than match attributes.
@@ -81,7 +83,8 @@ local function check_retrieve_keys(query, level)
 end
 
 -- Runs fn, adding this peer's alias to any error it raises.
-local function annotated(self, fn, ...)
+local function annotated(self, op, fn, ...)
+    dicom.associations[op] = dicom.associations[op] + 1
     local results = table.pack(pcall(fn, ...))
     if results[1] then return table.unpack(results, 2, results.n) end
     local a = results[2]
@@ -94,14 +97,14 @@ end
 
 --- C-ECHO. Returns the seconds it took.
 function Peer:echo()
-    return annotated(self, core.echo, self)
+    return annotated(self, "echo", core.echo, self)
 end
 
 --- C-FIND. Without on_match: the list of matches. With on_match(match): called for
 -- each as it arrives (return false to stop: C-CANCEL); returns the number delivered.
 function Peer:find(query, on_match)
     local level = level_of(query)
-    return annotated(self, function()
+    return annotated(self, "find", function()
         local stream = core.find_start(self, level, model_of(query, level), identifier(query))
         local all, count = {}, 0
         while true do
@@ -128,7 +131,7 @@ function Peer:move(query)
         errors.raise{kind = "invalid", message = "move: destination (an AE title) is required"}
     end
     check_retrieve_keys(query, level)
-    return annotated(self, core.move, self, level, model_of(query, level), identifier(query),
+    return annotated(self, "move", core.move, self, level, model_of(query, level), identifier(query),
                      query.destination)
 end
 
@@ -139,7 +142,7 @@ function Peer:get(query, into)
     check_retrieve_keys(query, level)
     local dir = type(into) == "string" and into or nil
     local fn = type(into) == "function" and into or nil
-    return annotated(self, function()
+    return annotated(self, "get", function()
         local stream = core.get_start(self, level, model_of(query, level), identifier(query), dir, fn ~= nil)
         while true do
             local batch = stream:next()
@@ -154,7 +157,7 @@ end
 -- items = {{ok, status, sop_instance_uid, path, error}}, error}: an item that cannot
 -- be read or is refused fails alone; `error` is set when the association failed.
 function Peer:store(items)
-    return annotated(self, core.store, self, items)
+    return annotated(self, "store", core.store, self, items)
 end
 
 local function number_setting(settings, key)

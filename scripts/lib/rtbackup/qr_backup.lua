@@ -128,6 +128,7 @@ local function diff_study(ctx, study, selection)
         end
         result.found = result.found + expected
         local data = {study = study.StudyInstanceUID, patient = study.PatientID, modality = s.Modality,
+                      series_in_study = #src,
                       date = study.StudyDate}
         if present >= expected then
             result.present = result.present + expected
@@ -214,34 +215,26 @@ local function first_uids(set, max)
     return table.concat(list, ", ")
 end
 
---- Moves and verifies one unit; records the outcome in the journal. Returns
--- "verified" | "failed" | "skipped".
-function qr.process(ctx, unit)
+-- Records a failed move of `units` in the journal; returns "skipped" (the peer is
+-- unreachable: the units stay queued for the next run) or "failed".
+local function move_failed(ctx, units, err)
+    local unreachable = err.kind == "unreachable" or is_unreachable(err)
+    for _, unit in ipairs(units) do
+        ctx.journal:mark(ctx.source_alias, unit.key, unreachable and "queued" or "failed",
+                         {error = tostring(err), attempts_increment = true})
+    end
+    return unreachable and "skipped" or "failed"
+end
+
+--- Verifies one moved unit and records the outcome. Returns "verified" | "failed" |
+-- "skipped", and the error or message.
+function qr.check(ctx, unit)
     local j, source = ctx.journal, ctx.source_alias
-    if ctx.outside_window and ctx.outside_window() then
-        return "skipped", "outside the time window " .. ctx.window
-    end
-    if unit.state ~= "moved" then
-        local ok, r = pcall(ctx.source_breaker.call, ctx.source_breaker, ctx.source.move, ctx.source, {
-            level = "SERIES", StudyInstanceUID = unit.data.study, SeriesInstanceUID = unit.key,
-            destination = ctx.destination})
-        if not ok then
-            if r.kind == "unreachable" or is_unreachable(r) then
-                j:mark(source, unit.key, "queued", {error = tostring(r), attempts_increment = true})
-                return "skipped", r
-            end
-            j:mark(source, unit.key, "failed", {error = tostring(r), attempts_increment = true})
-            return "failed", r
-        end
-        j:mark(source, unit.key, "moved", {moved = r.completed, attempts_increment = true})
-        ctx.stats.moved = ctx.stats.moved + (r.completed or 0)
-    end
     local ok, total, n, missing = pcall(qr.verify, ctx, unit)
     if not ok then
-        local err = total
         -- Still "moved": the next run verifies before moving anything again.
-        j:mark(source, unit.key, "moved", {error = tostring(err)})
-        return is_unreachable(err) and "skipped" or "failed", err
+        j:mark(source, unit.key, "moved", {error = tostring(total)})
+        return is_unreachable(total) and "skipped" or "failed", total
     end
     if n == 0 then
         j:mark(source, unit.key, "verified", {})
@@ -254,6 +247,43 @@ function qr.process(ctx, unit)
     ctx.stats.failed = ctx.stats.failed + n
     log.error("series not completely backed up", {series = unit.key, missing = n, total = total})
     return "failed", message
+end
+
+--- Moves a group of units with one C-MOVE (a whole study when `level` is "STUDY",
+-- else the one series), then verifies each. Returns a list of {unit, state, err}.
+function qr.process(ctx, units, level)
+    local outcomes = {}
+    if ctx.outside_window and ctx.outside_window() then
+        for _, unit in ipairs(units) do
+            outcomes[#outcomes + 1] = {unit, "skipped", "outside the time window " .. ctx.window}
+        end
+        return outcomes
+    end
+    local fresh = {}
+    for _, unit in ipairs(units) do
+        if unit.state ~= "moved" then fresh[#fresh + 1] = unit end
+    end
+    if #fresh > 0 then
+        local first = fresh[1]
+        local query = {level = level, StudyInstanceUID = first.data.study, destination = ctx.destination}
+        if level == "SERIES" then query.SeriesInstanceUID = first.key end
+        local ok, r = pcall(ctx.source_breaker.call, ctx.source_breaker, ctx.source.move, ctx.source, query)
+        if not ok then
+            local state = move_failed(ctx, fresh, r)
+            for _, unit in ipairs(fresh) do outcomes[#outcomes + 1] = {unit, state, r} end
+            return outcomes
+        end
+        for _, unit in ipairs(fresh) do
+            ctx.journal:mark(ctx.source_alias, unit.key, "moved",
+                             {moved = level == "SERIES" and r.completed or nil, attempts_increment = true})
+        end
+        ctx.stats.moved = ctx.stats.moved + (r.completed or 0)
+    end
+    for _, unit in ipairs(units) do
+        local state, err = qr.check(ctx, unit)
+        outcomes[#outcomes + 1] = {unit, state, err}
+    end
+    return outcomes
 end
 
 --- Picks the journal's open units, oldest first, within the per-run instance cap.
@@ -272,15 +302,41 @@ function qr.select(ctx, cap)
     return chosen, instances, deferred
 end
 
+-- Work items: a study whose every series is to be moved goes as one STUDY-level
+-- C-MOVE (one sub-association at the source instead of one per series); other
+-- series go one by one.
+local function group(units)
+    local by_study, order = {}, {}
+    for _, u in ipairs(units) do
+        local study = u.data.study
+        if not by_study[study] then by_study[study] = {}; order[#order + 1] = study end
+        table.insert(by_study[study], u)
+    end
+    local jobs = {}
+    for _, study in ipairs(order) do
+        local list = by_study[study]
+        local whole = list[1].data.series_in_study == #list
+        for _, u in ipairs(list) do whole = whole and u.state ~= "moved" end
+        if whole and #list > 1 then
+            jobs[#jobs + 1] = {level = "STUDY", units = list}
+        else
+            for _, u in ipairs(list) do jobs[#jobs + 1] = {level = "SERIES", units = {u}} end
+        end
+    end
+    return jobs
+end
+
 --- Runs the move+verify phase over `units`; returns {verified =, failed =, skipped =}.
 function qr.execute(ctx, units, total_instances)
     local bar = progress.new(ctx.source_alias .. " -> " .. ctx.target_alias, total_instances)
     local outcome = {verified = 0, failed = 0, skipped = 0, errors = {}}
-    task.map(units, function(unit)
-        local state, err = qr.process(ctx, unit)
-        outcome[state] = outcome[state] + 1
-        if err then outcome.errors[#outcome.errors + 1] = {series = unit.key, error = tostring(err)} end
-        bar:add(unit.expected or 0)
+    task.map(group(units), function(job)
+        for _, o in ipairs(qr.process(ctx, job.units, job.level)) do
+            local unit, state, err = o[1], o[2], o[3]
+            outcome[state] = outcome[state] + 1
+            if err then outcome.errors[#outcome.errors + 1] = {series = unit.key, error = tostring(err)} end
+            bar:add(unit.expected or 0)
+        end
     end, {concurrency = ctx.concurrency, errors = "return"})
     bar:finish()
     return outcome
