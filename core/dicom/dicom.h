@@ -120,6 +120,12 @@ int rtb_ds_get_bytes(const rtb_ds *ds, const char *keyword, void **data, size_t 
 int rtb_ds_set_bytes(rtb_ds *ds, const char *keyword, const void *data, size_t len,
                      rtb_dicom_error *err);
 
+/* Sets a text element by tag "gggg,eeee" with the VR the caller names: for private
+ * elements the dictionary cannot type, and for builders that know their VRs (no
+ * dictionary lookup). Group 0002 is refused. */
+int rtb_ds_set_vr(rtb_ds *ds, const char *tag, const char *vr, const char *const *values,
+                  size_t count, rtb_dicom_error *err);
+
 /* Top-level elements in tag order. */
 size_t rtb_ds_count(const rtb_ds *ds);
 int rtb_ds_element_at(const rtb_ds *ds, size_t index, rtb_ds_element *out, rtb_dicom_error *err);

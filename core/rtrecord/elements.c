@@ -1,0 +1,301 @@
+/* Checked element setters: every value the builder writes goes through one of
+ * these, so VR lengths, character rules, defined terms and the Type 1/2/3
+ * presence rules are enforced in one place. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static void full_field(const rtb_builder *b, const char *field, char *out, size_t size)
+{
+    if (b->path[0] && field && field[0])
+        snprintf(out, size, "%s.%s", b->path, field);
+    else
+        snprintf(out, size, "%s", b->path[0] ? b->path : (field ? field : ""));
+}
+
+int rtb_b_fail(rtb_builder *b, rtb_rtrecord_error_code code, const char *field, const char *fmt,
+               ...)
+{
+    char rest[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rest, sizeof rest, fmt, ap);
+    va_end(ap);
+    b->err->code = code;
+    full_field(b, field, b->err->field, sizeof b->err->field);
+    snprintf(b->err->message, sizeof b->err->message, "%s %s", b->err->field, rest);
+    return -1;
+}
+
+int rtb_b_dicom_fail(rtb_builder *b, const char *tag, const rtb_dicom_error *derr)
+{
+    b->err->code = RTB_RTRECORD_E_DICOM;
+    full_field(b, NULL, b->err->field, sizeof b->err->field);
+    snprintf(b->err->message, sizeof b->err->message, "writing (%s)%s%s: %.300s", tag,
+             b->err->field[0] ? " for " : "", b->err->field, derr->message);
+    return -1;
+}
+
+/* Every element goes in with its VR named: private elements have no
+ * dictionary VR, and for public ones the builder knows the VR already, which
+ * spares a dictionary lookup per element (a VMAT record has ~10 000). */
+static int put(rtb_builder *b, rtb_ds *ds, const char *tag, const char *vr,
+               const char *const *values, size_t n)
+{
+    rtb_dicom_error derr;
+    if (rtb_ds_set_vr(ds, tag, vr, values, n, &derr) != 0)
+        return rtb_b_dicom_fail(b, tag, &derr);
+    return 0;
+}
+
+static int put1(rtb_builder *b, rtb_ds *ds, const char *tag, const char *vr, const char *value)
+{
+    return put(b, ds, tag, vr, &value, value && value[0] ? 1 : 0);
+}
+
+/* Maximum value length in bytes, and whether the VR allows control characters
+ * (CR, LF, FF, TAB) and backslashes in its (single) value. */
+static size_t vr_limit(const char *vr, int *free_text)
+{
+    static const struct { const char *vr; size_t max; int free_text; } limits[] = {
+        {"AE", 16, 0}, {"CS", 16, 0}, {"SH", 16, 0}, {"LO", 64, 0}, {"PN", 64, 0},
+        {"UI", 64, 0}, {"ST", 1024, 1}, {"LT", 10240, 1}, {"UT", 0xFFFFFFFEu, 1},
+        {"DS", 16, 0}, {"IS", 12, 0}, {"DA", 8, 0}, {"TM", 14, 0}};
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++)
+        if (strcmp(limits[i].vr, vr) == 0) {
+            *free_text = limits[i].free_text;
+            return limits[i].max;
+        }
+    *free_text = 0;
+    return 64;
+}
+
+/* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
+static size_t clip_utf8(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
+/* Character rules shared by text values and name components. */
+static int check_chars(rtb_builder *b, const char *field, const char *s, const char *vr,
+                       int free_text, const char *forbidden)
+{
+    int non_ascii = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p >= 0x80) {
+            non_ascii = 1;
+        } else if (*p < 0x20 || *p == 0x7F) {
+            if (!free_text || !(*p == '\r' || *p == '\n' || *p == '\f' || *p == '\t'))
+                return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field,
+                                  "contains a control character (0x%02X), not allowed in %s", *p, vr);
+        } else if (!free_text && *p == '\\') {
+            return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field,
+                              "contains a backslash, the value separator of %s", vr);
+        } else if (forbidden && strchr(forbidden, *p)) {
+            return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "contains '%c', not allowed here", *p);
+        }
+    }
+    if (non_ascii) {
+        if (!rtb_rtrecord_utf8_valid(s))
+            return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "is not valid UTF-8");
+        b->non_ascii = 1;
+    }
+    return 0;
+}
+
+int rtb_b_text(rtb_builder *b, rtb_ds *ds, const char *tag, const char *vr, const char *field,
+               const char *value, int type2, rtb_text_policy policy)
+{
+    if (!value || !value[0])
+        return type2 ? put1(b, ds, tag, vr, "") : 0;
+    int free_text;
+    size_t max = vr_limit(vr, &free_text);
+    if (strcmp(vr, "UI") == 0) {
+        if (!rtb_dicom_uid_valid(value))
+            return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "is not a valid UID: '%s'", value);
+    } else if (strcmp(vr, "CS") == 0) {
+        for (const char *p = value; *p; p++)
+            if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == ' ' || *p == '_'))
+                return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field,
+                                  "'%s' is not a code string (A-Z, 0-9, space, _)", value);
+    }
+    if (check_chars(b, field, value, vr, free_text, NULL) != 0)
+        return -1;
+    size_t len = strlen(value);
+    if (len <= max)
+        return put1(b, ds, tag, vr, value);
+    if (policy == RTB_TEXT_STRICT)
+        return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field,
+                          "is %zu bytes long; %s allows %zu: '%.40s...'", len, vr, max, value);
+    len = clip_utf8(value, len, max);
+    char *clipped = malloc(len + 1);
+    if (!clipped)
+        return rtb_b_fail(b, RTB_RTRECORD_E_DICOM, field, "cannot be written: out of memory");
+    memcpy(clipped, value, len);
+    clipped[len] = '\0';
+    int rc = put1(b, ds, tag, vr, clipped);
+    free(clipped);
+    return rc;
+}
+
+int rtb_b_text1(rtb_builder *b, rtb_ds *ds, const char *tag, const char *vr, const char *field,
+                const char *value)
+{
+    if (!value || !value[0])
+        return rtb_b_fail(b, RTB_RTRECORD_E_MISSING, field, "is required");
+    return rtb_b_text(b, ds, tag, vr, field, value, 1, RTB_TEXT_STRICT);
+}
+
+int rtb_b_term(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field, const char *value,
+               const char *const *terms, int type, const char **written)
+{
+    if (written)
+        *written = "";
+    if (value && value[0]) {
+        for (size_t i = 0; terms[i]; i++)
+            if (strcmp(terms[i], value) == 0) {
+                if (written)
+                    *written = terms[i];
+                return put1(b, ds, tag, "CS", terms[i]);
+            }
+    }
+    if (type == 1) {
+        if (!value || !value[0])
+            return rtb_b_fail(b, RTB_RTRECORD_E_MISSING, field, "is required");
+        char list[160] = "";
+        for (size_t i = 0; terms[i]; i++) {
+            strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+            strncat(list, terms[i], sizeof list - strlen(list) - 1);
+        }
+        return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "'%s' is not one of %s", value, list);
+    }
+    /* Never an invented term: Type 2 gets an empty value, Type 3 nothing. */
+    return type == 2 ? put1(b, ds, tag, "CS", "") : 0;
+}
+
+int rtb_b_name(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field,
+               const rtb_rtrecord_name *name, int type2)
+{
+    const char *parts[5] = {name->family, name->given, name->middle, name->prefix, name->suffix};
+    static const char *const part_names[5] = {"family", "given", "middle", "prefix", "suffix"};
+    char value[256] = "";
+    size_t len = 0, last = 0;
+    for (int i = 0; i < 5; i++) {
+        const char *p = parts[i] ? parts[i] : "";
+        char sub[128];
+        snprintf(sub, sizeof sub, "%s.%s", field, part_names[i]);
+        /* ^ and = separate components and groups of a PN. */
+        if (check_chars(b, sub, p, "PN", 0, "^=") != 0)
+            return -1;
+        size_t n = strlen(p);
+        if (len + n + 1 >= sizeof value)
+            return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "is longer than 64 bytes (PN)");
+        if (i)
+            value[len++] = '^';
+        memcpy(value + len, p, n);
+        len += n;
+        value[len] = '\0';
+        if (n)
+            last = len;
+    }
+    value[last] = '\0'; /* no trailing empty components */
+    if (last > 64)
+        return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field,
+                          "is %zu bytes long; a PN component group allows 64: '%.40s...'", last, value);
+    if (!last)
+        return type2 ? put1(b, ds, tag, "PN", "") : 0;
+    return put1(b, ds, tag, "PN", value);
+}
+
+int rtb_b_ds(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field, double v, int type2)
+{
+    if (isnan(v))
+        return type2 ? put1(b, ds, tag, "DS", "") : 0;
+    char text[RTB_DS_TEXT];
+    if (rtb_rtrecord_format_ds(v, text) != 0)
+        return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "is not a finite number");
+    return put1(b, ds, tag, "DS", text);
+}
+
+int rtb_b_ds_list(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field,
+                  const double *v, size_t n)
+{
+    /* MLC lists are the largest values written: one block, no per-value malloc. */
+    char (*text)[RTB_DS_TEXT] = n <= 256 ? NULL : malloc(n * sizeof *text);
+    char small[256][RTB_DS_TEXT];
+    const char *ptrs_small[256];
+    const char **ptrs = n <= 256 ? ptrs_small : malloc(n * sizeof *ptrs);
+    if (n > 256 && (!text || !ptrs)) {
+        free(text);
+        free(ptrs);
+        return rtb_b_fail(b, RTB_RTRECORD_E_DICOM, field, "cannot be written: out of memory");
+    }
+    if (!text)
+        text = small;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (rtb_rtrecord_format_ds(v[i], text[i]) != 0)
+            rc = rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "value %zu is not a finite number", i + 1);
+        ptrs[i] = text[i];
+    }
+    if (rc == 0)
+        rc = put(b, ds, tag, "DS", ptrs, n);
+    if (text != small)
+        free(text);
+    if (ptrs != ptrs_small)
+        free(ptrs);
+    return rc;
+}
+
+int rtb_b_is(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field, long v, int type2)
+{
+    if (v == RTB_RTRECORD_NO_INT)
+        return type2 ? put1(b, ds, tag, "IS", "") : 0;
+    if (v < -2147483647L - 1 || v > 2147483647L)
+        return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "%ld does not fit an IS (32-bit)", v);
+    char text[16];
+    snprintf(text, sizeof text, "%ld", v);
+    return put1(b, ds, tag, "IS", text);
+}
+
+int rtb_b_datetime(rtb_builder *b, rtb_ds *ds, const char *da_tag, const char *tm_tag,
+                   const char *field, const char *value, int type)
+{
+    char da[9], tm[14];
+    int type2 = type == 2;
+    if (!value || !value[0]) {
+        if (type == 1)
+            return rtb_b_fail(b, RTB_RTRECORD_E_MISSING, field, "is required");
+        if (!type2)
+            return 0;
+        if (put1(b, ds, da_tag, "DA", "") != 0)
+            return -1;
+        return tm_tag ? put1(b, ds, tm_tag, "TM", "") : 0;
+    }
+    if (rtb_rtrecord_parse_datetime(value, da, tm) != 0)
+        return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field,
+                          "is not a date/time (YYYY-MM-DD[THH:MM:SS[.ffffff]]): '%s'", value);
+    if (type == 1 && tm_tag && !tm[0])
+        return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "needs a time of day: '%s'", value);
+    if (put1(b, ds, da_tag, "DA", da) != 0)
+        return -1;
+    if (!tm_tag || (!tm[0] && !type2))
+        return 0;
+    return put1(b, ds, tm_tag, "TM", tm);
+}
+
+int rtb_b_item(rtb_builder *b, rtb_ds *ds, const char *tag, rtb_ds **item)
+{
+    rtb_dicom_error derr;
+    if (rtb_ds_item_append(ds, tag, item, &derr) != 0)
+        return rtb_b_dicom_fail(b, tag, &derr);
+    return 0;
+}

@@ -1,0 +1,77 @@
+--- rtbackup.rtrecord: RT Beams Treatment Records (PS3.3 A.29) from a Lua table.
+--
+--   local rtrecord = require "rtbackup.rtrecord"
+--   local ds = rtrecord.beams_treatment_record(input)   -- a dataset: ds:save(path), ds.PatientID
+--   local problems = rtrecord.check(ds)                  -- {} when the record conforms
+--
+-- The input table (snake_case; every UID comes from the caller, nothing random,
+-- nothing from the clock, so the same input always gives the same bytes):
+--
+--   sop_instance_uid      required  the record's SOP Instance UID
+--   creation_datetime               Instance Creation Date/Time (from the source data)
+--   instance_number                 default 1
+--   patient = {name = NAME, id, birth_date, sex}          sex: "M" | "F" | "O", else empty
+--   study = {instance_uid (required), id, datetime, description, accession_number,
+--            referring_physician = NAME}                  -- the RT Plan's study
+--   series = {instance_uid (required), number, description, datetime,
+--             operator_name = NAME}                       -- the record's own RT Series
+--   equipment = {manufacturer, institution_name, department_name, model_name,
+--                serial_number, software_versions}        -- what produced the record
+--   treatment_datetime              Treatment Date/Time
+--   plan_uid              required  the referenced RT Plan's SOP Instance UID
+--   machine = {name, manufacturer, model_name, serial_number, institution_name,
+--              department_name}                           -- name: at most 16 characters
+--   fractions_planned, fraction_group
+--   primary_dosimeter_unit required "MU" | "MINUTE"
+--   beams = { BEAM, ... }           required, at least one
+--   private_block = {creator = "TJU RadOnc Customized Data", group = 0x3261, block = 0x10,
+--                    elements = {{element = 0x01, vr = "LT", value = "PROSTATE"}, ...}}
+--
+--   NAME = {family, given, middle, prefix, suffix}
+--
+--   BEAM = {
+--     number, name, description,
+--     beam_type            required  "STATIC" | "DYNAMIC"
+--     radiation_type       required  "PHOTON" | "ELECTRON" | "NEUTRON" | "PROTON"
+--     fluence_mode                   "STANDARD" | "NON_STANDARD" (then fluence_mode_id)
+--     delivery_type                  default "TREATMENT"
+--     termination_status   required  "NORMAL" | "OPERATOR" | "MACHINE" | "UNKNOWN"
+--     termination_code, verification_status ("VERIFIED" | "VERIFIED_OVR" | "NOT_VERIFIED"),
+--     current_fraction, specified_meterset, delivered_meterset, delivered_time (s),
+--     sad (Source-Axis Distance, mm),
+--     n_leaf_pairs (MLC pairs, 0 = no MLC), mlc_type ("MLCX" default | "MLCY"),
+--     n_wedges, n_compensators, n_boli, n_blocks (0 or absent: accessories are not recorded),
+--     control_points = { CP, ... }   required, at least one
+--   }
+--
+--   CP = {
+--     index (required), datetime (required), delivered_meterset (required, cumulative),
+--     specified_meterset, dose_rate_set, dose_rate_delivered,
+--     energy, energy_unit ("MV" | "MEV"; other units leave the energy out),
+--     gantry_angle, gantry_direction, collimator_angle, collimator_direction,
+--     couch_angle, couch_direction,                         -- directions "CW" | "CC" | "NONE"
+--     table_top_eccentric_distance, table_top_eccentric_angle, table_top_eccentric_direction,
+--     table_top_vertical, table_top_longitudinal, table_top_lateral,       -- mm
+--     table_top_pitch_angle, table_top_pitch_direction,
+--     table_top_roll_angle, table_top_roll_direction,                      -- when known
+--     jaw_x = {x1, x2}, jaw_y = {y1, y2},                                   -- mm
+--     mlc = {first bank 1..N, then second bank 1..N}                        -- mm, 2N values
+--   }
+--   Angles and directions (gantry, collimator, couch, table-top eccentric) are
+--   required on the first control point and on every one when they change during
+--   the beam, as are the positions of every beam limiting device the beam has.
+--
+-- Dates/times: "YYYY-MM-DD[THH:MM[:SS[.ffffff]]]" (what rtbackup.odbc returns) or
+-- DICOM "YYYYMMDD[HHMMSS[.ffffff]]". Absent values are nil.
+--
+-- Errors: {kind = "invalid", field = "beams[2].control_points[1].gantry_angle",
+-- message = "beams[2].control_points[1].gantry_angle is required"}; an unknown
+-- field name is an error too. A value outside the standard's terms is never
+-- written: empty for Type 2 attributes, left out for Type 3, an error for Type 1.
+local core = require "rtbackup.rtrecord.core"
+
+return {
+    beams_treatment_record = core.beams_treatment_record,
+    check = core.check,
+    SOP_CLASS = core.SOP_CLASS,
+}

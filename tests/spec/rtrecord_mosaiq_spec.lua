@@ -1,0 +1,241 @@
+-- The Mosaiq mapping (rtbackup.mosaiq_map): synthetic delivery groups become RT
+-- Beams Treatment Records that pass dciodvfy (dicom3tools), read back as their
+-- input through rtbackup.dicom, and come out byte-identical when regenerated.
+local dicom = require "rtbackup.dicom"
+local errors = require "rtbackup.error"
+local rtrecord = require "rtbackup.rtrecord"
+local map = require "rtbackup.mosaiq_map"
+local helpers = require "helpers"
+local groups = require "rtrecord_groups"
+local support = require "rtrecord_support"
+
+local options, VMAT, read_file = support.options, support.VMAT, support.read_file
+local dciodvfy, ACCEPTED_EMPTY_STUDY = support.dciodvfy, support.ACCEPTED_EMPTY_STUDY
+local read_back, expected_of, assert_subset = support.read_back, support.expected_of, support.assert_subset
+local build_and_save = support.build_and_save
+
+describe("Mosaiq delivery groups -> RT Beams Treatment Records", function()
+    local dir
+    setup(function()
+        dir = helpers.tmpdir()
+        assert.is_true(os.execute("command -v dciodvfy >/dev/null 2>&1") == true, "dciodvfy (dicom3tools) is needed")
+    end)
+    teardown(function() os.execute("rm -rf " .. helpers.quote(dir)) end)
+
+    local cases = {
+        {name = "two_beam_static", opts = {private_block = "TJU"}},
+        {name = "vmat", opts = VMAT},
+        {name = "null_heavy", opts = {}, accepted = ACCEPTED_EMPTY_STUDY},
+        {name = "non_ascii", opts = {private_block = "TJU"}},
+    }
+    for _, case in ipairs(cases) do
+        it(case.name .. " passes dciodvfy and reads back as its input", function()
+            local group = groups[case.name]()
+            local input = map.record(group, options(case.opts))
+            local ds, path = build_and_save(group, options(case.opts), dir, case.name)
+            local problems, out = dciodvfy(path, case.accepted)
+            assert.are.same({}, problems, out)
+            assert.matches("RTBeamsTreatmentRecord", out)
+            assert.are.same({}, rtrecord.check(dicom.read(path)))
+            assert_subset(expected_of(input), read_back(dicom.read(path)))
+        end)
+    end
+
+    it("writes the 2-beam fixture as the reference expects (§9.2)", function()
+        local ds = dicom.read(select(2, build_and_save(groups.two_beam_static(), options{private_block = "TJU"}, dir, "ref")))
+        assert.are.equal(rtrecord.SOP_CLASS, ds.SOPClassUID)
+        assert.are.equal("RTRECORD", ds.Modality)
+        assert.are.equal("DOE^JANE^Q", ds.PatientName)
+        assert.are.equal("MRN0012345", ds.PatientID)
+        assert.are.equal("19610412", ds.PatientBirthDate)
+        assert.are.equal("F", ds.PatientSex)
+        assert.are.equal("20250612", ds.TreatmentDate)
+        assert.are.equal("095210", ds.TreatmentTime)
+        assert.are.equal(28, ds.NumberOfFractionsPlanned)
+        assert.are.equal(12, ds.InstanceNumber)
+        assert.are.equal("LINAC1", ds.TreatmentMachineSequence[1].TreatmentMachineName)
+        assert.are.equal("1.2.826.0.1.3680043.8.498.1003", ds.ReferencedRTPlanSequence[1].ReferencedSOPInstanceUID)
+        assert.are.equal("1.2.826.0.1.3680043.8.498.1001", ds.StudyInstanceUID)
+        assert.are_not.equal(ds.StudyInstanceUID, ds.SeriesInstanceUID)
+        assert.is_nil(ds.SpecificCharacterSet) -- all ASCII
+        local b1, b2 = ds.TreatmentSessionBeamSequence[1], ds.TreatmentSessionBeamSequence[2]
+        assert.are.same({1, "G180", "NORMAL", "VERIFIED", 12}, {b1.ReferencedBeamNumber, b1.BeamName,
+            b1.TreatmentTerminationStatus, b1.TreatmentVerificationStatus, b1.CurrentFractionNumber})
+        assert.are.same({2, "G000", "OPERATOR"}, {b2.ReferencedBeamNumber, b2.BeamName, b2.TreatmentTerminationStatus})
+        assert.are.equal(152.3, b1.DeliveredPrimaryMeterset) -- NORMAL: the whole meterset
+        assert.is_nil(b2.DeliveredPrimaryMeterset)            -- interrupted: unknown
+        assert.are.equal(1000.0, b1.SourceAxisDistance)       -- 100 cm
+        local cp0 = b1.ControlPointDeliverySequence[1]
+        assert.are.same({"MV", 6.0, 180.0, -124.0, 981.0, 3.0}, {cp0.NominalBeamEnergyUnit, cp0.NominalBeamEnergy,
+            cp0.GantryAngle, cp0.TableTopVerticalPosition, cp0.TableTopLongitudinalPosition, cp0.TableTopLateralPosition})
+        local devices = {}
+        for _, d in ipairs(cp0.BeamLimitingDevicePositionSequence) do devices[d.RTBeamLimitingDeviceType] = d.LeafJawPositions end
+        assert.are.same({-50.0, 50.0}, devices.ASYMY)
+        assert.are.equal(120, #devices.MLCX)
+        assert.are.same({-20.55, 20.55}, {devices.MLCX[1], devices.MLCX[61]})
+        assert.are.equal("PROSTATE", ds["3261,1001"])
+        assert.are.equal("Knee sponge; full bladder", ds["3261,1002"])
+        assert.are.equal("Tx Delivery IMRT", ds["3261,1003"])
+        assert.are.equal("PROS_IMRT", ds["3261,1004"])
+    end)
+
+    it("gives a VMAT arc every changing value at every control point", function()
+        local ds = map.build(groups.vmat(), options(VMAT))
+        local arc1, arc2 = ds.TreatmentSessionBeamSequence[1], ds.TreatmentSessionBeamSequence[2]
+        assert.are.equal("DYNAMIC", arc1.BeamType)
+        assert.are.equal(178, arc1.NumberOfControlPoints)
+        local cps = arc1.ControlPointDeliverySequence
+        assert.are.equal(178, #cps)
+        for k = 1, 178 do
+            assert.is_number(cps[k].GantryAngle)
+            local devices = {}
+            for _, d in ipairs(cps[k].BeamLimitingDevicePositionSequence) do
+                devices[d.RTBeamLimitingDeviceType] = d.LeafJawPositions
+            end
+            assert.are.equal(120, #devices.MLCX)
+            -- jaws do not move: their positions are in the first item only
+            assert.are.equal(k == 1, devices.ASYMX ~= nil)
+        end
+        assert.are.equal("CW", cps[1].GantryRotationDirection)
+        assert.are.equal("CC", arc2.ControlPointDeliverySequence[1].GantryRotationDirection)
+        assert.is_nil(cps[2].BeamLimitingDeviceAngle) -- constant collimator: first item only
+        assert.are.equal("101502.25", arc1.ControlPointDeliverySequence[1].TreatmentControlPointTime)
+        assert.are.equal(256.7, cps[178].DeliveredMeterset)
+    end)
+
+    it("builds the same UIDs and the same bytes when a day is generated again", function()
+        local _, p1 = build_and_save(groups.vmat(), options(VMAT), dir, "again1")
+        local _, p2 = build_and_save(groups.vmat(), options(VMAT), dir, "again2")
+        assert.is_true(read_file(p1) == read_file(p2), "the two files differ")
+        local a = map.build(groups.two_beam_static(12), options())
+        local b = map.build(groups.two_beam_static(12), options())
+        local c = map.build(groups.two_beam_static(13), options())
+        assert.are.equal(a.SOPInstanceUID, b.SOPInstanceUID)
+        assert.are.equal(a:digest(), b:digest())
+        assert.are_not.equal(a.SOPInstanceUID, c.SOPInstanceUID) -- another fraction, another record
+        assert.are.equal(a.SeriesInstanceUID, c.SeriesInstanceUID) -- the plan's record series
+        local d = map.build(groups.two_beam_static(12), options{uid_scope = "OTHER/MOSAIQ"})
+        assert.are_not.equal(a.SOPInstanceUID, d.SOPInstanceUID) -- another clinic's database
+    end)
+
+    it("converts cm to mm without binary floating-point residue", function()
+        local g = groups.two_beam_static()
+        for _, p in ipairs(g.fields[1].points) do p.Couch_Vrt, p.Couch_Lat = 12.34, -0.07 end
+        g.fields[1].Sad = 100.05
+        local b1 = map.build(g, options()).TreatmentSessionBeamSequence[1]
+        local cp0 = b1.ControlPointDeliverySequence[1]
+        assert.are.same({123.4, -0.7, 1000.5}, {cp0.TableTopVerticalPosition, cp0.TableTopLateralPosition,
+                                                b1.SourceAxisDistance})
+    end)
+
+    it("writes NULL-heavy rows as empty Type 2 values and infers what Type 1 needs", function()
+        local ds = map.build(groups.null_heavy(), options())
+        assert.are.equal("DOE^JANE", ds.PatientName)
+        assert.are.same({"", "", "", ""}, {ds.PatientSex, ds.PatientBirthDate, ds.StudyDate, ds.NumberOfFractionsPlanned})
+        local b1 = ds.TreatmentSessionBeamSequence[1]
+        assert.are.equal("STATIC", b1.BeamType)           -- Beam_Type_Flag NULL: nothing moves
+        assert.are.equal("UNKNOWN", b1.TreatmentTerminationStatus)
+        assert.are.equal("", b1.TreatmentVerificationStatus)
+        assert.is_nil(b1.SourceAxisDistance)
+        local cp0 = b1.ControlPointDeliverySequence[1]
+        assert.are.equal("NONE", cp0.GantryRotationDirection) -- from the angles: no rotation
+        assert.are.same({"", "", ""}, {cp0.TableTopVerticalPosition, cp0.DoseRateSet, cp0.DoseRateDelivered})
+        assert.is_nil(cp0.NominalBeamEnergy)               -- no unit, no energy
+    end)
+
+    it("declares UTF-8 for non-ASCII names", function()
+        local ds = map.build(groups.non_ascii(), options{private_block = "TJU"})
+        assert.are.equal("ISO_IR 192", ds.SpecificCharacterSet)
+        assert.are.equal("Müller-Øster^José^Ł", ds.PatientName)
+        assert.are.equal("G180°", ds.TreatmentSessionBeamSequence[1].BeamName)
+        assert.are.equal("Linac-Süd", ds.TreatmentMachineSequence[1].TreatmentMachineName)
+    end)
+
+    it("fails one bad group with a clear error and still builds the rest of the day", function()
+        local bad_modality = groups.two_beam_static()
+        bad_modality.fields[2].Modality_Enum = 7
+        local no_gantry = groups.two_beam_static()
+        no_gantry.fields[1].points[1].Gantry_Ang = groups.NULL
+        local no_study = groups.two_beam_static()
+        no_study.plan.StudyInstanceUID = groups.NULL
+        local day = {groups.two_beam_static(), bad_modality, groups.vmat(), no_gantry, no_study}
+        local built, failed = {}, {}
+        for i, g in ipairs(day) do
+            local ok, res = pcall(map.build, g, options(g.fields[1].Beam_Type_Flag == 2 and VMAT or nil))
+            if ok then built[#built + 1] = i else failed[i] = res end
+        end
+        assert.are.same({1, 3}, built)
+        for _, err in pairs(failed) do
+            assert.is_true(errors.is(err, "invalid"))
+            assert.matches("Mosaiq record for patient MRN0012345, plan 1.2.826.0.1.3680043.8.498.1003, fraction 12", err.message, 1, true)
+        end
+        assert.matches("field G000 (FLD_ID 60002): Modality_Enum 7 has no DICOM radiation type", failed[2].message, 1, true)
+        assert.matches("field G180: beams[1].control_points[1].gantry_angle is required", failed[4].message, 1, true)
+        assert.are.equal("beams[1].control_points[1].gantry_angle", failed[4].field)
+        assert.matches("the RT Plan's StudyInstanceUID is missing", failed[5].message, 1, true)
+    end)
+
+    it("writes an unknown enum value as an empty value, never as an invented term", function()
+        local g = groups.two_beam_static()
+        g.patient.Sex = "UNSPECIFIED"
+        g.fields[1].dose.Termination_Verify_Status_Enum = 9
+        g.fields[1].dose.Termination_Status_Enum = 9
+        for _, p in ipairs(g.fields[1].points) do p.Gantry_Dir_Enum, p.Energy_Unit_Enum = 7, 1 end
+        local ds = map.build(g, options())
+        local b1 = ds.TreatmentSessionBeamSequence[1]
+        assert.are.equal("", ds.PatientSex)
+        assert.are.equal("", b1.TreatmentVerificationStatus)
+        assert.are.equal("UNKNOWN", b1.TreatmentTerminationStatus) -- the standard's own term
+        assert.are.equal("NONE", b1.ControlPointDeliverySequence[1].GantryRotationDirection) -- from the angles
+        assert.is_nil(b1.ControlPointDeliverySequence[1].NominalBeamEnergy) -- KV is not a DICOM unit
+    end)
+
+    it("reads Energy_Unit_Enum by the site's convention", function()
+        local g = groups.two_beam_static()
+        for _, f in ipairs(g.fields) do for _, p in ipairs(f.points) do p.Energy_Unit_Enum = 1 end end
+        local ds = map.build(g, options{energy_unit_enum = "kv0_mv1_mev2"})
+        assert.are.equal("MV", ds.TreatmentSessionBeamSequence[1].ControlPointDeliverySequence[1].NominalBeamEnergyUnit)
+        assert.has_error(function() map.build(g, options{energy_unit_enum = "mev"}) end)
+    end)
+
+    it("requires the site's MLC encoding and a UID scope", function()
+        local ok, err = pcall(map.build, groups.two_beam_static(), options{mlc = {}})
+        assert.is_false(ok)
+        assert.matches("mlc.encoding is not set", err.message, 1, true)
+        ok, err = pcall(map.build, groups.two_beam_static(), options{uid_scope = false})
+        assert.is_false(ok)
+        assert.are.equal("config", err.kind)
+    end)
+end)
+
+describe("MLC leaf sets", function()
+    it("decodes float32 mm, keeping the decimals the float stood for", function()
+        local bytes = groups.float32_leaves{-20.55, 0, 12.5, 0.1}
+        assert.are.same({-20.55, 0, 12.5, 0.1}, map.decode_leaf_set(bytes, "float32_mm"))
+        local _, err = map.decode_leaf_set(bytes .. "x", "float32_mm")
+        assert.matches("17 bytes is not a whole number of float32 leaves", err, 1, true)
+    end)
+
+    it("decodes int16 in 0.01 cm, and a record whose trailing zero byte was dropped", function()
+        local bytes = string.pack("<i2i2i2", 1234, -205, 256) -- 256 = 00 01: last byte 0x01
+        assert.are.same({123.4, -20.5, 25.6}, map.decode_leaf_set(bytes, "int16_0.01cm"))
+        local stripped = string.pack("<i2i2i2", 1234, -205, 1):sub(1, 5) -- 01 00 -> 01
+        assert.are.same({123.4, -20.5, 0.1}, map.decode_leaf_set(stripped, "int16_0.01cm"))
+        assert.are.same({123.4, -20.5}, map.decode_leaf_set(bytes, "int16_0.01cm", 2))
+        local _, err = map.decode_leaf_set(bytes, "int16_0.01cm", 5)
+        assert.matches("3 leaves decoded, 5 expected", err, 1, true)
+        assert.is_nil((map.decode_leaf_set(bytes, "int8")))
+    end)
+
+    it("lays the banks out in DICOM order as the site says", function()
+        local g = groups.two_beam_static()
+        local ds = map.build(g, options{mlc = {encoding = "float32_mm", first_bank = "B", negate_first_bank = true}})
+        local cp0 = ds.TreatmentSessionBeamSequence[1].ControlPointDeliverySequence[1]
+        local mlc
+        for _, d in ipairs(cp0.BeamLimitingDevicePositionSequence) do
+            if d.RTBeamLimitingDeviceType == "MLCX" then mlc = d.LeafJawPositions end
+        end
+        assert.are.same({-20.55, -20.55}, {mlc[1], mlc[61]}) -- -B first, then A
+    end)
+end)
+
