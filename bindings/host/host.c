@@ -166,7 +166,7 @@ void rtb_host_print_commands(const char *scripts_dir, FILE *out)
     closedir(d);
     qsort(names, n, sizeof names[0], compare_names);
     for (size_t i = 0; i < n; i++) {
-        char path[4200], summary[200];
+        char path[4200], summary[256];
         snprintf(path, sizeof path, "%s/%s.lua", dir, names[i]);
         read_summary(path, summary, sizeof summary);
         fprintf(out, "  %-10s %s\n", names[i], summary);

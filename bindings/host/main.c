@@ -76,8 +76,8 @@ static const char *find_scripts_dir(char *buf, size_t size)
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = '\0';
-            snprintf(buf, size, "%s/../%s", exe, RTBACKUP_SCRIPTS_RELATIVE);
-            if (is_dir(buf))
+            int len = snprintf(buf, size, "%s/../%s", exe, RTBACKUP_SCRIPTS_RELATIVE);
+            if (len > 0 && (size_t)len < size && is_dir(buf))
                 return buf;
         }
     }

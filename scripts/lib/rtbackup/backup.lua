@@ -233,8 +233,13 @@ end
 function backup.print_summary(s)
     local out = io.stdout
     out:write(string.format("%s %s -> %s (%s .. %s)\n", s.env or "", s.source, s.target or "", s.since or "", s["until"] or ""))
-    out:write(string.format("  found %d instances in %d studies; already present %d\n", s.found or 0, s.studies or 0,
-                            s.already_present or 0))
+    if s.records_built then
+        out:write(string.format("  found %d deliveries; built %d records (%d could not be built); already backed up %d\n",
+                                s.found or 0, s.records_built, s.build_failed or 0, s.already_present or 0))
+    else
+        out:write(string.format("  found %d instances in %d studies; already present %d\n", s.found or 0,
+                                s.studies or 0, s.already_present or 0))
+    end
     if s.plan then
         out:write(string.format("  dry run: %d series would be moved\n", #s.plan))
         for _, p in ipairs(s.plan) do
