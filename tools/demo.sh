@@ -16,15 +16,14 @@ step "rtbackup config check"
 "$bin" config check
 step "starting the DEMO testbed"
 tools/demo-testbed.sh start
-if [ -f scripts/cli/mosaiq-db.lua ]; then
-  step "a week of Mosaiq treatments in state/demo/mosaiq.db"
-  "$bin" mosaiq-db create DEMO --patients 6 --from "$(date -d '6 days ago' +%F)" --days 7 || true
-fi
+week_ago=$(TZ=America/Los_Angeles date -d '6 days ago' +%F)
+step "a week of Mosaiq treatments in state/demo/mosaiq.db"
+"$bin" mosaiq-db create DEMO --patients 8 --from "$week_ago" --days 7 --force
 status=0
-step "rtbackup backup DEMO --all"
-"$bin" backup DEMO --all || status=$?
-step "rtbackup backup DEMO --all   (again: nothing left to move)"
-"$bin" backup DEMO --all || status=$?
+step "rtbackup backup DEMO --all --since $week_ago"
+"$bin" backup DEMO --all --since "$week_ago" || status=$?
+step "rtbackup backup DEMO --all --since $week_ago   (again: nothing left to move)"
+"$bin" backup DEMO --all --since "$week_ago" || status=$?
 step "rtbackup validate DEMO ARIA / MIM"
 "$bin" validate DEMO ARIA || status=$?
 "$bin" validate DEMO MIM || status=$?

@@ -209,6 +209,7 @@ static const field MOSAIQ_SOURCE_FIELDS[] = {
     STR("staging_target_alias"),
     TABLE("db_column_to_dicom_tag"),
     TABLE("dicom_defaults"),
+    TABLE("odbc_attributes"),
     STR_CHECKED("window", check_window),
     INT("max_retries", 0, UNLIMITED),
     END};

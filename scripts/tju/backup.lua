@@ -3,7 +3,10 @@ local backup = require "rtbackup.backup"
 
 return function(run)
     if run.source_cfg.type == "mosaiq" then
-        return backup.mosaiq(run, {private_block = "TJU"})
+        return backup.mosaiq(run, {
+            private_block = "TJU",             -- TJU's (3261,xx) site block
+            mlc = {encoding = "int16_0.01cm"},  -- as TJU's Mosaiq stores leaf sets (verify on real data)
+        })
     end
     return backup.qr(run, {
         keys = run.env.settings.dicom_query_keys,

@@ -4,7 +4,9 @@ local backup = require "rtbackup.backup"
 
 return function(run)
     if run.source_cfg.type == "mosaiq" then
-        return backup.mosaiq(run, {})
+        return backup.mosaiq(run, {
+            mlc = {encoding = "float32_mm"},   -- as UCLA's Mosaiq stores leaf sets (verify on real data)
+        })
     end
     return backup.qr(run, {
         keys = run.env.settings.dicom_query_keys,  -- as configured in environments/ucla.toml

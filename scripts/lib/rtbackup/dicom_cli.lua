@@ -115,14 +115,16 @@ function M.print_rows(rows, columns, format)
         end
         return
     end
+    -- Widths in characters, not bytes: names like "Müller" must line up.
+    local function width(s) return utf8.len(s) or #s end
     local widths = {}
     for i, c in ipairs(columns) do
-        widths[i] = #c
-        for _, r in ipairs(rows) do widths[i] = math.max(widths[i], #cell(r[c])) end
+        widths[i] = width(c)
+        for _, r in ipairs(rows) do widths[i] = math.max(widths[i], width(cell(r[c]))) end
     end
     local function line(values)
         local parts = {}
-        for i, v in ipairs(values) do parts[i] = v .. string.rep(" ", widths[i] - #v) end
+        for i, v in ipairs(values) do parts[i] = v .. string.rep(" ", widths[i] - width(v)) end
         io.stdout:write((table.concat(parts, "  "):gsub("%s+$", "")), "\n")
     end
     line(columns)

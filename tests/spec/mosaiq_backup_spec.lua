@@ -1,0 +1,141 @@
+-- requires: testbed
+-- The staged Mosaiq backup against the testbed: a synthetic Mosaiq on SQLite (through
+-- its ODBC driver), Orthanc "staging" as the staging SCP, Orthanc "main" as the archive.
+local h = require "helpers"
+local cjson = require "cjson"
+
+local testbed_env = os.getenv("RTB_TESTBED_ENV") or error("RTB_TESTBED_ENV is not set")
+local tb = {}
+for line in io.lines(testbed_env) do
+    local k, v = line:match("^([%w_]+)=(.*)$")
+    if k then tb[k] = v end
+end
+local dir = h.tmpdir()
+local state = dir .. "/state"
+local DAYS = {"--since", "2026-11-02", "--until", "2026-11-06"}
+
+local function write_env(staging_port, main_aet)
+    h.write_file(dir .. "/mq.toml", string.format([[
+[MQ]
+description = "Mosaiq on the testbed"
+default_source = "MOSAIQ"
+default_backup = "MAIN"
+script_ae = { aet = "%s", port = %s }
+[MQ.sources.MOSAIQ]
+type = "mosaiq"
+odbc_driver = "SQLite3"
+db_server = "localhost"
+db_database = "%s/mosaiq.db"
+db_username = "test"
+db_password = ""
+staging_target_alias = "STAGING"
+[MQ.backup_targets.MAIN]
+type = "orthanc"
+aet = "%s"
+ip = "%s"
+port = %s
+[MQ.backup_targets.STAGING]
+type = "dicom_scp"
+aet = "%s"
+ip = "%s"
+port = %s
+[MQ.settings]
+state_dir = "%s"
+]], tb.SCU_AET, tb.TEST_SCP_PORT, dir, main_aet or tb.MAIN_AET, tb.HOST, tb.MAIN_PORT,
+    tb.STAGING_AET, tb.HOST, staging_port or tb.STAGING_PORT, state))
+end
+
+local function rtb(args)
+    local full = {"--config", dir .. "/mq.toml"}
+    for _, a in ipairs(args) do full[#full + 1] = a end
+    return h.run(full)
+end
+local function backup()
+    local r = rtb{"backup", "MQ", table.unpack(DAYS)}
+    local f = io.open(state .. "/MQ-MOSAIQ-last-run.json")
+    r.summary = f and cjson.decode(f:read("a")) or {}
+    if f then f:close() end
+    return r
+end
+local function http(method, url)
+    local p = io.popen(string.format("curl -s -X %s %s", method, h.quote(url)))
+    local body = p:read("a")
+    p:close()
+    return body
+end
+local function wipe(url)
+    for _, id in ipairs(cjson.decode(http("GET", url .. "/patients"))) do http("DELETE", url .. "/patients/" .. id) end
+end
+local function records_in(url)
+    local n = 0
+    for _, id in ipairs(cjson.decode(http("GET", url .. "/series"))) do
+        local s = cjson.decode(http("GET", url .. "/series/" .. id))
+        if s.MainDicomTags.Modality == "RTRECORD" then n = n + #s.Instances end
+    end
+    return n
+end
+
+setup(function()
+    write_env()
+    local r = rtb{"mosaiq-db", "create", "MQ", "--patients", "6", "--from", "2026-11-02", "--days", "5",
+                  "--leaf-encoding", "float32_mm"}
+    assert.are.equal(0, r.code, r.output)
+end)
+before_each(function()
+    wipe(tb.MAIN_HTTP_URL)
+    wipe(tb.STAGING_HTTP_URL)
+    os.execute("rm -rf " .. h.quote(state))
+    write_env()
+end)
+teardown(function()
+    wipe(tb.STAGING_HTTP_URL)
+    os.execute("rm -rf " .. h.quote(dir))
+end)
+
+describe("the Mosaiq backup", function()
+    it("builds the days' records, stages them, moves them to the archive and verifies them", function()
+        local r = backup()
+        assert.are.equal(0, r.code, r.output)
+        assert.is_true(r.summary.records_built > 0)
+        assert.are.equal(r.summary.records_built, r.summary.verified)
+        assert.are.equal(r.summary.records_built, records_in(tb.MAIN_HTTP_URL))
+        assert.are.equal(r.summary.records_built, records_in(tb.STAGING_HTTP_URL))
+
+        -- a rerun sends nothing: the same records (same UIDs) were verified
+        local again = backup()
+        assert.are.equal(0, again.code, again.output)
+        assert.are.equal(0, again.summary.moved)
+        assert.are.equal(r.summary.records_built, again.summary.already_present)
+        assert.are.equal(r.summary.records_built, records_in(tb.MAIN_HTTP_URL))
+    end)
+
+    it("exits 4 when staging is down, keeps the records queued, and the next run completes", function()
+        write_env(tb.CLOSED_PORT)
+        local r = backup()
+        assert.are.equal(4, r.code, r.output)
+        assert.are.equal(0, records_in(tb.MAIN_HTTP_URL))
+        write_env()
+        r = backup()
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(r.summary.records_built, records_in(tb.MAIN_HTTP_URL))
+    end)
+
+    it("reports a failure (exit 1) when staging cannot send to the archive", function()
+        write_env(nil, "NOT_KNOWN") -- staging knows no such destination: the C-MOVE fails
+        local r = backup()
+        assert.are.equal(1, r.code, r.output)
+        assert.are.equal(0, records_in(tb.MAIN_HTTP_URL))
+        assert.is_true(#r.summary.errors > 0)
+    end)
+
+    it("writes the day's records as files with rtbackup rtrecord", function()
+        local out = dir .. "/records"
+        local r = rtb{"rtrecord", "MQ", "--date", "2026-11-03", "--out", out}
+        assert.are.equal(0, r.code, r.output)
+        local n = tonumber(r.stdout:match("(%d+) records written"))
+        assert.is_true(n > 0)
+        local p = io.popen("ls " .. h.quote(out) .. " | wc -l")
+        assert.are.equal(n, tonumber(p:read("l")))
+        p:close()
+    end)
+end)
