@@ -256,13 +256,15 @@ describe("rtbackup backup", function()
         os.execute("mkdir -p " .. h.quote(state))
         local holder = h.write_file(dir .. "/hold.lua", string.format([[
             local lock = require("rtbackup.journal").lock(%q)
-            require("rtbackup.task").sleep(3000)
+            require("rtbackup.task").sleep(5000)
             lock:release()
         ]], state .. "/TB-ARIA.lock"))
         local pidfile = dir .. "/holder.pid"
         os.execute(string.format("%s run %s >/dev/null 2>&1 & echo $! > %s", h.quote(h.bin), h.quote(holder), pidfile))
-        os.execute("sleep 0.5")
         local pid = io.open(pidfile):read("l")
+        -- until the holder has the lock (its PID is written in the lock file)
+        os.execute(string.format("for i in $(seq 200); do grep -q 'pid=%s' %s 2>/dev/null && break; sleep 0.05; done",
+                                 pid, h.quote(state .. "/TB-ARIA.lock")))
         local r = backup()
         os.execute("kill " .. pid .. " 2>/dev/null")
         assert.are.equal(3, r.code, r.output)
