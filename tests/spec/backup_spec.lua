@@ -7,12 +7,8 @@ local h = require "helpers"
 local cjson = require "cjson"
 local dicom = require "rtbackup.dicom"
 
-local testbed_env = os.getenv("RTB_TESTBED_ENV") or error("RTB_TESTBED_ENV is not set")
-local tb = {}
-for line in io.lines(testbed_env) do
-    local k, v = line:match("^([%w_]+)=(.*)$")
-    if k then tb[k] = v end
-end
+local tb = h.testbed()
+local main, staging = h.orthanc(tb.MAIN_HTTP_URL), h.orthanc(tb.STAGING_HTTP_URL)
 local dir = h.tmpdir()
 local state = dir .. "/state"
 
@@ -78,21 +74,9 @@ local function source_total()
     return tonumber(backup{"--dry-run"}.stdout:match("found (%d+) instances"))
 end
 
-local function http(method, url)
-    local p = io.popen(string.format("curl -s -X %s %s", method, h.quote(url)))
-    local body = p:read("a")
-    p:close()
-    return body
-end
-local function wipe(url)
-    for _, id in ipairs(cjson.decode(http("GET", url .. "/patients"))) do http("DELETE", url .. "/patients/" .. id) end
-end
-local function instance_count(url)
-    return #cjson.decode(http("GET", url .. "/instances"))
-end
 
 before_each(function()
-    wipe(tb.MAIN_HTTP_URL)
+    main:wipe()
     os.execute("rm -rf " .. h.quote(state))
     write_env()
 end)
@@ -107,7 +91,7 @@ describe("rtbackup backup", function()
         assert.are.equal(total, r.summary.found)
         assert.are.equal(total, r.summary.moved)
         assert.are.equal(total, r.summary.verified)
-        assert.are.equal(total, instance_count(tb.MAIN_HTTP_URL))
+        assert.are.equal(total, main:count())
 
         r = backup()
         assert.are.equal(0, r.code, r.output)
@@ -121,17 +105,16 @@ describe("rtbackup backup", function()
         assert.are.equal(0, r.code, r.output)
         assert.matches("dry run: %d+ series would be moved", r.stdout)
         assert.matches("RTB001 CT [%d.]+: 10 of 10 instances missing", r.stdout)
-        assert.are.equal(0, instance_count(tb.MAIN_HTTP_URL))
+        assert.are.equal(0, main:count())
     end)
 
     it("after instances vanish from the archive, validate names exactly them and backup restores them", function()
         assert.are.equal(0, backup().code)
-        local ids = cjson.decode(http("GET", tb.MAIN_HTTP_URL .. "/instances"))
+        local ids = main:get("/instances")
         local deleted = {}
         for i = 1, 3 do
-            local tags = cjson.decode(http("GET", tb.MAIN_HTTP_URL .. "/instances/" .. ids[i] .. "/simplified-tags"))
-            deleted[tags.SOPInstanceUID] = true
-            http("DELETE", tb.MAIN_HTTP_URL .. "/instances/" .. ids[i])
+            deleted[main:get("/instances/" .. ids[i] .. "/simplified-tags").SOPInstanceUID] = true
+            main:delete("/instances/" .. ids[i])
         end
         local v = rtb({"validate", "TB", "--format", "json", table.unpack(ALL)})
         assert.are.equal(1, v.code, v.output)
@@ -144,13 +127,13 @@ describe("rtbackup backup", function()
         local r = backup()
         assert.are.equal(0, r.code, r.output)
         assert.are.equal(0, rtb({"validate", "TB", table.unpack(ALL)}).code)
-        assert.are.equal(r.summary.found, instance_count(tb.MAIN_HTTP_URL))
+        assert.are.equal(r.summary.found, main:count())
     end)
 
     it("moves only a series added at the source (Orthanc to Orthanc)", function()
         -- Orthanc "staging" plays the source here: unlike dcmqrscp, what this test
         -- adds to it can be taken away again, so the other specs see the same data.
-        wipe(tb.STAGING_HTTP_URL)
+        staging:wipe()
         local stage = dicom.peer{aet = tb.STAGING_AET, host = tb.HOST, port = tonumber(tb.STAGING_PORT),
                                  calling_aet = tb.SCU_AET}
         local files = {}
@@ -170,7 +153,7 @@ describe("rtbackup backup", function()
             PatientID = "RTB001", PatientName = "TEST^PATIENT001", Modality = "OT", SeriesNumber = 99}}
         assert.are.equal(1, stored.stored)
         local r = backup({}, "STAGE")
-        wipe(tb.STAGING_HTTP_URL)
+        staging:wipe()
         assert.are.equal(0, r.code, r.output)
         assert.are.equal(1, r.summary.moved)
         assert.are.equal(first.summary.found + 1, r.summary.found)
@@ -182,7 +165,7 @@ describe("rtbackup backup", function()
         local r = backup{"--patient", "RTB001"}
         assert.are.equal(0, r.code, r.output)
         -- the plan (1), its structure set (1), the CT the contours were drawn on (10)
-        assert.are.equal(12, instance_count(tb.MAIN_HTTP_URL))
+        assert.are.equal(12, main:count())
         assert.are.equal(2, r.summary.references_moved_series)
         assert.are.equal(0, r.summary.references_unresolved)
     end)
@@ -204,7 +187,7 @@ describe("rtbackup backup", function()
 
     it("finishes after kill -9, without moving verified series again", function()
         for _, delay in ipairs{"0.1", "0.25"} do
-            wipe(tb.MAIN_HTTP_URL)
+            main:wipe()
             os.execute("rm -rf " .. h.quote(state))
             local cmd = string.format("%s --config %s backup TB %s >/dev/null 2>&1 & pid=$!; sleep %s; kill -9 $pid 2>/dev/null; wait $pid",
                 h.quote(h.bin), h.quote(dir .. "/tb.toml"), table.concat(ALL, " "), delay)
@@ -284,7 +267,7 @@ describe("rtbackup backup", function()
         write_env(string.format('window = "%02d:00-%02d:01"', h1, h1))
         local r = backup()
         assert.are.equal(5, r.code, r.output)
-        assert.are.equal(0, instance_count(tb.MAIN_HTTP_URL))
+        assert.are.equal(0, main:count())
         r = backup{"--ignore-window"}
         assert.are.equal(0, r.code, r.output)
     end)
@@ -293,20 +276,20 @@ end)
 describe("rtbackup restore", function()
     it("restores a patient from the archive to an empty destination, verified there", function()
         assert.are.equal(0, backup().code)
-        wipe(tb.STAGING_HTTP_URL)
+        staging:wipe()
         local r = rtb{"restore", "TB", "--to", "STAGING", "--patient", "RTB002"}
         assert.are.equal(0, r.code, r.output)
         assert.matches("restored 13 of 13 instances", r.stdout)
-        assert.are.equal(13, instance_count(tb.STAGING_HTTP_URL))
+        assert.are.equal(13, staging:count())
     end)
 
     it("lists and moves nothing with --dry-run", function()
         assert.are.equal(0, backup().code)
-        wipe(tb.STAGING_HTTP_URL)
+        staging:wipe()
         local r = rtb{"restore", "TB", "--to", "STAGING", "--patient", "RTB002", "--dry-run"}
         assert.are.equal(0, r.code, r.output)
         assert.matches("would restore RTB002", r.stdout)
-        assert.are.equal(0, instance_count(tb.STAGING_HTTP_URL))
+        assert.are.equal(0, staging:count())
     end)
 
     it("is a usage error without --patient or --study", function()

@@ -4,12 +4,7 @@
 local h = require "helpers"
 local cjson = require "cjson"
 
-local tb = {}
-local testbed_env = os.getenv("RTB_TESTBED_ENV") or error("RTB_TESTBED_ENV is not set")
-for line in io.lines(testbed_env) do
-    local k, v = line:match("^([%w_]+)=(.*)$")
-    if k then tb[k] = v end
-end
+local tb = h.testbed()
 local main = {"--aet", tb.SCU_AET, "--aec", tb.MAIN_AET, "--host", tb.HOST, "--port", tb.MAIN_PORT}
 local function with(base, ...)
     local args = {}

@@ -6,16 +6,7 @@ local errors = require "rtbackup.error"
 local task = require "rtbackup.task"
 local h = require "helpers"
 
-local function read_env(path)
-    local t = {}
-    for line in io.lines(path) do
-        local k, v = line:match("^([%w_]+)=(.*)$")
-        if k then t[k] = v end
-    end
-    return t
-end
-
-local tb = read_env(assert(os.getenv("RTB_TESTBED_ENV"), "RTB_TESTBED_ENV not set"))
+local tb = h.testbed()
 local SCU = tb.SCU_AET
 
 local function peer(aet, port, extra)

@@ -52,4 +52,34 @@ function helpers.run(args, opts)
     return r
 end
 
+--- The testbed's peers (tests/testbed/testbed.sh writes $RTB_TESTBED_ENV): a table of
+-- its KEY=VALUE lines (ports, AE titles, HTTP URLs, data paths).
+function helpers.testbed()
+    local path = os.getenv("RTB_TESTBED_ENV") or error("RTB_TESTBED_ENV is not set")
+    local tb = {}
+    for line in io.lines(path) do
+        local k, v = line:match("^([%w_]+)=(.*)$")
+        if k then tb[k] = v end
+    end
+    return tb
+end
+
+--- Orthanc's REST API, through curl: o:get(path) (decoded JSON), o:delete(path),
+-- o:wipe() (every patient), o:count() (instances).
+function helpers.orthanc(url)
+    local cjson = require "cjson"
+    local o = {}
+    local function call(method, path)
+        local p = io.popen(string.format("curl -s -X %s %s", method, quote(url .. path)))
+        local body = p:read("a")
+        p:close()
+        return body
+    end
+    function o.get(_, path) return cjson.decode(call("GET", path)) end
+    function o.delete(_, path) call("DELETE", path) end
+    function o.wipe(self) for _, id in ipairs(self:get("/patients")) do self:delete("/patients/" .. id) end end
+    function o.count(self) return #self:get("/instances") end
+    return o
+end
+
 return helpers

@@ -4,12 +4,8 @@
 local h = require "helpers"
 local cjson = require "cjson"
 
-local testbed_env = os.getenv("RTB_TESTBED_ENV") or error("RTB_TESTBED_ENV is not set")
-local tb = {}
-for line in io.lines(testbed_env) do
-    local k, v = line:match("^([%w_]+)=(.*)$")
-    if k then tb[k] = v end
-end
+local tb = h.testbed()
+local main, staging = h.orthanc(tb.MAIN_HTTP_URL), h.orthanc(tb.STAGING_HTTP_URL)
 local dir = h.tmpdir()
 local state = dir .. "/state"
 local DAYS = {"--since", "2026-11-02", "--until", "2026-11-06"}
@@ -57,19 +53,10 @@ local function backup()
     if f then f:close() end
     return r
 end
-local function http(method, url)
-    local p = io.popen(string.format("curl -s -X %s %s", method, h.quote(url)))
-    local body = p:read("a")
-    p:close()
-    return body
-end
-local function wipe(url)
-    for _, id in ipairs(cjson.decode(http("GET", url .. "/patients"))) do http("DELETE", url .. "/patients/" .. id) end
-end
-local function records_in(url)
+local function records_in(orthanc)
     local n = 0
-    for _, id in ipairs(cjson.decode(http("GET", url .. "/series"))) do
-        local s = cjson.decode(http("GET", url .. "/series/" .. id))
+    for _, id in ipairs(orthanc:get("/series")) do
+        local s = orthanc:get("/series/" .. id)
         if s.MainDicomTags.Modality == "RTRECORD" then n = n + #s.Instances end
     end
     return n
@@ -82,13 +69,13 @@ setup(function()
     assert.are.equal(0, r.code, r.output)
 end)
 before_each(function()
-    wipe(tb.MAIN_HTTP_URL)
-    wipe(tb.STAGING_HTTP_URL)
+    main:wipe()
+    staging:wipe()
     os.execute("rm -rf " .. h.quote(state))
     write_env()
 end)
 teardown(function()
-    wipe(tb.STAGING_HTTP_URL)
+    staging:wipe()
     os.execute("rm -rf " .. h.quote(dir))
 end)
 
@@ -98,33 +85,33 @@ describe("the Mosaiq backup", function()
         assert.are.equal(0, r.code, r.output)
         assert.is_true(r.summary.records_built > 0)
         assert.are.equal(r.summary.records_built, r.summary.verified)
-        assert.are.equal(r.summary.records_built, records_in(tb.MAIN_HTTP_URL))
-        assert.are.equal(r.summary.records_built, records_in(tb.STAGING_HTTP_URL))
+        assert.are.equal(r.summary.records_built, records_in(main))
+        assert.are.equal(r.summary.records_built, records_in(staging))
 
         -- a rerun sends nothing: the same records (same UIDs) were verified
         local again = backup()
         assert.are.equal(0, again.code, again.output)
         assert.are.equal(0, again.summary.moved)
         assert.are.equal(r.summary.records_built, again.summary.already_present)
-        assert.are.equal(r.summary.records_built, records_in(tb.MAIN_HTTP_URL))
+        assert.are.equal(r.summary.records_built, records_in(main))
     end)
 
     it("exits 4 when staging is down, keeps the records queued, and the next run completes", function()
         write_env(tb.CLOSED_PORT)
         local r = backup()
         assert.are.equal(4, r.code, r.output)
-        assert.are.equal(0, records_in(tb.MAIN_HTTP_URL))
+        assert.are.equal(0, records_in(main))
         write_env()
         r = backup()
         assert.are.equal(0, r.code, r.output)
-        assert.are.equal(r.summary.records_built, records_in(tb.MAIN_HTTP_URL))
+        assert.are.equal(r.summary.records_built, records_in(main))
     end)
 
     it("reports a failure (exit 1) when staging cannot send to the archive", function()
         write_env(nil, "NOT_KNOWN") -- staging knows no such destination: the C-MOVE fails
         local r = backup()
         assert.are.equal(1, r.code, r.output)
-        assert.are.equal(0, records_in(tb.MAIN_HTTP_URL))
+        assert.are.equal(0, records_in(main))
         assert.is_true(#r.summary.errors > 0)
     end)
 
