@@ -14,6 +14,8 @@ PACKAGES=(
   unixodbc-dev unixodbc libsqliteodbc odbc-postgresql libsqlite3-dev sqlite3
   # tests
   libcmocka-dev lua-busted iproute2 procps curl openssl time postgresql dicom3tools python3-pydicom
+  # tests of deploy/ and of the metrics format: yamllint, systemd-analyze, logrotate, promtool
+  yamllint systemd logrotate prometheus
 )
 
 missing=()

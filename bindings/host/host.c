@@ -4,6 +4,7 @@
  * started in the REPL keep running while the prompt waits. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,78 @@ static int host_monotonic(lua_State *L)
     return 1;
 }
 
+/* host.now() — wall-clock seconds since the epoch, with a fraction (CLOCK_REALTIME):
+ * for timestamps with milliseconds, which os.time() cannot give. Durations use
+ * host.monotonic(). */
+static int host_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+/* fsync(2) of the directory holding path, so that a newly created file's name is as
+ * durable as its content. */
+static int fsync_parent(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* host.fsync_append(path, text) — appends text to path in O_APPEND mode (the file is
+ * created 0640 when missing, its directory then fsynced too) and fsyncs it before
+ * returning. For the audit log: one batch is one write(2), so concurrent writers never
+ * interleave inside a line, and it is on disk when this returns. Synchronous on
+ * purpose: a batch is small, and it must also work from a finalizer at exit, when the
+ * loop is gone. Raises {kind = "io"}. */
+static int host_fsync_append(lua_State *L)
+{
+    size_t len;
+    const char *path = luaL_checkstring(L, 1);
+    const char *text = luaL_checklstring(L, 2, &len);
+    int created = access(path, F_OK) != 0;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return rtb_lua_error_raise(L, "io", "cannot open %s: %s", path, strerror(errno));
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, text + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int saved = errno;
+            close(fd);
+            return rtb_lua_error_raise(L, "io", "cannot write %s: %s", path, strerror(saved));
+        }
+        done += (size_t)n;
+    }
+    if (fsync(fd) != 0) {
+        int saved = errno;
+        close(fd);
+        return rtb_lua_error_raise(L, "io", "cannot fsync %s: %s", path, strerror(saved));
+    }
+    if (close(fd) != 0)
+        return rtb_lua_error_raise(L, "io", "cannot close %s: %s", path, strerror(errno));
+    if (created && fsync_parent(path) != 0)
+        return rtb_lua_error_raise(L, "io", "cannot fsync the directory of %s: %s", path, strerror(errno));
+    return 0;
+}
+
 /* host.info() — {scripts_dir, command, config_path, version}. */
 static int host_info(lua_State *L)
 {
@@ -183,6 +256,8 @@ int luaopen_rtbackup_host(lua_State *L)
                                      {"isatty", host_isatty},
                                      {"info", host_info},
                                      {"monotonic", host_monotonic},
+                                     {"now", host_now},
+                                     {"fsync_append", host_fsync_append},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;

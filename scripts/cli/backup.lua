@@ -26,10 +26,12 @@ parser:option("--study", "only this StudyInstanceUID")
 parser:option("--shard", "I/N: only the studies of shard I of N (stable hash of StudyInstanceUID)")
 parser:flag("--dry-run", "print the plan, move nothing")
 parser:flag("--ignore-window", "run even outside the source's time window")
+parser:option("--metrics-file", "write the run's Prometheus metrics to this file (node_exporter textfile collector)")
 local args = cli.parse(parser, {...})
 
 local env = cli.load_env(args.env)
 local opts = {dry_run = args.dry_run, ignore_window = args.ignore_window, patient = args.patient,
+              metrics_file = args.metrics_file,
               study = args.study, since = args.since and clock.check_date(args.since, "--since"),
               ["until"] = args["until"] and clock.check_date(args["until"], "--until")}
 if args.shard then

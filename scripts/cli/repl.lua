@@ -21,9 +21,19 @@ local globals = {
 }
 if args.env then globals.env = cli.load_env(args.env) end
 
+-- An operator's session can reach any patient's data: its start and end are in the
+-- audit log (the operations in between log themselves).
+local audit = require "rtbackup.audit"
+if globals.env then audit.for_env(globals.env) end
+audit.event{op = "repl", action = "start", interactive = require("rtbackup.host").isatty(0)}
+audit.flush()
+
 local info = require("rtbackup.host").info()
-return repl.run(globals, {
+local result = repl.run(globals, {
     name = args.env or "rtbackup",
     banner = string.format("rtbackup %s REPL%s. Preloaded: env, config, log, task, errors, pretty, dicom. Ctrl-D exits.",
                            info.version, args.env and (" on " .. args.env) or ""),
 })
+audit.event{op = "repl", action = "end"}
+audit.close()
+return result

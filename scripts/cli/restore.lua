@@ -27,6 +27,8 @@ if not (args.patient or args.study) or (args.patient and args.study) then
 end
 
 local env = cli.load_env(args.env)
+local audit = require "rtbackup.audit"
+audit.for_env(env) -- the C-FINDs and C-MOVEs audit themselves; the restore as a whole too
 local archive = dicom.peer(env, args.from or env.default_backup)
 local destination = dicom.peer(env, args.to)
 
@@ -84,6 +86,10 @@ local results = task.map(studies, function(study)
 end, {concurrency = 2, errors = "return"})
 
 if args.dry_run then return cli.EXIT.ok end
+audit.event{op = "restore", peer = archive.alias, destination = args.to, patient_id = args.patient,
+            study_uid = args.study, count = restored, failed = failed,
+            outcome = failed == 0 and "ok" or "incomplete"}
+audit.close()
 io.stdout:write(string.format("restored %d of %d instances from %s to %s%s; %d missing there\n", restored, total,
                               archive.alias, args.to, unverified and " (not verified: no C-FIND)" or "", failed))
 for i = 1, #studies do if results[i] ~= true then failed = failed + 1 end end

@@ -21,6 +21,7 @@ parser:option("--until", "last study date, YYYY-MM-DD (default: today)")
 parser:option("--patient", "only this patient (PatientID)")
 parser:option("--study", "only this StudyInstanceUID")
 parser:flag("--deep", "also compare the instances' content (digests), through C-GET")
+parser:option("--metrics-file", "write the result as Prometheus metrics (node_exporter textfile collector)")
 dc.add_format_option(parser)
 local args = cli.parse(parser, {...})
 
@@ -34,11 +35,27 @@ local selection = {patient = args.patient, study = args.study,
                    keys = backup.setting(env, env.sources[source], "dicom_query_keys", {}),
                    study_dates = clock.dicom_date(since) .. "-" .. clock.dicom_date(till)}
 
+local metrics = require "rtbackup.metrics"
+local collector = args.metrics_file and metrics.new{env = env.name, source = source, command = "validate"}
+local started_at = os.date("!%Y-%m-%dT%H:%M:%SZ")
+require("rtbackup.audit").for_env(env)
 local ok, result = pcall(site.load(env, "validate")(), {env = env, source = source, target = target,
                                                        selection = selection, deep = args.deep})
+
+-- The outcome as metrics: found = instances compared, failed = discrepancies.
+local function write_metrics(code)
+    if not collector then return end
+    local failed = ok and (#result.missing + #result.extra + #result.different) or nil
+    local wrote, err = pcall(collector.write, collector, args.metrics_file, {
+        started_at = started_at, finished_at = os.date("!%Y-%m-%dT%H:%M:%SZ"), exit_code = code,
+        found = ok and result.instances or nil, failed = failed})
+    if not wrote then io.stderr:write("rtbackup validate: cannot write the metrics file: ", tostring(err), "\n") end
+    metrics.deactivate()
+end
 if not ok then
     if require("rtbackup.qr_backup").is_unreachable(result) or require("rtbackup.error").is(result, "unreachable") then
         io.stderr:write("rtbackup validate: ", tostring(result), "\n")
+        write_metrics(backup.EXIT.unreachable)
         return backup.EXIT.unreachable
     end
     error(result, 0)
@@ -58,5 +75,6 @@ io.stderr:write(string.format("%s %s vs %s (%s .. %s): %d studies, %d instances;
     env.name, source, target, since, till, result.studies, result.instances, #result.missing, #result.extra,
     args.deep and string.format(", %d compared, %d different", result.compared, #result.different) or "",
     #result.errors > 0 and string.format("; %d studies could not be compared", #result.errors) or ""))
-if #result.errors > 0 then return backup.EXIT.unreachable end
-return #rows == 0 and cli.EXIT.ok or cli.EXIT.failure
+local code = #result.errors > 0 and backup.EXIT.unreachable or (#rows == 0 and cli.EXIT.ok or cli.EXIT.failure)
+write_metrics(code)
+return code

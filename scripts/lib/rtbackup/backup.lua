@@ -2,12 +2,14 @@
 -- the source's flow (DICOM Q/R or Mosaiq), summary and exit code. Site scripts
 -- (scripts/<site>/backup.lua) call backup.qr(run, choices) or backup.mosaiq(run,
 -- choices) with their choices; everything else is here.
+local audit = require "rtbackup.audit"
 local clock = require "rtbackup.clock"
 local dicom = require "rtbackup.dicom"
 local errors = require "rtbackup.error"
 local host = require "rtbackup.host"
 local journal = require "rtbackup.journal"
 local log = require "rtbackup.log"
+local metrics = require "rtbackup.metrics"
 local qr = require "rtbackup.qr_backup"
 
 local backup = {}
@@ -58,7 +60,13 @@ function backup.open(env, source_alias, opts)
         summary_path = base .. "-last-run.json",
         started = host.monotonic(), started_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
     }
+    if opts.metrics_file then
+        -- The active collector from here on: the DICOM layer feeds it.
+        run.metrics = metrics.new{env = env.name, source = source_alias,
+                                  shard = opts.shard and (opts.shard.index .. "/" .. opts.shard.count)}
+    end
     if not opts.dry_run then
+        audit.for_env(env) -- nil (and no audit) without settings.audit_log
         run.lock = journal.lock(base .. ".lock")
         run.journal = journal.open(string.format("%s/%s%s.journal.sqlite", dir, env.name, shard_suffix(opts)))
         run.run_id = run.journal:begin_run{env = env.name, source = source_alias}
@@ -226,6 +234,16 @@ function backup.close(run, summary, code)
         run.journal:close()
     end
     if run.lock then run.lock:release() end
+    audit.close() -- the last batch, then no default log until the next run opens one
+    if run.metrics then
+        -- Metrics are for watching; a file that cannot be written must not turn a
+        -- verified backup into a failed one.
+        local ok, err = pcall(run.metrics.write, run.metrics, run.opts.metrics_file, summary)
+        if not ok then
+            log.error("cannot write the metrics file", {path = run.opts.metrics_file, error = tostring(err)})
+        end
+        metrics.deactivate()
+    end
     return summary
 end
 

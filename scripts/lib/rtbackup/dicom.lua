@@ -14,8 +14,11 @@
 -- Query keys are DICOM keywords; an unknown keyword is an error, never dropped.
 -- Errors are tables {kind = "connect_failed" | "rejected" | "aborted" | "timeout" |
 -- "status" | "negotiation" | "io" | "invalid" | ..., message, peer, alias, status}.
+local audit = require "rtbackup.audit"
 local core = require "rtbackup.dicom.core"
 local errors = require "rtbackup.error"
+local host = require "rtbackup.host"
+local metrics = require "rtbackup.metrics"
 local task = require "rtbackup.task"
 
 local dicom = {
@@ -82,29 +85,70 @@ local function check_retrieve_keys(query, level)
     end
 end
 
--- Runs fn, adding this peer's alias to any error it raises.
-local function annotated(self, op, fn, ...)
+-- Error kinds that mean the association itself failed: counted per peer and kind
+-- in rtbackup_association_failures_total.
+local ASSOCIATION_FAILURES = {connect_failed = true, timeout = true, rejected = true, aborted = true,
+                              negotiation = true}
+
+-- Operations that touch patient data, by our op name: their audit event's name.
+local AUDITED = {find = "c-find", move = "c-move", get = "c-get", store = "c-store"}
+
+-- A single value of a query key, for the audit event's own fields; wildcards and
+-- lists stay in `keys` (C-FIND) only.
+local function present(v)
+    if type(v) ~= "string" or v == "" or v:find("[*?\\]") then return nil end
+    return v
+end
+
+-- The audit event of one operation (rtbackup.audit does nothing without an audit log).
+-- `r` is the operation's result, or nil when `err` says why it failed.
+local function audit_event(self, op, query, r, err)
+    query = query or {}
+    audit.event{op = AUDITED[op], peer = self.alias or self.aet,
+                patient_id = present(query.PatientID), study_uid = present(query.StudyInstanceUID),
+                series_uid = present(query.SeriesInstanceUID), patient_ids = query.patient_ids,
+                destination = query.destination,
+                keys = op == "find" and identifier(query) or nil,
+                count = type(r) == "table" and (r.completed or r.stored) or (type(r) == "number" and r or nil),
+                failed = type(r) == "table" and r.failed or nil, error = err}
+end
+
+-- Runs fn as operation `op` of this peer: counts the association, times it for the
+-- metrics (rtbackup.metrics), records an audit event for operations on patient data
+-- (`query` says which), and adds this peer's alias to any error it raises.
+local function annotated(self, op, query, fn, ...)
     dicom.associations[op] = dicom.associations[op] + 1
+    local name = self.alias or self.aet
+    local started = host.monotonic()
     local results = table.pack(pcall(fn, ...))
-    if results[1] then return table.unpack(results, 2, results.n) end
+    metrics.observe("c-" .. op, name, host.monotonic() - started)
+    if results[1] then
+        if AUDITED[op] then
+            local r = results[2]
+            audit_event(self, op, query, (op == "find" and type(r) == "table") and #r or r)
+        end
+        return table.unpack(results, 2, results.n)
+    end
     local a = results[2]
     if type(a) == "table" then
         a.alias = a.alias or self.alias
         if a.peer == nil then a.peer = string.format("%s@%s:%d", self.aet, self.host, self.port) end
+        if ASSOCIATION_FAILURES[a.kind] then metrics.count_failure(name, a.kind) end
     end
+    if AUDITED[op] then audit_event(self, op, query, nil, a) end
     error(a, 0)
 end
 
 --- C-ECHO. Returns the seconds it took.
 function Peer:echo()
-    return annotated(self, "echo", core.echo, self)
+    return annotated(self, "echo", nil, core.echo, self)
 end
 
 --- C-FIND. Without on_match: the list of matches. With on_match(match): called for
 -- each as it arrives (return false to stop: C-CANCEL); returns the number delivered.
 function Peer:find(query, on_match)
     local level = level_of(query)
-    return annotated(self, "find", function()
+    return annotated(self, "find", query, function()
         local stream = core.find_start(self, level, model_of(query, level), identifier(query))
         local all, count = {}, 0
         while true do
@@ -131,7 +175,7 @@ function Peer:move(query)
         errors.raise{kind = "invalid", message = "move: destination (an AE title) is required"}
     end
     check_retrieve_keys(query, level)
-    return annotated(self, "move", core.move, self, level, model_of(query, level), identifier(query),
+    return annotated(self, "move", query, core.move, self, level, model_of(query, level), identifier(query),
                      query.destination)
 end
 
@@ -142,7 +186,7 @@ function Peer:get(query, into)
     check_retrieve_keys(query, level)
     local dir = type(into) == "string" and into or nil
     local fn = type(into) == "function" and into or nil
-    return annotated(self, "get", function()
+    return annotated(self, "get", query, function()
         local stream = core.get_start(self, level, model_of(query, level), identifier(query), dir, fn ~= nil)
         while true do
             local batch = stream:next()
@@ -157,7 +201,13 @@ end
 -- items = {{ok, status, sop_instance_uid, path, error}}, error}: an item that cannot
 -- be read or is refused fails alone; `error` is set when the association failed.
 function Peer:store(items)
-    return annotated(self, "store", core.store, self, items)
+    -- The audit log names the patients whose datasets were sent (paths are not read here).
+    local seen, patients = {}, {}
+    for _, item in ipairs(items) do
+        local id = type(item) ~= "string" and item.PatientID
+        if id and not seen[id] then seen[id], patients[#patients + 1] = true, id end
+    end
+    return annotated(self, "store", {patient_ids = #patients > 0 and patients or nil}, core.store, self, items)
 end
 
 local function number_setting(settings, key)

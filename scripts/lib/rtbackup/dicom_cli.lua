@@ -26,6 +26,8 @@ end
 --- The peer the options describe.
 function M.peer(args)
     local env = args.env and cli.load_env(args.env)
+    -- With an environment, its audit log (setting audit_log) records what we touch.
+    if env then require("rtbackup.audit").for_env(env) end
     if args.peer then
         if not env then usage("--peer needs --env ENV") end
         local peer = dicom.peer(env, args.peer)

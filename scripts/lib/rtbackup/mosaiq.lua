@@ -61,6 +61,7 @@
 -- Site.Dose_Ttl, Fractions the planned number, Delivered the highest Fractions_Tx.
 -- from/to ("YYYY-MM-DD", inclusive) keep the courses treated in that period.
 local odbc = require "rtbackup.odbc"
+local audit = require "rtbackup.audit"
 local errors = require "rtbackup.error"
 local dates = require "rtbackup.mosaiq.dates"
 
@@ -218,16 +219,17 @@ local function check_same(d, what, old, new)
     end
 end
 
---- The day's deliveries (see the top of this file for the shape). opts.sql: the day
--- query to run instead of the shipped one for the server's dialect.
-function mosaiq.deliveries(db, date, opts)
+-- The day's deliveries and the number of rows the query returned.
+local function deliveries_of(db, date, opts)
     opts = opts or {}
     check_date(date, "Mosaiq deliveries")
     local where = configured(opts.sql) and "settings.mosaiq_backup_sql_query"
                   or ("mosaiq/" .. (DAY_FILES[db:dialect()] or "?"))
     local sql = configured(opts.sql) and opts.sql or mosaiq.day_query(db:dialect())
     local list, by_key, fields_by_dhs, routes = {}, {}, {}, nil
+    local count = 0
     for row in db:rows(mosaiq.strip_comments(sql), {date}) do
+        count = count + 1
         if not routes then
             local columns = {}
             for c in pairs(row) do columns[#columns + 1] = c end
@@ -280,6 +282,17 @@ function mosaiq.deliveries(db, date, opts)
     end
     table.sort(list, sort_deliveries)
     for _, d in ipairs(list) do d.first_delivery = nil end
+    return list, count
+end
+
+--- The day's deliveries (see the top of this file for the shape). opts.sql: the day
+-- query to run instead of the shipped one for the server's dialect. Audited (op "sql"),
+-- whether it succeeds or not.
+function mosaiq.deliveries(db, date, opts)
+    local ok, list, count = pcall(deliveries_of, db, date, opts)
+    audit.event{op = "sql", peer = db.label, query_name = "mosaiq deliveries of the day", params = {date},
+                rows = count, error = not ok and list or nil}
+    if not ok then error(list, 0) end
     return list
 end
 
@@ -330,7 +343,10 @@ function mosaiq.treatment_summary(db, mrn, from, to)
     if from_day and to_day and from_day > to_day then
         errors.raise{kind = "invalid", message = "--from " .. from .. " is after --to " .. to}
     end
-    local rows = db:query(SUMMARY_SQL, {mrn})
+    local ok, rows = pcall(db.query, db, SUMMARY_SQL, {mrn})
+    audit.event{op = "sql", peer = db.label, query_name = "mosaiq treatment summary", params = {mrn},
+                rows = ok and #rows or nil, error = not ok and rows or nil}
+    if not ok then error(rows, 0) end
     local first = from_day and dates.format(from_day)
     local last = to_day and dates.format(to_day)
     local courses = {}

@@ -13,6 +13,7 @@
 -- A series goes queued -> moved -> verified (or failed) in the journal, so a run
 -- killed anywhere is finished by the next: moved-but-unverified series are verified
 -- before anything is moved again, and verified ones are never moved again.
+local audit = require "rtbackup.audit"
 local errors = require "rtbackup.error"
 local log = require "rtbackup.log"
 local task = require "rtbackup.task"
@@ -148,6 +149,7 @@ function qr.plan(ctx, selection)
     local studies = qr.studies(ctx, selection)
     local results, failures = task.map(studies, function(study) return diff_study(ctx, study, selection) end,
                                        {concurrency = ctx.concurrency, errors = "return"})
+    audit.flush() -- the planning C-FINDs are one batch
     local plan = {units = {}, complete = {}, found = 0, present = 0, studies = #studies, errors = {}}
     for i = 1, #studies do
         local r = results[i]
@@ -337,6 +339,7 @@ function qr.execute(ctx, units, total_instances)
             if err then outcome.errors[#outcome.errors + 1] = {series = unit.key, error = tostring(err)} end
             bar:add(unit.expected or 0)
         end
+        audit.flush() -- a job (a series or a study) is a batch: on disk before the next starts
     end, {concurrency = ctx.concurrency, errors = "return"})
     bar:finish()
     return outcome
