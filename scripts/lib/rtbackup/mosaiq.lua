@@ -48,7 +48,7 @@
 -- different values) carries `error`, a sentence naming the column; its values are then
 -- not reliable and it must be reported, not archived. The other deliveries are fine.
 -- The query is one SELECT with a single '?' (the date) whose columns are named
--- "<group>__<Column>" (and "fraction"); see mosaiq/day_sqlite.sql. opts.sql replaces
+-- "<group>__<Column>" (and "fraction"); see mosaiq/day.sql. opts.sql replaces
 -- it (a site's settings.mosaiq_backup_sql_query); extra "<group>__X" columns a site
 -- adds show up as group.X. Without opts.sql the shipped query for the server's dialect
 -- is used (SQLite, PostgreSQL, SQL Server).
@@ -92,17 +92,38 @@ function mosaiq.strip_comments(sql)
     return table.concat(lines, "\n")
 end
 
-local DAY_FILES = {sqlite = "day_sqlite.sql", postgres = "day_postgres.sql",
-                   sqlserver = "day_sqlserver.sql"}
+-- The day's bounds, the one part of the day query (mosaiq/day.sql) each dialect
+-- writes its own way: from the '?' date to the next day, as timestamps.
+local DAY_WINDOWS = {
+    sqlite = [[
+param AS (SELECT ? AS d),
+tx_day AS (
+    SELECT date(d) || ' 00:00:00' AS day_start,
+           date(d, '+1 day') || ' 00:00:00' AS day_end
+    FROM param),]],
+    postgres = [[
+param AS (SELECT CAST(? AS DATE) AS d),
+tx_day AS (
+    SELECT CAST(d AS TIMESTAMP) AS day_start,
+           CAST(d AS TIMESTAMP) + INTERVAL '1 day' AS day_end
+    FROM param),]],
+    sqlserver = [[
+param AS (SELECT CAST(? AS DATE) AS d),
+tx_day AS (
+    SELECT CAST(d AS DATETIME) AS day_start,
+           DATEADD(DAY, 1, CAST(d AS DATETIME)) AS day_end
+    FROM param),]],
+}
 
 --- The shipped day query for a dialect ("sqlite", "postgres", "sqlserver").
 function mosaiq.day_query(dialect)
-    local name = DAY_FILES[dialect]
-    if not name then
+    local window = DAY_WINDOWS[dialect]
+    if not window then
         errors.raise{kind = "config", message = "no shipped Mosaiq day query for a " ..
             tostring(dialect) .. " server: set settings.mosaiq_backup_sql_query"}
     end
-    return read_file(mosaiq.file(name))
+    local template = read_file(mosaiq.file("day.sql"))
+    return (template:gsub("%-%- @DAY_WINDOW@", function() return window end))
 end
 
 -- A configured query counts only if it is more than comments (the shipped environments
@@ -224,7 +245,7 @@ local function deliveries_of(db, date, opts)
     opts = opts or {}
     check_date(date, "Mosaiq deliveries")
     local where = configured(opts.sql) and "settings.mosaiq_backup_sql_query"
-                  or ("mosaiq/" .. (DAY_FILES[db:dialect()] or "?"))
+                  or ("mosaiq/day.sql (" .. tostring(db:dialect()) .. ")")
     local sql = configured(opts.sql) and opts.sql or mosaiq.day_query(db:dialect())
     local list, by_key, fields_by_dhs, routes = {}, {}, {}, nil
     local count = 0

@@ -1,5 +1,9 @@
--- The day's delivered treatments, SQLite dialect. One parameter: the date, 'YYYY-MM-DD'.
--- day_postgres.sql and day_sqlserver.sql are the same query; only the "tx_day" CTE differs.
+-- The day's delivered treatments. One parameter: the date, 'YYYY-MM-DD'.
+-- A template: mosaiq.day_query(dialect) puts the dialect's "param" and "tx_day" CTEs
+-- (how the day's bounds are computed, the only part that differs between SQLite,
+-- PostgreSQL and SQL Server) in place of the @DAY_WINDOW@ line. The UCLA and TJU
+-- environments carry its SQL Server form as settings.mosaiq_backup_sql_query, so a
+-- site can adapt it without a new release.
 --
 -- One row per (delivered field, control point). rtbackup.mosaiq groups the rows into
 -- one delivery per (site, plan, fraction) by the column prefixes: patient__, site__,
@@ -25,11 +29,7 @@
 -- Seen in real Mosaiq (pymedphys): Dose_Hst.Tx_DtTm, TxFieldPoint.Coll_X1/X2/Y1/Y2,
 -- Meterset_Rate, the leaf sets, TxField's accessory columns.
 WITH
-param AS (SELECT ? AS d),
-tx_day AS (
-    SELECT date(d) || ' 00:00:00' AS day_start,
-           date(d, '+1 day') || ' 00:00:00' AS day_end
-    FROM param),
+-- @DAY_WINDOW@
 activity AS (
     SELECT SCH.Pat_ID1 AS Pat_ID1, MIN(CPT.Short_Desc) AS Short_Desc
     FROM Schedule SCH
