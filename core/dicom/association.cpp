@@ -170,6 +170,17 @@ bool Association::open(const std::vector<PresContext> &contexts, rtb_dicom_error
     return true;
 }
 
+T_ASC_PresentationContextID Association::open_for(const char *sop_class, rtb_dicom_error *err)
+{
+    if (!open({{sop_class, {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax}}},
+              err))
+        return 0;
+    T_ASC_PresentationContextID pc = find_context(sop_class);
+    if (pc == 0)
+        fail(err, RTB_DICOM_E_NEGOTIATION, "the peer does not support %s", dcmFindNameOfUID(sop_class, sop_class));
+    return pc;
+}
+
 T_ASC_PresentationContextID Association::find_context(const char *abstract_syntax,
                                                       const char *transfer_syntax) const
 {

@@ -93,6 +93,10 @@ public:
     Association &operator=(const Association &) = delete;
 
     bool open(const std::vector<PresContext> &contexts, rtb_dicom_error *err);
+    // Opens the association for one service (explicit or implicit VR little endian)
+    // and returns its accepted context, or 0 with err filled (kind NEGOTIATION when
+    // the peer refused the service).
+    T_ASC_PresentationContextID open_for(const char *sop_class, rtb_dicom_error *err);
     // Accepted context for the abstract syntax (and transfer syntax if given), 0 if none.
     T_ASC_PresentationContextID find_context(const char *abstract_syntax,
                                              const char *transfer_syntax = nullptr) const;

@@ -47,14 +47,8 @@ extern "C" int rtb_dicom_move(const rtb_dicom_peer *peer, rtb_dicom_model model,
 
     const char *sop_class = move_model_uid(model);
     Association a(peer);
-    if (!a.open({{sop_class, {UID_LittleEndianExplicitTransferSyntax,
-                              UID_LittleEndianImplicitTransferSyntax}}},
-                err))
-        return -1;
-    T_ASC_PresentationContextID pc = a.find_context(sop_class);
-    if (pc == 0)
-        return fail(err, RTB_DICOM_E_NEGOTIATION, "the peer does not support %s",
-                    dcmFindNameOfUID(sop_class, sop_class));
+    T_ASC_PresentationContextID pc = a.open_for(sop_class, err);
+    if (pc == 0) return -1;
 
     T_DIMSE_C_MoveRQ req = {};
     req.MessageID = a.next_message_id();

@@ -44,6 +44,12 @@ free_port() {
     die "no free port found"
 }
 
+# The last lines the peers logged: a failed start removes the directory, so what went
+# wrong must be said right away.
+last_log_lines() {
+    tail -n 3 "$DIR"/logs/*.log 2>/dev/null | tr '\n' ' ' | cut -c1-600
+}
+
 # Waits until an AE answers C-ECHO, or fails after $3 seconds.
 wait_echo() {
     local aet=$1 port=$2 limit=$3 pid=$4 i
@@ -51,7 +57,7 @@ wait_echo() {
         if echoscu -to 2 -ta 2 -aet RTB_PROBE -aec "$aet" "$HOST" "$port" >/dev/null 2>&1; then
             return 0
         fi
-        kill -0 "$pid" 2>/dev/null || die "$aet (pid $pid) exited; see its log in $DIR/logs"
+        kill -0 "$pid" 2>/dev/null || die "$aet (pid $pid) exited: $(last_log_lines)"
         sleep 0.2
     done
     die "$aet did not answer C-ECHO on port $port within ${limit}s; see $DIR/logs"
@@ -62,7 +68,7 @@ wait_port() {
     local port=$1 limit=$2 pid=$3 i
     for i in $(seq 1 $(( limit * 5 ))); do
         ss -Htln "sport = :$port" | grep -q . && return 0
-        kill -0 "$pid" 2>/dev/null || die "pid $pid exited; see its log in $DIR/logs"
+        kill -0 "$pid" 2>/dev/null || die "pid $pid exited: $(last_log_lines)"
         sleep 0.2
     done
     die "nothing listens on port $port after ${limit}s; see $DIR/logs"
