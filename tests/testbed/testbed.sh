@@ -28,16 +28,23 @@ TEST_SCP_AET=RTB_TEST_SCP
 
 die() { echo "testbed: $*" >&2; exit 1; }
 
-# A port nobody listens on now and that we have not handed out yet.
+# Ports are picked below the kernel's ephemeral range (ip_local_port_range, usually
+# 32768-60999): a port in that range may be taken at any moment by one of the many
+# outgoing connections a test run makes, between our pick and the peer's bind.
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$EPHEMERAL_LOW" -gt 21000 ] || EPHEMERAL_LOW=32768
+
+# pick_port VAR: sets VAR to a port nobody listens on and that this script has not
+# handed out yet (a function, not $(...): the list of handed-out ports must survive).
 USED_PORTS=" "
-free_port() {
+pick_port() {
     local p i
-    for i in $(seq 1 200); do
-        p=$(( 20000 + RANDOM % 40000 ))
+    for i in $(seq 1 500); do
+        p=$(( 20000 + RANDOM % (EPHEMERAL_LOW - 20000) ))
         case "$USED_PORTS" in *" $p "*) continue ;; esac
         if ! ss -Htln "sport = :$p" | grep -q .; then
             USED_PORTS="$USED_PORTS$p "
-            echo "$p"
+            printf -v "$1" '%s' "$p"
             return 0
         fi
     done
@@ -135,10 +142,10 @@ start() {
     mkdir -p "$DIR/logs" "$DIR/synthetic" "$DIR/aria" "$DIR/storescp"
     DIR=$(cd "$DIR" && pwd)
 
-    MAIN_PORT=$(free_port); MAIN_HTTP=$(free_port)
-    STAGING_PORT=$(free_port); STAGING_HTTP=$(free_port)
-    ARIA_PORT=$(free_port); STORESCP_PORT=$(free_port); TLS_PORT=$(free_port)
-    TEST_SCP_PORT=$(free_port); CLOSED_PORT=$(free_port)
+    for var in MAIN_PORT MAIN_HTTP STAGING_PORT STAGING_HTTP ARIA_PORT STORESCP_PORT TLS_PORT \
+               TEST_SCP_PORT CLOSED_PORT; do
+        pick_port "$var"
+    done
 
     local patients=${RTB_TESTBED_PATIENTS:-3} slices=${RTB_TESTBED_SLICES:-10}
     "$gen" "$DIR/synthetic" --patients "$patients" --slices "$slices" >"$DIR/synthetic/index.txt"
