@@ -321,11 +321,55 @@ function qr.process(ctx, units, level)
         end
         ctx.stats.moved = ctx.stats.moved + (r.completed or 0)
     end
+    -- A whole study: one IMAGE-level C-FIND per side covers all its series, where the
+    -- peers answer it; a series found incomplete (or peers that refuse such a query)
+    -- gets the per-series check, with its retries.
+    local complete = level == "STUDY" and qr.complete_series(ctx, units[1].data.study) or {}
     for _, unit in ipairs(units) do
-        local state, err = qr.check(ctx, unit)
-        outcomes[#outcomes + 1] = {unit, state, err}
+        if complete[unit.key] == unit.expected then
+            ctx.journal:mark(ctx.source_alias, unit.key, "verified", {})
+            ctx.stats.verified = ctx.stats.verified + unit.expected
+            outcomes[#outcomes + 1] = {unit, "verified"}
+        else
+            local state, err = qr.check(ctx, unit)
+            outcomes[#outcomes + 1] = {unit, state, err}
+        end
     end
     return outcomes
+end
+
+-- Instances of a study by series: {series UID -> {SOP Instance UID -> true}}, from one
+-- IMAGE-level C-FIND with the series left open. nil when the peer refuses that.
+local function study_instances(peer, study)
+    local by_series = {}
+    local ok = pcall(peer.find, peer, {level = "IMAGE", StudyInstanceUID = study, SeriesInstanceUID = "",
+                                       SOPInstanceUID = ""}, function(m)
+        local series = m.SeriesInstanceUID
+        if type(series) == "string" and series ~= "" then
+            by_series[series] = by_series[series] or {}
+            by_series[series][m.SOPInstanceUID] = true
+        end
+    end)
+    return ok and by_series or nil
+end
+
+--- For a study just moved whole: {series UID -> number of its source instances found
+-- in the target}, for the series whose every source instance is there. Empty when
+-- either peer does not answer study-wide IMAGE queries (dcmqrscp, strictly
+-- hierarchical): the caller then checks series by series.
+function qr.complete_series(ctx, study)
+    local src = study_instances(ctx.source, study)
+    local tgt = src and study_instances(ctx.target, study)
+    local complete = {}
+    if not tgt then return complete end
+    for series, uids in pairs(src) do
+        local n, all = 0, true
+        for uid in pairs(uids) do
+            if tgt[series] and tgt[series][uid] then n = n + 1 else all = false end
+        end
+        if all then complete[series] = n end
+    end
+    return complete
 end
 
 --- Picks the journal's open units, oldest first, within the per-run instance cap.
