@@ -52,6 +52,15 @@ function helpers.run(args, opts)
     return r
 end
 
+--- Calls fn(...), which must raise an rtbackup error; returns that error.
+function helpers.failure(fn, ...)
+    local assert = require "luassert" -- busted gives it to spec files, not to modules
+    local ok, err = pcall(fn, ...)
+    assert.is_false(ok, "expected an error")
+    assert.is_true(require("rtbackup.error").is(err), "expected an rtbackup error, got " .. tostring(err))
+    return err
+end
+
 --- The testbed's peers (tests/testbed/testbed.sh writes $RTB_TESTBED_ENV): a table of
 -- its KEY=VALUE lines (ports, AE titles, HTTP URLs, data paths).
 function helpers.testbed()

@@ -2,7 +2,6 @@
 -- generated clinic (the old system's bugs must stay fixed), the treatment summary, and
 -- the `report` and `mosaiq-db` commands.
 local odbc = require "rtbackup.odbc"
-local errors = require "rtbackup.error"
 local mosaiq = require "rtbackup.mosaiq"
 local synth = require "rtbackup.mosaiq.synth"
 local dates = require "rtbackup.mosaiq.dates"
@@ -15,12 +14,7 @@ local function new_db(path)
     return db
 end
 
-local function failure(fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok, "expected an error")
-    assert.is_true(errors.is(err), tostring(err))
-    return err
-end
+local failure = h.failure
 
 -- The coherent fixture of reference §9.2: one patient, one IMRT site (and an HDR site),
 -- one plan, two beams, fraction 12 of 28 on 2025-06-12; older rows that must not count.

@@ -10,12 +10,7 @@ local function connect(path, settings, opts)
     return odbc.connect({odbc_driver = "SQLite3", db_database = path}, settings, opts)
 end
 
-local function failure(fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok, "expected an error")
-    assert.is_true(errors.is(err), "expected an rtbackup error, got " .. tostring(err))
-    return err
-end
+local failure = h.failure
 
 describe("rtbackup.odbc on SQLite", function()
     local dir, db

@@ -2,7 +2,6 @@
 -- server with a real login. Started by run_postgres.sh, which passes the server's port,
 -- the test role's password and the server log in RTB_PG_* variables.
 local odbc = require "rtbackup.odbc"
-local errors = require "rtbackup.error"
 local mosaiq = require "rtbackup.mosaiq"
 local synth = require "rtbackup.mosaiq.synth"
 local dates = require "rtbackup.mosaiq.dates"
@@ -20,12 +19,7 @@ local function source(overrides)
     return s
 end
 
-local function failure(fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok, "expected an error")
-    assert.is_true(errors.is(err), tostring(err))
-    return err
-end
+local failure = h.failure
 
 local function read(path)
     local f = assert(io.open(path, "rb"))
