@@ -16,6 +16,15 @@ PACKAGES=(
   libcmocka-dev lua-busted iproute2 procps curl openssl time postgresql dicom3tools python3-pydicom
   # tests of deploy/ and of the metrics format: yamllint, systemd-analyze, logrotate, promtool
   yamllint systemd logrotate prometheus
+  # peers and files the project did not write: an independent DICOM stack (odil) for a
+  # Q/R SCP with vendor quirks; pydicom's corpus of real-world files (python3-pydicom)
+  python3-odil
+  # serve (HTTP with libmicrohttpd), alerts (webhooks with libcurl), the status page in a browser
+  libmicrohttpd-dev libcurl4-openssl-dev chromium
+  # sanitizer build and fuzzing (clang's libFuzzer and AddressSanitizer runtimes, AFL++)
+  clang libclang-rt-14-dev afl++
+  # the Debian package: lintian checks it
+  lintian
 )
 
 missing=()
