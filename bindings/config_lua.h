@@ -5,7 +5,7 @@
 #include <lua.h>
 #include <stddef.h>
 
-#include "config.h"
+#include "config/config.h"
 
 /* Hands the loaded configuration (and the problems met while loading it) to the Lua
  * state, which owns both from then on. `path` is what was loaded, for messages. */

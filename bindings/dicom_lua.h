@@ -5,7 +5,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "dicom.h"
+#include "dicom/dicom.h"
 
 #define RTB_DATASET_MT "rtbackup.dicom.dataset"
 

@@ -11,7 +11,7 @@
 #include <time.h>
 
 #include "dicom_lua.h"
-#include "loop.h"
+#include "loop/loop.h"
 #include "queue.h"
 #include "task.h"
 #include "util.h"

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "journal.h"
+#include "journal/journal.h"
 #include "util.h"
 
 #define JOURNAL_MT "rtbackup.journal.handle"

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
+#include "log/log.h"
 #include "util.h"
 
 #define MAX_FIELDS 32

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "config_lua.h"
-#include "odbc.h"
+#include "odbc/odbc.h"
 #include "task.h"
 #include "util.h"
 

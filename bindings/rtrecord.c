@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "dicom_lua.h"
-#include "rtrecord.h"
+#include "rtrecord/rtrecord.h"
 #include "util.h"
 
 int luaopen_rtbackup_dicom_core(lua_State *L);

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "loop.h"
-#include "log.h"
+#include "loop/loop.h"
+#include "log/log.h"
 #include "util.h"
 
 #define TASK_MT "rtbackup.task"

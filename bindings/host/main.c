@@ -15,11 +15,11 @@
 #include <lua.h>
 #include <lualib.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "config_lua.h"
 #include "host.h"
-#include "log.h"
-#include "loop.h"
+#include "log/log.h"
+#include "loop/loop.h"
 #include "modules.h"
 #include "task.h"
 #include "util.h"

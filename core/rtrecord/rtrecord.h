@@ -35,7 +35,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#include "dicom.h"
+#include "dicom/dicom.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -8,7 +8,7 @@
 // series. UIDs are deterministic (same arguments, same UIDs), nothing is real.
 // Files are named <SOPInstanceUID>.dcm; one line per file is printed:
 // "<patient id> <modality> <path>".
-#include "dicom.h"
+#include "dicom/dicom.h"
 
 #include <cmath>
 #include <cstdio>

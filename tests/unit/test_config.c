@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "config/config.h"
 
 /* ---- fixture: a temporary directory, the loaded config and the problems ------------ */
 

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "dicom.h"
+#include "dicom/dicom.h"
 
 #include <dirent.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
 #ifndef RTB_TESTBED_ENV_H
 #define RTB_TESTBED_ENV_H
 
-#include "dicom.h"
+#include "dicom/dicom.h"
 
 /* Loads $RTB_TESTBED_ENV; returns 0, or -1 with a message on stderr. */
 int testbed_load(void);

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "odbc.h"
+#include "odbc/odbc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
