@@ -29,6 +29,7 @@ struct task {
     int resume_nargs; /* arguments waiting on the coroutine's stack for the next resume */
     int observed;     /* someone waited for it, so a failure was not silently dropped */
     int finished;     /* state is DONE or FAILED; a flag drive_until() can watch */
+    int suspended;    /* waiting in task.suspend() for task.wake() */
     int id;
     task *next_ready;
     task *waiters;      /* tasks blocked in wait() on this one ... */
@@ -386,6 +387,39 @@ static int task_pool_sleep(lua_State *L)
     return rtb_task_await(L, pool_sleep_work, pool_sleep_done, ms);
 }
 
+/* ---- suspending -------------------------------------------------------------- */
+
+/* task.suspend() — the current task waits until another calls task.wake(it). The
+ * building block of semaphores and queues in Lua (rtbackup.limits): whoever frees a
+ * resource wakes one waiter. Outside a task (a plain coroutine) it cannot wait. */
+static int suspend_continue(lua_State *L, int status, lua_KContext ctx)
+{
+    return 0;
+}
+
+static int task_suspend(lua_State *L)
+{
+    task *self = current_task(L);
+    if (!self || !lua_isyieldable(L) || self->co != L)
+        return rtb_lua_error_raise(L, "task", "task.suspend() outside a task: nothing could wake it");
+    self->state = TASK_WAITING;
+    self->suspended = 1;
+    return lua_yieldk(L, 0, 0, suspend_continue);
+}
+
+/* task.wake(t) — makes a suspended task ready; true if it was suspended. */
+static int task_wake(lua_State *L)
+{
+    task *t = check_task(L, 1);
+    int was = t->suspended && t->state == TASK_WAITING;
+    if (was) {
+        t->suspended = 0;
+        make_ready(t);
+    }
+    lua_pushboolean(L, was);
+    return 1;
+}
+
 /* ---- stopping ------------------------------------------------------------------- */
 
 static void on_signal(int signum, void *arg)
@@ -492,6 +526,7 @@ int luaopen_rtbackup_task_core(lua_State *L)
     static const luaL_Reg funcs[] = {{"spawn", task_spawn},         {"wait", task_wait},
                                      {"sleep", task_sleep},         {"pool_sleep", task_pool_sleep},
                                      {"stopping", task_stopping},   {"current", task_current},
+                                     {"suspend", task_suspend},     {"wake", task_wake},
                                      {NULL, NULL}};
     if (luaL_newmetatable(L, TASK_MT)) {
         luaL_newlib(L, methods);
