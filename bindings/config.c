@@ -1,4 +1,5 @@
-/* rtbackup.config: environments as Lua tables, secrets as opaque values.
+/* rtbackup.config.core: environments as Lua tables, secrets as opaque values.
+ * (scripts/lib/rtbackup/config.lua adds the settings schema's checks on top.)
  *
  * A resolved secret (a placeholder or *_env_var value) becomes a userdata whose
  * __tostring is "********": printing the environment, logging it or putting it in an
@@ -200,30 +201,6 @@ static void append_problems(lua_State *L, int list, const rtb_cfg_problems *prob
     }
 }
 
-/* Pushes a config error whose message lists every error in `problems`, with the
- * problems themselves as a list in err.problems. */
-static void push_problems_error(lua_State *L, const char *headline,
-                                const rtb_cfg_problems *problems)
-{
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, headline);
-    for (size_t i = 0; i < problems->count; i++) {
-        if (problems->items[i].severity != RTB_CFG_ERROR)
-            continue;
-        char text[1024];
-        rtb_cfg_problem_format(&problems->items[i], text, sizeof text);
-        luaL_addstring(&b, "\n  ");
-        luaL_addstring(&b, text);
-    }
-    luaL_pushresult(&b);
-    rtb_lua_error_push(L, "config", lua_tostring(L, -1));
-    lua_remove(L, -2);
-    lua_newtable(L);
-    append_problems(L, lua_gettop(L), problems);
-    lua_setfield(L, -2, "problems");
-}
-
 static const char *process_getenv(const char *name, void *ud)
 {
     return getenv(name);
@@ -259,24 +236,96 @@ static int config_environments(lua_State *L)
     return 1;
 }
 
-/* config.problems([env]) — every problem (loading, validation, and for one named
- * environment also secret resolution) as a list of tables. */
+/* The setting names a peer may carry, from the Lua table at idx
+ * ({dicom = {...}, mosaiq = {...}, target = {...}}, or nil), as NULL-terminated C
+ * lists kept alive by a userdata pushed on the stack (popped by the caller's return). */
+typedef struct {
+    rtb_cfg_setting_names names;
+    const char **lists[3];
+} names_box;
+
+static int names_box_gc(lua_State *L)
+{
+    names_box *box = lua_touserdata(L, 1);
+    for (int i = 0; i < 3; i++)
+        free(box->lists[i]);
+    return 0;
+}
+
+static const rtb_cfg_setting_names *check_names(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx))
+        return NULL;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    names_box *box = lua_newuserdatauv(L, sizeof *box, 1);
+    memset(box, 0, sizeof *box);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, names_box_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, idx);
+    lua_setiuservalue(L, -2, 1); /* the strings stay alive as long as the box */
+    static const char *const kinds[] = {"dicom", "mosaiq", "target"};
+    for (int k = 0; k < 3; k++) {
+        lua_getfield(L, idx, kinds[k]);
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            size_t n = lua_rawlen(L, -1);
+            box->lists[k] = calloc(n + 1, sizeof(char *));
+            if (!box->lists[k])
+                luaL_error(L, "out of memory");
+            for (size_t i = 0; i < n; i++) {
+                lua_rawgeti(L, -1, (lua_Integer)i + 1);
+                box->lists[k][i] = lua_tostring(L, -1); /* anchored by the table */
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    box->names.dicom = box->lists[0];
+    box->names.mosaiq = box->lists[1];
+    box->names.target = box->lists[2];
+    return &box->names;
+}
+
+static void push_not_defined(lua_State *L, config_state *st, const char *env)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    lua_pushfstring(L, "environment %s is not defined in %s", env, st->path);
+    luaL_addvalue(&b);
+    size_t n = st->cfg ? rtb_config_env_count(st->cfg) : 0;
+    for (size_t i = 0; i < n; i++) {
+        luaL_addstring(&b, i == 0 ? " (defined: " : ", ");
+        luaL_addstring(&b, rtb_config_env_name(st->cfg, i));
+    }
+    if (n)
+        luaL_addchar(&b, ')');
+    luaL_pushresult(&b);
+}
+
+/* config.core.problems([env [, names]]) — every structural problem (loading first,
+ * then validation, and for one named environment also secret resolution) as a list
+ * of tables. A file that does not parse is reported as such, never hidden behind
+ * "environment ENV is not defined". */
 static int config_problems(lua_State *L)
 {
     config_state *st = get_state(L);
     const char *env = luaL_optstring(L, 1, NULL);
+    const rtb_cfg_setting_names *names = check_names(L, 2);
     lua_newtable(L);
     int list = lua_gettop(L);
     append_problems(L, list, &st->load_problems);
     if (!st->cfg)
         return 1;
-    rtb_cfg_problems found = {0};
     if (env && !rtb_config_env(st->cfg, env)) {
-        lua_pushfstring(L, "environment %s is not defined in %s", env, st->path);
+        if (count_errors(&st->load_problems) > 0)
+            return 1; /* the parse errors say why it is not there */
+        push_not_defined(L, st, env);
         rtb_lua_error_push(L, "config", lua_tostring(L, -1));
         return lua_error(L);
     }
-    rtb_config_validate(st->cfg, env, &found);
+    rtb_cfg_problems found = {0};
+    rtb_config_validate(st->cfg, env, names, &found);
     if (env) {
         rtb_cfg_node *resolved = NULL;
         if (rtb_config_resolve(st->cfg, env, process_getenv, NULL, &resolved, &found) == 0)
@@ -287,54 +336,102 @@ static int config_problems(lua_State *L)
     return 1;
 }
 
-/* config.load(env) — the environment as a table, secrets resolved (as opaque secret
- * values). Raises a config error listing every problem when it is not usable. */
+/* config.core.load(env [, names]) — the environment as a table, secrets resolved
+ * (as opaque secret values), and the list of its structural problems. The table is
+ * nil when it cannot be used (load errors, validation errors, a missing secret):
+ * the caller raises, once it has added the settings' own problems. A missing
+ * environment raises a config error at once. */
 static int config_load(lua_State *L)
 {
     config_state *st = get_state(L);
     const char *env = luaL_checkstring(L, 1);
+    const rtb_cfg_setting_names *names = check_names(L, 2);
     if (count_errors(&st->load_problems) > 0) {
-        push_problems_error(L, "the configuration cannot be loaded:", &st->load_problems);
-        return lua_error(L);
+        lua_pushnil(L);
+        lua_newtable(L);
+        append_problems(L, lua_gettop(L), &st->load_problems);
+        return 2;
     }
     if (!st->cfg || !rtb_config_env(st->cfg, env)) {
-        luaL_Buffer b;
-        luaL_buffinit(L, &b);
-        lua_pushfstring(L, "environment %s is not defined in %s", env, st->path);
-        luaL_addvalue(&b);
-        size_t n = st->cfg ? rtb_config_env_count(st->cfg) : 0;
-        for (size_t i = 0; i < n; i++) {
-            luaL_addstring(&b, i == 0 ? " (defined: " : ", ");
-            luaL_addstring(&b, rtb_config_env_name(st->cfg, i));
-        }
-        if (n)
-            luaL_addchar(&b, ')');
-        luaL_pushresult(&b);
+        push_not_defined(L, st, env);
         rtb_lua_error_push(L, "config", lua_tostring(L, -1));
         return lua_error(L);
     }
     rtb_cfg_problems found = {0};
     rtb_cfg_node *resolved = NULL;
-    size_t errors = rtb_config_validate(st->cfg, env, &found);
-    if (rtb_config_resolve(st->cfg, env, process_getenv, NULL, &resolved, &found) < 0 ||
-        errors > 0) {
-        rtb_cfg_node_free(resolved);
-        lua_pushfstring(L, "environment %s in %s has problems:", env,
-                        rtb_config_env_file(st->cfg, env));
-        push_problems_error(L, lua_tostring(L, -1), &found);
-        rtb_cfg_problems_free(&found);
-        return lua_error(L);
-    }
-    rtb_cfg_problems_free(&found);
-    push_node(L, resolved);
-    rtb_cfg_node_free(resolved);
-    if (lua_getfield(L, -1, "name") == LUA_TNIL) {
-        lua_pop(L, 1);
-        lua_pushstring(L, env);
-        lua_setfield(L, -2, "name");
+    size_t errors = rtb_config_validate(st->cfg, env, names, &found);
+    int failed = rtb_config_resolve(st->cfg, env, process_getenv, NULL, &resolved, &found) < 0 ||
+                 errors > 0;
+    if (failed) {
+        lua_pushnil(L);
     } else {
-        lua_pop(L, 1);
+        push_node(L, resolved);
+        if (lua_getfield(L, -1, "name") == LUA_TNIL) {
+            lua_pop(L, 1);
+            lua_pushstring(L, env);
+            lua_setfield(L, -2, "name");
+        } else {
+            lua_pop(L, 1);
+        }
     }
+    rtb_cfg_node_free(resolved);
+    lua_newtable(L);
+    append_problems(L, lua_gettop(L), &found);
+    rtb_cfg_problems_free(&found);
+    return 2;
+}
+
+/* config.core.raw(env) — the environment as written, secrets NOT resolved
+ * (placeholders stay text), for checks that must not need the secrets; nil when it
+ * is not defined. */
+static int config_raw(lua_State *L)
+{
+    config_state *st = get_state(L);
+    const char *env = luaL_checkstring(L, 1);
+    const rtb_cfg_node *node = st->cfg ? rtb_config_env(st->cfg, env) : NULL;
+    if (!node)
+        return 0;
+    push_node(L, node);
+    lua_pushstring(L, env);
+    lua_setfield(L, -2, "name");
+    return 1;
+}
+
+/* config.core.locate(env, key) — file and line of a value ("settings.window"), or nil. */
+static int config_locate(lua_State *L)
+{
+    config_state *st = get_state(L);
+    const char *env = luaL_checkstring(L, 1);
+    const char *key = luaL_checkstring(L, 2);
+    const char *file = NULL;
+    int line = 0;
+    if (!st->cfg || rtb_config_locate(st->cfg, env, key, &file, &line) < 0)
+        return 0;
+    lua_pushstring(L, file ? file : "");
+    lua_pushinteger(L, line);
+    return 2;
+}
+
+/* config.core.format(problem) — "file:line: ENV: key: message". */
+static int config_format(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    rtb_cfg_problem p = {0};
+    lua_getfield(L, 1, "severity");
+    p.severity = strcmp(luaL_optstring(L, -1, "error"), "warning") == 0 ? RTB_CFG_WARNING : RTB_CFG_ERROR;
+    lua_getfield(L, 1, "file");
+    p.file = (char *)lua_tostring(L, -1);
+    lua_getfield(L, 1, "line");
+    p.line = (int)lua_tointeger(L, -1);
+    lua_getfield(L, 1, "env");
+    p.env = (char *)lua_tostring(L, -1);
+    lua_getfield(L, 1, "key");
+    p.key = (char *)lua_tostring(L, -1);
+    lua_getfield(L, 1, "message");
+    p.message = (char *)luaL_optstring(L, -1, "");
+    char text[1024];
+    rtb_cfg_problem_format(&p, text, sizeof text);
+    lua_pushstring(L, text);
     return 1;
 }
 
@@ -344,6 +441,9 @@ int luaopen_rtbackup_config(lua_State *L)
                                      {"environments", config_environments},
                                      {"problems", config_problems},
                                      {"load", config_load},
+                                     {"raw", config_raw},
+                                     {"locate", config_locate},
+                                     {"format", config_format},
                                      {"reveal", config_reveal},
                                      {"is_secret", config_is_secret},
                                      {NULL, NULL}};

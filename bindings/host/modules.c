@@ -18,7 +18,7 @@ void rtb_preload_modules(lua_State *L)
 {
     rtb_lua_preload(L, "rtbackup.error", luaopen_rtbackup_error);
     rtb_lua_preload(L, "rtbackup.log", luaopen_rtbackup_log);
-    rtb_lua_preload(L, "rtbackup.config", luaopen_rtbackup_config);
+    rtb_lua_preload(L, "rtbackup.config.core", luaopen_rtbackup_config);
     rtb_lua_preload(L, "rtbackup.task.core", luaopen_rtbackup_task_core);
     rtb_lua_preload(L, "rtbackup.host", luaopen_rtbackup_host);
     rtb_lua_preload(L, "rtbackup.dicom.core", luaopen_rtbackup_dicom_core);

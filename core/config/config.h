@@ -71,9 +71,27 @@ const rtb_cfg_node *rtb_config_env(const rtb_config *cfg, const char *name);
 /* File an environment was defined in, NULL if not defined. */
 const char *rtb_config_env_file(const rtb_config *cfg, const char *name);
 
-/* Checks one environment (or all when env == NULL) and appends every problem found.
- * Returns the number of errors (warnings are not counted). */
-size_t rtb_config_validate(const rtb_config *cfg, const char *env, rtb_cfg_problems *problems);
+/* The settings a peer table may carry besides its structural keys, by kind of peer
+ * (NULL-terminated lists of names; any list may be NULL). Their values are checked by
+ * the settings schema (rtbackup.settings), not here. */
+typedef struct {
+    const char *const *dicom;  /* sources of type aria / mim */
+    const char *const *mosaiq; /* sources of type mosaiq */
+    const char *const *target; /* backup targets */
+} rtb_cfg_setting_names;
+
+/* Checks the structure of one environment (or all when env == NULL) and appends every
+ * problem found: shape, peers' addresses, AE titles, aliases, secrets. [ENV.settings]
+ * is left to the settings schema; `settings` (may be NULL) names the settings peers
+ * may carry. Returns the number of errors (warnings are not counted). */
+size_t rtb_config_validate(const rtb_config *cfg, const char *env,
+                           const rtb_cfg_setting_names *settings, rtb_cfg_problems *problems);
+
+/* The file and line where the value at `key` (a dotted path inside environment env,
+ * e.g. "settings.window", "sources.ARIA.port") is written. Returns 0, or -1 when
+ * there is no such value. */
+int rtb_config_locate(const rtb_config *cfg, const char *env, const char *key, const char **file,
+                      int *line);
 
 /* Looks a name up in the process environment; NULL when unset. Injected for tests. */
 typedef const char *(*rtb_getenv_fn)(const char *name, void *ud);

@@ -22,6 +22,32 @@ const rtb_cfg_node *rtb_cfg_get(const rtb_cfg_node *table, const char *key)
     return NULL;
 }
 
+int rtb_config_locate(const rtb_config *cfg, const char *env, const char *key, const char **file,
+                      int *line)
+{
+    const rtb_cfg_node *n = rtb_config_env(cfg, env);
+    char part[256];
+    const char *p = key;
+    while (n && p && *p) {
+        size_t len = strcspn(p, ".[");
+        if (len == 0 || len >= sizeof part)
+            return -1;
+        memcpy(part, p, len);
+        part[len] = '\0';
+        n = rtb_cfg_get(n, part);
+        p += len;
+        if (*p == '[') /* an array element: its array's line is close enough */
+            break;
+        if (*p == '.')
+            p++;
+    }
+    if (n == NULL)
+        return -1;
+    *file = n->file;
+    *line = n->line;
+    return 0;
+}
+
 /* Overwrites a secret before its memory goes back to the allocator, so it does not
  * linger in the heap (or a core dump). volatile keeps the stores from being elided. */
 static void wipe(char *s)

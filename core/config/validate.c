@@ -1,9 +1,13 @@
 /* Validation of environments: every problem is reported in one pass, each with the
  * file, line and dotted key a site engineer needs to fix it.
  *
- * The rules are tables of fields (key, type, range, content check) so that adding a
- * setting is one line. Errors are what would make a run fail or misbehave; warnings
- * are what is probably a mistake but harmless (an unknown key, a literal secret). */
+ * These are the structural rules: the shape of an environment, its peers' addresses
+ * and AE titles, aliases that must resolve, secrets. The settings ([ENV.settings] and
+ * the settings a source or target may carry) have one schema of their own, in Lua
+ * (scripts/lib/rtbackup/settings.lua), which checks their values; the caller hands
+ * their names in so that they are not reported as unknown keys here. Errors are what
+ * would make a run fail or misbehave; warnings are what is probably a mistake but
+ * harmless (an unknown key, a literal secret). */
 #include "internal.h"
 
 #include <limits.h>
@@ -27,6 +31,7 @@ typedef struct {
 
 struct checker {
     rtb_cfg_problems *problems;
+    const rtb_cfg_setting_names *settings; /* checked elsewhere (rtbackup.settings), may be NULL */
     const char *env;
     const rtb_cfg_node *root; /* the environment's table */
     size_t errors;
@@ -114,54 +119,12 @@ static void check_ae_title(checker *c, const rtb_cfg_node *n, const char *path)
         ERROR(c, n, path, "AE title is all spaces; DICOM requires at least one other character");
 }
 
-static int two_digits(const char *s, int max)
-{
-    if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9')
-        return -1;
-    int v = (s[0] - '0') * 10 + (s[1] - '0');
-    return v <= max ? v : -1;
-}
-
-static int clock_minutes(const char *s)
-{
-    int h = two_digits(s, 23), m = two_digits(s + 3, 59);
-    return h < 0 || m < 0 || s[2] != ':' ? -1 : h * 60 + m;
-}
-
-static void check_window(checker *c, const rtb_cfg_node *n, const char *path)
-{
-    const char *s = n->string;
-    int start = -1, end = -1;
-    if (strlen(s) == 11 && s[5] == '-') {
-        start = clock_minutes(s);
-        end = clock_minutes(s + 6);
-    }
-    char shown[VALUE_SHOWN_MAX + 8];
-    quote(shown, sizeof shown, s);
-    if (start < 0 || end < 0)
-        ERROR(c, n, path, "expected a time window \"HH:MM-HH:MM\" on the 24-hour clock, got %s",
-              shown);
-    else if (start == end)
-        ERROR(c, n, path, "time window %s starts and ends at the same time", shown);
-}
-
-static const char *const QUERY_LEVELS[] = {"PATIENT", "STUDY", "SERIES", "IMAGE", NULL};
-
 static int one_of(const char *s, const char *const *allowed)
 {
     for (; *allowed; allowed++)
         if (strcmp(s, *allowed) == 0)
             return 1;
     return 0;
-}
-
-static void check_query_level(checker *c, const rtb_cfg_node *n, const char *path)
-{
-    if (!one_of(n->string, QUERY_LEVELS)) {
-        char shown[VALUE_SHOWN_MAX + 8];
-        quote(shown, sizeof shown, n->string);
-        ERROR(c, n, path, "expected one of PATIENT, STUDY, SERIES, IMAGE, got %s", shown);
-    }
 }
 
 /* ---- fields ----------------------------------------------------------------------- */
@@ -189,12 +152,6 @@ static const field DICOM_SOURCE_FIELDS[] = {
     STR("ip"),
     STR("host"),
     INT("port", 1, 65535),
-    STR_CHECKED("dicom_query_level", check_query_level),
-    TABLE("dicom_query_keys"),
-    STR("modality_to_query"),
-    INT("max_associations", 1, UNLIMITED),
-    STR_CHECKED("window", check_window),
-    INT("max_retries", 0, UNLIMITED),
     TABLE("tls"),
     END};
 
@@ -210,8 +167,6 @@ static const field MOSAIQ_SOURCE_FIELDS[] = {
     TABLE("db_column_to_dicom_tag"),
     TABLE("dicom_defaults"),
     TABLE("odbc_attributes"),
-    STR_CHECKED("window", check_window),
-    INT("max_retries", 0, UNLIMITED),
     END};
 
 static const field TARGET_FIELDS[] = {
@@ -221,33 +176,9 @@ static const field TARGET_FIELDS[] = {
     STR("host"),
     INT("port", 1, 65535),
     STR("http_url"),
-    INT("max_associations", 1, UNLIMITED),
-    STR_CHECKED("window", check_window),
+    TABLE("tls"),
     END};
 
-static const field SETTINGS_FIELDS[] = {
-    INT("max_uids_per_run", 1, UNLIMITED),
-    STR("mosaiq_backup_sql_query"),
-    STR_CHECKED("dicom_query_level", check_query_level),
-    TABLE("dicom_query_keys"),
-    STR("modality_to_query"),
-    INT("max_associations", 1, UNLIMITED),
-    INT("max_retries", 0, UNLIMITED),
-    INT("retry_backoff_ms", 0, UNLIMITED),
-    STR_CHECKED("window", check_window),
-    STR("timezone"),
-    STR("state_dir"),
-    STR("spool_dir"),
-    STR("audit_log"),
-    BOOL("complete_references"),
-    INT("connect_timeout", 1, UNLIMITED),
-    INT("acse_timeout", 1, UNLIMITED),
-    INT("dimse_timeout", 1, UNLIMITED),
-    {"max_pdu", RTB_CFG_INTEGER, 4096, 131072, 1, NULL},
-    INT("login_timeout", 0, UNLIMITED),
-    INT("query_timeout", 0, UNLIMITED),
-    INT("circuit_breaker_failures", 1, UNLIMITED),
-    END};
 
 static const field *find_field(const field *fields, const char *key, size_t key_len)
 {
@@ -295,18 +226,28 @@ static void check_value(checker *c, const field *f, const rtb_cfg_node *n, const
     }
 }
 
+static int is_listed(const char *const *names, const char *key)
+{
+    for (; names && *names; names++)
+        if (strcmp(*names, key) == 0)
+            return 1;
+    return 0;
+}
+
 /* Type and content of every member; unknown keys are warnings because site scripts
- * and later features may read keys this version does not know. */
-static void check_fields(checker *c, const rtb_cfg_node *table, const char *path, const field *fields)
+ * and later features may read keys this version does not know. Settings a peer may
+ * carry (`allowed`) are checked by the settings schema, not here. */
+static void check_fields(checker *c, const rtb_cfg_node *table, const char *path, const field *fields,
+                         const char *const *allowed)
 {
     for (size_t i = 0; i < table->n_children; i++) {
         const rtb_cfg_node *n = &table->children[i];
         char child[RTB_CFG_PATH_MAX];
         rtb_cfg_path(child, sizeof child, path, n->key);
         const field *f = field_for_key(fields, n->key);
-        if (f == NULL)
+        if (f == NULL && !is_listed(allowed, n->key))
             WARNING(c, n, child, "unknown key (ignored)");
-        else
+        else if (f != NULL)
             check_value(c, f, n, child);
     }
 }
@@ -400,7 +341,7 @@ static const char *entry_type(checker *c, const rtb_cfg_node *entry, const char 
 
 static void check_mosaiq_source(checker *c, const rtb_cfg_node *src, const char *path)
 {
-    check_fields(c, src, path, MOSAIQ_SOURCE_FIELDS);
+    check_fields(c, src, path, MOSAIQ_SOURCE_FIELDS, c->settings ? c->settings->mosaiq : NULL);
     /* A DSN carries server, database and user itself. */
     if (!has(src, "dsn")) {
         require(c, src, path, "db_server");
@@ -425,7 +366,7 @@ static void check_source(checker *c, const rtb_cfg_node *src, const char *path)
     if (strcmp(type, "mosaiq") == 0) {
         check_mosaiq_source(c, src, path);
     } else {
-        check_fields(c, src, path, DICOM_SOURCE_FIELDS);
+        check_fields(c, src, path, DICOM_SOURCE_FIELDS, c->settings ? c->settings->dicom : NULL);
         check_peer_address(c, src, path);
     }
 }
@@ -434,7 +375,7 @@ static void check_target(checker *c, const rtb_cfg_node *target, const char *pat
 {
     if (entry_type(c, target, path, "backup target", TARGET_TYPES, "orthanc, dicom_scp") == NULL)
         return;
-    check_fields(c, target, path, TARGET_FIELDS);
+    check_fields(c, target, path, TARGET_FIELDS, c->settings ? c->settings->target : NULL);
     check_peer_address(c, target, path);
 }
 
@@ -468,15 +409,8 @@ static void check_script_ae(checker *c)
     }
     if (ae->kind != RTB_CFG_TABLE)
         return;
-    check_fields(c, ae, "script_ae", SCRIPT_AE_FIELDS);
+    check_fields(c, ae, "script_ae", SCRIPT_AE_FIELDS, NULL);
     require(c, ae, "script_ae", "aet");
-}
-
-static void check_settings(checker *c)
-{
-    const rtb_cfg_node *settings = rtb_cfg_get(c->root, "settings");
-    if (settings != NULL && settings->kind == RTB_CFG_TABLE)
-        check_fields(c, settings, "settings", SETTINGS_FIELDS);
 }
 
 /* ---- rules that apply anywhere ---------------------------------------------------- */
@@ -535,19 +469,19 @@ static void check_secrets(checker *c, const rtb_cfg_node *node, const char *path
 
 static void check_environment(checker *c)
 {
-    check_fields(c, c->root, "", ENV_FIELDS);
+    check_fields(c, c->root, "", ENV_FIELDS, NULL);
     check_script_ae(c);
     check_alias(c, rtb_cfg_get(c->root, "default_source"), "default_source", "sources");
     check_alias(c, rtb_cfg_get(c->root, "default_backup"), "default_backup", "backup_targets");
     check_entries(c, "sources", check_source);
     check_entries(c, "backup_targets", check_target);
-    check_settings(c);
     check_secrets(c, c->root, "");
 }
 
-size_t rtb_config_validate(const rtb_config *cfg, const char *env, rtb_cfg_problems *problems)
+size_t rtb_config_validate(const rtb_config *cfg, const char *env,
+                           const rtb_cfg_setting_names *settings, rtb_cfg_problems *problems)
 {
-    checker c = {.problems = problems};
+    checker c = {.problems = problems, .settings = settings};
     if (env != NULL) {
         c.root = rtb_cfg_env_or_problem(cfg, env, problems);
         if (c.root == NULL)

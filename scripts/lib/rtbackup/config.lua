@@ -1,0 +1,79 @@
+--- rtbackup.config: the environments (environments/*.toml or /etc/rtbackup), checked
+-- and resolved.
+--
+--   local config = require "rtbackup.config"
+--   local env = config.load("UCLA")         -- secrets resolved; raises listing every problem
+--   config.problems("UCLA")                 -- every problem, as {severity, file, line, env, key, message, text}
+--
+-- Two checks make one list: the structure (shape, addresses, AE titles, aliases,
+-- secrets; in C, core/config) and the settings (their schema, rtbackup.settings).
+-- Parse errors come first: a file that does not parse is reported as such.
+local core = require "rtbackup.config.core"
+local errors = require "rtbackup.error"
+local settings = require "rtbackup.settings"
+
+local config = {
+    MASK = core.MASK,
+    path = core.path,
+    environments = core.environments,
+    reveal = core.reveal,
+    is_secret = core.is_secret,
+    raw = core.raw,
+}
+
+-- Every setting name is the schema's to judge on any peer (misplaced ones included),
+-- so the structural check never calls one an unknown key.
+local ALL_SETTINGS = settings.names()
+local NAMES = {dicom = ALL_SETTINGS, mosaiq = ALL_SETTINGS, target = ALL_SETTINGS}
+
+local function with_text(p)
+    p.text = core.format(p)
+    return p
+end
+
+local function locator(env_name)
+    return function(key) return core.locate(env_name, key) end
+end
+
+local function settings_problems(env_name)
+    local raw = core.raw(env_name)
+    if not raw then return {} end
+    local list = settings.check(raw, locator(env_name))
+    for _, p in ipairs(list) do with_text(p) end
+    return list
+end
+
+--- Every problem of one environment (with its secrets resolved) or of all of them.
+function config.problems(env_name)
+    local list = core.problems(env_name, NAMES)
+    local names = env_name and {env_name} or core.environments()
+    for _, name in ipairs(names) do
+        if core.raw(name) then
+            for _, p in ipairs(settings_problems(name)) do list[#list + 1] = p end
+        end
+    end
+    return list
+end
+
+--- The environment `name` as a table (its name in .name, secrets as opaque values).
+-- Raises {kind = "config", problems = {...}} listing every error when it is not usable.
+function config.load(name)
+    if type(name) ~= "string" or name == "" then
+        errors.raise{kind = "usage", message = "name an environment (" ..
+                     table.concat(core.environments(), ", ") .. ")"}
+    end
+    local env, problems = core.load(name, NAMES)
+    for _, p in ipairs(settings_problems(name)) do problems[#problems + 1] = p end
+    local lines = {}
+    for _, p in ipairs(problems) do
+        if p.severity == "error" then lines[#lines + 1] = "  " .. p.text end
+    end
+    if #lines > 0 or env == nil then
+        local where = core.raw(name) and ("environment " .. name .. " in " .. core.path() .. " has problems:")
+                      or "the configuration cannot be loaded:"
+        errors.raise{kind = "config", message = where .. "\n" .. table.concat(lines, "\n"), problems = problems}
+    end
+    return env
+end
+
+return config

@@ -1,0 +1,68 @@
+--- rtbackup.exit: the exit codes every command shares, and what an error means for
+-- them. The one place where an outcome becomes a number cron can act on.
+--
+--   0   ok: everything done (backup: every instance verified)
+--   1   partial: something failed and is named (instances missing, discrepancies, a
+--       record that could not be built, an unresolved reference)
+--   2   usage or configuration error: nothing was attempted
+--   3   another run holds the lock
+--   4   a source or target unreachable (the rest waits for the next run)
+--   5   outside the source's time window
+--   130/143  interrupted by SIGINT/SIGTERM (work in progress finished, nothing new started)
+local errors = require "rtbackup.error"
+local task = require "rtbackup.task"
+
+local exit = {
+    ok = 0, partial = 1, usage = 2, locked = 3, unreachable = 4, outside_window = 5,
+    interrupted_int = 130, interrupted_term = 143,
+}
+
+-- The status word of each code, as the journal, the summary and the metrics say it.
+local STATUS = {[0] = "ok", [1] = "partial", [2] = "usage", [3] = "locked", [4] = "unreachable",
+                [5] = "outside_window", [130] = "interrupted", [143] = "interrupted"}
+
+--- "ok", "partial", ..., "interrupted" for an exit code.
+function exit.status(code)
+    return STATUS[code] or ("exit " .. tostring(code))
+end
+
+-- Error kinds that mean a peer (or database) could not be reached or talked to: the
+-- work stays queued for the next run.
+local UNREACHABLE = {connect_failed = true, timeout = true, rejected = true, aborted = true,
+                     unreachable = true, login_failed = true}
+
+--- True when err says a peer or database was not reachable (not that it refused).
+function exit.is_unreachable(err)
+    return type(err) == "table" and UNREACHABLE[err.kind] == true
+end
+
+--- True when err is the "not started: the run is stopping" of task.map.
+function exit.is_stopped(err)
+    return type(err) == "table" and err.kind == "stopped"
+end
+
+--- The exit code an error deserves when it ends a command.
+function exit.of_error(err)
+    if errors.is(err, "usage") or errors.is(err, "config") then return exit.usage end
+    if errors.is(err, "locked") then return exit.locked end
+    if exit.is_unreachable(err) then return exit.unreachable end
+    return exit.partial
+end
+
+--- 130/143 once the run was asked to stop (SIGINT/SIGTERM), else nil.
+function exit.stop_code()
+    local signal = task.stopping()
+    if signal == "SIGINT" then return exit.interrupted_int end
+    if signal == "SIGTERM" then return exit.interrupted_term end
+    return nil
+end
+
+--- The documented list, for --help texts.
+exit.HELP = {
+    backup = "0 everything verified, 1 some items failed (partial), 2 usage or configuration error, " ..
+             "3 another run holds the lock, 4 a source or target unreachable, 5 outside the source's " ..
+             "time window, 130/143 interrupted (SIGINT/SIGTERM)",
+    common = "0 success, 1 failure, 2 usage or configuration error, 130/143 stopped by SIGINT/SIGTERM",
+}
+
+return exit
