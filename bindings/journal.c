@@ -205,6 +205,117 @@ static int journal_last_run(lua_State *L)
     return 1;
 }
 
+/* Appends a run to the list at the top of the stack. */
+static void append_run(void *ud, const rtb_journal_run *r)
+{
+    lua_State *L = ud;
+    luaL_checkstack(L, 3, "too many runs");
+    push_run(L, r);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+/* h:runs([source [, limit]]) -> list of runs, newest first */
+static int journal_runs(lua_State *L)
+{
+    rtb_journal *j = check_journal(L);
+    const char *source = luaL_optstring(L, 2, NULL);
+    lua_Integer limit = luaL_optinteger(L, 3, 0);
+    lua_newtable(L);
+    rtb_journal_error err;
+    if (rtb_journal_runs(j, source, limit, append_run, L, &err) < 0)
+        return raise_journal_error(L, &err, rtb_journal_path(j));
+    return 1;
+}
+
+/* h:prune_runs(before_iso) -> how many were deleted */
+static int journal_prune_runs(lua_State *L)
+{
+    rtb_journal *j = check_journal(L);
+    const char *before = luaL_checkstring(L, 2);
+    rtb_journal_error err;
+    long long n = rtb_journal_runs_prune(j, before, &err);
+    if (n < 0)
+        return raise_journal_error(L, &err, rtb_journal_path(j));
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+/* h:fact(scope, key) -> value or nil */
+static int journal_fact(lua_State *L)
+{
+    rtb_journal *j = check_journal(L);
+    const char *scope = luaL_checkstring(L, 2), *key = luaL_checkstring(L, 3);
+    char *value = NULL;
+    rtb_journal_error err;
+    int found = rtb_journal_fact_get(j, scope, key, &value, &err);
+    if (found < 0)
+        return raise_journal_error(L, &err, rtb_journal_path(j));
+    if (found)
+        lua_pushstring(L, value);
+    else
+        lua_pushnil(L);
+    free(value);
+    return 1;
+}
+
+/* h:set_fact(scope, key, value | nil) */
+static int journal_set_fact(lua_State *L)
+{
+    rtb_journal *j = check_journal(L);
+    const char *scope = luaL_checkstring(L, 2), *key = luaL_checkstring(L, 3);
+    const char *value = luaL_optstring(L, 4, NULL);
+    rtb_journal_error err;
+    if (rtb_journal_fact_set(j, scope, key, value, &err) != 0)
+        return raise_journal_error(L, &err, rtb_journal_path(j));
+    return 0;
+}
+
+/* h:put_ref{source=, from=, to=, kind=, state=, detail=} */
+static int journal_put_ref(lua_State *L)
+{
+    rtb_journal *j = check_journal(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    rtb_journal_ref ref = {
+        .source = opt_string_field(L, 2, "source"), .from_uid = opt_string_field(L, 2, "from"),
+        .to_uid = opt_string_field(L, 2, "to"), .kind = opt_string_field(L, 2, "kind"),
+        .state = opt_string_field(L, 2, "state"), .detail = opt_string_field(L, 2, "detail"),
+    };
+    rtb_journal_error err;
+    if (rtb_journal_ref_put(j, &ref, &err) != 0)
+        return raise_journal_error(L, &err, rtb_journal_path(j));
+    return 0;
+}
+
+static int append_ref(void *ud, const rtb_journal_ref *r)
+{
+    lua_State *L = ud;
+    luaL_checkstack(L, 3, "too many references");
+    lua_createtable(L, 0, 8);
+    rtb_lua_set_string(L, "source", r->source);
+    rtb_lua_set_string(L, "from", r->from_uid);
+    rtb_lua_set_string(L, "to", r->to_uid);
+    rtb_lua_set_string(L, "kind", r->kind);
+    rtb_lua_set_string(L, "state", r->state);
+    rtb_lua_set_string(L, "detail", r->detail);
+    rtb_lua_set_string(L, "first_seen", r->first_seen);
+    rtb_lua_set_string(L, "last_checked", r->last_checked);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+/* h:refs(source [, state]) -> list */
+static int journal_refs(lua_State *L)
+{
+    rtb_journal *j = check_journal(L);
+    const char *source = luaL_checkstring(L, 2);
+    const char *state = luaL_optstring(L, 3, NULL);
+    lua_newtable(L);
+    rtb_journal_error err;
+    if (rtb_journal_refs(j, source, state, append_ref, L, &err) < 0)
+        return raise_journal_error(L, &err, rtb_journal_path(j));
+    return 1;
+}
+
 /* ---- units: writes ---------------------------------------------------------------- */
 
 static void check_unit(lua_State *L, int t, size_t i, rtb_journal_unit_in *u)
@@ -415,11 +526,12 @@ static int journal_counts(lua_State *L)
 static int l_lock(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
+    int shared = lua_toboolean(L, 2);
     lock_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->lock = NULL;
     luaL_setmetatable(L, LOCK_MT);
     rtb_journal_error err;
-    if (rtb_journal_lock_acquire(path, &u->lock, &err) != 0)
+    if (rtb_journal_lock_acquire_mode(path, shared, &u->lock, &err) != 0)
         return raise_journal_error(L, &err, path);
     return 1;
 }
@@ -467,6 +579,9 @@ int luaopen_rtbackup_journal_core(lua_State *L)
         {"close", journal_close},       {"path", journal_path},
         {"begin_run", journal_begin_run}, {"finish_run", journal_finish_run},
         {"last_run", journal_last_run}, {"upsert", journal_upsert},
+        {"runs", journal_runs},         {"prune_runs", journal_prune_runs},
+        {"fact", journal_fact},         {"set_fact", journal_set_fact},
+        {"put_ref", journal_put_ref},   {"refs", journal_refs},
         {"mark", journal_mark},         {"requeue", journal_requeue},
         {"units", journal_units},       {"get", journal_get},
         {"counts", journal_counts},     {NULL, NULL}};

@@ -215,6 +215,11 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     rtb_log_configure(level, format, stderr);
+    /* Everything rtbackup creates may name patients (journals, summaries, received
+     * instances, records, the audit log): private from the first moment, whatever the
+     * umask cron or a shell hands us. Files meant for others (metrics for
+     * node_exporter) get their mode explicitly. */
+    umask(077);
 
     const char *command = argv[optind];
     char cli_path[PATH_MAX + 64];

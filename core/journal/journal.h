@@ -70,7 +70,7 @@ const char *rtb_journal_error_kind_name(rtb_journal_error_kind kind);
 typedef struct rtb_journal rtb_journal;
 
 /* The schema version this code writes (PRAGMA user_version). */
-#define RTB_JOURNAL_SCHEMA_VERSION 1
+#define RTB_JOURNAL_SCHEMA_VERSION 2
 
 typedef struct {
     int busy_timeout_ms; /* how long a write waits for another connection; 0 = 5000 */
@@ -113,6 +113,44 @@ int rtb_journal_run_finish(rtb_journal *j, long long id, const char *status, con
 /* The most recent run of `source` (any status). 1 and calls fn, 0 when none, -1. */
 int rtb_journal_run_last(rtb_journal *j, const char *source, rtb_journal_run_fn fn, void *ud,
                          rtb_journal_error *err);
+
+/* Every run of `source` (NULL: of every source), newest first, at most `limit` (0: all).
+ * Returns how many were passed to fn, or -1. */
+long long rtb_journal_runs(rtb_journal *j, const char *source, long long limit,
+                           rtb_journal_run_fn fn, void *ud, rtb_journal_error *err);
+/* Deletes the finished runs that started before `before` (ISO-8601 UTC, as the
+ * journal writes times): the run history's retention. Returns how many, or -1. */
+long long rtb_journal_runs_prune(rtb_journal *j, const char *before, rtb_journal_error *err);
+
+/* ---- facts ------------------------------------------------------------------------- */
+
+/* A value a run learned for later runs, by scope and key ("peer ARIA", "move_rung").
+ * get: 1 and *value (malloc'd, the caller frees it) when set, 0 when not, -1.
+ * set: value NULL deletes it. */
+int rtb_journal_fact_get(rtb_journal *j, const char *scope, const char *key, char **value,
+                         rtb_journal_error *err);
+int rtb_journal_fact_set(rtb_journal *j, const char *scope, const char *key, const char *value,
+                         rtb_journal_error *err);
+
+/* ---- references ---------------------------------------------------------------------- */
+
+/* A reference from one instance of `source` to another instance or series it needs
+ * (state "open" until the archive holds it, "resolved" then, "acknowledged" when an
+ * operator says it may stay open). detail: JSON text. */
+typedef struct {
+    const char *source, *from_uid, *to_uid, *kind, *state, *detail;
+    const char *first_seen, *last_checked;
+} rtb_journal_ref;
+
+typedef int (*rtb_journal_ref_fn)(void *ud, const rtb_journal_ref *ref);
+
+/* Inserts or updates a reference: kind, state and detail are set (detail kept when
+ * NULL), last_checked is now. An acknowledged reference stays acknowledged unless
+ * state is "resolved". */
+int rtb_journal_ref_put(rtb_journal *j, const rtb_journal_ref *ref, rtb_journal_error *err);
+/* References of `source` in `state` (NULL: any), oldest first. Returns the count, or -1. */
+long long rtb_journal_refs(rtb_journal *j, const char *source, const char *state,
+                           rtb_journal_ref_fn fn, void *ud, rtb_journal_error *err);
 
 /* ---- units ------------------------------------------------------------------------ */
 
@@ -222,6 +260,13 @@ typedef struct rtb_journal_lock rtb_journal_lock;
  * so a file left by a killed holder never blocks anyone. A second acquire of the same
  * path in the same process fails too (flock locks belong to the open file). */
 int rtb_journal_lock_acquire(const char *path, rtb_journal_lock **out, rtb_journal_error *err);
+/* As rtb_journal_lock_acquire, or with shared = 1 a shared flock: any number of shared
+ * holders at once, never together with an exclusive one. Sharded runs of a source hold
+ * its lock shared (each its own shard's lock exclusively); an unsharded run holds it
+ * exclusively, so the two never move the same studies at once. A shared holder writes
+ * no PID into the file. */
+int rtb_journal_lock_acquire_mode(const char *path, int shared, rtb_journal_lock **out,
+                                  rtb_journal_error *err);
 /* Empties the file (so it names no holder) and unlocks it; NULL is allowed. The file
  * is not removed: unlinking a lock file lets two processes lock two different files. */
 void rtb_journal_lock_release(rtb_journal_lock *lock);

@@ -20,6 +20,7 @@
 
 struct rtb_journal_lock {
     int fd;
+    int shared;
     char *path;
     char started[RTB_JOURNAL_TIME_MAX];
 };
@@ -62,11 +63,16 @@ static void read_holder(int fd, holder_info *h)
     }
 }
 
-static int fail_locked(const char *path, int fd, rtb_journal_error *err)
+static int fail_locked(const char *path, int fd, int shared, rtb_journal_error *err)
 {
     holder_info h;
     read_holder(fd, &h);
-    if (h.pid > 0)
+    if (h.pid == 0 && !shared)
+        /* Held, but nobody wrote a PID: shared holders (sharded runs) never do. */
+        rtb_journal_fail(err, RTB_JOURNAL_E_LOCKED,
+                         "sharded runs hold the lock %s: an unsharded run waits until none runs",
+                         path);
+    else if (h.pid > 0)
         rtb_journal_fail(err, RTB_JOURNAL_E_LOCKED,
                          "another run holds the lock %s: PID %d, started %s", path, h.pid,
                          h.started[0] ? h.started : "at an unknown time");
@@ -95,16 +101,22 @@ static int write_holder(int fd, const char *started)
 }
 
 /* flock with EINTR retried: a signal arriving during the call is not contention. */
-static int try_flock(int fd)
+static int try_flock(int fd, int shared)
 {
     int rc;
     do
-        rc = flock(fd, LOCK_EX | LOCK_NB);
+        rc = flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB);
     while (rc != 0 && errno == EINTR);
     return rc;
 }
 
 int rtb_journal_lock_acquire(const char *path, rtb_journal_lock **out, rtb_journal_error *err)
+{
+    return rtb_journal_lock_acquire_mode(path, 0, out, err);
+}
+
+int rtb_journal_lock_acquire_mode(const char *path, int shared, rtb_journal_lock **out,
+                                  rtb_journal_error *err)
 {
     *out = NULL;
     if (!path || !*path)
@@ -115,9 +127,9 @@ int rtb_journal_lock_acquire(const char *path, rtb_journal_lock **out, rtb_journ
     if (fd < 0)
         return rtb_journal_fail(err, RTB_JOURNAL_E_IO, "cannot open the lock %s: %s", path,
                                 strerror(errno));
-    if (try_flock(fd) != 0) {
+    if (try_flock(fd, shared) != 0) {
         int e = errno;
-        int rc = e == EWOULDBLOCK ? fail_locked(path, fd, err)
+        int rc = e == EWOULDBLOCK ? fail_locked(path, fd, shared, err)
                                   : rtb_journal_fail(err, RTB_JOURNAL_E_IO,
                                                      "cannot lock %s: %s", path, strerror(e));
         close(fd);
@@ -130,8 +142,10 @@ int rtb_journal_lock_acquire(const char *path, rtb_journal_lock **out, rtb_journ
         return rtb_journal_fail(err, RTB_JOURNAL_E_INTERNAL, "lock %s: out of memory", path);
     }
     lock->fd = fd;
+    lock->shared = shared;
     rtb_journal_now(lock->started);
-    if (write_holder(fd, lock->started) != 0) {
+    /* Shared holders are many: none of them owns the file's content. */
+    if (!shared && write_holder(fd, lock->started) != 0) {
         int e = errno;
         rtb_journal_lock_release(lock);
         return rtb_journal_fail(err, RTB_JOURNAL_E_IO, "cannot write to the lock %s: %s", path,
@@ -147,7 +161,7 @@ void rtb_journal_lock_release(rtb_journal_lock *lock)
         return;
     /* Empty it while still holding it, so a clean exit leaves no holder behind to
      * confuse a person reading the file. Closing the descriptor drops the lock. */
-    if (ftruncate(lock->fd, 0) != 0) {
+    if (!lock->shared && ftruncate(lock->fd, 0) != 0) {
         /* Nothing to do: the stale content is harmless, flock is what counts. */
     }
     close(lock->fd);

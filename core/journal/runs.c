@@ -150,6 +150,62 @@ int rtb_journal_run_finish(rtb_journal *j, long long id, const char *status, con
     return 0;
 }
 
+static void column_run(sqlite3_stmt *stmt, rtb_journal_run *run)
+{
+    run->id = sqlite3_column_int64(stmt, 0);
+    run->env = rtb_journal_column_text(stmt, 1);
+    run->source = rtb_journal_column_text(stmt, 2);
+    run->started_at = rtb_journal_column_text(stmt, 3);
+    run->finished_at = rtb_journal_column_text(stmt, 4);
+    run->status = rtb_journal_column_text(stmt, 5);
+    run->pid = sqlite3_column_int64(stmt, 6);
+    run->host = rtb_journal_column_text(stmt, 7);
+    run->summary = rtb_journal_column_text(stmt, 8);
+}
+
+long long rtb_journal_runs(rtb_journal *j, const char *source, long long limit,
+                           rtb_journal_run_fn fn, void *ud, rtb_journal_error *err)
+{
+    sqlite3_stmt *stmt;
+    if (rtb_journal_prepare(j,
+                            "SELECT id, env, source, started_at, finished_at, status, pid, host,"
+                            " summary FROM runs WHERE (?1 IS NULL OR source = ?1)"
+                            " ORDER BY id DESC LIMIT ?2",
+                            &stmt, err) != 0)
+        return -1;
+    rtb_journal_bind_text(stmt, 1, source);
+    sqlite3_bind_int64(stmt, 2, limit > 0 ? limit : -1);
+    long long n = 0;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        rtb_journal_run run;
+        column_run(stmt, &run);
+        fn(ud, &run);
+        n++;
+    }
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_DONE)
+        return rtb_journal_fail_sqlite(j, rc, "cannot list the runs", err);
+    return n;
+}
+
+long long rtb_journal_runs_prune(rtb_journal *j, const char *before, rtb_journal_error *err)
+{
+    sqlite3_stmt *stmt;
+    /* Units keep their run_id as history; a pruned run only loses its row. */
+    if (rtb_journal_prepare(j,
+                            "DELETE FROM runs WHERE started_at < ?1 AND status <> 'running'"
+                            " AND id NOT IN (SELECT DISTINCT run_id FROM units WHERE run_id IS NOT NULL)",
+                            &stmt, err) != 0)
+        return -1;
+    rtb_journal_bind_text(stmt, 1, before);
+    int rc = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_DONE)
+        return rtb_journal_fail_sqlite(j, rc, "cannot prune the run history", err);
+    return sqlite3_changes(j->db);
+}
+
 int rtb_journal_run_last(rtb_journal *j, const char *source, rtb_journal_run_fn fn, void *ud,
                          rtb_journal_error *err)
 {
@@ -162,17 +218,8 @@ int rtb_journal_run_last(rtb_journal *j, const char *source, rtb_journal_run_fn 
     rtb_journal_bind_text(stmt, 1, source);
     int rc = sqlite3_step(stmt);
     if (rc == SQLITE_ROW) {
-        rtb_journal_run run = {
-            .id = sqlite3_column_int64(stmt, 0),
-            .env = rtb_journal_column_text(stmt, 1),
-            .source = rtb_journal_column_text(stmt, 2),
-            .started_at = rtb_journal_column_text(stmt, 3),
-            .finished_at = rtb_journal_column_text(stmt, 4),
-            .status = rtb_journal_column_text(stmt, 5),
-            .pid = sqlite3_column_int64(stmt, 6),
-            .host = rtb_journal_column_text(stmt, 7),
-            .summary = rtb_journal_column_text(stmt, 8),
-        };
+        rtb_journal_run run;
+        column_run(stmt, &run);
         fn(ud, &run);
     }
     sqlite3_finalize(stmt);

@@ -44,6 +44,29 @@ static const char *const steps[RTB_JOURNAL_SCHEMA_VERSION] = {
     ");"
     /* The resume query: "units of SOURCE in these states, oldest first". */
     "CREATE INDEX units_by_state ON units (source, state, created_at);",
+    /* 1 -> 2: what a run learns and the next must remember (a peer's retry rung, the
+     * UID namespace of a Mosaiq database), and references between instances that the
+     * archive must hold together (a plan and its structure set), open until resolved. */
+    "CREATE TABLE facts ("
+    "  scope TEXT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  value TEXT,"
+    "  updated_at TEXT NOT NULL,"
+    "  PRIMARY KEY (scope, key)"
+    ");"
+    "CREATE TABLE refs ("
+    "  source TEXT NOT NULL,"
+    "  from_uid TEXT NOT NULL,"
+    "  to_uid TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('open', 'resolved', 'acknowledged')),"
+    "  detail TEXT,"
+    "  first_seen TEXT NOT NULL,"
+    "  last_checked TEXT NOT NULL,"
+    "  PRIMARY KEY (source, from_uid, to_uid)"
+    ");"
+    "CREATE INDEX refs_by_state ON refs (source, state);"
+    "CREATE INDEX runs_by_start ON runs (started_at);",
 };
 
 static int read_version(rtb_journal *j, int *version, rtb_journal_error *err)

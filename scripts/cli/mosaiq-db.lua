@@ -1,7 +1,7 @@
 --- create a synthetic Mosaiq database (demo, tests, benchmarks)
 local cli = require "rtbackup.cli"
 local errors = require "rtbackup.error"
-local mosaiq = require "rtbackup.mosaiq"
+local mosaiq = require "rtbackup.mosaiq.query"
 local mcli = require "rtbackup.mosaiq.cli"
 local synth = require "rtbackup.mosaiq.synth"
 
@@ -32,10 +32,6 @@ if not args.from then
     errors.raise{kind = "usage", message = "give --from YYYY-MM-DD (the first day of the period)"}
 end
 
-local function quote(s)
-    return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
 -- An existing SQLite file is removed (--force) or refused; its directory is made.
 local function prepare_sqlite_file(path)
     local f = io.open(path, "rb")
@@ -48,7 +44,7 @@ local function prepare_sqlite_file(path)
         if not ok then errors.raise{kind = "io", message = "cannot remove " .. err} end
     end
     local dir = path:match("^(.*)/[^/]*$")
-    if dir and dir ~= "" then os.execute("mkdir -p -- " .. quote(dir)) end
+    if dir and dir ~= "" then require("rtbackup.files").private_dir(dir) end
 end
 
 local function run()

@@ -2,7 +2,8 @@
 local cli = require "rtbackup.cli"
 local dc = require "rtbackup.dicom_cli"
 local errors = require "rtbackup.error"
-local mosaiq = require "rtbackup.mosaiq"
+local context = require "rtbackup.context"
+local mosaiq = require "rtbackup.mosaiq.query"
 local mcli = require "rtbackup.mosaiq.cli"
 
 local EXIT_NO_MATCH = 3
@@ -22,7 +23,7 @@ parser:argument("source", "Mosaiq source alias (default: default_source if Mosai
 parser:option("--mrn", "the patient's MRN (Mosaiq Ident.IDA)"):args(1)
 parser:option("--from", "first day of the period, YYYY-MM-DD")
 parser:option("--to", "last day of the period, YYYY-MM-DD")
-dc.add_format_option(parser)
+cli.add_format_option(parser)
 local args = cli.parse(parser, {...})
 
 local COLUMNS = {"PatientName", "MRN", "Site", "Start", "End", "TotalDose", "Fractions", "Delivered"}
@@ -35,9 +36,12 @@ if not args.mrn or args.mrn == "" then usage("give the patient's --mrn") end
 
 local function run()
     local env = cli.load_env(args.env)
-    local db = mcli.connect(env, args.source)
-    local courses = mosaiq.treatment_summary(db, args.mrn, args.from, args.to)
+    local ctx = context.new(env, {command = "report"})
+    local db = mcli.connect(env, args.source, {ctx = ctx})
+    local ok, courses = pcall(mosaiq.treatment_summary, db, args.mrn, args.from, args.to)
     db:close()
+    ctx:flush()
+    if not ok then error(courses, 0) end
     if #courses == 0 then
         local period = ""
         if args.from or args.to then

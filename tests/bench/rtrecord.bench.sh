@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # RT Beams Treatment Records built and written per second from a Mosaiq delivery
-# group: rtbackup (rtbackup.mosaiq_map + the C builder + atomic save) against an
+# group: rtbackup (rtbackup.mosaiq.map + the C builder + atomic save) against an
 # equivalent pydicom program (rtrecord_bench.py) on the same data, same session.
 # Cases: the 2-beam / 2-control-point fixture and a VMAT-like 2 arcs x 178
 # control points with 60 leaf pairs. Each run is a loop inside one process

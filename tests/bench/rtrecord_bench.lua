@@ -6,7 +6,7 @@
 local here = debug.getinfo(1, "S").source:sub(2):match("^(.*)/") or "."
 package.path = here .. "/../spec/?.lua;" .. package.path
 local groups = require "rtrecord_groups"
-local map = require "rtbackup.mosaiq_map"
+local map = require "rtbackup.mosaiq.map"
 local host = require "rtbackup.host"
 
 local OPTIONS = {

@@ -71,7 +71,7 @@ describe("journal.open", function()
         j:close()
         local again = journal.open(dir .. "/UCLA.journal")
         assert.are.equal("series", again:get("ARIA", "1.2.3").kind)
-        assert.are.equal("1\nwal\n", shell("sqlite3 " .. quote(dir .. "/UCLA.journal") ..
+        assert.are.equal("2\nwal\n", shell("sqlite3 " .. quote(dir .. "/UCLA.journal") ..
                                            " 'PRAGMA user_version' 'PRAGMA journal_mode'"))
         again:close()
     end)

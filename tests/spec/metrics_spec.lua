@@ -42,10 +42,10 @@ describe("rtbackup.metrics", function()
             return
         end
         local m = metrics.new{env = "UCLA", source = 'odd "name"\\with\nnewline'}
-        metrics.observe("c-find", "ARIA", 0.02)
-        metrics.observe("c-move", "ARIA", 42)
-        metrics.observe("c-move", "ARIA", 900) -- above the largest bucket: only +Inf
-        metrics.count_failure("ORTHANC_MAIN", "connect_failed")
+        m:observe("c-find", "ARIA", 0.02)
+        m:observe("c-move", "ARIA", 42)
+        m:observe("c-move", "ARIA", 900) -- above the largest bucket: only +Inf
+        m:count_failure("ORTHANC_MAIN", "connect_failed")
         m:write(dir .. "/rtbackup.prom", OK)
         metrics.new{env = "UCLA", source = "Mosaiq"}:write(dir .. "/rtbackup.prom",
             {exit_code = 0, finished_at = "2026-11-21T03:00:00Z", duration_seconds = 5, records_built = 7})
@@ -148,8 +148,8 @@ describe("rtbackup.metrics", function()
         local labels = '{env="UCLA",source="ARIA",op="c-move",peer="ARIA"'
         for run = 1, 2 do
             local m = metrics.new{env = "UCLA", source = "ARIA"}
-            metrics.count_failure("ORTHANC_MAIN", "timeout")
-            metrics.observe("c-move", "ARIA", run == 1 and 0.3 or 7)
+            m:count_failure("ORTHANC_MAIN", "timeout")
+            m:observe("c-move", "ARIA", run == 1 and 0.3 or 7)
             m:write(path, OK)
         end
         local text = read(path)
@@ -165,11 +165,19 @@ describe("rtbackup.metrics", function()
         assert.are.equal(2, value(read(path), 'rtbackup_association_failures_total{env="UCLA",source="ARIA",peer="ORTHANC_MAIN",kind="timeout"}'))
     end)
 
-    it("ignores observations when no collector is active", function()
-        metrics.deactivate()
-        metrics.observe("c-echo", "ARIA", 0.1)
-        metrics.count_failure("ARIA", "timeout")
-        assert.is_nil(metrics.active())
+    it("is fed by a run's context only: another context's operations never reach it", function()
+        local context = require "rtbackup.context"
+        local m = metrics.new{env = "UCLA", source = "ARIA"}
+        local mine, other = context.new(nil, {metrics = m}), context.new(nil)
+        other:observe("c-echo", "ARIA", 0.1)
+        other:count_failure("ARIA", "timeout")
+        mine:observe("c-move", "ARIA", 2)
+        local path = dir .. "/ctx.prom"
+        m:write(path, OK)
+        local text = read(path)
+        assert.is_nil(text:find('op="c-echo"', 1, true))
+        assert.is_nil(text:find("rtbackup_association_failures_total{", 1, true))
+        assert.are.equal(1, value(text, 'rtbackup_dicom_operation_duration_seconds_count{env="UCLA",source="ARIA",op="c-move",peer="ARIA"}'))
     end)
 
     it("reads UTC ISO-8601 times as Unix time", function()

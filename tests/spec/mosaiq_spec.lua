@@ -2,9 +2,9 @@
 -- generated clinic (the old system's bugs must stay fixed), the treatment summary, and
 -- the `report` and `mosaiq-db` commands.
 local odbc = require "rtbackup.odbc"
-local mosaiq = require "rtbackup.mosaiq"
+local mosaiq = require "rtbackup.mosaiq.query"
 local synth = require "rtbackup.mosaiq.synth"
-local dates = require "rtbackup.mosaiq.dates"
+local dates = require "rtbackup.clock"
 local pretty = require "rtbackup.pretty"
 local h = require "helpers"
 
@@ -193,7 +193,7 @@ end)
 describe("mosaiq.deliveries on a generated clinic", function()
     local dir, db, clinic
     local START, DAYS = "2025-06-02", 28
-    local first = dates.parse(START)
+    local first = dates.day(START)
 
     -- An independent count: distinct (site, plan, fraction) of the day's dose rows of
     -- current fields of current, non-HDR sites.
@@ -210,7 +210,7 @@ describe("mosaiq.deliveries on a generated clinic", function()
 
     local by_day = {}
     local function deliveries(day)
-        by_day[day] = by_day[day] or mosaiq.deliveries(db, dates.format(day))
+        by_day[day] = by_day[day] or mosaiq.deliveries(db, dates.format_day(day))
         return by_day[day]
     end
 
@@ -228,7 +228,7 @@ describe("mosaiq.deliveries on a generated clinic", function()
         local total = 0
         for day = first, first + DAYS - 1 do
             local list, seen = deliveries(day), {}
-            assert.are.equal(expected_count(day), #list, dates.format(day))
+            assert.are.equal(expected_count(day), #list, dates.format_day(day))
             for _, d in ipairs(list) do
                 assert.is_nil(d.error, d.error)
                 local key = d.site.SIT_SET_ID .. "/" .. d.plan.OriginalPlanUID .. "/" .. d.fraction
@@ -239,7 +239,7 @@ describe("mosaiq.deliveries on a generated clinic", function()
                     assert.is_nil(fields[f.FLD_ID], "field listed twice")
                     fields[f.FLD_ID] = true
                     assert.are.equal(d.fraction, f.dose.Fractions_Tx) -- only this fraction
-                    assert.are.equal(dates.format(day), f.dose.Tx_DtTm:sub(1, 10))
+                    assert.are.equal(dates.format_day(day), f.dose.Tx_DtTm:sub(1, 10))
                 end
             end
             total = total + #list
@@ -302,7 +302,7 @@ describe("mosaiq.deliveries on a generated clinic", function()
                                   FROM TxField WHERE Version = 0 AND Fractions_Tx > 0]])
         local checked = 0
         for _, f in ipairs(fields) do
-            local day = dates.parse(f.last:sub(1, 10))
+            local day = dates.day(f.last:sub(1, 10))
             if day >= first and day < first + DAYS then
                 local latest = 0
                 for _, d in ipairs(deliveries(day)) do
@@ -382,7 +382,7 @@ describe("mosaiq.deliveries on a generated clinic", function()
         synth.generate(again, {seed = 7, patients = 40, start_date = START, days = DAYS})
         local other = new_db(dir .. "/other.db")
         synth.generate(other, {seed = 8, patients = 40, start_date = START, days = DAYS})
-        local day = dates.format(first + 10)
+        local day = dates.format_day(first + 10)
         local text = pretty.format(mosaiq.deliveries(db, day))
         assert.are.equal(text, pretty.format(mosaiq.deliveries(again, day)))
         assert.are_not.equal(text, pretty.format(mosaiq.deliveries(other, day)))

@@ -4,7 +4,7 @@
 local support = require "rtrecord_support"
 local helpers = require "helpers"
 
-local have_mosaiq, mosaiq = pcall(require, "rtbackup.mosaiq")
+local have_mosaiq, mosaiq = pcall(require, "rtbackup.mosaiq.query")
 
 describe("a synthetic clinic's deliveries", function()
     if not have_mosaiq then
@@ -13,8 +13,8 @@ describe("a synthetic clinic's deliveries", function()
     end
     local odbc = require "rtbackup.odbc"
     local synth = require "rtbackup.mosaiq.synth"
-    local dates = require "rtbackup.mosaiq.dates"
-    local map = require "rtbackup.mosaiq_map"
+    local dates = require "rtbackup.clock"
+    local map = require "rtbackup.mosaiq.map"
     local START, DAYS = "2025-06-02", 5
 
     local dir
@@ -27,10 +27,10 @@ describe("a synthetic clinic's deliveries", function()
         synth.generate(db, {seed = 11, patients = 16, start_date = START, days = DAYS, leaf_encoding = encoding})
         os.execute("mkdir -p " .. helpers.quote(out))
         local opts = {uid_scope = "CLINIC/MOSAIQ", null = odbc.NULL, mlc = {encoding = encoding},
-                      private_block = "TJU"}
+                      private_block = support.TJU_BLOCK}
         local files, failures = {}, {}
         for i = 0, DAYS - 1 do
-            for _, d in ipairs(mosaiq.deliveries(db, dates.format(dates.parse(START) + i))) do
+            for _, d in ipairs(mosaiq.deliveries(db, dates.format_day(dates.day(START) + i))) do
                 local ok, ds = pcall(map.build, d, opts)
                 if ok then
                     local path = out .. "/" .. ds.SOPInstanceUID .. ".dcm"

@@ -1,10 +1,10 @@
--- The Mosaiq mapping (rtbackup.mosaiq_map): synthetic delivery groups become RT
+-- The Mosaiq mapping (rtbackup.mosaiq.map): synthetic delivery groups become RT
 -- Beams Treatment Records that pass dciodvfy (dicom3tools), read back as their
 -- input through rtbackup.dicom, and come out byte-identical when regenerated.
 local dicom = require "rtbackup.dicom"
 local errors = require "rtbackup.error"
 local rtrecord = require "rtbackup.rtrecord"
-local map = require "rtbackup.mosaiq_map"
+local map = require "rtbackup.mosaiq.map"
 local helpers = require "helpers"
 local groups = require "rtrecord_groups"
 local support = require "rtrecord_support"
@@ -23,10 +23,10 @@ describe("Mosaiq delivery groups -> RT Beams Treatment Records", function()
     teardown(function() os.execute("rm -rf " .. helpers.quote(dir)) end)
 
     local cases = {
-        {name = "two_beam_static", opts = {private_block = "TJU"}},
+        {name = "two_beam_static", opts = {private_block = support.TJU_BLOCK}},
         {name = "vmat", opts = VMAT},
         {name = "null_heavy", opts = {}, accepted = ACCEPTED_EMPTY_STUDY},
-        {name = "non_ascii", opts = {private_block = "TJU"}},
+        {name = "non_ascii", opts = {private_block = support.TJU_BLOCK}},
     }
     for _, case in ipairs(cases) do
         it(case.name .. " passes dciodvfy and reads back as its input", function()
@@ -42,7 +42,7 @@ describe("Mosaiq delivery groups -> RT Beams Treatment Records", function()
     end
 
     it("writes the 2-beam fixture as the reference expects (§9.2)", function()
-        local ds = dicom.read(select(2, build_and_save(groups.two_beam_static(), options{private_block = "TJU"}, dir, "ref")))
+        local ds = dicom.read(select(2, build_and_save(groups.two_beam_static(), options{private_block = support.TJU_BLOCK}, dir, "ref")))
         assert.are.equal(rtrecord.SOP_CLASS, ds.SOPClassUID)
         assert.are.equal("RTRECORD", ds.Modality)
         assert.are.equal("DOE^JANE^Q", ds.PatientName)
@@ -144,7 +144,7 @@ describe("Mosaiq delivery groups -> RT Beams Treatment Records", function()
     end)
 
     it("declares UTF-8 for non-ASCII names", function()
-        local ds = map.build(groups.non_ascii(), options{private_block = "TJU"})
+        local ds = map.build(groups.non_ascii(), options{private_block = support.TJU_BLOCK})
         assert.are.equal("ISO_IR 192", ds.SpecificCharacterSet)
         assert.are.equal("Müller-Øster^José^Ł", ds.PatientName)
         assert.are.equal("G180°", ds.TreatmentSessionBeamSequence[1].BeamName)

@@ -2,7 +2,7 @@
 -- the standard's terms, VR limits, value formatting, and the IOD self-check.
 local errors = require "rtbackup.error"
 local rtrecord = require "rtbackup.rtrecord"
-local map = require "rtbackup.mosaiq_map"
+local map = require "rtbackup.mosaiq.map"
 local groups = require "rtrecord_groups"
 local support = require "rtrecord_support"
 

@@ -2,7 +2,7 @@
 -- the list of what it may still say (and why that is acceptable), and a reader
 -- that turns a record back into the builder's input shape.
 local assert = require "luassert" -- a module outside the spec: busted's assert is not global here
-local map = require "rtbackup.mosaiq_map"
+local map = require "rtbackup.mosaiq.map"
 local helpers = require "helpers"
 local groups = require "rtrecord_groups"
 
@@ -220,5 +220,7 @@ support.options, support.VMAT, support.read_file = options, VMAT, read_file
 support.ACCEPTED, support.ACCEPTED_EMPTY_STUDY, support.dciodvfy = ACCEPTED, ACCEPTED_EMPTY_STUDY, dciodvfy
 support.read_back, support.expected_of, support.assert_subset = read_back, expected_of, assert_subset
 support.build_and_save = build_and_save
+-- TJU's private block, as its site folder chooses it (scripts/tju/site.lua).
+support.TJU_BLOCK = dofile(helpers.source .. "/scripts/tju/site.lua").mosaiq.private_block
 
 return support

@@ -9,16 +9,21 @@
 --             destination = "ORTHANC_MAIN"}         -- {completed, failed, warning, failed_uids}
 --   main:get({level = "IMAGE", ...}, dir | function(ds) end)
 --   main:store{ds1, "path/to/file.dcm"}             -- {stored, failed, items}
+--   ctx:peer("ARIA")                                 -- the same, in a run's context (rtbackup.context)
+--
+-- Every operation holds one of the peer's association slots while it runs (setting
+-- max_associations, held process-wide by rtbackup.limits), and is counted, timed and
+-- audited through the peer's context.
 --   dicom.listen{aet = ..., port = 0, allow = {...}, dir = ..., on_store = fn}
 --
 -- Query keys are DICOM keywords; an unknown keyword is an error, never dropped.
 -- Errors are tables {kind = "connect_failed" | "rejected" | "aborted" | "timeout" |
 -- "status" | "negotiation" | "io" | "invalid" | ..., message, peer, alias, status}.
-local audit = require "rtbackup.audit"
 local core = require "rtbackup.dicom.core"
 local errors = require "rtbackup.error"
 local host = require "rtbackup.host"
-local metrics = require "rtbackup.metrics"
+local limits = require "rtbackup.limits"
+local settings = require "rtbackup.settings"
 local task = require "rtbackup.task"
 
 local dicom = {
@@ -26,12 +31,12 @@ local dicom = {
     read = core.read,
     uid = core.uid,
     uid_valid = core.uid_valid,
-    -- Associations this process opened, by operation (summaries and benchmarks).
-    associations = {echo = 0, find = 0, move = 0, get = 0, store = 0},
 }
 
 -- Keys of a query table that steer the operation rather than match attributes.
-local CONTROL = {level = true, model = true, destination = true}
+-- `patient`: who the operation concerns, for the audit log, when the identifier does
+-- not say it (a C-MOVE by study UID); never sent.
+local CONTROL = {level = true, model = true, destination = true, patient = true}
 
 local LEVELS = {PATIENT = 1, STUDY = 2, SERIES = 3, IMAGE = 4}
 -- The unique key of each level, which a retrieve identifier must carry for its
@@ -100,32 +105,60 @@ local function present(v)
     return v
 end
 
--- The audit event of one operation (rtbackup.audit does nothing without an audit log).
--- `r` is the operation's result, or nil when `err` says why it failed.
-local function audit_event(self, op, query, r, err)
-    query = query or {}
-    audit.event{op = AUDITED[op], peer = self.alias or self.aet,
-                patient_id = present(query.PatientID), study_uid = present(query.StudyInstanceUID),
-                series_uid = present(query.SeriesInstanceUID), patient_ids = query.patient_ids,
-                destination = query.destination,
-                keys = op == "find" and identifier(query) or nil,
-                count = type(r) == "table" and (r.completed or r.stored) or (type(r) == "number" and r or nil),
-                failed = type(r) == "table" and r.failed or nil, error = err}
+-- The patients an operation concerns, as one ID or a list: what the caller said
+-- (query.patient), else the identifier's PatientID, else what the answers carried.
+local function patients_of(query, seen)
+    if query.patient ~= nil then return query.patient end
+    local id = present(query.PatientID)
+    if id then return id end
+    if seen and #seen > 0 then return #seen == 1 and seen[1] or seen end
+    return nil
 end
 
--- Runs fn as operation `op` of this peer: counts the association, times it for the
--- metrics (rtbackup.metrics), records an audit event for operations on patient data
--- (`query` says which), and adds this peer's alias to any error it raises.
-local function annotated(self, op, query, fn, ...)
-    dicom.associations[op] = dicom.associations[op] + 1
-    local name = self.alias or self.aet
-    local started = host.monotonic()
-    local results = table.pack(pcall(fn, ...))
-    metrics.observe("c-" .. op, name, host.monotonic() - started)
+-- A set-and-list of patient IDs met in answers (datasets or C-FIND matches).
+local function patient_collector()
+    local set, list = {}, {}
+    return list, function(id)
+        if type(id) == "string" and id ~= "" and not set[id] then
+            set[id] = true
+            list[#list + 1] = id
+        end
+    end
+end
+
+-- The audit event of one operation (nothing is written without an audit log).
+-- `r` is the operation's result, or nil when `err` says why it failed.
+local function audit_event(self, op, query, seen, r, err)
+    query = query or {}
+    local patient = patients_of(query, seen)
+    self.ctx:event{op = AUDITED[op], peer = self.alias or self.aet,
+                   patient_id = type(patient) == "string" and patient or nil,
+                   patient_ids = type(patient) == "table" and patient or nil,
+                   study_uid = present(query.StudyInstanceUID), series_uid = present(query.SeriesInstanceUID),
+                   destination = query.destination,
+                   keys = op == "find" and identifier(query) or nil,
+                   count = type(r) == "table" and (r.completed or r.stored) or (type(r) == "number" and r or nil),
+                   failed = type(r) == "table" and r.failed or nil, error = err}
+end
+
+-- Runs fn(seen) as operation `op` of this peer: holds one of the peer's association
+-- slots (rtbackup.limits) for its whole length, counts the association, times it for
+-- the metrics, records an audit event for operations on patient data (`query` says
+-- which; `seen` collects the patients met in the answers), and adds this peer's
+-- alias to any error it raises.
+local function annotated(self, op, query, fn)
+    local seen, note = patient_collector()
+    local results = table.pack(self.limiter:run(function()
+        self.ctx.associations[op] = self.ctx.associations[op] + 1
+        local started = host.monotonic()
+        local r = table.pack(pcall(fn, note))
+        self.ctx:observe("c-" .. op, self.alias or self.aet, host.monotonic() - started)
+        return table.unpack(r, 1, r.n)
+    end))
     if results[1] then
         if AUDITED[op] then
             local r = results[2]
-            audit_event(self, op, query, (op == "find" and type(r) == "table") and #r or r)
+            audit_event(self, op, query, seen, (op == "find" and type(r) == "table") and #r or r)
         end
         return table.unpack(results, 2, results.n)
     end
@@ -133,22 +166,22 @@ local function annotated(self, op, query, fn, ...)
     if type(a) == "table" then
         a.alias = a.alias or self.alias
         if a.peer == nil then a.peer = string.format("%s@%s:%d", self.aet, self.host, self.port) end
-        if ASSOCIATION_FAILURES[a.kind] then metrics.count_failure(name, a.kind) end
+        if ASSOCIATION_FAILURES[a.kind] then self.ctx:count_failure(self.alias or self.aet, a.kind) end
     end
-    if AUDITED[op] then audit_event(self, op, query, nil, a) end
+    if AUDITED[op] then audit_event(self, op, query, seen, nil, a) end
     error(a, 0)
 end
 
 --- C-ECHO. Returns the seconds it took.
 function Peer:echo()
-    return annotated(self, "echo", nil, core.echo, self)
+    return annotated(self, "echo", nil, function() return core.echo(self) end)
 end
 
 --- C-FIND. Without on_match: the list of matches. With on_match(match): called for
 -- each as it arrives (return false to stop: C-CANCEL); returns the number delivered.
 function Peer:find(query, on_match)
     local level = level_of(query)
-    return annotated(self, "find", query, function()
+    return annotated(self, "find", query, function(note)
         local stream = core.find_start(self, level, model_of(query, level), identifier(query))
         local all, count = {}, 0
         while true do
@@ -156,6 +189,7 @@ function Peer:find(query, on_match)
             if not batch then break end
             for _, match in ipairs(batch) do
                 count = count + 1
+                note(match.PatientID)
                 if on_match then
                     if on_match(match) == false then stream:cancel() end
                 else
@@ -169,14 +203,16 @@ end
 
 --- C-MOVE to query.destination. Returns {status, completed, failed, warning,
 -- remaining, failed_uids}; a failure status raises kind "status" with the same fields.
+-- query.patient names the patient(s) for the audit log when the identifier does not.
 function Peer:move(query)
     local level = level_of(query)
     if not query.destination then
         errors.raise{kind = "invalid", message = "move: destination (an AE title) is required"}
     end
     check_retrieve_keys(query, level)
-    return annotated(self, "move", query, core.move, self, level, model_of(query, level), identifier(query),
-                     query.destination)
+    return annotated(self, "move", query, function()
+        return core.move(self, level, model_of(query, level), identifier(query), query.destination)
+    end)
 end
 
 --- C-GET. `into` is a directory (instances land there as <SOPInstanceUID>.dcm) or a
@@ -186,12 +222,17 @@ function Peer:get(query, into)
     check_retrieve_keys(query, level)
     local dir = type(into) == "string" and into or nil
     local fn = type(into) == "function" and into or nil
-    return annotated(self, "get", query, function()
+    return annotated(self, "get", query, function(note)
         local stream = core.get_start(self, level, model_of(query, level), identifier(query), dir, fn ~= nil)
         while true do
             local batch = stream:next()
             if not batch then break end
-            if fn then for _, ds in ipairs(batch) do fn(ds) end end
+            if fn then
+                for _, ds in ipairs(batch) do
+                    note(ds.PatientID)
+                    fn(ds)
+                end
+            end
         end
         return stream:result()
     end)
@@ -200,56 +241,71 @@ end
 --- C-STORE of paths and datasets over one association. Returns {stored, failed,
 -- items = {{ok, status, sop_instance_uid, path, error}}, error}: an item that cannot
 -- be read or is refused fails alone; `error` is set when the association failed.
-function Peer:store(items)
-    -- The audit log names the patients whose datasets were sent (paths are not read here).
-    local seen, patients = {}, {}
-    for _, item in ipairs(items) do
-        local id = type(item) ~= "string" and item.PatientID
-        if id and not seen[id] then seen[id], patients[#patients + 1] = true, id end
-    end
-    return annotated(self, "store", {patient_ids = #patients > 0 and patients or nil}, core.store, self, items)
-end
-
-local function number_setting(settings, key)
-    local v = settings and settings[key]
-    return type(v) == "number" and v or nil
-end
-
---- A peer from an environment: dicom.peer(env, alias) looks the alias up in
--- env.sources, then env.backup_targets; calling AE = env.script_ae.aet; timeouts
--- and max PDU from env.settings. Or dicom.peer{aet, host|ip, port, calling_aet, ...}.
-function dicom.peer(spec, alias)
-    local settings, calling_aet
-    if type(alias) == "string" then
-        local env = spec
-        spec = (env.sources or {})[alias] or (env.backup_targets or {})[alias]
-        if not spec then
-            errors.raise{kind = "config", message = string.format(
-                "%s has no source or backup target named %s", env.name or "environment", alias)}
+function Peer:store(items, opts)
+    return annotated(self, "store", {patient = opts and opts.patient}, function(note)
+        for _, item in ipairs(items) do
+            if type(item) ~= "string" then note(item.PatientID) end
         end
-        settings = env.settings
-        calling_aet = env.script_ae and env.script_ae.aet
-    end
-    local peer = setmetatable({
-        alias = alias or spec.alias,
-        aet = spec.aet,
-        host = spec.host or spec.ip,
-        port = spec.port,
-        calling_aet = spec.calling_aet or calling_aet,
-        connect_timeout = spec.connect_timeout or number_setting(settings, "connect_timeout"),
-        acse_timeout = spec.acse_timeout or number_setting(settings, "acse_timeout"),
-        dimse_timeout = spec.dimse_timeout or number_setting(settings, "dimse_timeout"),
-        max_pdu = spec.max_pdu or number_setting(settings, "max_pdu"),
-        tls = spec.tls,
-        type = spec.type,
-    }, Peer)
+        return core.store(self, items)
+    end)
+end
+
+local function check_spec(peer)
     for _, key in ipairs{"aet", "host", "port", "calling_aet"} do
         if peer[key] == nil then
             errors.raise{kind = "config", message = string.format(
                 "peer %s: %s is missing", tostring(peer.alias or "?"), key == "host" and "ip (or host)" or key)}
         end
     end
+end
+
+local function new_peer(ctx, fields)
+    local peer = setmetatable(fields, Peer)
+    peer.ctx = ctx
+    check_spec(peer)
+    -- One limiter per peer for the whole process, whoever asks.
+    peer.limiter = limits.for_peer(string.format("%s@%s:%d", peer.aet, peer.host, peer.port),
+                                   peer.max_associations)
     return peer
+end
+
+--- The peer `alias` of ctx's environment (a source, else a backup target): our AE
+-- title from script_ae, timeouts, PDU size and association cap from the settings
+-- (the peer's own first). Use ctx:peer(alias), which keeps one per alias.
+function dicom.peer_in(ctx, alias)
+    local env = ctx.env
+    local spec = (env.sources or {})[alias] or (env.backup_targets or {})[alias]
+    if not spec then
+        errors.raise{kind = "config", message = string.format(
+            "%s has no source or backup target named %s", env.name or "environment", tostring(alias))}
+    end
+    local function get(name) return settings.get(env, name, alias) end
+    local pdu = get("max_pdu")
+    return new_peer(ctx, {
+        alias = alias, aet = spec.aet, host = spec.host or spec.ip, port = spec.port,
+        calling_aet = env.script_ae and env.script_ae.aet,
+        connect_timeout = get("connect_timeout"), acse_timeout = get("acse_timeout"),
+        dimse_timeout = get("dimse_timeout"), max_pdu = pdu ~= 0 and pdu or nil,
+        max_associations = get("max_associations"), tls = spec.tls, type = spec.type,
+    })
+end
+
+--- A peer: dicom.peer(env, alias) is the peer of the environment (in env's context,
+-- so audited and counted with the run that loaded env); dicom.peer{aet, host|ip,
+-- port, calling_aet, max_associations?, ...} is an ad-hoc peer outside any
+-- environment (not audited: no environment says where).
+function dicom.peer(spec, alias)
+    if type(alias) == "string" then
+        return require("rtbackup.context").of(spec):peer(alias)
+    end
+    local ctx = spec.ctx or require("rtbackup.context").new(nil, {audit = false})
+    return new_peer(ctx, {
+        alias = spec.alias, aet = spec.aet, host = spec.host or spec.ip, port = spec.port,
+        calling_aet = spec.calling_aet, connect_timeout = spec.connect_timeout,
+        acse_timeout = spec.acse_timeout, dimse_timeout = spec.dimse_timeout, max_pdu = spec.max_pdu,
+        max_associations = spec.max_associations or settings.BY_NAME.max_associations.default,
+        tls = spec.tls, type = spec.type,
+    })
 end
 
 local Listener = {}

@@ -26,11 +26,12 @@ end
 --- The peer the options describe.
 function M.peer(args)
     local env = args.env and cli.load_env(args.env)
-    -- With an environment, its audit log (setting audit_log) records what we touch.
-    if env then require("rtbackup.audit").for_env(env) end
+    -- With an environment, its audit log (setting audit_log) records what we touch,
+    -- whichever way the peer is named.
+    local ctx = require("rtbackup.context").new(env)
     if args.peer then
         if not env then usage("--peer needs --env ENV") end
-        local peer = dicom.peer(env, args.peer)
+        local peer = ctx:peer(args.peer)
         if args.aet then peer.calling_aet = args.aet end
         return peer, env
     end
@@ -40,7 +41,7 @@ function M.peer(args)
     local calling = args.aet or (env and env.script_ae and env.script_ae.aet)
     if not calling then usage("give --aet (our calling AE title) or --env ENV") end
     return dicom.peer{aet = args.aec, host = args.host, port = args.port, calling_aet = calling,
-                      alias = args.aec}, env
+                      alias = args.aec, ctx = ctx}, env
 end
 
 --- The query options of find/move/get.
@@ -74,8 +75,7 @@ function M.query(args, returns)
 end
 
 function M.add_format_option(parser)
-    parser:option("--format", "table (default on a terminal), json or csv")
-          :choices{"table", "json", "csv"}
+    cli.add_format_option(parser)
 end
 
 local function cell(v)

@@ -166,6 +166,49 @@ function Journal:last_run(source)
     return run
 end
 
+--- The runs of source (nil: every source), newest first, at most limit; summaries decoded.
+function Journal:runs(source, limit)
+    local list = self._core:runs(source, limit)
+    for _, r in ipairs(list) do
+        if r.summary then r.summary = decode(r.summary) end
+    end
+    return list
+end
+
+--- Deletes finished runs that started before `before` (ISO-8601 UTC); returns how many.
+function Journal:prune_runs(before)
+    return self._core:prune_runs(before)
+end
+
+--- A fact a run learned for later runs ("peer ARIA", "move_rung"), or nil.
+function Journal:fact(scope, key)
+    return self._core:fact(scope, key)
+end
+
+--- Records (or with value nil forgets) a fact.
+function Journal:set_fact(scope, key, value)
+    self._core:set_fact(scope, key, value ~= nil and tostring(value) or nil)
+end
+
+--- Records a reference between instances: {source, from, to, kind, state = "open" |
+-- "resolved" | "acknowledged", detail = table}. An acknowledged one stays acknowledged
+-- until it resolves.
+function Journal:put_ref(ref)
+    local r = {}
+    for k, v in pairs(ref) do r[k] = v end
+    if type(r.detail) == "table" then r.detail = encode(r.detail, "reference detail") end
+    self._core:put_ref(r)
+end
+
+--- The references of source (in `state`, or all), oldest first, details decoded.
+function Journal:refs(source, state)
+    local list = self._core:refs(source, state)
+    for _, r in ipairs(list) do
+        if r.detail then r.detail = decode(r.detail) end
+    end
+    return list
+end
+
 --- Adds or updates units of source in one transaction; returns how many were new.
 -- units: list of {key =, kind =, expected =, data = table|string, state =}. Fields
 -- left out keep their value; a new unit starts "queued" unless state says otherwise.
@@ -238,12 +281,14 @@ function Lock:__tostring()
     return string.format("lock %s (PID %d since %s)", self.path, self.pid, self.started)
 end
 
---- Takes the lock at path without waiting, or raises {kind = "locked", holder_pid =,
+--- Takes the lock at path without waiting (opts.shared: a shared lock, which any
+-- number of holders may take while no one holds it exclusively), or raises
+-- {kind = "locked", holder_pid =,
 -- holder_started =, exit_code = 3}. Held until lock:release(), the end of a
 -- `local l <close> = ...` scope, or the process's end (however it ends). Keep the
 -- object: once it is garbage, the lock is released.
-function journal.lock(path)
-    local ok, handle = pcall(core.lock, path)
+function journal.lock(path, opts)
+    local ok, handle = pcall(core.lock, path, opts and opts.shared or false)
     if not ok then
         if errors.is(handle, "locked") then handle.exit_code = journal.EXIT_LOCKED end
         error(handle, 0)

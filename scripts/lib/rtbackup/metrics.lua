@@ -3,10 +3,10 @@
 -- *.prom into the collector's directory, atomically, and the exporter serves it).
 --
 --   local metrics = require "rtbackup.metrics"
---   local m = metrics.new{env = "UCLA", source = "ARIA"}    -- becomes the active collector
---   metrics.observe("c-move", "ARIA", 12.5)                  -- from the DICOM layer
---   metrics.count_failure("ORTHANC_MAIN", "connect_failed")
---   m:write("/var/lib/node_exporter/textfile/rtbackup.prom", summary)  -- summary of backup.close
+--   local m = metrics.new{env = "UCLA", source = "ARIA"}    -- the run's collector (its context holds it)
+--   m:observe("c-move", "ARIA", 12.5)                        -- from the DICOM layer, via the context
+--   m:count_failure("ORTHANC_MAIN", "connect_failed")
+--   m:write("/var/lib/node_exporter/textfile/rtbackup.prom", summary)  -- the run's summary
 --
 -- One file may hold many environments and sources (`backup --all`, several cron
 -- lines pointing at one file): a write replaces only its own series and keeps the
@@ -29,7 +29,9 @@
 -- apart, which node_exporter requires when they write to separate files. A command
 -- other than backup (validate) passes command = "validate" for the same reason: its
 -- last success is not the backup's. (Not "job": Prometheus sets that label itself.)
+local clock = require "rtbackup.clock"
 local errors = require "rtbackup.error"
+local files = require "rtbackup.files"
 
 local metrics = {}
 
@@ -189,25 +191,16 @@ function metrics.read(path)
     return samples
 end
 
--- Writes `text` to path through a temporary file in the same directory and rename(2):
--- the collector (or a reader) sees the old file or the new one, never a half-written
--- one. The temporary name does not end in .prom, so the collector never reads it.
+-- Writes `text` to path atomically and durably (rtbackup.sys.write_file: a temporary
+-- beside it, fsync, rename, fsync of the directory): the collector (or a reader) sees
+-- the old file or the new one, never a half-written one. The temporary's name does
+-- not end in .prom, so the collector never reads it. Mode 0644: node_exporter runs as
+-- another user, and the file names no patient.
 local function write_atomically(path, text)
-    local tmp = string.format("%s.%d.tmp", path, math.random(0, 0x7fffffff))
-    local f, err = io.open(tmp, "w")
-    if not f then
-        errors.raise{kind = "io", message = "cannot write the metrics file: " .. tostring(err)}
-    end
-    local ok, werr = f:write(text)
-    local closed, cerr = f:close()
-    if not ok or not closed then
-        os.remove(tmp)
-        errors.raise{kind = "io", message = "cannot write the metrics file " .. tmp .. ": " .. tostring(werr or cerr)}
-    end
-    local renamed, rerr = os.rename(tmp, path)
-    if not renamed then
-        os.remove(tmp)
-        errors.raise{kind = "io", message = "cannot replace the metrics file: " .. tostring(rerr)}
+    local ok, err = pcall(files.replace, path, text, files.SHARED)
+    if not ok then
+        errors.raise{kind = "io", message = "cannot write the metrics file: " ..
+                     tostring(type(err) == "table" and err.message or err)}
     end
     return path
 end
@@ -278,40 +271,15 @@ local function with_labels(identity, ...)
     return labels
 end
 
--- ---- time -------------------------------------------------------------------------
-
--- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil):
--- os.time() reads a date table as local time, and the summary's times are UTC.
-local function days_from_civil(y, m, d)
-    y = m <= 2 and y - 1 or y
-    local era = (y >= 0 and y or y - 399) // 400
-    local yoe = y - era * 400
-    local doy = (153 * (m > 2 and m - 3 or m + 9) + 2) // 5 + d - 1
-    local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-end
-
---- Seconds since the epoch of "YYYY-MM-DDTHH:MM:SS[.fff]Z"; nil for anything else.
-function metrics.parse_utc(text)
-    if type(text) ~= "string" then return nil end
-    local y, mo, d, h, mi, s, frac = text:match("^(%d%d%d%d)-(%d%d)-(%d%d)T(%d%d):(%d%d):(%d%d)(%.?%d*)Z$")
-    if not y then return nil end
-    local t = days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400
-              + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
-    if #frac > 1 then t = t + tonumber("0" .. frac) end
-    return t
-end
+metrics.parse_utc = clock.parse_utc
 
 -- ---- the collector ------------------------------------------------------------------
 
 local Collector = {}
 Collector.__index = Collector
 
-local active -- the collector metrics.observe/count_failure feed
-
 --- A collector for one run: metrics.new{env =, source =, shard = "I/N"?, command =
--- "validate"?}. It becomes the active collector, which metrics.observe and
--- metrics.count_failure feed.
+-- "validate"?}. The run's context holds it; nothing else sees it.
 function metrics.new(opts)
     opts = opts or {}
     if type(opts.env) ~= "string" or type(opts.source) ~= "string" then
@@ -320,16 +288,8 @@ function metrics.new(opts)
     local identity = {{"env", opts.env}, {"source", opts.source}}
     if opts.shard then identity[#identity + 1] = {"shard", tostring(opts.shard)} end
     if opts.command then identity[#identity + 1] = {"command", tostring(opts.command)} end
-    local c = setmetatable({identity = identity, latencies = {}, failures = {}, started = os.time()}, Collector)
-    active = c
-    return c
+    return setmetatable({identity = identity, latencies = {}, failures = {}, started = os.time()}, Collector)
 end
-
---- The collector the module-level functions feed (nil when none).
-function metrics.active() return active end
-
---- Stops feeding the active collector (metrics.observe then does nothing).
-function metrics.deactivate() active = nil end
 
 --- One DICOM operation (`op`: "c-echo", "c-find", "c-move", "c-get", "c-store")
 -- with `peer` (its alias) took `seconds`.
@@ -354,15 +314,6 @@ function Collector:count_failure(peer, kind)
     local f = self.failures[key] or {peer = peer, kind = kind, count = 0}
     f.count = f.count + 1
     self.failures[key] = f
-end
-
---- For the DICOM layer: feeds the active collector, if any.
-function metrics.observe(op, peer, seconds)
-    if active then active:observe(tostring(op), tostring(peer), seconds) end
-end
-
-function metrics.count_failure(peer, kind)
-    if active then active:count_failure(tostring(peer), tostring(kind or "unknown")) end
 end
 
 -- Adds `value` to the previous sample of the same series (cumulative families).

@@ -113,6 +113,15 @@ function Db:dialect()
     return "other"
 end
 
+--- Records an audit event about this database (op "sql": query_name, params, rows,
+-- patient_id...) in the context it was opened with; nothing without one.
+function Db:event(e)
+    if self.ctx then
+        e.peer = e.peer or self.label
+        self.ctx:event(e)
+    end
+end
+
 function Db:close()
     return self.conn:close()
 end
@@ -143,7 +152,8 @@ end
 -- db_password (secret or string), dsn?, odbc_attributes? = {Port = 5432, Encrypt =
 -- "yes", ...}}. settings (the environment's) may give login_timeout and query_timeout
 -- in seconds. opts: alias (named in errors), create (SQLite: make the file if missing;
--- otherwise a missing file is an error, not a new empty database).
+-- otherwise a missing file is an error, not a new empty database), ctx (the run's
+-- rtbackup.context: queries are audited there).
 -- For SQLite, db_database is the file path (relative to the working directory) and
 -- db_server is not used; the driver ignores user and password.
 function odbc.connect(source, settings, opts)
@@ -181,7 +191,7 @@ function odbc.connect(source, settings, opts)
     end
     local label = alias or (params.dsn and ("DSN " .. params.dsn)) or
                   ((params.database or "?") .. (params.server and ("@" .. params.server) or ""))
-    local db = setmetatable({label = label}, Db)
+    local db = setmetatable({label = label, ctx = opts.ctx}, Db)
     db.conn = annotated(db, core.connect, params)
     return db
 end

@@ -12,6 +12,7 @@
 -- map(list, fn, opts)    fn(item, i) over list, opts.concurrency at a time, results in order
 -- sleep(ms)              suspend this task
 -- stopping()             "SIGINT"/"SIGTERM" once the run was asked to stop, else false
+-- suspend() / wake(t)    wait until another task wakes this one (semaphores, queues)
 local core = require "rtbackup.task.core"
 local errors = require "rtbackup.error"
 
@@ -21,6 +22,8 @@ local task = {
     sleep = core.sleep,
     stopping = core.stopping,
     current = core.current,
+    suspend = core.suspend,
+    wake = core.wake,
     -- A pool job that only sleeps: shows the pool's concurrency in tests/benchmarks.
     pool_sleep = core.pool_sleep,
 }

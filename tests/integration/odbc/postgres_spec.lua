@@ -2,9 +2,9 @@
 -- server with a real login. Started by run_postgres.sh, which passes the server's port,
 -- the test role's password and the server log in RTB_PG_* variables.
 local odbc = require "rtbackup.odbc"
-local mosaiq = require "rtbackup.mosaiq"
+local mosaiq = require "rtbackup.mosaiq.query"
 local synth = require "rtbackup.mosaiq.synth"
-local dates = require "rtbackup.mosaiq.dates"
+local dates = require "rtbackup.clock"
 local pretty = require "rtbackup.pretty"
 local h = require "helpers"
 
@@ -87,11 +87,11 @@ describe("PostgreSQL through psqlODBC", function()
         local lite = odbc.connect({odbc_driver = "SQLite3", db_database = dir .. "/m.db"}, nil, {create = true})
         mosaiq.create_schema(lite)
         synth.generate(lite, opts)
-        local first, compared = dates.parse(opts.start_date), 0
+        local first, compared = dates.day(opts.start_date), 0
         for day = first, first + opts.days - 1 do
-            local a = mosaiq.deliveries(pg, dates.format(day))
-            local b = mosaiq.deliveries(lite, dates.format(day))
-            assert.are.equal(pretty.format(b), pretty.format(a), dates.format(day))
+            local a = mosaiq.deliveries(pg, dates.format_day(day))
+            local b = mosaiq.deliveries(lite, dates.format_day(day))
+            assert.are.equal(pretty.format(b), pretty.format(a), dates.format_day(day))
             compared = compared + #a
         end
         assert.is_true(compared > 20, "compared only " .. compared)

@@ -9,7 +9,7 @@ beams.LEAF_PAIRS = 60
 beams.ARC_POINTS = 178
 
 --- Leaf positions (cm, one per leaf) as the bytes Mosaiq stores (the names are those
--- of rtbackup.mosaiq_map's mlc.encoding):
+-- of rtbackup.mosaiq.map's mlc.encoding):
 --   "int16_0.01cm": little-endian signed 16-bit, 0.01 cm (pymedphys' reading of real data)
 --   "float32_mm":   little-endian IEEE float, mm (the old Python system's assumption)
 function beams.encode_leaves(positions_cm, encoding)

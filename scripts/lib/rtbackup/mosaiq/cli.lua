@@ -40,12 +40,13 @@ function M.source(env, alias)
                  " has no source of type mosaiq"}
 end
 
---- Connects to the chosen source with the environment's timeouts.
+--- Connects to the chosen source with its timeouts (opts.ctx: the command's context,
+-- where its queries are audited).
 function M.connect(env, alias, opts)
     local source, name = M.source(env, alias)
     opts = opts or {}
     opts.alias = name
-    return odbc.connect(source, env.settings, opts), source, name
+    return odbc.connect(source, require("rtbackup.settings").resolve(env, name), opts), source, name
 end
 
 return M

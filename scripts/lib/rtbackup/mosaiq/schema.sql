@@ -14,7 +14,7 @@
 --   * TxFieldPoint.A_Leaf_Set / B_Leaf_Set hold one value per leaf, little-endian,
 --     either int16 in 0.01 cm (pymedphys' reading of real data) or float32 in mm (the
 --     old Python system's assumption); the generator writes one of them
---     ("int16_0.01cm" or "float32_mm", as rtbackup.mosaiq_map names them).
+--     ("int16_0.01cm" or "float32_mm", as rtbackup.mosaiq.map names them).
 -- Columns beyond §4.2, all present in real Mosaiq: Site.SIT_ID (the row key of a site
 -- version), Dose_Hst.Tx_DtTm (when the field was delivered: what makes "the day's
 -- deliveries" exact), TxFieldPoint.Coll_X1/X2/Y1/Y2 (jaws) and MLC_Leaves.

@@ -22,7 +22,7 @@
 -- Returns counts per table and the patients by kind ({kinds = {[Pat_ID1] = kind}}).
 local odbc = require "rtbackup.odbc"
 local errors = require "rtbackup.error"
-local dates = require "rtbackup.mosaiq.dates"
+local clock = require "rtbackup.clock"
 local beams = require "rtbackup.mosaiq.beams"
 
 local synth = {}
@@ -141,7 +141,7 @@ end
 
 -- The next weekday on or after day number n.
 local function weekday_on_or_after(n)
-    while dates.weekday(n) > 5 do n = n + 1 end
+    while clock.weekday(n) > 5 do n = n + 1 end
     return n
 end
 
@@ -152,7 +152,7 @@ local function sessions(first, fractions, last_day, kind, rng)
     local list, day = {}, first
     local morning = rng.int(7 * 60, 10 * 60) * 60
     while #list < fractions and day <= last_day do
-        if dates.weekday(day) <= 5 then
+        if clock.weekday(day) <= 5 then
             local jitter = rng.int(-10, 10) * 60
             list[#list + 1] = {day = day, at = morning + jitter}
             if kind == "bid" and #list < fractions then
@@ -177,11 +177,11 @@ local function course(c, rows, ids, rng, opts)
     local fractions = c.kind == "hdr" and 5 or rng.pick{5, 15, 20, 25, 28, 30}
     local dpf = c.kind == "hdr" and 600 or (fractions == 5 and 800 or rng.pick{180, 200, 250})
     local site_set = ids.site_set()
-    local created = dates.timestamp(c.first - 5, 10 * 3600)
+    local created = clock.timestamp(c.first - 5, 10 * 3600)
     if rng.chance(opts.history_share) then -- the prescription as first written
         add(rows, "Site", {SIT_ID = ids.site(), SIT_SET_ID = site_set, Pat_ID1 = c.pat, Version = 1,
             Site_Name = site_name, Technique = technique, Fractions = fractions,
-            Dose_Ttl = (fractions - 1) * dpf, Edit_DtTm = dates.timestamp(c.first - 7, 9 * 3600)})
+            Dose_Ttl = (fractions - 1) * dpf, Edit_DtTm = clock.timestamp(c.first - 7, 9 * 3600)})
         add(rows, "SiteSetup", {Sit_Set_ID = site_set, Version = 1, Setup_Note = "(draft) " .. setup})
     end
     add(rows, "Site", {SIT_ID = ids.site(), SIT_SET_ID = site_set, Pat_ID1 = c.pat, Version = 0,
@@ -217,19 +217,19 @@ local function course(c, rows, ids, rng, opts)
     local cpt = c.kind == "hdr" and "77770" or (technique == "3D" and "77402" or "77412")
     local given = {} -- per field: fraction count, first and last delivery
     for k, s in ipairs(sessions(c.first, fractions, c.last_day, c.kind, rng)) do
-        local at = dates.timestamp(s.day, s.at)
+        local at = clock.timestamp(s.day, s.at)
         local sch = ids.schedule()
         add(rows, "Schedule", {Sch_Id = sch, Sch_Set_Id = sch, Pat_ID1 = c.pat, App_DtTm = at,
-            Edit_DtTm = dates.timestamp(s.day, s.at + 11 * 60), Location = c.machine.id,
+            Edit_DtTm = clock.timestamp(s.day, s.at + 11 * 60), Location = c.machine.id,
             Activity = cpt, Version = 0})
         if k % 5 == 2 and c.kind ~= "hdr" then -- weekly visit, same day, not a treatment
             local otv = ids.schedule()
             add(rows, "Schedule", {Sch_Id = otv, Sch_Set_Id = otv, Pat_ID1 = c.pat,
-                App_DtTm = dates.timestamp(s.day, 12 * 3600 + rng.int(0, 8) * 900),
+                App_DtTm = clock.timestamp(s.day, 12 * 3600 + rng.int(0, 8) * 900),
                 Location = 700, Activity = "77427", Version = 0})
         end
         for n, f in ipairs(fields) do
-            local tx = dates.timestamp(s.day, s.at + 5 * 60 + (n - 1) * 150)
+            local tx = clock.timestamp(s.day, s.at + 5 * 60 + (n - 1) * 150)
             local status = rng.chance(0.03) and rng.pick{2, 3} or 1
             add(rows, "Dose_Hst", {DHS_ID = ids.dose(), FLD_ID = f.FLD_ID, Tx_DtTm = tx, Fractions_Tx = k,
                 TerminationCode = status == 1 and 0 or rng.int(1, 99), Termination_Status_Enum = status,
@@ -256,7 +256,7 @@ end
 function synth.options(opts)
     local o = {}
     for k, v in pairs(opts or {}) do o[k] = v end
-    local start = dates.parse(o.start_date)
+    local start = clock.day(o.start_date)
     if not start then
         errors.raise{kind = "invalid", message = "synthetic clinic: start_date must be YYYY-MM-DD, got " ..
                      tostring(o.start_date)}
@@ -315,7 +315,7 @@ function synth.generate(db, opts)
         add(rows, "Patient", {Pat_ID1 = pat, Last_Name = LAST[(i - 1) % #LAST + 1],
             First_Name = rng.pick(FIRST), MIddle_Name = rng.chance(0.6) and rng.pick(MIDDLE) or nil,
             Suffix = rng.chance(0.15) and rng.pick(SUFFIX) or nil, Sex = rng.pick{"MALE", "FEMALE"},
-            Birth_DtTm = dates.timestamp(dates.parse("1935-01-01") + rng.int(0, 65 * 365))})
+            Birth_DtTm = clock.timestamp(clock.day("1935-01-01") + rng.int(0, 65 * 365))})
         add(rows, "Ident", {Pat_Id1 = pat, IDA = string.format("MRN%07d", 100000 + i * 37)})
         local c = {pat = pat, n = 1, kind = kind, vmat = rng.chance(o.vmat_share),
                    machine = MACHINES[rng.int(1, 2)], last_day = last_day}
@@ -326,7 +326,7 @@ function synth.generate(db, opts)
             for _ = 1, rng.int(1, 3) do
                 local day, sch = weekday_on_or_after(o.start + rng.int(0, o.days - 1)), ids.schedule()
                 add(rows, "Schedule", {Sch_Id = sch, Sch_Set_Id = sch, Pat_ID1 = pat,
-                    App_DtTm = dates.timestamp(day, rng.int(8, 16) * 3600), Location = rng.pick{700, 701, 702},
+                    App_DtTm = clock.timestamp(day, rng.int(8, 16) * 3600), Location = rng.pick{700, 701, 702},
                     Activity = "99213", Version = 0})
             end
         else -- some courses are under way when the period starts, some start during it

@@ -1,4 +1,4 @@
---- rtbackup.mosaiq_leaves: Mosaiq MLC leaf sets (TxFieldPoint.A_Leaf_Set /
+--- rtbackup.mosaiq.leaves: Mosaiq MLC leaf sets (TxFieldPoint.A_Leaf_Set /
 -- B_Leaf_Set, binary) -> leaf positions in mm. Two encodings are known and they
 -- are incompatible (reference §4.7); which one a site's database uses is a site
 -- setting, to be verified on real data:

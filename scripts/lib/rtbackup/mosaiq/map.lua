@@ -1,7 +1,7 @@
---- rtbackup.mosaiq_map: one Mosaiq delivery group -> the input of
+--- rtbackup.mosaiq.map: one Mosaiq delivery group -> the input of
 -- rtbackup.rtrecord.beams_treatment_record (see rtrecord.lua for that table).
 --
---   local map = require "rtbackup.mosaiq_map"
+--   local map = require "rtbackup.mosaiq.map"
 --   local ds = map.build(group, opts)        -- the RT Beams Treatment Record (a dataset)
 --   local input = map.record(group, opts)    -- just the builder input, to inspect or adjust
 --
@@ -24,15 +24,15 @@
 --                          [Coll_X1, Coll_X2, Coll_Y1, Coll_Y2 (cm)], [MLC_Leaves], [Index]}}}}}
 --   Timestamps are ISO text; nil and opts.null (the ODBC NULL sentinel) mean missing.
 --
--- opts (site choices; see DEFAULTS):
+-- opts: the site's `mosaiq` choices (scripts/default/site.lua lists them) plus:
 --   uid_scope         required: a name unique to this Mosaiq database ("UCLA/MOSAIQ"), so two
 --                     clinics' keys never give the same UID
 --   null              the value that stands for SQL NULL (require("rtbackup.odbc").NULL)
 --   energy_unit_enum  "kv1_mv2_mev3" (src convention, default) | "kv0_mv1_mev2" (res convention)
 --   mlc = {encoding = "float32_mm" | "int16_0.01cm" (or "float32" | "int16"), leaf_pairs = N,
---          first_bank = "A" | "B",
---          negate_first_bank = false}                -- layout in DICOM order, verify per site
---   private_block     "TJU" for TJU's (3261,xx) block, or nil
+--          first_bank = "A" | "B", negate_first_bank = false,
+--          leaf_order = "as_stored" | "reversed"}    -- layout in DICOM order, verify per site
+--   private_block     {creator, group, elements = {{element, vr, from = "site.Site_Name"}}}, or false
 --   control_point_time "delivery" (default: the beam's delivery time) | "point" (Create_DtTm
 --                     of the TxFieldPoint row, which is most likely its planning time)
 --   primary_dosimeter_unit "MU" (default) | "MINUTE"
@@ -54,7 +54,7 @@
 --   * cm -> mm for SAD, table-top positions, eccentric axis distance, jaws, leaves.
 local dicom = require "rtbackup.dicom"
 local errors = require "rtbackup.error"
-local leaves = require "rtbackup.mosaiq_leaves"
+local leaves = require "rtbackup.mosaiq.leaves"
 local rtrecord = require "rtbackup.rtrecord"
 
 local M = {}
@@ -83,8 +83,6 @@ M.DEFAULTS = {
     series_number = 1,
     mlc = {first_bank = "A", negate_first_bank = false},
 }
-
-M.TJU_PRIVATE_CREATOR = "TJU RadOnc Customized Data"
 
 -- ---- values -----------------------------------------------------------------
 
@@ -171,7 +169,7 @@ end
 
 -- ---- MLC leaf sets ----------------------------------------------------------
 
---- Decodes one Mosaiq leaf set into positions in mm (see rtbackup.mosaiq_leaves).
+--- Decodes one Mosaiq leaf set into positions in mm (see rtbackup.mosaiq.leaves).
 M.decode_leaf_set = leaves.decode
 
 function Mapper:mlc(point, where, field_label)
@@ -193,6 +191,16 @@ function Mapper:mlc(point, where, field_label)
     local n2, err2 = leaves.decode_into(out, n1, 1, second, mlc.encoding, count)
     if not n2 then self:fail(where, "%s: %s", second_name, err2) end
     if n1 ~= n2 then self:fail(where, "%s has %d leaves, %s %d", first_name, n1, second_name, n2) end
+    if mlc.leaf_order == "reversed" then
+        -- Leaf 1 of a stored set is DICOM's last leaf of that bank.
+        for bank = 0, 1 do
+            local lo, hi = bank * n1 + 1, bank * n1 + n1
+            while lo < hi do out[lo], out[hi] = out[hi], out[lo]; lo, hi = lo + 1, hi - 1 end
+        end
+    elseif mlc.leaf_order ~= nil and mlc.leaf_order ~= "as_stored" then
+        self:fail(where, "the site choice mlc.leaf_order must be \"as_stored\" or \"reversed\", got %q",
+                  tostring(mlc.leaf_order))
+    end
     return out, n1
 end
 
@@ -252,6 +260,28 @@ local function infer_beam_type(cps)
 end
 
 -- ---- the record -------------------------------------------------------------
+
+-- A site's private block: each element's value read from the delivery group by its
+-- `from` path ("site.Site_Name").
+function Mapper:private_block(spec)
+    if type(spec) ~= "table" or type(spec.creator) ~= "string" or math.type(spec.group) ~= "integer"
+       or type(spec.elements) ~= "table" then
+        errors.raise{kind = "config", message = "site choice mosaiq.private_block must be false or " ..
+                     "{creator = \"...\", group = 0xGGGG, elements = {{element = 0x01, vr = \"LT\", from = \"site.Site_Name\"}}}"}
+    end
+    local elements = {}
+    for i, e in ipairs(spec.elements) do
+        local group_name, column = tostring(e.from or ""):match("^(%a+)%.([%w_]+)$")
+        local g = group_name and self.group[group_name]
+        if type(g) ~= "table" then
+            errors.raise{kind = "config", message = string.format(
+                "site choice mosaiq.private_block.elements[%d].from must name a delivery value such as " ..
+                "\"site.Site_Name\", got %q", i, tostring(e.from))}
+        end
+        elements[i] = {element = e.element, vr = e.vr or "LT", value = self:text(g[column])}
+    end
+    return {creator = spec.creator, group = spec.group, block = spec.block, elements = elements}
+end
 
 function Mapper:delivery_time(field)
     local dose = field.dose or {}
@@ -503,17 +533,8 @@ function M.record(group, opts)
         while n > 0 and (name:byte(n + 1) & 0xC0) == 0x80 do n = n - 1 end
         input.machine.name = name:sub(1, n)
     end
-    if o.private_block == "TJU" then
-        input.private_block = {creator = M.TJU_PRIVATE_CREATOR, group = 0x3261, elements = {
-            {element = 0x01, vr = "LT", value = self:text(site.Site_Name)},
-            {element = 0x02, vr = "LT", value = self:text(site.Setup_Note)},
-            {element = 0x03, vr = "LT", value = self:text(site.Activity)},
-            {element = 0x04, vr = "LT", value = self:text(plan.Label)},
-        }}
-    elseif o.private_block ~= nil then
-        errors.raise{kind = "config", message = "mosaiq_map: private_block must be \"TJU\" or nil, got "
-                     .. tostring(o.private_block)}
-    end
+    if o.private_block then input.private_block = self:private_block(o.private_block) end
+    if o.adjust_record then input = o.adjust_record(input, group) or input end
     return input
 end
 

@@ -1,7 +1,7 @@
 --- rtbackup.mosaiq: what Mosaiq says was delivered on a day, and treatment summaries.
 --
 --   local odbc = require "rtbackup.odbc"
---   local mosaiq = require "rtbackup.mosaiq"
+--   local mosaiq = require "rtbackup.mosaiq.query"
 --   local db = odbc.connect(env.sources.MOSAIQ, env.settings)
 --   for _, d in ipairs(mosaiq.deliveries(db, "2025-06-12", {sql = env.settings.mosaiq_backup_sql_query})) do
 --       -- d.patient, d.site, d.plan, d.fraction, d.machine, d.fields
@@ -61,9 +61,8 @@
 -- Site.Dose_Ttl, Fractions the planned number, Delivered the highest Fractions_Tx.
 -- from/to ("YYYY-MM-DD", inclusive) keep the courses treated in that period.
 local odbc = require "rtbackup.odbc"
-local audit = require "rtbackup.audit"
 local errors = require "rtbackup.error"
-local dates = require "rtbackup.mosaiq.dates"
+local clock = require "rtbackup.clock"
 
 local mosaiq = {NULL = odbc.NULL, value = odbc.value}
 
@@ -71,7 +70,7 @@ local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 
 --- Path of a file shipped in scripts/lib/rtbackup/mosaiq/.
 function mosaiq.file(name)
-    return HERE .. "/mosaiq/" .. name
+    return HERE .. "/" .. name
 end
 
 local function read_file(path)
@@ -155,7 +154,7 @@ function mosaiq.drop_schema(db)
 end
 
 local function check_date(text, what)
-    local n, why = dates.parse(text)
+    local n, why = clock.day(text)
     if not n then errors.raise{kind = "invalid", message = what .. ": " .. why} end
     return n
 end
@@ -311,8 +310,8 @@ end
 -- whether it succeeds or not.
 function mosaiq.deliveries(db, date, opts)
     local ok, list, count = pcall(deliveries_of, db, date, opts)
-    audit.event{op = "sql", peer = db.label, query_name = "mosaiq deliveries of the day", params = {date},
-                rows = count, error = not ok and list or nil}
+    db:event{op = "sql", query_name = "mosaiq deliveries of the day", params = {date}, rows = count,
+             error = not ok and list or nil}
     if not ok then error(list, 0) end
     return list
 end
@@ -365,11 +364,11 @@ function mosaiq.treatment_summary(db, mrn, from, to)
         errors.raise{kind = "invalid", message = "--from " .. from .. " is after --to " .. to}
     end
     local ok, rows = pcall(db.query, db, SUMMARY_SQL, {mrn})
-    audit.event{op = "sql", peer = db.label, query_name = "mosaiq treatment summary", params = {mrn},
-                rows = ok and #rows or nil, error = not ok and rows or nil}
+    db:event{op = "sql", query_name = "mosaiq treatment summary", params = {mrn}, patient_id = mrn,
+             rows = ok and #rows or nil, error = not ok and rows or nil}
     if not ok then error(rows, 0) end
-    local first = from_day and dates.format(from_day)
-    local last = to_day and dates.format(to_day)
+    local first = from_day and clock.format_day(from_day)
+    local last = to_day and clock.format_day(to_day)
     local courses = {}
     for _, r in ipairs(rows) do
         local c = {

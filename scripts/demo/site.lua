@@ -1,0 +1,8 @@
+-- The demo clinic's choices (everything else: scripts/default/site.lua; settings:
+-- environments/demo.toml).
+return {
+    mosaiq = {
+        -- How this Mosaiq stores MLC leaf sets (the synthetic clinic's way).
+        mlc = {encoding = "int16_0.01cm"},
+    },
+}

@@ -1,0 +1,102 @@
+--- rtbackup.limits: how many associations this process has open to a peer at once.
+--
+-- One limiter per peer (AE title, host, port), held by the process: every operation
+-- on that peer (find, move, get, store, echo), whichever command, script or task asks,
+-- takes a slot first and gives it back when its association ends. A site script that
+-- maps over 8 items with `concurrency = 8` still gets at most the peer's
+-- max_associations at once: the other tasks wait their turn.
+--
+--   local l = limits.for_peer("ARIA@10.0.0.5:104", 4)
+--   l:run(function() ... end)        -- waits for a slot, runs, frees it (also on error)
+--   l.peak                           -- most slots ever in use at once
+local errors = require "rtbackup.error"
+local task = require "rtbackup.task"
+
+local limits = {}
+
+local registry = {}
+
+local Limiter = {}
+Limiter.__index = Limiter
+
+--- The limiter of peer `key`. When two configurations name the same peer with
+-- different caps (two aliases for one archive), the smaller cap holds for both.
+function limits.for_peer(key, cap)
+    cap = math.max(1, math.tointeger(cap) or 1)
+    local l = registry[key]
+    if not l then
+        l = setmetatable({key = key, cap = cap, active = 0, peak = 0, waiting = {}, granted = {},
+                          holders = setmetatable({}, {__mode = "k"})}, Limiter)
+        registry[key] = l
+    elseif cap < l.cap then
+        l.cap = cap
+    end
+    return l
+end
+
+--- Every limiter this process made (for summaries and tests).
+function limits.all()
+    return registry
+end
+
+--- The number of slots in use that the caller may use (the cap).
+function Limiter:limit()
+    return self.cap
+end
+
+local function hold(self, who)
+    if who then self.holders[who] = (self.holders[who] or 0) + 1 end
+    if self.active > self.peak then self.peak = self.active end
+end
+
+--- Takes a slot, waiting (the task suspended) while all are in use.
+function Limiter:acquire()
+    local me = task.current()
+    if self.active < self:limit() then
+        self.active = self.active + 1
+        hold(self, me)
+        return
+    end
+    if me == nil then
+        errors.raise{kind = "invalid", message = string.format(
+            "%s: all %d associations are in use and this code cannot wait (not in a task)", self.key, self.cap)}
+    end
+    if (self.holders[me] or 0) > 0 then
+        -- This task holds a slot and waits for another: with every slot held so, nothing
+        -- would ever move. Nested operations on one peer need a free slot.
+        errors.raise{kind = "invalid", message = string.format(
+            "%s: an operation inside another on the same peer needs a second association, and all %d are in use",
+            self.key, self.cap)}
+    end
+    self.waiting[#self.waiting + 1] = me
+    repeat task.suspend() until self.granted[me]
+    self.granted[me] = nil
+    hold(self, me)
+end
+
+--- Gives a slot back: to the longest-waiting task, else to the pool.
+function Limiter:release()
+    local me = task.current()
+    if me and self.holders[me] then
+        self.holders[me] = self.holders[me] > 1 and self.holders[me] - 1 or nil
+    end
+    local nxt = table.remove(self.waiting, 1)
+    if nxt and self.active <= self:limit() then
+        self.granted[nxt] = true
+        task.wake(nxt)
+    else
+        self.active = self.active - 1
+        if nxt then table.insert(self.waiting, 1, nxt) end
+    end
+end
+
+--- Runs fn(...) holding a slot; the slot is freed whatever fn does.
+function Limiter:run(fn, ...)
+    self:acquire()
+    local results = table.pack(pcall(fn, ...))
+    self:release()
+    if not results[1] then error(results[2], 0) end
+    return table.unpack(results, 2, results.n)
+end
+
+return limits

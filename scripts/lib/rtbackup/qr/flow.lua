@@ -1,0 +1,178 @@
+--- rtbackup.qr.flow: the backup of a DICOM Q/R source (ARIA, MIM) into the archive,
+-- as a flow of rtbackup.run.
+--
+--   plan      rtbackup.qr.plan: the series the target lacks (or holds in part)
+--   group     a study whose every series is missing is one STUDY-level C-MOVE (one
+--             sub-association at the source instead of one per series); other series
+--             go one by one
+--   transfer  the C-MOVE, straight from the source to the archive's AE
+--   verify    every SOP Instance UID of the source found in the target (study-wide in
+--             one C-FIND per side where the peers answer it, else series by series)
+--   retry     what is still missing, on the source's rung of rtbackup.qr.ladder
+--   finish    the references of the RT objects verified in this run (rtbackup.qr.references)
+local clock = require "rtbackup.clock"
+local ladder = require "rtbackup.qr.ladder"
+local plan = require "rtbackup.qr.plan"
+local run_mod -- rtbackup.run, required lazily (it requires this module)
+local settings = require "rtbackup.settings"
+
+local flow = {kind = "qr", unit = "instances"}
+
+--- --since/--until, else yesterday and today in the site's time zone.
+function flow.period(run)
+    local tz = settings.get(run.env, "timezone")
+    return run.opts.since or clock.today(tz, -1), run.opts["until"] or clock.today(tz, 0)
+end
+
+--- The selection of a run: dates, patient, study, the source's query keys.
+function flow.selection(run)
+    return {keys = run:setting("dicom_query_keys"), patient = run.opts.patient, study = run.opts.study,
+            study_dates = clock.dicom_date(run.since) .. "-" .. clock.dicom_date(run["until"])}
+end
+
+function flow.plan(run)
+    run_mod = run_mod or require "rtbackup.run"
+    local shard = run.opts.shard
+    local accept = run.choices.qr.accept_series or nil
+    local p = plan.make(run:peer(run.source_alias), run:peer(run.target_alias), flow.selection(run), {
+        concurrency = run:setting("max_associations"), accept = accept,
+        shard = shard and function(study) return run_mod.in_shard(shard, study) end,
+    })
+    run.ctx:flush() -- the planning C-FINDs are one audit batch
+    -- The selection's series: the references pass re-checks the edges of these.
+    run.selected_series = {}
+    for _, u in ipairs(p.units) do run.selected_series[u.key] = true end
+    for _, u in ipairs(p.complete) do run.selected_series[u.key] = true end
+    return {open = p.units, complete = p.complete, found = p.found, present = p.present, errors = p.errors,
+            summary = {studies = p.studies, series_to_move = #p.units, plan_errors = #p.errors}}
+end
+
+--- The dry run's rows.
+function flow.describe(run, units)
+    local rows = {}
+    for _, u in ipairs(units) do
+        rows[#rows + 1] = {series = u.key, study = u.data.study, patient = u.data.patient, modality = u.data.modality,
+                           instances = u.expected, missing = u.expected - (u.present or 0)}
+    end
+    return rows
+end
+
+--- Jobs: a whole study at once where every one of its series is to be moved and none
+-- is half-done; series one by one otherwise.
+function flow.group(run, units)
+    local by_study, order = {}, {}
+    for _, u in ipairs(units) do
+        local study = u.data.study
+        if not by_study[study] then by_study[study] = {}; order[#order + 1] = study end
+        table.insert(by_study[study], u)
+    end
+    local jobs = {}
+    for _, study in ipairs(order) do
+        local list = by_study[study]
+        local whole = list[1].data.series_in_study == #list and #list > 1
+        for _, u in ipairs(list) do whole = whole and u.state ~= "moved" end
+        if whole then
+            jobs[#jobs + 1] = {level = "STUDY", study = study, units = list}
+        else
+            for _, u in ipairs(list) do jobs[#jobs + 1] = {level = "SERIES", study = study, units = {u}} end
+        end
+    end
+    return jobs
+end
+
+--- The C-MOVE of a job's units; returns what the source reported it completed.
+function flow.transfer(run, job, units)
+    local source = run:peer(run.source_alias)
+    local q = {level = job.level, StudyInstanceUID = job.study, destination = run:peer(run.target_alias).aet,
+               patient = units[1].data.patient}
+    if job.level == "STUDY" and #units == #job.units then
+        return source:move(q).completed
+    end
+    local completed = 0
+    for _, u in ipairs(units) do
+        q.level, q.SeriesInstanceUID = "SERIES", u.key
+        completed = completed + (source:move(q).completed or 0)
+    end
+    return completed
+end
+
+-- Instances of a study by series: {series UID -> {SOP Instance UID -> true}}, from one
+-- IMAGE-level C-FIND with the series left open; nil when the peer refuses that.
+local function study_instances(peer, study, patient)
+    local by_series = {}
+    local ok = pcall(peer.find, peer, {level = "IMAGE", StudyInstanceUID = study, SeriesInstanceUID = "",
+                                       SOPInstanceUID = "", patient = patient}, function(m)
+        local series = m.SeriesInstanceUID
+        if type(series) == "string" and series ~= "" then
+            by_series[series] = by_series[series] or {}
+            by_series[series][m.SOPInstanceUID] = true
+        end
+    end)
+    return ok and by_series or nil
+end
+
+local function compare(src, tgt)
+    local missing, n, total = {}, 0, 0
+    for uid in pairs(src) do
+        total = total + 1
+        if not tgt[uid] then missing[uid] = true; n = n + 1 end
+    end
+    return {total = total, missing = missing, n = n}
+end
+
+--- Which instances of `units` the target still lacks: {[key] = {total, missing, n}}.
+-- A study moved whole is checked with one study-wide C-FIND per side first; series
+-- that check leaves in doubt (or peers that refuse it) are checked one by one.
+function flow.verify(run, job, units)
+    local src, tgt = run:peer(run.source_alias), run:peer(run.target_alias)
+    local found, rest = {}, units
+    if job.level == "STUDY" and not job.checked_whole then
+        job.checked_whole = true
+        local patient = units[1].data.patient
+        local a = study_instances(src, job.study, patient)
+        local b = a and study_instances(tgt, job.study, patient)
+        if b then
+            rest = {}
+            for _, u in ipairs(units) do
+                local f = a[u.key] and compare(a[u.key], b[u.key] or {})
+                if f and f.n == 0 then found[u.key] = f else rest[#rest + 1] = u end
+            end
+        end
+    end
+    for _, u in ipairs(rest) do
+        local a = plan.instance_uids(src, u.data.study, u.key, u.data.patient)
+        local b = plan.instance_uids(tgt, u.data.study, u.key, u.data.patient)
+        found[u.key] = compare(a, b)
+    end
+    return found
+end
+
+--- Moves what is still missing again, unit by unit, on the source's ladder rung.
+function flow.retry(run, job, units, found, attempt)
+    for _, u in ipairs(units) do
+        local f = found[u.key]
+        ladder.move_missing(run, u, f.missing, f.n)
+    end
+end
+
+local function first_uids(set, max)
+    local list = {}
+    for u in pairs(set) do list[#list + 1] = u end
+    table.sort(list)
+    local shown = table.move(list, 1, math.min(max, #list), 1, {})
+    return table.concat(shown, ", ") .. (#list > max and ", ..." or "")
+end
+
+--- The failure message of a unit still incomplete after the retries.
+function flow.describe_missing(run, u, f, attempts)
+    return string.format("%d of %d instances not in %s after %d retries: %s", f.n, f.total, run.target_alias,
+                         attempts, first_uids(f.missing, 5))
+end
+
+--- The references of the RT objects verified in this run.
+function flow.finish(run)
+    if not run:setting("complete_references") then return end
+    require("rtbackup.qr.references").complete(run)
+end
+
+return flow

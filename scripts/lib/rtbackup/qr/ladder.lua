@@ -1,0 +1,108 @@
+--- rtbackup.qr.ladder: moving again the instances a C-MOVE left out, in the way the
+-- source accepts.
+--
+-- Archives differ in what they accept for an IMAGE-level C-MOVE. The rungs, from the
+-- cheapest to the most robust:
+--   list     one C-MOVE with a list of up to 100 SOP Instance UIDs (conformant, but
+--            some archives answer 0xA900 or 0xC000 to a list)
+--   single   one C-MOVE per SOP Instance UID
+--   series   the whole series again (a peer that ignores IMAGE-level moves still sends
+--            the series; what the target has is simply sent again)
+-- A refusal moves a peer down a rung for the rest of the run and is kept in the
+-- journal (fact "move_rung" of the peer), so the next run starts on the rung that
+-- works. A rung that "succeeded" while nothing arrived (a peer that drops silently)
+-- also moves that unit down a rung for its next attempt.
+local errors = require "rtbackup.error"
+local exit = require "rtbackup.exit"
+local log = require "rtbackup.log"
+
+local ladder = {RUNGS = {"list", "single", "series"}}
+
+local INDEX = {list = 1, single = 2, series = 3}
+
+local function scope(run)
+    return "peer " .. run.source_alias
+end
+
+--- The rung this run uses for its source.
+function ladder.rung(run)
+    run.rungs = run.rungs or {}
+    local rung = run.rungs[run.source_alias]
+    if not rung then
+        rung = run.journal and run.journal:fact(scope(run), "move_rung") or "list"
+        if not INDEX[rung] then rung = "list" end
+        run.rungs[run.source_alias] = rung
+    end
+    return rung
+end
+
+-- The peer refused the request itself (not: it could not be reached).
+local function refused(err)
+    return errors.is(err) and not exit.is_unreachable(err) and err.kind ~= "stopped"
+end
+
+local function descend(run, rung, err)
+    local lower = ladder.RUNGS[INDEX[rung] + 1]
+    if not lower then return nil end
+    if INDEX[ladder.rung(run)] < INDEX[lower] then
+        run.rungs[run.source_alias] = lower
+        if run.journal then run.journal:set_fact(scope(run), "move_rung", lower) end
+        log.warn("the source refused a C-MOVE; moving stragglers the next way from now on",
+                 {source = run.source_alias, was = rung, now = lower, error = tostring(err)})
+    end
+    return lower
+end
+
+local function sorted(set)
+    local list = {}
+    for uid in pairs(set) do list[#list + 1] = uid end
+    table.sort(list)
+    return list
+end
+
+local function move_on(run, rung, unit, uids)
+    local peer = run:peer(run.source_alias)
+    local destination = run:peer(run.target_alias).aet
+    local base = {StudyInstanceUID = unit.data.study, destination = destination, patient = unit.data.patient}
+    local function move(level, extra)
+        local q = {level = level}
+        for k, v in pairs(base) do q[k] = v end
+        for k, v in pairs(extra) do q[k] = v end
+        return peer:move(q)
+    end
+    if rung == "series" then
+        move("SERIES", {SeriesInstanceUID = unit.key})
+    elseif rung == "single" then
+        for _, uid in ipairs(uids) do move("IMAGE", {SeriesInstanceUID = unit.key, SOPInstanceUID = uid}) end
+    else
+        for i = 1, #uids, 100 do
+            local batch = table.move(uids, i, math.min(i + 99, #uids), 1, {})
+            move("IMAGE", {SeriesInstanceUID = unit.key, SOPInstanceUID = #batch == 1 and batch[1] or batch})
+        end
+    end
+end
+
+--- Moves the `missing` instances (a set of SOP Instance UIDs) of `unit` again, on the
+-- run's rung for its source, going down a rung at a refusal, or when the last attempt
+-- on this rung brought nothing (`unit.last_retry`).
+function ladder.move_missing(run, unit, missing, n_missing)
+    local rung = ladder.rung(run)
+    local last = unit.last_retry
+    if last and last.n == n_missing and INDEX[last.rung] >= INDEX[rung] then
+        rung = ladder.RUNGS[INDEX[last.rung] + 1] or last.rung
+        log.warn("a retry brought none of the missing instances; trying the next way for this series",
+                 {source = run.source_alias, series = unit.key, was = last.rung, now = rung})
+    end
+    local uids = sorted(missing)
+    while true do
+        local ok, err = pcall(move_on, run, rung, unit, uids)
+        if ok then break end
+        if not refused(err) then error(err, 0) end
+        local lower = descend(run, rung, err)
+        if not lower then error(err, 0) end
+        rung = lower
+    end
+    unit.last_retry = {rung = rung, n = n_missing}
+end
+
+return ladder

@@ -1,0 +1,179 @@
+--- rtbackup.qr.plan: what a DICOM Q/R source holds in a selection, and what of it the
+-- target lacks — C-FIND on both sides, compared by counts where both peers give
+-- them and by SOP Instance UID lists where one does not.
+--
+--   studies    STUDY-level C-FIND at the source (date window, patient, study, the
+--              study-level dicom_query_keys)
+--   shortcut   studies the target holds whole by NumberOfStudyRelatedInstances (one
+--              C-FIND per 100 studies) are counted, not compared series by series
+--   diff       per remaining study, SERIES-level C-FIND on both sides; a series the
+--              target lacks (or holds in part) becomes a unit of work
+local log = require "rtbackup.log"
+local task = require "rtbackup.task"
+
+local plan = {}
+
+-- Attributes of the STUDY level (sent with the study query); other keys of
+-- dicom_query_keys go to the series query.
+plan.STUDY_KEYS = {
+    PatientID = true, PatientName = true, PatientBirthDate = true, PatientSex = true,
+    StudyDate = true, StudyTime = true, AccessionNumber = true, StudyID = true,
+    StudyDescription = true, ReferringPhysicianName = true, ModalitiesInStudy = true,
+}
+
+local function count_of(row, key)
+    local n = row and row[key or "NumberOfSeriesRelatedInstances"]
+    return math.type(n) == "integer" and n or nil
+end
+
+--- SOP Instance UIDs of one series in `peer`: a set and a count (one IMAGE-level
+-- C-FIND). `patient` names the patient for the audit log.
+function plan.instance_uids(peer, study, series, patient)
+    local set, n = {}, 0
+    peer:find({level = "IMAGE", StudyInstanceUID = study, SeriesInstanceUID = series, SOPInstanceUID = "",
+               patient = patient}, function(m)
+        local uid = m.SOPInstanceUID
+        if type(uid) == "string" and uid ~= "" and not set[uid] then
+            set[uid] = true
+            n = n + 1
+        end
+    end)
+    return set, n
+end
+
+--- The studies of `peer` in a selection {study_dates, patient, study, keys}.
+function plan.studies(peer, selection)
+    local q = {level = "STUDY", StudyInstanceUID = selection.study or "", PatientID = "*",
+               StudyDate = selection.study_dates or "", PatientName = "", NumberOfStudyRelatedInstances = ""}
+    for k, v in pairs(selection.keys or {}) do
+        if plan.STUDY_KEYS[k] then q[k] = v end
+    end
+    if selection.patient then q.PatientID = selection.patient end
+    if selection.study then q.StudyDate = "" end -- a named study is taken whatever its date
+    return peer:find(q)
+end
+
+-- The series keys of the selection (those not at STUDY level).
+local function series_keys(selection)
+    local keys = {}
+    for k, v in pairs(selection.keys or {}) do
+        if not plan.STUDY_KEYS[k] then keys[k] = v end
+    end
+    return keys
+end
+
+-- Compares one study's series on both sides; units for the series not complete in
+-- the target, plus counts.
+local function diff_study(src_peer, tgt_peer, study, selection, accept)
+    local patient = study.PatientID
+    local sq = {level = "SERIES", StudyInstanceUID = study.StudyInstanceUID, SeriesInstanceUID = "",
+                Modality = "", NumberOfSeriesRelatedInstances = "", SeriesDate = "", patient = patient}
+    for k, v in pairs(series_keys(selection)) do sq[k] = v end
+    local src = src_peer:find(sq)
+    local tgt = tgt_peer:find{level = "SERIES", StudyInstanceUID = study.StudyInstanceUID, SeriesInstanceUID = "",
+                              NumberOfSeriesRelatedInstances = "", patient = patient}
+    local in_target = {}
+    for _, s in ipairs(tgt) do in_target[s.SeriesInstanceUID] = s end
+
+    local result = {units = {}, complete = {}, found = 0, present = 0}
+    for _, s in ipairs(src) do
+        local uid = s.SeriesInstanceUID
+        if type(uid) == "string" and uid ~= "" and (not accept or accept(s, study)) then
+            local expected, present = count_of(s), count_of(in_target[uid])
+            if in_target[uid] == nil then present = 0 end
+            if expected == nil or present == nil then
+                -- A peer without counts (dcmqrscp, some archives): compare the lists.
+                local src_set, n = plan.instance_uids(src_peer, study.StudyInstanceUID, uid, patient)
+                local tgt_set = in_target[uid] and plan.instance_uids(tgt_peer, study.StudyInstanceUID, uid, patient) or {}
+                expected, present = n, 0
+                for u in pairs(src_set) do if tgt_set[u] then present = present + 1 end end
+            end
+            result.found = result.found + expected
+            local data = {study = study.StudyInstanceUID, patient = patient, modality = s.Modality,
+                          series_in_study = #src, date = study.StudyDate}
+            if present >= expected then
+                result.present = result.present + expected
+                result.complete[#result.complete + 1] = {key = uid, kind = "series", expected = expected, data = data}
+            else
+                result.present = result.present + present
+                result.units[#result.units + 1] = {key = uid, kind = "series", expected = expected,
+                                                   present = present, data = data}
+            end
+        end
+    end
+    return result
+end
+
+-- Studies the target already holds whole, by instance counts at STUDY level: the
+-- incremental run's shortcut. Only where both peers give NumberOfStudyRelatedInstances;
+-- any doubt goes to the series diff.
+local function complete_studies(tgt_peer, studies)
+    local counted, complete = {}, {}
+    for _, st in ipairs(studies) do
+        if count_of(st, "NumberOfStudyRelatedInstances") then counted[#counted + 1] = st end
+    end
+    for i = 1, #counted, 100 do
+        local uids, patients = {}, {}
+        for k = i, math.min(i + 99, #counted) do
+            uids[#uids + 1] = counted[k].StudyInstanceUID
+            patients[#patients + 1] = counted[k].PatientID
+        end
+        local there = {}
+        for _, t in ipairs(tgt_peer:find{level = "STUDY", StudyInstanceUID = #uids == 1 and uids[1] or uids,
+                                         NumberOfStudyRelatedInstances = "", patient = patients}) do
+            there[t.StudyInstanceUID] = t.NumberOfStudyRelatedInstances
+        end
+        for k = i, math.min(i + 99, #counted) do
+            local st = counted[k]
+            local n = there[st.StudyInstanceUID]
+            if math.type(n) == "integer" and n >= st.NumberOfStudyRelatedInstances then
+                complete[st.StudyInstanceUID] = true
+            end
+        end
+    end
+    return complete
+end
+
+--- The plan of a selection: {units = {...}, complete = {...}, found, present,
+-- studies, errors = {...}}. opts: concurrency, shard (function(study_uid) -> bool),
+-- accept (function(series, study) -> bool).
+function plan.make(src_peer, tgt_peer, selection, opts)
+    opts = opts or {}
+    local studies = plan.studies(src_peer, selection)
+    if opts.shard then
+        local keep = {}
+        for _, st in ipairs(studies) do if opts.shard(st.StudyInstanceUID) then keep[#keep + 1] = st end end
+        studies = keep
+    end
+    -- A series-level filter (Modality = "RTPLAN", say) or a site's accept_series makes
+    -- the study's count the wrong "found" figure: then every study is diffed.
+    local filtered = opts.accept ~= nil
+    for _, v in pairs(series_keys(selection)) do
+        if v ~= "" and v ~= "*" then filtered = true end
+    end
+    local whole = filtered and {} or complete_studies(tgt_peer, studies)
+    local results, failures = task.map(studies, function(study)
+        if whole[study.StudyInstanceUID] then
+            local n = study.NumberOfStudyRelatedInstances
+            return {units = {}, complete = {}, found = n, present = n}
+        end
+        return diff_study(src_peer, tgt_peer, study, selection, opts.accept)
+    end, {concurrency = opts.concurrency or 4, errors = "return"})
+    local out = {units = {}, complete = {}, found = 0, present = 0, studies = #studies, errors = {}}
+    for i = 1, #studies do
+        local r = results[i]
+        if r then
+            out.found, out.present = out.found + r.found, out.present + r.present
+            for _, u in ipairs(r.units) do out.units[#out.units + 1] = u end
+            for _, u in ipairs(r.complete) do out.complete[#out.complete + 1] = u end
+        else
+            out.errors[#out.errors + 1] = failures[i]
+            if failures[i].kind ~= "stopped" then
+                log.error("cannot compare a study", {study = studies[i].StudyInstanceUID, error = tostring(failures[i])})
+            end
+        end
+    end
+    return out
+end
+
+return plan

@@ -1,0 +1,430 @@
+--- rtbackup.run: one backup run of one source, from open to close. The library owns
+-- the run; a command parses its arguments and calls run.backup, a site hands in
+-- choices (rtbackup.site).
+--
+--   open     the per-source lock (3 when another run holds it), the journal, the
+--            run's context (audit log, metrics collector), the site's choices
+--   drive    the window; the source's flow (rtbackup.qr.flow for ARIA/MIM,
+--            rtbackup.mosaiq.flow for Mosaiq): plan -> units; transfer and verify
+--            each job on the peers' associations, retrying what is still missing;
+--            finish (references)
+--   close    the exit code (rtbackup.exit), the summary (journal run history,
+--            <state_dir>/<ENV>-<SOURCE>[-shardIofN]-last-run.json, stdout), metrics,
+--            the last audit batch, the lock
+--
+-- A flow is a table: kind, period(run) -> since, till; plan(run) -> {open = units,
+-- complete = units, found, present, errors = {}, summary = {...}}; describe(run,
+-- units) -> dry-run rows; group(run, units) -> jobs ({units = ...}); prepare(run,
+-- jobs) (optional); transfer(run, job, units) -> reported count; verify(run, job,
+-- units) -> {[key] = {total =, missing = {uid = true}, n =}}; retry(run, job, units,
+-- missing, attempt); finish(run) (optional).
+--
+-- An interrupted run (SIGINT/SIGTERM) finishes the jobs in progress, starts none, and
+-- is recorded as interrupted everywhere it is recorded (exit 130/143, summary,
+-- last-run.json, metrics, journal); what it left undone is counted as skipped.
+local clock = require "rtbackup.clock"
+local context = require "rtbackup.context"
+local errors = require "rtbackup.error"
+local exit = require "rtbackup.exit"
+local files = require "rtbackup.files"
+local host = require "rtbackup.host"
+local journal = require "rtbackup.journal"
+local log = require "rtbackup.log"
+local metrics = require "rtbackup.metrics"
+local progress = require "rtbackup.progress"
+local settings = require "rtbackup.settings"
+local site = require "rtbackup.site"
+local summary_mod = require "rtbackup.summary"
+local task = require "rtbackup.task"
+local units = require "rtbackup.units"
+
+local run = {}
+
+local Run = {}
+Run.__index = Run
+
+local FLOWS = {aria = "rtbackup.qr.flow", mim = "rtbackup.qr.flow", mosaiq = "rtbackup.mosaiq.flow"}
+
+--- Where journals, locks, summaries and spools live (created 0700): the setting
+-- state_dir, else $RTBACKUP_STATE_DIR, else /var/lib/rtbackup for an installed binary
+-- and ./state in a development tree.
+function run.state_dir(env)
+    local dir = settings.get(env, "state_dir") or os.getenv("RTBACKUP_STATE_DIR")
+    if not dir then
+        local scripts = host.info().scripts_dir
+        dir = scripts:find("/share/rtbackup/scripts", 1, true) and "/var/lib/rtbackup" or "state"
+    end
+    return files.private_dir(dir)
+end
+
+local function shard_suffix(shard)
+    return shard and string.format("-shard%dof%d", shard.index, shard.count) or ""
+end
+
+--- In --shard I/N runs, a key (study UID, patient) belongs to shard hash(key) mod N.
+function run.in_shard(shard, key)
+    if not shard then return true end
+    local h = 2166136261
+    key = tostring(key)
+    for i = 1, #key do h = ((h ~ key:byte(i)) * 16777619) & 0xffffffff end
+    return h % shard.count == shard.index - 1
+end
+
+--- A run of source `alias` (not yet open). opts: since, till, patient, study, shard
+-- {index, count}, dry_run, ignore_window, metrics_file, format, target.
+function run.new(env, alias, opts)
+    opts = opts or {}
+    local source = (env.sources or {})[alias]
+    if not source then
+        local names = {}
+        for name in pairs(env.sources or {}) do names[#names + 1] = name end
+        table.sort(names)
+        errors.raise{kind = "usage", message = string.format("%s has no source %s (sources: %s)", env.name,
+                     tostring(alias), table.concat(names, ", "))}
+    end
+    local flow_module = FLOWS[source.type]
+    if not flow_module then
+        errors.raise{kind = "config", message = string.format("source %s: no backup for type %s", alias,
+                     tostring(source.type))}
+    end
+    local target = opts.target or env.default_backup
+    if not (env.backup_targets or {})[target] then
+        errors.raise{kind = "config", message = env.name .. ": the backup target " .. tostring(target) ..
+                     " is not defined (default_backup)"}
+    end
+    local self = setmetatable({
+        env = env, opts = opts, source_alias = alias, source_cfg = source,
+        target_alias = target, target_cfg = env.backup_targets[target],
+        flow = require(flow_module), choices = site.choices(env),
+        started = host.monotonic(), started_at = clock.iso_utc(), phase = "starting",
+        failures = {unreachable = false, partial = false},
+    }, Run)
+    if opts.metrics_file then
+        self.metrics = metrics.new{env = env.name, source = alias,
+                                   shard = opts.shard and (opts.shard.index .. "/" .. opts.shard.count)}
+    end
+    self.ctx = context.new(env, {command = "backup", source = alias, metrics = self.metrics, batched = true})
+    self.since, self["until"] = self.flow.period(self)
+    self.summary = {env = env.name, source = alias, target = target, command = "backup", kind = self.flow.kind,
+                    started_at = self.started_at, since = self.since, ["until"] = self["until"],
+                    shard = opts.shard and (opts.shard.index .. "/" .. opts.shard.count) or nil,
+                    dry_run = opts.dry_run or nil}
+    return self
+end
+
+--- A setting for this run's source (its own value first).
+function Run:setting(name, alias)
+    return settings.get(self.env, name, alias or self.source_alias)
+end
+
+--- The peer `alias` in this run's context.
+function Run:peer(alias)
+    return self.ctx:peer(alias)
+end
+
+--- Takes the lock and opens the journal. Raises {kind = "locked"} (exit 3). A dry run
+-- reads the journal (to say what a real run would do) without locking.
+function Run:open()
+    local dir = run.state_dir(self.env)
+    self.state_dir = dir
+    local base = string.format("%s/%s-%s", dir, self.env.name, self.source_alias)
+    local suffix = shard_suffix(self.opts.shard)
+    self.summary_path = base .. suffix .. "-last-run.json"
+    if not self.opts.dry_run then
+        -- The source's lock is exclusive for an unsharded run and shared by sharded
+        -- ones (each also holds its shard's lock): the two never move the same studies.
+        self.locks = {journal.lock(base .. ".lock", {shared = self.opts.shard ~= nil})}
+        if self.opts.shard then self.locks[2] = journal.lock(base .. suffix .. ".lock") end
+    end
+    local ok, j = pcall(journal.open, string.format("%s/%s%s.journal.sqlite", dir, self.env.name, suffix))
+    if not ok then
+        self:release_locks()
+        run.journal_error(j)
+    end
+    self.journal = j
+    self.book = units.book(j, self.source_alias)
+    if not self.opts.dry_run then
+        self.run_id = j:begin_run{env = self.env.name, source = self.source_alias}
+    end
+end
+
+--- A journal that cannot be opened is a state problem for the operator (exit 2), with
+-- the way out.
+function run.journal_error(err)
+    if errors.is(err, "corrupt") or errors.is(err, "version") then
+        errors.raise{kind = "config", message = string.format(
+            "the journal %s cannot be used: %s. Move it aside (mv %s %s.broken) and run again: the next run " ..
+            "rebuilds it by comparing the source with the archive (everything already there is found " ..
+            "complete and not moved again; the run history is lost)", tostring(err.path or "?"),
+            tostring(err.message or err), tostring(err.path or "JOURNAL"), tostring(err.path or "JOURNAL"))}
+    end
+    error(err, 0)
+end
+
+function Run:release_locks()
+    for i = #(self.locks or {}), 1, -1 do self.locks[i]:release() end
+    self.locks = nil
+end
+
+--- The window "HH:MM-HH:MM" when the source has one and it is closed now, else nil.
+function Run:outside_window()
+    local window = self:setting("window")
+    if not window or self.opts.ignore_window then return nil end
+    if clock.in_window(window, clock.now_hhmm(self:setting("timezone"))) then return nil end
+    return window
+end
+
+-- Why the run may start no more work: stopped, or the window closed.
+function Run:must_stop()
+    local signal = task.stopping()
+    if signal then return "the run was stopped (" .. signal .. ")" end
+    local window = self:outside_window()
+    if window then
+        self.failures.window = window
+        return "outside the time window " .. window
+    end
+end
+
+--- Notes an error that kept units from being done: unreachable peers make exit 4,
+-- others make the run partial (1).
+function Run:note_failure(err)
+    if exit.is_stopped(err) then return end
+    if exit.is_unreachable(err) then self.failures.unreachable = true else self.failures.partial = true end
+end
+
+-- Transfers a job's units that are not moved yet, then verifies them all, moving
+-- what is still missing again (flow.retry, with backoff) up to max_retries times.
+function Run:process(job, bar)
+    local book, flow = self.book, self.flow
+    local stop = self:must_stop()
+    if stop then
+        for _, u in ipairs(job.units) do book:skipped(u, stop) end
+        return
+    end
+    local fresh = {}
+    for _, u in ipairs(job.units) do if u.state ~= "moved" then fresh[#fresh + 1] = u end end
+    if #fresh > 0 then
+        local ok, reported = pcall(flow.transfer, self, job, fresh)
+        if not ok then
+            self:note_failure(reported)
+            local refused = not exit.is_unreachable(reported)
+            for _, u in ipairs(fresh) do book:skipped(u, reported, refused) end
+            for _, u in ipairs(job.units) do if u.state == "moved" then book:skipped(u, reported) end end
+            log.error("cannot move", {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
+            return
+        end
+        book:moved(fresh, reported)
+    end
+    local ok, found = pcall(flow.verify, self, job, job.units)
+    if not ok then
+        self:note_failure(found)
+        for _, u in ipairs(job.units) do book:skipped(u, found) end -- still "moved": verified first next time
+        return
+    end
+    local attempt, delay = 0, self:setting("retry_backoff_ms")
+    local max_retries = self:setting("max_retries")
+    while attempt < max_retries do
+        local pending = {}
+        for _, u in ipairs(job.units) do
+            if found[u.key] and found[u.key].n > 0 then pending[#pending + 1] = u end
+        end
+        if #pending == 0 or self:must_stop() then break end
+        attempt = attempt + 1
+        log.warn("instances missing after the move; moving them again",
+                 {source = self.source_alias, units = #pending, attempt = attempt})
+        task.sleep(delay)
+        delay = delay * 2
+        local moved, err = pcall(flow.retry, self, job, pending, found, attempt)
+        if not moved then
+            self:note_failure(err)
+            if exit.is_unreachable(err) then break end
+        end
+        local again_ok, again = pcall(flow.verify, self, job, pending)
+        if not again_ok then
+            self:note_failure(again)
+            for _, u in ipairs(pending) do book:skipped(u, again) end
+            for _, u in ipairs(pending) do found[u.key] = nil end
+            break
+        end
+        for key, f in pairs(again) do found[key] = f end
+    end
+    for _, u in ipairs(job.units) do
+        local f = found[u.key]
+        if f then
+            if f.n == 0 then
+                book:verified(u, f.total)
+            else
+                self.failures.partial = true
+                book:failed(u, f.n, f.total, flow.describe_missing(self, u, f, attempt))
+            end
+        end
+        if bar then bar:add(u.expected or 1) end
+    end
+end
+
+-- Everything between open and close: raises only for bugs and configuration errors
+-- (which then end the run with their own exit code).
+function Run:drive()
+    local flow, opts = self.flow, self.opts
+    local window = self:outside_window()
+    if window then
+        log.warn("outside the source's time window; nothing done (--ignore-window to run anyway)",
+                 {source = self.source_alias, window = window})
+        self.failures.window = window
+        self.summary.outside_window = window
+        return
+    end
+    self.phase = "planning"
+    log.info("planning", {source = self.source_alias, target = self.target_alias, since = self.since,
+                          ["until"] = self["until"]})
+    local t0 = host.monotonic()
+    local plan = flow.plan(self)
+    self.summary.plan_seconds = host.monotonic() - t0
+    for k, v in pairs(plan.summary or {}) do self.summary[k] = v end
+    self.summary.found, self.summary.already_present = plan.found, plan.present
+    for _, err in ipairs(plan.errors or {}) do self:note_failure(err) end
+    if opts.dry_run then
+        self.summary.plan = flow.describe(self, plan.open)
+        return
+    end
+    self.book:record_plan(plan.open, plan.complete)
+    self.phase = "moving"
+    local cap = self:setting("max_uids_per_run")
+    local work, instances = self.book:select(cap, flow.selects and function(u)
+        return flow.selects(self, u)
+    end)
+    -- What the references pass may still move under max_uids_per_run.
+    self.budget = cap and math.max(0, cap - instances) or math.huge
+    if self.book.counts.deferred > 0 then
+        log.info("max_uids_per_run reached: the rest waits for the next runs",
+                 {deferred_instances = self.book.counts.deferred})
+    end
+    local jobs = flow.group(self, work)
+    t0 = host.monotonic()
+    if flow.prepare and #jobs > 0 then flow.prepare(self, jobs) end
+    local bar = progress.new(self.source_alias .. " -> " .. self.target_alias, instances,
+                             {unit = flow.unit, interval = settings.get(self.env, "progress_interval")})
+    local _, failures = task.map(jobs, function(job)
+        self:process(job, bar)
+        self.ctx:flush() -- a job is an audit batch: on disk before the next starts
+    end, {concurrency = self:setting("max_associations"), errors = "return"})
+    bar:finish()
+    for i, err in pairs(failures) do
+        -- Not started (the run stopping) or a bug in a job: its units stay for later.
+        if not exit.is_stopped(err) then
+            self.failures.partial = true
+            log.error("a job failed", {source = self.source_alias, error = tostring(err)})
+        end
+        for _, u in ipairs(jobs[i].units) do self.book:skipped(u, err) end
+    end
+    self.summary.move_verify_seconds = host.monotonic() - t0
+    if flow.finish and not task.stopping() then
+        self.phase = "following references"
+        flow.finish(self)
+    end
+end
+
+--- The exit code of what happened.
+function Run:exit_code()
+    local stop = exit.stop_code()
+    if stop then return stop end
+    if self.summary.outside_window then return exit.outside_window end
+    if self.failures.unreachable then
+        -- Work left for later because a peer could not be reached (or the window
+        -- closed on it meanwhile).
+        return self.failures.window and exit.outside_window or exit.unreachable
+    end
+    if self.failures.window then return exit.outside_window end
+    if self.failures.partial or (self.book and self.book.counts.failed > 0) then return exit.partial end
+    return exit.ok
+end
+
+--- Runs the flow and records how it ended; returns the exit code.
+function Run:execute()
+    local ok, err = xpcall(self.drive, function(e)
+        if type(e) == "table" then
+            e.traceback = e.traceback or debug.traceback("", 2)
+            return e
+        end
+        return debug.traceback(tostring(e), 2)
+    end, self)
+    if ok then return self:exit_code() end
+    local code = exit.stop_code() or exit.of_error(err)
+    self.summary.error = {phase = self.phase, kind = type(err) == "table" and err.kind or "internal",
+                          message = type(err) == "table" and tostring(err.message or err) or tostring(err),
+                          peer = type(err) == "table" and err.alias or nil}
+    log.error("the backup of a source stopped", {source = self.source_alias, phase = self.phase,
+                                                 error = tostring(err)})
+    if type(err) ~= "table" and log.enabled("debug") then io.stderr:write(tostring(err), "\n") end
+    return code
+end
+
+--- Ends the run: the summary everywhere it is recorded, the lock released.
+function Run:close(code)
+    local s = self.summary
+    if self.book then
+        for k, v in pairs(self.book.counts) do s[k] = v end
+        s.errors = self.book.errors
+        s.units_verified, s.units_failed, s.units_skipped = self.book.outcomes.verified,
+            self.book.outcomes.failed, self.book.outcomes.skipped
+    end
+    s.finished_at = clock.iso_utc()
+    s.duration_seconds = host.monotonic() - self.started
+    s.instances_per_second = s.duration_seconds > 0 and (s.moved or 0) / s.duration_seconds or 0
+    s.exit_code, s.status = code, exit.status(code)
+    s.interrupted = exit.stop_code() ~= nil or nil
+    s.associations = self.ctx:association_count()
+    if self.journal then
+        if self.run_id then
+            local ok, err = pcall(self.journal.finish_run, self.journal, self.run_id, {status = s.status, summary = s})
+            if not ok then log.error("cannot record the run in the journal", {error = tostring(err)}) end
+        end
+        self.journal:close()
+        if not self.opts.dry_run then
+            local ok, err = pcall(files.replace, self.summary_path, summary_mod.json(s) .. "\n")
+            if not ok then log.error("cannot write the summary", {path = self.summary_path, error = tostring(err)}) end
+        end
+    end
+    self:release_locks()
+    local flushed, ferr = pcall(self.ctx.flush, self.ctx)
+    if not flushed then log.error("cannot write the audit log", {error = tostring(ferr)}) end
+    if self.metrics then
+        -- Metrics are for watching: a file that cannot be written must not turn a
+        -- verified backup into a failed one.
+        local ok, err = pcall(self.metrics.write, self.metrics, self.opts.metrics_file, s)
+        if not ok then log.error("cannot write the metrics file", {path = self.opts.metrics_file, error = tostring(err)}) end
+    end
+    return s
+end
+
+--- Backs up each source in `aliases`, one after the other; prints each summary (as
+-- JSON with opts.format == "json"); returns the worst exit code.
+function run.backup(env, aliases, opts)
+    opts = opts or {}
+    local worst, summaries = exit.ok, {}
+    for _, alias in ipairs(aliases) do
+        local r = run.new(env, alias, opts)
+        local ok, err = pcall(r.open, r)
+        local code
+        if not ok then
+            if not errors.is(err, "locked") then error(err, 0) end
+            io.stderr:write("rtbackup backup: ", tostring(err), "\n")
+            code = exit.locked
+            r.summary.exit_code, r.summary.status = code, exit.status(code)
+            r.summary.error = {phase = "locking", kind = "locked", message = tostring(err)}
+            summaries[#summaries + 1] = r.summary
+        else
+            code = r:execute()
+            summaries[#summaries + 1] = r:close(code)
+        end
+        if opts.format ~= "json" then summary_mod.print(summaries[#summaries]) end
+        if code > worst then worst = code end
+        if exit.stop_code() then break end
+    end
+    if opts.format == "json" then
+        io.stdout:write(summary_mod.json(#summaries == 1 and summaries[1] or summaries), "\n")
+    end
+    return worst
+end
+
+return run

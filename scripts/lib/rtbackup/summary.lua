@@ -1,0 +1,102 @@
+--- rtbackup.summary: what a run did, for people (a few lines on stdout) and for
+-- programs (JSON: `--format json`, <state_dir>/<ENV>-<SOURCE>-last-run.json, the
+-- journal's run history, metrics, alerts). One table, the same everywhere.
+--
+-- Fields every run has: env, source, target, command, started_at, finished_at,
+-- duration_seconds, exit_code, status ("ok", "partial", "unreachable", "interrupted",
+-- "locked", "outside_window", "usage"), error (the cause when the run could not go on:
+-- {kind, message, peer, phase}), since/until, found, already_present, moved, verified,
+-- failed, skipped, deferred, associations, errors ({unit, kind, patient, error}).
+-- A flow adds its own (studies, series_to_move, references; records_built,
+-- deliveries_skipped, ...).
+local cjson = require("cjson").new()
+
+cjson.encode_sparse_array(true)
+cjson.encode_invalid_numbers("null")
+
+local summary = {}
+
+function summary.json(s)
+    return cjson.encode(s)
+end
+
+local function count(v) return v or 0 end
+
+-- What the run was about, also when it stopped before doing anything.
+local function headline(s)
+    local what = s.source or "?"
+    if s.target then what = what .. " -> " .. s.target end
+    local period = ""
+    if s.since or s["until"] then period = string.format(" (%s .. %s)", s.since or "?", s["until"] or "?") end
+    return string.format("%s %s %s%s", s.env or "", s.command or "backup", what, period)
+end
+
+local function print_dry_run(out, s)
+    local plan = s.plan or {}
+    local unit = s.kind == "mosaiq" and "records" or "series"
+    local instances, bytes = 0, 0
+    for _, p in ipairs(plan) do
+        instances = instances + (p.missing or 0)
+        bytes = bytes + (p.bytes or 0)
+    end
+    out:write(string.format("  dry run: %d %s would be moved (%d %s%s)\n", #plan, unit, instances,
+                            s.kind == "mosaiq" and "records" or "instances",
+                            bytes > 0 and string.format(", %.1f MB", bytes / 1e6) or ""))
+    for _, p in ipairs(plan) do
+        if s.kind == "mosaiq" then
+            out:write(string.format("    %s %s: %s\n", p.patient or "?", p.day or "", p.record))
+        else
+            out:write(string.format("    %s %s %s: %d of %d instances missing\n", p.patient or "?",
+                                    p.modality or "?", p.series, p.missing, p.instances))
+        end
+    end
+end
+
+--- The summary for people, on `out` (default stdout).
+function summary.print(s, out)
+    out = out or io.stdout
+    out:write(headline(s), "\n")
+    if s.error then
+        out:write(string.format("  stopped while %s: %s\n", s.error.phase or "running", s.error.message or "?"))
+    end
+    if s.kind == "mosaiq" then
+        out:write(string.format("  found %d deliveries; built %d records", count(s.found), count(s.records_built)))
+        if count(s.deliveries_skipped) > 0 then
+            out:write(string.format("; %d deliveries not built (see below)", s.deliveries_skipped))
+        end
+        out:write(string.format("; already backed up %d\n", count(s.already_present)))
+    elseif s.found then
+        out:write(string.format("  found %d instances in %d studies; already present %d\n", count(s.found),
+                                count(s.studies), count(s.already_present)))
+    end
+    if s.plan then return print_dry_run(out, s) end
+    local unit = s.kind == "mosaiq" and "records" or "instances"
+    out:write(string.format("  moved %d, verified %d, failed %d %s", count(s.moved), count(s.verified),
+                            count(s.failed), unit))
+    local later = count(s.skipped) + count(s.deferred)
+    if later > 0 then out:write(string.format("; %d left for later runs", later)) end
+    out:write("\n")
+    if count(s.references_unresolved) > 0 then
+        out:write(string.format("  %d references unresolved (in neither archive)\n", s.references_unresolved))
+    end
+    out:write(string.format("  %.1f s, %.0f %s/s, exit %d (%s)\n", s.duration_seconds or 0,
+                            s.instances_per_second or 0, unit, s.exit_code or 0, s.status or "?"))
+    for i, e in ipairs(s.errors or {}) do
+        if i > 20 then
+            out:write(string.format("  ... and %d more (the JSON summary lists them all)\n", #s.errors - 20))
+            break
+        end
+        out:write("  error: ", e.patient and (e.patient .. " ") or "", e.unit or "", ": ", e.error or "", "\n")
+    end
+    for i, u in ipairs(s.unresolved or {}) do
+        if i > 20 then break end
+        out:write(string.format("  unresolved: %s references %s %s\n", u.from or "?", u.kind or "instance", u.uid or "?"))
+    end
+    for i, d in ipairs(s.skipped_deliveries or {}) do
+        if i > 20 then break end
+        out:write(string.format("  not built: %s %s fraction %s: %s\n", d.patient or "?", d.plan or "?",
+                                tostring(d.fraction or "?"), d.reason or "?"))
+    end
+end
+
+return summary

@@ -1,0 +1,163 @@
+--- rtbackup.units: the one bookkeeping of units of work (a series, a Mosaiq record,
+-- a referenced series), whatever the flow.
+--
+-- A unit goes queued -> moved -> verified, or failed, in the journal. What the counts
+-- mean, for every flow, the summary, the metrics and the exit code:
+--   verified   instances confirmed present in the target (by SOP Instance UID)
+--   moved      instances that arrived in the target during this run: found by the
+--              verification, so a peer that reports no counts (or wrong ones) cannot
+--              make the figure lie; where the target could not be checked, what the
+--              peer reported
+--   failed     instances the target still lacks after every retry — never 0 while an
+--              attempted unit is incomplete
+--   skipped    instances of units not attempted or not finished because a peer was
+--              unreachable, the window closed or the run was stopped: still queued (or
+--              moved, to be verified first) for the next run
+--   deferred   instances left for later runs by max_uids_per_run
+local log = require "rtbackup.log"
+
+local units = {STATES = {"queued", "moved", "verified", "failed"}}
+
+local Book = {}
+Book.__index = Book
+
+--- The book of one run of `source` (its alias) over `journal` (nil for a dry run).
+function units.book(journal, source)
+    return setmetatable({
+        journal = journal, source = source,
+        counts = {moved = 0, verified = 0, failed = 0, skipped = 0, deferred = 0},
+        outcomes = {verified = 0, failed = 0, skipped = 0},
+        errors = {},
+        done = {}, -- units verified in this run
+    }, Book)
+end
+
+local function keys_of(list)
+    local keys = {}
+    for i, u in ipairs(list) do keys[i] = u.key end
+    return keys
+end
+
+--- Records what the plan found: `open` units are incomplete in the target (queued;
+-- ones the journal has as verified are queued again, since the target lost them, and
+-- said so); `complete` ones are there whole (verified, not moved). Units carry
+-- `present` (instances already in the target), kept in their data so that the
+-- arrivals of a later run can be told from what was there.
+function Book:record_plan(open, complete)
+    local j, source = self.journal, self.source
+    for _, u in ipairs(open) do
+        u.data = u.data or {}
+        u.data.present = u.present or 0
+    end
+    local lost = {}
+    for _, u in ipairs(open) do
+        local known = j:get(source, u.key)
+        if known and known.state == "verified" then lost[#lost + 1] = u.key end
+    end
+    if #lost > 0 then
+        log.warn("units verified earlier are incomplete in the target again; queueing them",
+                 {source = source, count = #lost})
+        j:requeue(source, lost) -- first, so the upsert below refreshes their counts
+    end
+    j:upsert(source, open)
+    j:upsert(source, complete)
+    j:mark_many(source, keys_of(complete), "verified", {})
+    return #lost
+end
+
+--- The open units (queued, moved, failed), oldest first, at most `cap` instances
+-- (nil: no cap; the first unit is always taken). Returns units, their instances, and
+-- the instances left for later runs.
+function Book:select(cap, filter)
+    local open = self.journal:units(self.source, {state = {"moved", "queued", "failed"}, order = "oldest"})
+    local chosen, instances = {}, 0
+    for _, u in ipairs(open) do
+        if not filter or filter(u) then
+            local n = u.expected or 0
+            if cap and instances > 0 and instances + n > cap then
+                self.counts.deferred = self.counts.deferred + n
+            else
+                chosen[#chosen + 1] = u
+                instances = instances + n
+            end
+        end
+    end
+    return chosen, instances
+end
+
+local function present_before(u)
+    return (u.data and u.data.present) or u.present or 0
+end
+
+local function note_error(self, unit, err)
+    self.errors[#self.errors + 1] = {unit = unit.key, kind = unit.kind, patient = unit.data and unit.data.patient,
+                                     error = tostring(err)}
+end
+
+--- The move of `list` succeeded; `reported` is what the peer said it completed (nil
+-- when its responses carry no counts).
+function Book:moved(list, reported)
+    for _, u in ipairs(list) do
+        self.journal:mark(self.source, u.key, "moved", {moved = #list == 1 and reported or nil,
+                                                        attempts_increment = true})
+        u.state = "moved"
+        u.reported = #list == 1 and reported or nil
+    end
+end
+
+--- A unit is complete in the target: `total` instances, every one found.
+function Book:verified(u, total)
+    self.journal:mark(self.source, u.key, "verified", {})
+    self.counts.verified = self.counts.verified + total
+    self.counts.moved = self.counts.moved + math.max(0, total - present_before(u))
+    self.outcomes.verified = self.outcomes.verified + 1
+    self.done[#self.done + 1] = u
+    return "verified"
+end
+
+--- A unit is still incomplete after every retry: `missing` of `total` instances
+-- absent; message names them.
+function Book:failed(u, missing, total, message)
+    self.journal:mark(self.source, u.key, "failed", {error = message})
+    self.counts.failed = self.counts.failed + missing
+    self.counts.moved = self.counts.moved + math.max(0, total - missing - present_before(u))
+    self.outcomes.failed = self.outcomes.failed + 1
+    note_error(self, u, message)
+    log.error("not completely backed up", {source = self.source, unit = u.key, missing = missing, total = total})
+    return "failed"
+end
+
+--- A unit could not be attempted or finished (a peer unreachable, the window closed,
+-- the run stopped): it keeps its state (queued, or moved to be verified first) for
+-- the next run. `refused`: the peer refused it for good (a failure, not a skip).
+function Book:skipped(u, err, refused)
+    local expected = u.expected or 0
+    if refused then
+        self.journal:mark(self.source, u.key, "failed", {error = tostring(err), attempts_increment = true})
+        self.counts.failed = self.counts.failed + expected - present_before(u)
+        self.outcomes.failed = self.outcomes.failed + 1
+        note_error(self, u, err)
+        return "failed"
+    end
+    self.journal:mark(self.source, u.key, nil, {error = tostring(err)})
+    self.counts.skipped = self.counts.skipped + math.max(0, expected - present_before(u))
+    if u.reported then self.counts.moved = self.counts.moved + u.reported end
+    self.outcomes.skipped = self.outcomes.skipped + 1
+    note_error(self, u, err)
+    return "skipped"
+end
+
+--- A unit that is not in the journal (found by the references pass, say) joins it
+-- queued, with what is already there.
+function Book:adopt(u)
+    u.data = u.data or {}
+    u.data.present = u.present or 0
+    self.journal:upsert(self.source, {u})
+    local known = self.journal:get(self.source, u.key)
+    if known and known.state == "verified" then
+        self.journal:requeue(self.source, {u.key})
+    end
+    return u
+end
+
+return units

@@ -1,0 +1,155 @@
+--- rtbackup.validate: a DICOM source compared with the backup archive, instance by
+-- instance (and with deep = true, content by canonical digest through C-GET, which
+-- retrieves every instance as stored).
+--
+--   local code = validate.run(env, "ARIA", "ORTHANC_MAIN", {since = ..., until = ..., deep = true,
+--                                                          format = "json", metrics_file = path})
+--
+-- Exit codes: 0 no discrepancy, 1 discrepancies (listed), 4 a peer unreachable (the
+-- studies it could not compare are counted), 130/143 interrupted.
+local clock = require "rtbackup.clock"
+local context = require "rtbackup.context"
+local exit = require "rtbackup.exit"
+local log = require "rtbackup.log"
+local metrics = require "rtbackup.metrics"
+local plan = require "rtbackup.qr.plan"
+local settings = require "rtbackup.settings"
+local task = require "rtbackup.task"
+
+local validate = {}
+
+local function series_of(peer, study, patient)
+    local list = {}
+    for _, s in ipairs(peer:find{level = "SERIES", StudyInstanceUID = study, SeriesInstanceUID = "", Modality = "",
+                                 patient = patient}) do
+        list[s.SeriesInstanceUID] = s
+    end
+    return list
+end
+
+-- Digest of every instance of a series, by SOP Instance UID, through C-GET.
+local function digests(peer, study, series, patient)
+    local out = {}
+    peer:get({level = "SERIES", StudyInstanceUID = study, SeriesInstanceUID = series, patient = patient},
+             function(ds) out[ds.SOPInstanceUID] = ds:digest() end)
+    return out
+end
+
+--- Compares one study: missing (in source, not in backup), extra (in backup only),
+-- and with deep, different (both have it, digests differ).
+function validate.study(source, target, study, deep)
+    local found = {missing = {}, extra = {}, different = {}, instances = 0, compared = 0}
+    local id, patient = study.StudyInstanceUID, study.PatientID
+    local src_series, tgt_series = series_of(source, id, patient), series_of(target, id, patient)
+    local function note(list, series, uid)
+        list[#list + 1] = {patient = patient, study = id, series = series, sop_instance_uid = uid}
+    end
+    for series in pairs(src_series) do
+        local src = plan.instance_uids(source, id, series, patient)
+        local tgt = tgt_series[series] and plan.instance_uids(target, id, series, patient) or {}
+        for uid in pairs(src) do
+            found.instances = found.instances + 1
+            if not tgt[uid] then note(found.missing, series, uid) end
+        end
+        for uid in pairs(tgt) do if not src[uid] then note(found.extra, series, uid) end end
+        if deep and tgt_series[series] then
+            local a, b = digests(source, id, series, patient), digests(target, id, series, patient)
+            for uid, d in pairs(a) do
+                if b[uid] then
+                    found.compared = found.compared + 1
+                    if b[uid] ~= d then note(found.different, series, uid) end
+                end
+            end
+        end
+    end
+    for series in pairs(tgt_series) do
+        if not src_series[series] then
+            for uid in pairs(plan.instance_uids(target, id, series, patient)) do note(found.extra, series, uid) end
+        end
+    end
+    return found
+end
+
+--- Compares the studies of a selection ({study_dates, patient, study, keys}) of the
+-- peers `source` and `target`. Returns {studies, instances, compared, missing, extra,
+-- different, errors}.
+function validate.compare(source, target, selection, opts)
+    opts = opts or {}
+    local studies = plan.studies(source, selection)
+    local results, failures = task.map(studies, function(s) return validate.study(source, target, s, opts.deep) end,
+                                       {concurrency = opts.concurrency or 4, errors = "return"})
+    local total = {instances = 0, compared = 0, missing = {}, extra = {}, different = {}, errors = {},
+                   studies = #studies}
+    for i = 1, #studies do
+        local r = results[i]
+        if r then
+            total.instances, total.compared = total.instances + r.instances, total.compared + r.compared
+            for _, k in ipairs{"missing", "extra", "different"} do
+                for _, item in ipairs(r[k]) do total[k][#total[k] + 1] = item end
+            end
+        else
+            total.errors[#total.errors + 1] = {study = studies[i].StudyInstanceUID, error = failures[i]}
+            if not exit.is_stopped(failures[i]) then
+                log.error("cannot compare a study", {study = studies[i].StudyInstanceUID, error = tostring(failures[i])})
+            end
+        end
+    end
+    for _, k in ipairs{"missing", "extra", "different"} do
+        table.sort(total[k], function(a, b) return a.sop_instance_uid < b.sop_instance_uid end)
+    end
+    return total
+end
+
+--- The validate command: compares, prints the discrepancies (rows) and a summary line,
+-- writes metrics; returns the exit code.
+function validate.run(env, source_alias, target_alias, opts)
+    local print_rows = require("rtbackup.dicom_cli").print_rows
+    local collector = opts.metrics_file and metrics.new{env = env.name, source = source_alias, command = "validate"}
+    local ctx = context.new(env, {command = "validate", source = source_alias, metrics = collector, batched = true})
+    local tz = settings.get(env, "timezone")
+    local since, till = opts.since or clock.today(tz, -1), opts["until"] or clock.today(tz, 0)
+    local selection = {patient = opts.patient, study = opts.study,
+                       keys = settings.get(env, "dicom_query_keys", source_alias),
+                       study_dates = clock.dicom_date(since) .. "-" .. clock.dicom_date(till)}
+    local started_at = clock.iso_utc()
+    local source, target = ctx:peer(source_alias), ctx:peer(target_alias)
+    local ok, result = pcall(validate.compare, source, target, selection,
+                             {deep = opts.deep, concurrency = settings.get(env, "max_associations", source_alias)})
+    ctx:flush()
+    local code
+    if not ok then
+        if not exit.is_unreachable(result) then error(result, 0) end
+        io.stderr:write("rtbackup validate: ", tostring(result), "\n")
+        code = exit.stop_code() or exit.unreachable
+    else
+        local rows = {}
+        for _, kind in ipairs{"missing", "extra", "different"} do
+            for _, item in ipairs(result[kind]) do
+                rows[#rows + 1] = {problem = kind, patient = item.patient, study = item.study, series = item.series,
+                                   sop_instance_uid = item.sop_instance_uid}
+            end
+        end
+        if #rows > 0 or opts.format then
+            print_rows(rows, {"problem", "patient", "study", "series", "sop_instance_uid"}, opts.format)
+        end
+        io.stderr:write(string.format("%s %s vs %s (%s .. %s): %d studies, %d instances; %d missing, %d extra%s%s\n",
+            env.name, source_alias, target_alias, since, till, result.studies, result.instances, #result.missing,
+            #result.extra,
+            opts.deep and string.format(", %d compared, %d different", result.compared, #result.different) or "",
+            #result.errors > 0 and string.format("; %d studies could not be compared", #result.errors) or ""))
+        local unreachable = false
+        for _, e in ipairs(result.errors) do unreachable = unreachable or exit.is_unreachable(e.error) end
+        code = exit.stop_code() or (unreachable and exit.unreachable)
+               or ((#rows > 0 or #result.errors > 0) and exit.partial or exit.ok)
+    end
+    if collector then
+        local failed = ok and (#result.missing + #result.extra + #result.different) or nil
+        local wrote, err = pcall(collector.write, collector, opts.metrics_file, {
+            started_at = started_at, finished_at = clock.iso_utc(), exit_code = code,
+            found = ok and result.instances or nil, failed = failed})
+        if not wrote then io.stderr:write("rtbackup validate: cannot write the metrics file: ", tostring(err), "\n") end
+    end
+    return code
+end
+
+return validate
