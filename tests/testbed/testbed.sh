@@ -10,6 +10,8 @@
 #   dcmqrscp          AET ARIA          preloaded with synthetic patients
 #   storescp          AET STORESCP      writes to DIR/storescp
 #   storescp over TLS AET STORESCP_TLS  mutual TLS, certificates from a CA made here
+#   dcmqrscp          AET CORPUS    pydicom's real-world files in every transfer syntax
+#                                   (tests/testbed/corpus.py), accepted as stored (-xf)
 # plus a reserved port for the test program's own SCP (AET RTB_TEST_SCP), known
 # to every peer as a move destination, and the test SCU's calling AE RTB_SCU.
 #
@@ -143,7 +145,7 @@ start() {
     DIR=$(cd "$DIR" && pwd)
 
     for var in MAIN_PORT MAIN_HTTP STAGING_PORT STAGING_HTTP ARIA_PORT STORESCP_PORT TLS_PORT \
-               TEST_SCP_PORT CLOSED_PORT; do
+               TEST_SCP_PORT CLOSED_PORT CORPUS_PORT; do
         pick_port "$var"
     done
 
@@ -176,6 +178,22 @@ EOF
     mkdir -p "$DIR/aria/storage"
     cp "$DIR"/synthetic/*.dcm "$DIR/aria/storage/"
     dcmqridx "$DIR/aria/storage" "$DIR"/aria/storage/*.dcm
+
+    # dcmqrscp "CORPUS": its own process, because dcmqrscp has no option to accept every
+    # transfer syntax; an association profile (-xf) does, but it replaces the negotiation
+    # of every AE of the process, incoming and outgoing (ARIA's C-MOVEs included). The
+    # readable corpus files are indexed in place (like ARIA's) so that they keep the exact
+    # transfer syntax and bytes they were written with.
+    mkdir -p "$DIR/corpus-qr/storage"
+    /usr/bin/python3 "$(dirname "$0")/corpus.py" build "$DIR/corpus" --profile "$DIR/corpus-qr/profile.cfg" \
+        >"$DIR/logs/corpus.log" 2>&1 || die "corpus.py failed; see $DIR/logs/corpus.log"
+    awk -F'\t' 'NR > 1 && $2 == "good" { print $1 }' "$DIR/corpus/index.tsv" | while read -r f; do
+        cp "$DIR/corpus/$f" "$DIR/corpus-qr/storage/"
+    done
+    sed -e "s/^NetworkTCPPort .*/NetworkTCPPort  = $CORPUS_PORT/" \
+        -e "s|^ARIA .*|CORPUS $DIR/corpus-qr/storage RW (500, 1024mb) ANY|" \
+        "$DIR/aria/dcmqrscp.cfg" >"$DIR/corpus-qr/dcmqrscp.cfg"
+    dcmqridx "$DIR/corpus-qr/storage" "$DIR"/corpus-qr/storage/*.dcm 2>>"$DIR/logs/corpus.log"
 
     # A private CA and certificates for the TLS storescp (skipped without openssl;
     # the TLS test then skips too).
@@ -210,6 +228,10 @@ EOF
     TCP_NODELAY=1 storescp -aet STORESCP -od "$DIR/storescp" -uf "$STORESCP_PORT" >"$DIR/logs/storescp.log" 2>&1 </dev/null &
     STORESCP_PID=$!
     echo "STORESCP_PID=$STORESCP_PID" >>"$env"
+    TCP_NODELAY=1 dcmqrscp -c "$DIR/corpus-qr/dcmqrscp.cfg" -xf "$DIR/corpus-qr/profile.cfg" Corpus Corpus \
+        >"$DIR/logs/corpus-qr.log" 2>&1 </dev/null &
+    CORPUS_PID=$!
+    echo "CORPUS_PID=$CORPUS_PID" >>"$env"
     if [ $tls = 1 ]; then
         TCP_NODELAY=1 storescp -aet STORESCP_TLS -od "$DIR/storescp-tls" -uf \
             +tls "$DIR/tls/server.key" "$DIR/tls/server.pem" +cf "$DIR/tls/ca.pem" "$TLS_PORT" \
@@ -224,6 +246,7 @@ EOF
     wait_echo STAGING "$STAGING_PORT" 60 "$STAGING_PID"
     wait_echo ARIA "$ARIA_PORT" 30 "$ARIA_PID"
     wait_echo STORESCP "$STORESCP_PORT" 30 "$STORESCP_PID"
+    wait_echo CORPUS "$CORPUS_PORT" 30 "$CORPUS_PID"
     if [ $tls = 1 ]; then wait_port "$TLS_PORT" 30 "$TLS_PID"; fi
 
     cat >>"$env" <<EOF
@@ -248,6 +271,9 @@ SYNTH_DIR=$DIR/synthetic
 SYNTH_PATIENTS=$patients
 SYNTH_CT_SLICES=$slices
 SYNTH_INSTANCES=$(( patients * (slices + 3) ))
+CORPUS_AET=CORPUS
+CORPUS_PORT=$CORPUS_PORT
+CORPUS_DIR=$DIR/corpus
 EOF
     if [ $tls = 1 ]; then
         cat >>"$env" <<EOF

@@ -26,6 +26,7 @@ local dicom = {
     read = core.read,
     uid = core.uid,
     uid_valid = core.uid_valid,
+    uid_name = core.uid_name, -- "MR Image Storage", "RLE Lossless"
     -- Associations this process opened, by operation (summaries and benchmarks).
     associations = {echo = 0, find = 0, move = 0, get = 0, store = 0},
 }
@@ -200,14 +201,16 @@ end
 --- C-STORE of paths and datasets over one association. Returns {stored, failed,
 -- items = {{ok, status, sop_instance_uid, path, error}}, error}: an item that cannot
 -- be read or is refused fails alone; `error` is set when the association failed.
-function Peer:store(items)
+-- opts (optional): {max_reconnects, backoff_ms, max_backoff_ms} when the association is lost.
+-- Each item has outcome = "stored" | "refused" | "unreadable" | "not_sent".
+function Peer:store(items, opts)
     -- The audit log names the patients whose datasets were sent (paths are not read here).
     local seen, patients = {}, {}
     for _, item in ipairs(items) do
         local id = type(item) ~= "string" and item.PatientID
         if id and not seen[id] then seen[id], patients[#patients + 1] = true, id end
     end
-    return annotated(self, "store", {patient_ids = #patients > 0 and patients or nil}, core.store, self, items)
+    return annotated(self, "store", {patient_ids = #patients > 0 and patients or nil}, core.store, self, items, opts)
 end
 
 local function number_setting(settings, key)
