@@ -108,7 +108,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
 
 import odil
