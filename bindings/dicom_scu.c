@@ -196,7 +196,7 @@ static void stream_work(void *data)
         s->rc = rtb_dicom_find(&s->peer.peer, s->model, s->level, s->identifier, stream_on_ds, s,
                                &s->find, &s->err);
     } else {
-        rtb_dicom_get_options opts = {s->out_dir, s->deliver ? stream_on_ds : NULL, s, NULL, 0};
+        rtb_dicom_get_options opts = {s->out_dir, s->deliver ? stream_on_ds : NULL, s, NULL, 0, 0};
         s->rc = rtb_dicom_get(&s->peer.peer, s->model, s->level, s->identifier, &opts,
                               &s->retrieve, &s->err);
     }
@@ -285,7 +285,9 @@ static int stream_cancel(lua_State *L)
     return 0;
 }
 
-/* stream:result() — after the end: {status, matches} or retrieve counts. */
+/* stream:result() — after the end: {status, matches} or retrieve counts: {status,
+ * completed, failed, warning, received, transcoded, associations, stored_syntax_known,
+ * message, failed_uids}. */
 static int stream_result(lua_State *L)
 {
     stream *s = check_stream(L, 1);
@@ -303,6 +305,12 @@ static int stream_result(lua_State *L)
     rtb_lua_set_integer(L, "failed", r->failed);
     rtb_lua_set_integer(L, "warning", r->warning);
     rtb_lua_set_integer(L, "received", (lua_Integer)r->received);
+    rtb_lua_set_integer(L, "transcoded", (lua_Integer)r->transcoded);
+    rtb_lua_set_integer(L, "associations", (lua_Integer)r->associations);
+    lua_pushboolean(L, r->stored_syntax_known);
+    lua_setfield(L, -2, "stored_syntax_known");
+    if (r->message[0])
+        rtb_lua_set_string(L, "message", r->message);
     lua_createtable(L, (int)r->n_failed_uids, 0);
     for (size_t i = 0; i < r->n_failed_uids; i++) {
         lua_pushstring(L, r->failed_uids[i]);

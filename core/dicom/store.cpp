@@ -147,9 +147,12 @@ void plan_dataset(rtb_dicom_store_item *it, const rtb_dicom_peer *peer, Plan &p)
 }
 
 // One context per distinct (SOP class, transfer syntax) among the pending items, at
-// most 128. Uncompressed data may travel in any uncompressed syntax (DCMTK converts
-// while sending, values unchanged); compressed and deflated data is offered only as it
-// is, because a backup must not transcode it. index maps a pair to its context.
+// most 128: the item's own syntax alone, so that a peer accepting it stores the
+// instance byte for byte (a big-endian file stays big endian). Uncompressed data gets a
+// second context with every uncompressed syntax, for peers that refuse its own (DCMTK
+// converts while sending, values unchanged); compressed and deflated data is offered
+// only as it is, because a backup must not transcode it. index maps a pair to its
+// first context.
 std::vector<PresContext> build_contexts(const std::vector<Plan> &plans,
                                         std::map<std::pair<std::string, std::string>, int> &index)
 {
@@ -158,17 +161,18 @@ std::vector<PresContext> build_contexts(const std::vector<Plan> &plans,
     for (const Plan &p : plans) {
         if (!p.pending) continue;
         auto key = std::make_pair(p.sop_class, p.xfer);
-        if (index.count(key) || contexts.size() >= 128) continue;
+        if (index.count(key) || contexts.size() + (is_uncompressed(p.xfer) ? 2 : 1) > 128) continue;
         PresContext pc;
         pc.abstract_syntax = p.sop_class;
         pc.transfer_syntaxes.push_back(p.xfer);
+        index[key] = static_cast<int>(contexts.size());
         if (is_uncompressed(p.xfer)) {
+            contexts.push_back(pc);
             for (size_t k = 0; k < kNumUncompressedXfers; k++)
                 if (p.xfer != kUncompressedXfers[k]) pc.transfer_syntaxes.push_back(kUncompressedXfers[k]);
             if (p.xfer != UID_BigEndianExplicitTransferSyntax)
                 pc.transfer_syntaxes.push_back(UID_BigEndianExplicitTransferSyntax);
         }
-        index[key] = static_cast<int>(contexts.size());
         contexts.push_back(pc);
     }
     return contexts;
@@ -267,6 +271,9 @@ struct Store {
         Plan &p = plans[i];
         rtb_dicom_store_item *it = &items[i];
         std::string accepted;
+        // The exact context, else (uncompressed) the one with every uncompressed syntax.
+        if (!a.accepted_context(id, nullptr, &accepted) && is_uncompressed(p.xfer))
+            id = static_cast<T_ASC_PresentationContextID>(id + 2);
         if (!a.accepted_context(id, nullptr, &accepted)) {
             p.pending = false;
             item_fail(it, peer, RTB_STORE_REFUSED, RTB_DICOM_E_NEGOTIATION, "the peer refused %s",

@@ -198,7 +198,7 @@ def compare(index, directory):
         header = f.readline().rstrip("\n").split("\t")
         for line in f:
             row = dict(zip(header, line.rstrip("\n").split("\t")))
-            if row["kind"] == "unreadable":
+            if row["kind"] != "good":
                 continue
             uid = row["sop_instance_uid"]
             got = os.path.join(directory, uid + ".dcm")
