@@ -4,6 +4,7 @@
  * Values cross into Lua typed by VR: integer VRs (IS, US, UL, SS, SL, SV, UV) as
  * integers, decimal ones (DS, FL, FD) as floats, everything else as strings; a
  * multi-valued element is a list; a sequence is a list of (item) datasets. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,10 +12,38 @@
 #include "dicom_lua.h"
 #include "util.h"
 
-typedef struct {
+/* Sequences nest a handful of levels in real objects (beams > control points >
+ * leaf positions). The limit stops a Lua table that contains itself, or a crafted
+ * file, from recursing until the C stack runs out. */
+#define MAX_DEPTH 64
+
+/* A sequence item's handle is borrowed from the dataset that owns the whole tree
+ * (its root): replacing or removing a sequence frees its items in the core, so each
+ * handle remembers the root's generation when it was handed out, and the root's
+ * generation moves on whenever items may have been freed. A handle from an older
+ * generation is refused instead of being used after free. */
+typedef struct dataset_ud dataset_ud;
+struct dataset_ud {
     rtb_ds *ds;
     int owned;
-} dataset_ud;
+    dataset_ud *root;    /* items: the root's userdata (kept alive as our uservalue) */
+    unsigned generation; /* roots: current; items: the root's when handed out */
+};
+
+static rtb_ds *live_dataset(const dataset_ud *u)
+{
+    if (!u->ds)
+        return NULL;
+    if (u->root && (!u->root->ds || u->root->generation != u->generation))
+        return NULL;
+    return u->ds;
+}
+
+static void forget_items(dataset_ud *root)
+{
+    if (root)
+        root->generation++;
+}
 
 void rtb_dicom_ensure_init(lua_State *L)
 {
@@ -46,9 +75,12 @@ int rtb_dicom_raise(lua_State *L, const rtb_dicom_error *err)
 void rtb_dicom_push_dataset(lua_State *L, rtb_ds *ds, int owner_idx)
 {
     owner_idx = owner_idx ? lua_absindex(L, owner_idx) : 0;
+    dataset_ud *owner = owner_idx ? luaL_testudata(L, owner_idx, RTB_DATASET_MT) : NULL;
     dataset_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->ds = ds;
     u->owned = owner_idx == 0;
+    u->root = owner ? (owner->root ? owner->root : owner) : NULL;
+    u->generation = u->root ? u->root->generation : 0;
     luaL_setmetatable(L, RTB_DATASET_MT);
     if (owner_idx) {
         lua_pushvalue(L, owner_idx);
@@ -59,15 +91,25 @@ void rtb_dicom_push_dataset(lua_State *L, rtb_ds *ds, int owner_idx)
 rtb_ds *rtb_dicom_test_dataset(lua_State *L, int idx)
 {
     dataset_ud *u = luaL_testudata(L, idx, RTB_DATASET_MT);
-    return u ? u->ds : NULL;
+    return u ? live_dataset(u) : NULL;
 }
 
 rtb_ds *rtb_dicom_check_dataset(lua_State *L, int idx)
 {
     dataset_ud *u = luaL_checkudata(L, idx, RTB_DATASET_MT);
-    if (!u->ds)
-        luaL_argerror(L, idx, "dataset was freed");
-    return u->ds;
+    rtb_ds *ds = live_dataset(u);
+    if (!ds)
+        luaL_argerror(L, idx, u->ds && u->root ? "sequence item no longer exists (its sequence "
+                                                 "was replaced or removed)"
+                                               : "dataset was freed");
+    return ds;
+}
+
+/* The root whose items an assignment through the userdata at idx may free. */
+static dataset_ud *root_of(lua_State *L, int idx)
+{
+    dataset_ud *u = luaL_checkudata(L, idx, RTB_DATASET_MT);
+    return u->root ? u->root : u;
 }
 
 /* ---- values: DICOM -> Lua ------------------------------------------------------- */
@@ -144,14 +186,22 @@ static void push_values(lua_State *L, const rtb_ds *ds, const rtb_ds_element *e)
 
 static void push_element_key(lua_State *L, const rtb_ds_element *e)
 {
-    if (e->keyword[0])
+    if (e->keyword[0]) {
         lua_pushstring(L, e->keyword);
-    else
-        lua_pushfstring(L, "%04X,%04X", (int)e->group, (int)e->element);
+    } else {
+        /* lua_pushfstring knows no widths or %X: it would raise for every private
+         * element. */
+        char tag[16];
+        snprintf(tag, sizeof tag, "%04X,%04X", e->group & 0xFFFF, e->element & 0xFFFF);
+        lua_pushstring(L, tag);
+    }
 }
 
-void rtb_dicom_push_table(lua_State *L, rtb_ds *ds)
+static void push_table_at(lua_State *L, rtb_ds *ds, int depth)
 {
+    if (depth > MAX_DEPTH)
+        rtb_lua_error_raise(L, "invalid", "dataset: sequences nested deeper than %d levels",
+                            MAX_DEPTH);
     luaL_checkstack(L, 8, "dataset nested too deeply");
     size_t n = rtb_ds_count(ds);
     lua_createtable(L, 0, (int)n);
@@ -167,7 +217,7 @@ void rtb_dicom_push_table(lua_State *L, rtb_ds *ds)
                 rtb_ds *item;
                 if (rtb_ds_item_at(ds, i, k, &item, &err) != 0)
                     continue;
-                rtb_dicom_push_table(L, item);
+                push_table_at(L, item, depth + 1);
                 lua_rawseti(L, -2, (lua_Integer)k + 1);
             }
         } else {
@@ -178,45 +228,73 @@ void rtb_dicom_push_table(lua_State *L, rtb_ds *ds)
     }
 }
 
+void rtb_dicom_push_table(lua_State *L, rtb_ds *ds)
+{
+    push_table_at(L, ds, 0);
+}
+
 /* ---- values: Lua -> DICOM -------------------------------------------------------- */
 
-static void set_sequence(lua_State *L, rtb_ds *ds, const char *keyword, int list)
+static void fill_dataset_at(lua_State *L, rtb_ds *ds, int idx, dataset_ud *root, int depth);
+
+static void set_sequence(lua_State *L, rtb_ds *ds, const char *keyword, int list,
+                         dataset_ud *root, int depth)
 {
     rtb_dicom_error err;
+    /* Raw length, as the items are read raw: a __len metamethod cannot make it
+     * disagree with what is there. */
+    size_t n = lua_rawlen(L, list);
+    /* Items given as datasets are copied to tables first: they may be items of the
+     * very sequence being replaced (ds.Seq = {ds.Seq[2]}), which the removal below
+     * frees. */
+    luaL_checkstack(L, 4, "dataset nested too deeply");
+    lua_createtable(L, (int)(n < INT32_MAX ? n : 0), 0);
+    int items = lua_gettop(L);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, list, (lua_Integer)i);
+        rtb_ds *given = rtb_dicom_test_dataset(L, -1);
+        if (given) {
+            push_table_at(L, given, depth + 1);
+            lua_remove(L, -2);
+        } else if (!lua_istable(L, -1)) {
+            rtb_lua_error_raise(L, "invalid", "%s: item %zu must be a table or a live dataset",
+                                keyword, i);
+        }
+        lua_rawseti(L, items, (lua_Integer)i);
+    }
+    forget_items(root);
     if (rtb_ds_remove(ds, keyword, &err) != 0)
         rtb_dicom_raise(L, &err);
-    lua_Integer n = luaL_len(L, list);
     if (n == 0) {
         /* An empty sequence (a Type 2 sequence present but empty). */
         if (rtb_ds_set(ds, keyword, NULL, 0, &err) != 0)
             rtb_dicom_raise(L, &err);
+        lua_pop(L, 1);
         return;
     }
-    for (lua_Integer i = 1; i <= n; i++) {
+    for (size_t i = 1; i <= n; i++) {
         rtb_ds *item;
         if (rtb_ds_item_append(ds, keyword, &item, &err) != 0)
             rtb_dicom_raise(L, &err);
-        lua_rawgeti(L, list, i);
-        rtb_ds *given = rtb_dicom_test_dataset(L, -1);
-        if (given) {
-            rtb_dicom_push_table(L, given); /* copy an existing dataset into the item */
-            rtb_dicom_fill_dataset(L, item, lua_gettop(L));
-            lua_pop(L, 1);
-        } else if (lua_istable(L, -1)) {
-            rtb_dicom_fill_dataset(L, item, lua_gettop(L));
-        } else {
-            rtb_lua_error_raise(L, "invalid", "%s: item %d must be a table or a dataset", keyword,
-                                (int)i);
-        }
+        lua_rawgeti(L, items, (lua_Integer)i);
+        fill_dataset_at(L, item, lua_gettop(L), NULL, depth + 1); /* new items: no handles yet */
         lua_pop(L, 1);
     }
+    lua_pop(L, 1);
 }
 
 static const char *value_text(lua_State *L, int idx, const char *keyword)
 {
+    size_t len;
     switch (lua_type(L, idx)) {
-    case LUA_TSTRING:
-        return lua_tostring(L, idx);
+    case LUA_TSTRING: {
+        /* The core takes C strings: a NUL inside would silently cut the value. */
+        const char *s = lua_tolstring(L, idx, &len);
+        if (strlen(s) != len)
+            rtb_lua_error_raise(L, "invalid", "%s: a text value must not contain a NUL byte",
+                                keyword);
+        return s;
+    }
     case LUA_TNUMBER:
         if (lua_isinteger(L, idx))
             lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
@@ -235,41 +313,74 @@ static const char *value_text(lua_State *L, int idx, const char *keyword)
     }
 }
 
-/* Sets one element from the Lua value at idx; nil removes it. */
-static void set_value(lua_State *L, rtb_ds *ds, const char *keyword, int idx)
+/* Whether keyword is a sequence present in ds: replacing or removing it frees the
+ * items handed out for it. */
+static int is_present_sequence(lua_State *L, rtb_ds *ds, const char *keyword)
+{
+    rtb_ds_element probe = {0};
+    rtb_dicom_error err;
+    if (rtb_ds_get(ds, keyword, &probe, &err) != 0)
+        rtb_dicom_raise(L, &err);
+    int yes = probe.present && probe.is_sequence;
+    rtb_ds_element_clear(&probe);
+    return yes;
+}
+
+/* Sets one element from the Lua value at idx; nil removes it. root: the tree whose
+ * item handles a removal invalidates (NULL for a dataset nobody holds items of). */
+static void set_value(lua_State *L, rtb_ds *ds, const char *keyword, int idx, dataset_ud *root,
+                      int depth)
 {
     idx = lua_absindex(L, idx);
     rtb_dicom_error err;
+    if (depth > MAX_DEPTH)
+        rtb_lua_error_raise(L, "invalid", "%s: sequences nested deeper than %d levels (a table "
+                                          "that contains itself?)", keyword, MAX_DEPTH);
+    luaL_checkstack(L, 6, "dataset nested too deeply");
     if (lua_isnil(L, idx)) {
+        if (is_present_sequence(L, ds, keyword))
+            forget_items(root);
         if (rtb_ds_remove(ds, keyword, &err) != 0)
             rtb_dicom_raise(L, &err);
         return;
     }
     if (lua_istable(L, idx)) {
         lua_rawgeti(L, idx, 1);
-        int items = lua_istable(L, -1) || rtb_dicom_test_dataset(L, -1) != NULL;
+        int items = lua_istable(L, -1) || luaL_testudata(L, -1, RTB_DATASET_MT) != NULL;
         lua_pop(L, 1);
         rtb_ds_element probe = {0};
         if (rtb_ds_get(ds, keyword, &probe, &err) != 0)
             rtb_dicom_raise(L, &err);
         int is_sq = strcmp(probe.vr, "SQ") == 0;
+        int present_sq = probe.present && probe.is_sequence;
         rtb_ds_element_clear(&probe);
         if (items || is_sq) {
-            set_sequence(L, ds, keyword, idx);
+            set_sequence(L, ds, keyword, idx, root, depth);
             return;
         }
-        lua_Integer n = luaL_len(L, idx);
-        const char **values = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n ? n : 1), 0);
-        for (lua_Integer i = 1; i <= n; i++) {
-            lua_rawgeti(L, idx, i);
-            values[i - 1] = value_text(L, lua_gettop(L), keyword); /* stays on the stack */
+        /* A multi-valued element. Each value converted to text is kept alive in a
+         * side table, not on the stack, which has room for a few values only. */
+        size_t n = lua_rawlen(L, idx);
+        if (n > SIZE_MAX / sizeof(char *))
+            rtb_lua_error_raise(L, "invalid", "%s: too many values", keyword);
+        const char **values = lua_newuserdatauv(L, sizeof(char *) * (n ? n : 1), 0);
+        lua_createtable(L, (int)(n < INT32_MAX ? n : 0), 0);
+        int texts = lua_gettop(L);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, (lua_Integer)i);
+            values[i - 1] = value_text(L, lua_gettop(L), keyword);
+            lua_rawseti(L, texts, (lua_Integer)i); /* the table keeps the text alive */
         }
-        int rc = rtb_ds_set(ds, keyword, values, (size_t)n, &err);
-        lua_pop(L, (int)n + 1);
+        if (present_sq)
+            forget_items(root);
+        int rc = rtb_ds_set(ds, keyword, values, n, &err);
+        lua_pop(L, 2);
         if (rc != 0)
             rtb_dicom_raise(L, &err);
         return;
     }
+    if (is_present_sequence(L, ds, keyword))
+        forget_items(root);
     if (lua_type(L, idx) == LUA_TSTRING) {
         rtb_ds_element probe = {0};
         if (rtb_ds_get(ds, keyword, &probe, &err) != 0)
@@ -294,17 +405,23 @@ static void set_value(lua_State *L, rtb_ds *ds, const char *keyword, int idx)
         rtb_dicom_raise(L, &err);
 }
 
-void rtb_dicom_fill_dataset(lua_State *L, rtb_ds *ds, int idx)
+static void fill_dataset_at(lua_State *L, rtb_ds *ds, int idx, dataset_ud *root, int depth)
 {
     idx = lua_absindex(L, idx);
+    luaL_checkstack(L, 4, "dataset nested too deeply");
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         if (lua_type(L, -2) != LUA_TSTRING)
             rtb_lua_error_raise(L, "invalid", "dataset keys must be DICOM keywords, got a %s",
                                 luaL_typename(L, -2));
-        set_value(L, ds, lua_tostring(L, -2), -1);
+        set_value(L, ds, lua_tostring(L, -2), -1, root, depth);
         lua_pop(L, 1);
     }
+}
+
+void rtb_dicom_fill_dataset(lua_State *L, rtb_ds *ds, int idx)
+{
+    fill_dataset_at(L, ds, idx, NULL, 0);
 }
 
 rtb_ds *rtb_dicom_dataset_from_table(lua_State *L, int idx)
@@ -366,6 +483,7 @@ static int l_uid(lua_State *L)
         const char *names[64];
         if (n > 64)
             return luaL_error(L, "dicom.uid: at most 64 names");
+        luaL_checkstack(L, n, "dicom.uid: too many names"); /* one text per name */
         for (int i = 0; i < n; i++)
             names[i] = luaL_tolstring(L, i + 1, NULL); /* numbers become text too */
         rc = rtb_dicom_uid_from_names(names, (size_t)n, uid, &err);
@@ -497,7 +615,7 @@ static int ds_index(lua_State *L)
 static int ds_newindex(lua_State *L)
 {
     rtb_ds *ds = rtb_dicom_check_dataset(L, 1);
-    set_value(L, ds, luaL_checkstring(L, 2), 3);
+    set_value(L, ds, luaL_checkstring(L, 2), 3, root_of(L, 1), 0);
     return 0;
 }
 

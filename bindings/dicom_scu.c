@@ -196,7 +196,7 @@ static void stream_work(void *data)
         s->rc = rtb_dicom_find(&s->peer.peer, s->model, s->level, s->identifier, stream_on_ds, s,
                                &s->find, &s->err);
     } else {
-        rtb_dicom_get_options opts = {s->out_dir, s->deliver ? stream_on_ds : NULL, s, NULL, 0};
+        rtb_dicom_get_options opts = {s->out_dir, s->deliver ? stream_on_ds : NULL, s, NULL, 0, 0};
         s->rc = rtb_dicom_get(&s->peer.peer, s->model, s->level, s->identifier, &opts,
                               &s->retrieve, &s->err);
     }
@@ -285,7 +285,9 @@ static int stream_cancel(lua_State *L)
     return 0;
 }
 
-/* stream:result() — after the end: {status, matches} or retrieve counts. */
+/* stream:result() — after the end: {status, matches} or retrieve counts: {status,
+ * completed, failed, warning, received, transcoded, associations, stored_syntax_known,
+ * message, failed_uids}. */
 static int stream_result(lua_State *L)
 {
     stream *s = check_stream(L, 1);
@@ -303,6 +305,12 @@ static int stream_result(lua_State *L)
     rtb_lua_set_integer(L, "failed", r->failed);
     rtb_lua_set_integer(L, "warning", r->warning);
     rtb_lua_set_integer(L, "received", (lua_Integer)r->received);
+    rtb_lua_set_integer(L, "transcoded", (lua_Integer)r->transcoded);
+    rtb_lua_set_integer(L, "associations", (lua_Integer)r->associations);
+    lua_pushboolean(L, r->stored_syntax_known);
+    lua_setfield(L, -2, "stored_syntax_known");
+    if (r->message[0])
+        rtb_lua_set_string(L, "message", r->message);
     lua_createtable(L, (int)r->n_failed_uids, 0);
     for (size_t i = 0; i < r->n_failed_uids; i++) {
         lua_pushstring(L, r->failed_uids[i]);
@@ -449,7 +457,8 @@ typedef struct {
     peer_copy peer;
     rtb_dicom_store_item *items;
     size_t n;
-    size_t stored;
+    rtb_dicom_store_options opts;
+    rtb_dicom_store_summary sum;
     int rc;
     rtb_dicom_error err;
 } store_req;
@@ -457,24 +466,46 @@ typedef struct {
 static void store_work(void *data)
 {
     store_req *r = data;
-    r->rc = rtb_dicom_store(&r->peer.peer, r->items, r->n, &r->stored, &r->err);
+    r->rc = rtb_dicom_store_with(&r->peer.peer, r->items, r->n, &r->opts, &r->sum, &r->err);
+}
+
+/* A UID and its readable name as two fields ("sop_class_uid", "sop_class"). */
+static void set_uid_fields(lua_State *L, const char *uid_key, const char *name_key, const char *uid)
+{
+    char name[128];
+    if (!uid[0])
+        return;
+    rtb_lua_set_string(L, uid_key, uid);
+    rtb_dicom_uid_name(uid, name, sizeof name);
+    rtb_lua_set_string(L, name_key, name);
 }
 
 static int store_done(lua_State *L, void *data)
 {
     store_req *r = data;
-    lua_createtable(L, 0, 4);
-    rtb_lua_set_integer(L, "stored", (lua_Integer)r->stored);
-    rtb_lua_set_integer(L, "failed", (lua_Integer)(r->n - r->stored));
+    const rtb_dicom_store_summary *sum = &r->sum;
+    lua_createtable(L, 0, 10);
+    rtb_lua_set_integer(L, "stored", (lua_Integer)sum->stored);
+    rtb_lua_set_integer(L, "failed", (lua_Integer)(r->n - sum->stored));
+    rtb_lua_set_integer(L, "refused", (lua_Integer)sum->refused);
+    rtb_lua_set_integer(L, "unreadable", (lua_Integer)sum->unreadable);
+    rtb_lua_set_integer(L, "not_sent", (lua_Integer)sum->not_sent);
+    rtb_lua_set_integer(L, "associations", (lua_Integer)sum->associations);
+    rtb_lua_set_integer(L, "reconnects", (lua_Integer)sum->reconnects);
+    lua_pushboolean(L, sum->breaker_open);
+    lua_setfield(L, -2, "breaker_open");
     lua_createtable(L, (int)r->n, 0);
     for (size_t i = 0; i < r->n; i++) {
         rtb_dicom_store_item *it = &r->items[i];
-        lua_createtable(L, 0, 5);
+        lua_createtable(L, 0, 10);
         lua_pushboolean(L, it->result == 0);
         lua_setfield(L, -2, "ok");
+        rtb_lua_set_string(L, "outcome", rtb_dicom_store_outcome_name(it->outcome));
         rtb_lua_set_integer(L, "status", it->status);
         if (it->sop_instance_uid[0])
             rtb_lua_set_string(L, "sop_instance_uid", it->sop_instance_uid);
+        set_uid_fields(L, "sop_class_uid", "sop_class", it->sop_class_uid);
+        set_uid_fields(L, "transfer_syntax_uid", "transfer_syntax", it->transfer_syntax_uid);
         if (it->path)
             rtb_lua_set_string(L, "path", it->path);
         if (it->result != 0) {
@@ -496,15 +527,29 @@ static int store_done(lua_State *L, void *data)
     return 1;
 }
 
-/* core.store(peer, {path-or-dataset, ...}) -> {stored, failed, items = {{ok, status,
- * sop_instance_uid, path, error}}, error = association error or nil}. Datasets are
- * copied first, so the caller may go on using them. */
+/* core.store(peer, {path-or-dataset, ...}, opts) -> {stored, failed, refused, unreadable,
+ * not_sent, associations, reconnects, breaker_open, items = {{ok, outcome, status,
+ * sop_instance_uid, sop_class_uid, sop_class, transfer_syntax_uid, transfer_syntax, path,
+ * error}}, error = association error or nil}. outcome is "stored" | "refused" |
+ * "unreadable" | "not_sent"; failed counts all but stored. opts (optional) =
+ * {max_reconnects, backoff_ms, max_backoff_ms}. Datasets are copied first, so the
+ * caller may go on using them. */
 static int l_store(lua_State *L)
 {
     luaL_checktype(L, 2, LUA_TTABLE);
+    rtb_dicom_store_options opts = {0, 0, 0};
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        opts.max_reconnects = int_field(L, 3, "max_reconnects");
+        opts.backoff_ms = int_field(L, 3, "backoff_ms");
+        opts.max_backoff_ms = int_field(L, 3, "max_backoff_ms");
+        if (opts.backoff_ms < 0 || opts.max_backoff_ms < 0)
+            return rtb_lua_error_raise(L, "invalid", "store: backoff_ms and max_backoff_ms must be >= 0");
+    }
     rtb_dicom_ensure_init(L);
     size_t n = (size_t)luaL_len(L, 2);
     store_req *r = calloc(1, sizeof *r);
+    r->opts = opts;
     r->items = calloc(n ? n : 1, sizeof *r->items);
     r->n = n;
     for (size_t i = 0; i < n; i++) {
@@ -514,6 +559,7 @@ static int l_store(lua_State *L)
         if (ds) {
             if (rtb_ds_clone(ds, &r->items[i].ds, &err) != 0) {
                 r->items[i].result = -1; /* reported per item; copying failed */
+                r->items[i].outcome = RTB_STORE_UNREADABLE;
                 r->items[i].error = err;
             }
         } else if (lua_type(L, -1) == LUA_TSTRING) {
@@ -534,6 +580,17 @@ static int l_store(lua_State *L)
     return rtb_task_await(L, store_work, store_done, r);
 }
 
+/* core.uid_name(uid) -> "MR Image Storage", "RLE Lossless"; the UID when unknown. */
+static int l_uid_name(lua_State *L)
+{
+    const char *uid = luaL_checkstring(L, 1);
+    char name[128];
+    rtb_dicom_ensure_init(L);
+    rtb_dicom_uid_name(uid, name, sizeof name);
+    lua_pushstring(L, name);
+    return 1;
+}
+
 void rtb_dicom_open_scu(lua_State *L)
 {
     static const luaL_Reg stream_methods[] = {{"next", stream_next},
@@ -545,6 +602,7 @@ void rtb_dicom_open_scu(lua_State *L)
                                      {"get_start", l_get_start},
                                      {"move", l_move},
                                      {"store", l_store},
+                                     {"uid_name", l_uid_name},
                                      {NULL, NULL}};
     if (luaL_newmetatable(L, STREAM_MT)) {
         luaL_newlib(L, stream_methods);

@@ -11,6 +11,14 @@
 
 static int error_tostring(lua_State *L)
 {
+    /* The status is read before the buffer exists: between luaL_buffinit and
+     * luaL_pushresult the stack must be balanced at every luaL_add* call (only
+     * luaL_addvalue takes one value on top), or a buffer that grows past its first
+     * 1 KiB is looked for in the wrong slot and freed while still in use. */
+    char status[24] = "";
+    if (lua_getfield(L, 1, "status") == LUA_TNUMBER)
+        snprintf(status, sizeof status, " (status 0x%04llX)", (long long)lua_tointeger(L, -1));
+    lua_pop(L, 1);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     if (lua_getfield(L, 1, "peer") == LUA_TSTRING) {
@@ -23,12 +31,7 @@ static int error_tostring(lua_State *L)
         luaL_addvalue(&b);
     else
         lua_pop(L, 1);
-    if (lua_getfield(L, 1, "status") == LUA_TNUMBER) {
-        char status[24];
-        snprintf(status, sizeof status, " (status 0x%04llX)", (long long)lua_tointeger(L, -1));
-        luaL_addstring(&b, status);
-    }
-    lua_pop(L, 1);
+    luaL_addstring(&b, status);
     luaL_pushresult(&b);
     return 1;
 }

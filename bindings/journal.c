@@ -55,10 +55,19 @@ static rtb_journal *check_journal(lua_State *L)
     return u->j;
 }
 
+/* Pushes t[key] without metamethods (t is an absolute index) and returns its type.
+ * The C pointers taken from argument tables are valid because the table holds the
+ * string; a value made up by an __index function would be held by nothing. */
+static int raw_field(lua_State *L, int t, const char *key)
+{
+    lua_pushstring(L, key);
+    return lua_rawget(L, t);
+}
+
 /* t[key] as a string, NULL when absent; anything else is a caller error. */
 static const char *opt_string_field(lua_State *L, int t, const char *key)
 {
-    int type = lua_getfield(L, t, key);
+    int type = raw_field(L, t, key);
     const char *s = type == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     lua_pop(L, 1); /* the table still holds the string, so s stays valid */
     if (type != LUA_TSTRING && type != LUA_TNIL)
@@ -69,7 +78,7 @@ static const char *opt_string_field(lua_State *L, int t, const char *key)
 /* t[key] as an integer; *has = 0 when absent. */
 static long long opt_int_field(lua_State *L, int t, const char *key, int *has)
 {
-    int type = lua_getfield(L, t, key);
+    int type = raw_field(L, t, key);
     int isint = 0;
     long long v = (long long)lua_tointegerx(L, -1, &isint);
     lua_pop(L, 1);
@@ -81,7 +90,7 @@ static long long opt_int_field(lua_State *L, int t, const char *key, int *has)
 
 static int bool_field(lua_State *L, int t, const char *key)
 {
-    lua_getfield(L, t, key);
+    raw_field(L, t, key);
     int v = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return v;

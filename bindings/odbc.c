@@ -23,6 +23,8 @@
 #define CURSOR_MT "rtbackup.odbc.cursor"
 #define BINARY_MT "rtbackup.odbc.binary"
 #define NULL_KEY "rtbackup.odbc.NULL"
+/* ODBC numbers parameters with an SQLUSMALLINT; drivers allow far fewer. */
+#define MAX_PARAMS 32767
 
 typedef struct cursor cursor;
 
@@ -97,8 +99,14 @@ static rtb_odbc_value *push_params(lua_State *L, int idx, size_t *count)
     if (!lua_isnoneornil(L, idx)) {
         luaL_checktype(L, idx, LUA_TTABLE);
         lua_getfield(L, idx, "n");
-        n = lua_isinteger(L, -1) ? (size_t)lua_tointeger(L, -1) : (size_t)luaL_len(L, idx);
+        /* t.n is the caller's word: a negative or huge one must not size the array
+         * (n * sizeof wraps around to a few bytes, then the loop writes past them). */
+        lua_Integer given = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, idx);
         lua_pop(L, 1);
+        if (given < 0 || given > MAX_PARAMS)
+            rtb_lua_error_raise(L, "invalid", "parameters: n = %lld is not a count (0..%d)",
+                                (long long)given, MAX_PARAMS);
+        n = (size_t)given;
     }
     rtb_odbc_value *values = lua_newuserdatauv(L, (n ? n : 1) * sizeof *values, 0);
     lua_getfield(L, LUA_REGISTRYINDEX, NULL_KEY);
@@ -243,6 +251,20 @@ static const char *field(lua_State *L, connect_req *r, const char *key)
 static int l_connect(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    /* Everything that can raise is checked before the request is allocated (its
+     * strings include the password, which must not leak). */
+    if (lua_getfield(L, 1, "attributes") == LUA_TTABLE) {
+        int count = 0;
+        for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) {
+            int t = lua_type(L, -1);
+            if (++count > MAX_ATTRIBUTES || lua_type(L, -2) != LUA_TSTRING ||
+                (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN))
+                return rtb_lua_error_raise(L, "invalid", "odbc attributes: at most %d, "
+                                           "each Name = string, number or boolean",
+                                           MAX_ATTRIBUTES);
+        }
+    }
+    lua_pop(L, 1);
     lua_getfield(L, 1, "login_timeout");
     lua_getfield(L, 1, "query_timeout");
     int login_timeout = (int)luaL_optinteger(L, -2, 0); /* may raise: nothing allocated yet */
@@ -261,11 +283,8 @@ static int l_connect(lua_State *L)
     r->p.password = field(L, r, "password");
     if (lua_getfield(L, 1, "attributes") == LUA_TTABLE) {
         for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) {
-            if (r->p.n_attributes == MAX_ATTRIBUTES || lua_type(L, -2) != LUA_TSTRING) {
-                connect_req_free(r);
-                return rtb_lua_error_raise(L, "invalid", "odbc attributes: at most %d, "
-                                           "each Name = value", MAX_ATTRIBUTES);
-            }
+            if (r->p.n_attributes == MAX_ATTRIBUTES) /* checked above; the table changed? */
+                break;
             rtb_odbc_attribute *a = &r->attrs[r->p.n_attributes++];
             a->key = keep(r, lua_tostring(L, -2));
             a->value = keep(r, luaL_tolstring(L, -1, NULL));
@@ -376,6 +395,8 @@ static int l_run(lua_State *L)
     const char *sql = luaL_checkstring(L, 2);
     size_t n;
     const rtb_odbc_value *params = push_params(L, 3, &n);
+    /* The string parameters stay on the stack; run_done pushes rows above them. */
+    luaL_checkstack(L, LUA_MINSTACK, "too many parameters");
     run_req *r = calloc(1, sizeof *r);
     if (!r)
         return luaL_error(L, "out of memory");

@@ -29,6 +29,14 @@ void rtb_queue_destroy(rtb_queue *q)
 int rtb_queue_push(rtb_queue *q, void *item)
 {
     pthread_mutex_lock(&q->lock);
+    if (q->capacity == 0) {
+        /* rtb_queue_init could not allocate the ring: refuse rather than wait
+         * forever for room that never comes (and divide by a zero capacity). */
+        pthread_mutex_unlock(&q->lock);
+        if (q->free_item)
+            q->free_item(item);
+        return -1;
+    }
     while (q->count == q->capacity && !q->cancelled)
         pthread_cond_wait(&q->changed, &q->lock);
     if (q->cancelled) {

@@ -43,6 +43,16 @@ static void *alloc(reader *r, size_t size)
     return p;
 }
 
+/* Pushes t[key] without metamethods (t is an absolute index) and returns its type.
+ * Raw, because the builder keeps pointers to the strings it reads: a value an __index
+ * function made up would be referenced by nothing once popped, and could be
+ * collected before the builder reads it. check_keys() walks the raw table too. */
+static int field(lua_State *L, int t, const char *key)
+{
+    lua_pushstring(L, key);
+    return lua_rawget(L, t);
+}
+
 /* Rejects keys the builder does not know: a typo must not silently drop data. */
 static void check_keys(reader *r, int t, const char *const *known)
 {
@@ -67,7 +77,7 @@ static void check_keys(reader *r, int t, const char *const *known)
 static const char *get_string(reader *r, int t, const char *key)
 {
     lua_State *L = r->L;
-    switch (lua_getfield(L, t, key)) {
+    switch (field(L, t, key)) {
     case LUA_TNIL:
         lua_pop(L, 1);
         return NULL;
@@ -90,7 +100,7 @@ static const char *get_string(reader *r, int t, const char *key)
 static double get_number(reader *r, int t, const char *key)
 {
     lua_State *L = r->L;
-    int type = lua_getfield(L, t, key);
+    int type = field(L, t, key);
     double v = NAN; /* NaN is how the builder spells "absent" */
     if (type == LUA_TNUMBER) {
         v = lua_tonumber(L, -1);
@@ -106,7 +116,7 @@ static double get_number(reader *r, int t, const char *key)
 static long get_integer(reader *r, int t, const char *key)
 {
     lua_State *L = r->L;
-    int type = lua_getfield(L, t, key);
+    int type = field(L, t, key);
     long v = RTB_RTRECORD_NO_INT;
     if (type == LUA_TNUMBER) {
         lua_Integer i;
@@ -129,7 +139,7 @@ static long get_integer(reader *r, int t, const char *key)
 /* Pushes t[key] if it is a table (returns its index), nothing and 0 if nil. */
 static int get_table(reader *r, int t, const char *key)
 {
-    int type = lua_getfield(r->L, t, key);
+    int type = field(r->L, t, key);
     if (type == LUA_TTABLE)
         return lua_gettop(r->L);
     if (type != LUA_TNIL)

@@ -62,9 +62,13 @@ static void make_ready(task *t)
     sched.ready_tail = t;
 }
 
-/* Pushes "message + traceback" (strings) or the table with a traceback field. */
+/* Pushes "message + traceback" (strings) or the table with a traceback field. A
+ * coroutine that died of a stack overflow has no room left for a traceback: its
+ * error then stays as it is. */
 static void push_error_with_traceback(lua_State *co)
 {
+    if (!lua_checkstack(co, LUA_MINSTACK))
+        return;
     if (lua_type(co, -1) == LUA_TTABLE) {
         if (lua_getfield(co, -1, "traceback") == LUA_TNIL) {
             luaL_traceback(co, co, NULL, 0);
@@ -81,6 +85,12 @@ static void push_error_with_traceback(lua_State *co)
 static void finish(task *t, int ok, int nres)
 {
     lua_State *co = t->co;
+    if (ok && !lua_checkstack(co, 2)) {
+        /* Returned so many values that the results table does not fit: a failure. */
+        lua_pop(co, nres);
+        lua_pushliteral(co, "task returned too many values");
+        ok = 0;
+    }
     if (ok) {
         lua_createtable(co, nres, 1);
         lua_insert(co, -(nres + 1));
@@ -195,6 +205,13 @@ static int await_continue(lua_State *L, int status, lua_KContext ctx)
 
 int rtb_task_await(lua_State *L, rtb_task_work_fn work, rtb_task_done_fn done, void *data)
 {
+    /* done() pushes its results where the caller left the stack (a binding may have
+     * pushed a variable number of values, such as SQL parameters, before awaiting):
+     * it gets the LUA_MINSTACK slots a fresh C function has. Reserved now, while a
+     * failure can still be raised; the reservation survives the yield. Bindings that
+     * push many values check first, so this fails only at the Lua stack's hard limit,
+     * where data cannot be handed back and is lost. */
+    luaL_checkstack(L, LUA_MINSTACK, "stack overflow (too many values before a pool call)");
     job *j = calloc(1, sizeof *j);
     if (!j)
         return luaL_error(L, "out of memory");
@@ -225,14 +242,27 @@ static task *check_task(lua_State *L, int idx)
     return luaL_checkudata(L, idx, TASK_MT);
 }
 
-/* Creates a task for the function at -(nargs+1) and its nargs arguments (popped). */
+/* Creates a task for the function at -(nargs+1) and its nargs arguments (popped).
+ * Returns NULL, with nothing changed, when the new coroutine's stack cannot hold the
+ * function and its arguments: lua_xmove does not grow the destination stack, so
+ * moving more than LUA_MINSTACK values into a fresh coroutine unchecked writes past
+ * its end. */
 static task *spawn(lua_State *L, int nargs)
 {
+    if (!lua_checkstack(L, 3))
+        return NULL;
     task *t = lua_newuserdatauv(L, sizeof *t, 0);
     memset(t, 0, sizeof *t);
+    /* Before the metatable: if we give up below, __gc must find no references. */
+    t->ref_thread = t->ref_outcome = t->ref_self = LUA_NOREF;
     luaL_setmetatable(L, TASK_MT);
     lua_insert(L, -(nargs + 2)); /* userdata below the function */
     t->co = lua_newthread(L);
+    if (!lua_checkstack(t->co, nargs + 1)) {
+        lua_pop(L, 1);      /* the thread */
+        lua_remove(L, -(nargs + 2)); /* the userdata (no references yet) */
+        return NULL;
+    }
     *(task **)lua_getextraspace(t->co) = t;
     t->ref_thread = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_xmove(L, t->co, nargs + 1);
@@ -249,7 +279,9 @@ static task *spawn(lua_State *L, int nargs)
 static int task_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
-    spawn(L, lua_gettop(L) - 1);
+    if (!spawn(L, lua_gettop(L) - 1))
+        return rtb_lua_error_raise(L, "task", "task.spawn: too many arguments (%d)",
+                                   lua_gettop(L) - 1);
     return 1;
 }
 
@@ -490,6 +522,11 @@ int rtb_task_run_main(lua_State *L, int nargs, int *nresults)
     sched.L = L;
     rtb_loop_watch_signals(on_signal, NULL);
     task *main_task = spawn(L, nargs);
+    if (!main_task) {
+        lua_pop(L, nargs + 1);
+        rtb_lua_error_push(L, "usage", "too many arguments for the script");
+        return LUA_ERRRUN;
+    }
     int top = lua_gettop(L); /* the main task's userdata */
     if (drive_until(&main_task->finished) < 0) {
         rtb_lua_error_push(L, "task", "deadlock: the main script waits for something that can "
@@ -513,6 +550,11 @@ int rtb_task_run_main(lua_State *L, int nargs, int *nresults)
     lua_getfield(L, tbl, "n");
     int n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
+    /* Not protected here: lua_checkstack, which does not raise, rather than
+     * luaL_checkstack. Only the first result decides the exit code, so a script that
+     * returns more than the stack can take keeps that one. */
+    if (!lua_checkstack(L, n + LUA_MINSTACK))
+        n = n > 0 ? 1 : 0;
     for (int i = 1; i <= n; i++)
         lua_rawgeti(L, tbl, i);
     lua_remove(L, tbl);

@@ -248,8 +248,18 @@ int main(int argc, char **argv)
     rtb_host_info info = {scripts_dir, command, config_path};
     rtb_host_install(L, &info);
 
-    /* arg[0] is the command, arg[1..] its arguments, as `lua script args` would. */
+    /* arg[0] is the command, arg[1..] its arguments, as `lua script args` would.
+     * Every argument is also pushed as a vararg of the chunk, so the stack must grow
+     * by that many slots first: a shell glob easily passes thousands, and pushing past
+     * the stack's end corrupts the heap. Room for the chunk and its arguments is
+     * reserved once, before anything is pushed (lua_checkstack does not raise). */
     int nargs = argc - optind - 1;
+    if (!lua_checkstack(L, nargs + LUA_MINSTACK)) {
+        fprintf(stderr, "rtbackup %s: too many arguments (%d)\n", command, nargs);
+        lua_close(L);
+        rtb_loop_close();
+        return EXIT_USAGE;
+    }
     lua_createtable(L, nargs, 1);
     for (int i = optind; i < argc; i++) {
         lua_pushstring(L, argv[i]);

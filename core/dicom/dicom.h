@@ -205,6 +205,11 @@ typedef struct {
     size_t received;      /* C-GET: instances received on our side */
     size_t n_failed_uids; /* from FailedSOPInstanceUIDList of the final response */
     char **failed_uids;
+    /* C-GET only (see rtb_dicom_get): */
+    size_t transcoded;    /* arrived in another transfer syntax than the peer stores: refused */
+    size_t associations;  /* opened for this retrieve (query and rounds) */
+    int stored_syntax_known; /* 1: the peer's C-FIND told the transfer syntax of every instance */
+    char message[RTB_DICOM_MESSAGE_MAX]; /* why the first failed instance failed, "" if none */
 } rtb_dicom_retrieve_result;
 
 void rtb_dicom_retrieve_result_clear(rtb_dicom_retrieve_result *r);
@@ -224,15 +229,41 @@ typedef struct {
     const char *out_dir;           /* write <SOPInstanceUID>.dcm atomically here, and/or */
     rtb_dicom_instance_fn fn;      /* hand each instance to fn */
     void *ud;
-    const char *const *sop_classes; /* storage classes to offer (SCP role); NULL = RT-oriented default */
+    const char *const *sop_classes; /* storage classes to offer (SCP role) when the peer does not
+                                       say which it stores; NULL = RT-oriented default */
     size_t n_sop_classes;
+    int no_plan;                   /* 1: skip the C-FIND plan, one round with the fallback contexts */
 } rtb_dicom_get_options;
 
 /* C-GET with SCP/SCU role selection for the storage classes (PS3.4 C.4.3).
- * Result semantics as rtb_dicom_move. */
+ * Instances arrive exactly as the peer stores them, or fail; never transcoded:
+ *  1. plan: a C-FIND at IMAGE level under the identifier asks each instance's
+ *     SOPClassUID and TransferSyntaxUID (0002,0010) / AvailableTransferSyntaxUID;
+ *  2. rounds: one association per round, offering each SOP class in exactly one
+ *     transfer syntax (a peer such as dcmqrscp sends on the first context accepted for
+ *     the class, Orthanc picks the stored syntax if offered, else transcodes); a class
+ *     stored in several syntaxes takes several rounds, each retrieving its instances by
+ *     SOP Instance UID (Composite Instance Root where accepted, else per series);
+ *  3. a peer that does not tell the stored syntax gets an uncompressed round, then one
+ *     round per compressed syntax for the instances it reported failed.
+ * An instance whose syntax differs from the stored one is answered with 0xC000 and
+ * counted in .failed and .transcoded. .failed counts the instances the plan expected
+ * that did not arrive as stored (at least what the peer reported failed); .completed
+ * the instances received and kept; .failed_uids lists the failed instances. Returns 0
+ * for success or warning; -1 with kind STATUS for a failure status. */
 int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model, rtb_dicom_level level,
                   const rtb_ds *identifier, const rtb_dicom_get_options *opts,
                   rtb_dicom_retrieve_result *out, rtb_dicom_error *err);
+
+typedef enum {
+    RTB_STORE_NOT_SENT = 0, /* never answered: association lost, breaker open, peer unreachable */
+    RTB_STORE_STORED,       /* status success or warning (0xB000-0xBFFF, 0x0001) */
+    RTB_STORE_REFUSED,      /* the peer's failure status, or no accepted presentation context */
+    RTB_STORE_UNREADABLE    /* not a (complete) DICOM file or dataset: never sent */
+} rtb_dicom_store_outcome;
+
+/* "not_sent", "stored", "refused", "unreadable". */
+const char *rtb_dicom_store_outcome_name(rtb_dicom_store_outcome outcome);
 
 typedef struct {
     const char *path;  /* in: a DICOM file, or NULL and */
@@ -241,14 +272,45 @@ typedef struct {
     unsigned status;   /* out: C-STORE-RSP status, 0 if none was received */
     char sop_instance_uid[RTB_DICOM_UID_MAX]; /* out, when known */
     rtb_dicom_error error; /* out: why this item was not stored (kind IO/INVALID/STATUS/...) */
+    rtb_dicom_store_outcome outcome;             /* out */
+    char sop_class_uid[RTB_DICOM_UID_MAX];       /* out, when known (also when encoded as UN) */
+    char transfer_syntax_uid[RTB_DICOM_UID_MAX]; /* out: the item's own syntax, when known */
 } rtb_dicom_store_item;
 
-/* C-STORE of all items over one association whose presentation contexts are the
- * SOP class / transfer syntax pairs present. A bad item (unreadable, not DICOM,
- * refused) fails alone. Returns -1 only when the association itself failed; items
- * not attempted then carry that error. n_stored (may be NULL) counts result 0. */
+/* What to do when the association is lost mid-run (A-ABORT, reset, timeout). */
+typedef struct {
+    int max_reconnects; /* associations lost or failing to open in a row, with nothing stored in
+                           between, before the rest is given up (breaker); 0 = 3, -1 = never reconnect */
+    int backoff_ms;     /* wait before the first reconnect, doubled each time; 0 = 500 */
+    int max_backoff_ms; /* 0 = 8000 */
+} rtb_dicom_store_options;
+
+typedef struct {
+    size_t stored, refused, unreadable, not_sent; /* items by outcome */
+    size_t associations; /* opened (or tried) */
+    size_t reconnects;   /* after a lost association */
+    int breaker_open;    /* the peer kept failing: the rest was not sent */
+} rtb_dicom_store_summary;
+
+/* C-STORE of all items. Every item gets its own outcome. Each file is read whole
+ * before its C-STORE-RQ, so an unreadable or truncated file is "unreadable" and never
+ * reaches the association. Presentation contexts are the SOP class / transfer syntax
+ * pairs present (at most 128 an association; more take further associations);
+ * compressed data is offered only in its own syntax, never transcoded. A lost
+ * association is reopened for the remaining items (opts); an item in flight during
+ * two losses is given up as not sent. Returns -1 (err: the association error) when an
+ * item was not sent because of the association, 0 otherwise. opts and summary may be
+ * NULL. */
+int rtb_dicom_store_with(const rtb_dicom_peer *peer, rtb_dicom_store_item *items, size_t n_items,
+                         const rtb_dicom_store_options *opts, rtb_dicom_store_summary *summary,
+                         rtb_dicom_error *err);
+/* rtb_dicom_store_with default options; n_stored (may be NULL) counts result 0. */
 int rtb_dicom_store(const rtb_dicom_peer *peer, rtb_dicom_store_item *items, size_t n_items,
                     size_t *n_stored, rtb_dicom_error *err);
+
+/* A readable name for a SOP class or transfer syntax UID ("MR Image Storage",
+ * "JPEG 2000 (Lossless Only)"); the UID itself when unknown. Always NUL-terminates. */
+void rtb_dicom_uid_name(const char *uid, char *out, size_t size);
 
 /* ---- storage SCP ------------------------------------------------------------- */
 

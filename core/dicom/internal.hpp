@@ -144,6 +144,12 @@ void collect_failed_uids(DcmDataset *rsp_ids, rtb_dicom_retrieve_result *out);
 void copy_str(char *dst, size_t size, const char *src);
 std::string trim(const std::string &s);
 
+// Names (names.cpp) -------------------------------------------------------------
+// "MR Image Storage", "JPEG 2000 (Lossless only)"; the UID itself when unknown.
+std::string uid_name(const std::string &uid);
+// A UID element's value, also when a file encodes it with VR UN/OB; "" if absent.
+std::string read_uid(DcmItem *item, const DcmTagKey &key);
+
 } // namespace rtb
 
 #endif

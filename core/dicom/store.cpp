@@ -1,16 +1,30 @@
-// C-STORE of files and in-memory datasets over one association.
+// C-STORE of files and in-memory datasets: every item gets its own outcome.
 //
 // Pass 1 reads only what negotiation needs (meta header and the dataset up to
-// SOP Instance UID), so a bad file costs nothing and is reported on its own.
-// Pass 2 negotiates one presentation context per SOP class / transfer syntax
-// pair present, then sends the items in order.
+// SOP Instance UID), so a file that is not DICOM costs nothing. Then associations
+// are opened for the pending items, each with one presentation context per SOP
+// class / transfer syntax pair (128 at most; the others wait for the next one).
+//
+// Why a bad file used to break a run: DIMSE_storeUser() given a file name loads it
+// whole itself, and a file it cannot read (truncated: "premature end of stream")
+// makes it return DIMSE_SENDFAILED, the very condition a broken socket gives. Taken
+// for a lost association, it ended the run and every later item was "not sent",
+// although nothing had gone over the wire. Now each file is read whole here, before
+// its C-STORE-RQ: a file DCMTK cannot read is "unreadable" and the association never
+// sees it, and a send failure of a dataset already in memory really is the network.
+//
+// A lost association (abort, reset, timeout) is reopened for the remaining items with
+// a growing backoff; a peer that keeps failing (max_reconnects in a row without
+// anything stored) trips the breaker and the rest is reported not sent.
 #include "internal.hpp"
 
 #include <cerrno>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <sys/stat.h>
+#include <thread>
 
 using namespace rtb;
 
@@ -18,10 +32,10 @@ namespace {
 
 struct Plan {
     std::string sop_class, sop_instance, xfer;
-    DcmDataset *dataset = nullptr;            // in-memory items
-    std::unique_ptr<rtb_ds> copy;             // item views are sent from a copy
-    int context = -1;                         // index into the proposed contexts
-    bool ready = false;
+    DcmDataset *dataset = nullptr; // in-memory items
+    std::unique_ptr<rtb_ds> copy;  // item views are sent from a copy
+    bool pending = false;          // still to be sent
+    int losses = 0;                // associations lost while this item was in flight
 };
 
 bool is_uncompressed(const std::string &xfer)
@@ -31,11 +45,13 @@ bool is_uncompressed(const std::string &xfer)
            xfer == UID_BigEndianExplicitTransferSyntax;
 }
 
-__attribute__((format(printf, 4, 5)))
-void item_fail(rtb_dicom_store_item *it, const rtb_dicom_peer *peer, rtb_dicom_error_kind kind,
-               const char *fmt, ...)
+__attribute__((format(printf, 5, 6)))
+void item_fail(rtb_dicom_store_item *it, const rtb_dicom_peer *peer, rtb_dicom_store_outcome outcome,
+               rtb_dicom_error_kind kind, const char *fmt, ...)
 {
     it->result = -1;
+    it->outcome = outcome;
+    clear_error(&it->error);
     set_peer(&it->error, peer);
     it->error.kind = kind;
     va_list ap;
@@ -44,11 +60,21 @@ void item_fail(rtb_dicom_store_item *it, const rtb_dicom_peer *peer, rtb_dicom_e
     va_end(ap);
 }
 
+// "MR Image Storage in JPEG 2000 (Lossless only)"
+std::string what(const Plan &p)
+{
+    return uid_name(p.sop_class) + " in " + uid_name(p.xfer);
+}
+
 void plan_file(rtb_dicom_store_item *it, const rtb_dicom_peer *peer, Plan &p)
 {
     struct stat st;
     if (stat(it->path, &st) != 0) {
-        item_fail(it, peer, RTB_DICOM_E_IO, "%s: %s", it->path, strerror(errno));
+        item_fail(it, peer, RTB_STORE_UNREADABLE, RTB_DICOM_E_IO, "%s: %s", it->path, strerror(errno));
+        return;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        item_fail(it, peer, RTB_STORE_UNREADABLE, RTB_DICOM_E_IO, "%s: not a regular file", it->path);
         return;
     }
     DcmFileFormat ff;
@@ -56,29 +82,35 @@ void plan_file(rtb_dicom_store_item *it, const rtb_dicom_peer *peer, Plan &p)
     OFCondition cond = ff.loadFileUntilTag(it->path, EXS_Unknown, EGL_noChange, DCM_MaxReadLength,
                                            ERM_autoDetect, DcmTagKey(0x0008, 0x0019));
     if (cond.bad()) {
-        item_fail(it, peer, RTB_DICOM_E_IO, "%s: not a readable DICOM file (%s)", it->path, cond.text());
+        item_fail(it, peer, RTB_STORE_UNREADABLE, RTB_DICOM_E_IO, "%s: not a readable DICOM file (%s)",
+                  it->path, cond.text());
         return;
     }
-    OFString sop_class, sop_instance, xfer;
     DcmDataset *ds = ff.getDataset();
     DcmMetaInfo *meta = ff.getMetaInfo();
-    ds->findAndGetOFString(DCM_SOPClassUID, sop_class);
-    ds->findAndGetOFString(DCM_SOPInstanceUID, sop_instance);
+    std::string sop_class = read_uid(ds, DCM_SOPClassUID);
+    std::string sop_instance = read_uid(ds, DCM_SOPInstanceUID);
+    std::string xfer;
     if (meta && meta->card() > 0) {
-        meta->findAndGetOFString(DCM_TransferSyntaxUID, xfer);
-        if (sop_class.empty()) meta->findAndGetOFString(DCM_MediaStorageSOPClassUID, sop_class);
-        if (sop_instance.empty()) meta->findAndGetOFString(DCM_MediaStorageSOPInstanceUID, sop_instance);
+        xfer = read_uid(meta, DCM_TransferSyntaxUID);
+        if (sop_class.empty()) sop_class = read_uid(meta, DCM_MediaStorageSOPClassUID);
+        if (sop_instance.empty()) sop_instance = read_uid(meta, DCM_MediaStorageSOPInstanceUID);
     }
-    if (xfer.empty()) xfer = DcmXfer(ds->getOriginalXfer()).getXferID();
+    // The syntax the dataset was actually read in: a meta header may name another.
+    E_TransferSyntax read_as = ds->getOriginalXfer();
+    if (read_as != EXS_Unknown) xfer = DcmXfer(read_as).getXferID();
+    copy_str(it->sop_class_uid, sizeof it->sop_class_uid, sop_class.c_str());
+    copy_str(it->transfer_syntax_uid, sizeof it->transfer_syntax_uid, xfer.c_str());
+    copy_str(it->sop_instance_uid, sizeof it->sop_instance_uid, sop_instance.c_str());
     if (sop_class.empty() || sop_instance.empty()) {
-        item_fail(it, peer, RTB_DICOM_E_IO, "%s: not a DICOM instance (no SOP Class/Instance UID)",
-                  it->path);
+        item_fail(it, peer, RTB_STORE_UNREADABLE, RTB_DICOM_E_IO,
+                  "%s: not a DICOM instance (no SOP Class/Instance UID)", it->path);
         return;
     }
-    p.sop_class = sop_class.c_str();
-    p.sop_instance = sop_instance.c_str();
-    p.xfer = xfer.c_str();
-    p.ready = true;
+    p.sop_class = sop_class;
+    p.sop_instance = sop_instance;
+    p.xfer = xfer;
+    p.pending = true;
 }
 
 void plan_dataset(rtb_dicom_store_item *it, const rtb_dicom_peer *peer, Plan &p)
@@ -88,118 +120,186 @@ void plan_dataset(rtb_dicom_store_item *it, const rtb_dicom_peer *peer, Plan &p)
         rtb_ds *c = nullptr;
         if (rtb_ds_clone(it->ds, &c, &it->error) != 0) {
             it->result = -1;
+            it->outcome = RTB_STORE_UNREADABLE;
             return;
         }
         p.copy.reset(c);
         ds = c->dataset();
     }
-    OFString sop_class, sop_instance;
-    ds->findAndGetOFString(DCM_SOPClassUID, sop_class);
-    ds->findAndGetOFString(DCM_SOPInstanceUID, sop_instance);
+    std::string sop_class = read_uid(ds, DCM_SOPClassUID);
+    std::string sop_instance = read_uid(ds, DCM_SOPInstanceUID);
+    copy_str(it->sop_class_uid, sizeof it->sop_class_uid, sop_class.c_str());
+    copy_str(it->sop_instance_uid, sizeof it->sop_instance_uid, sop_instance.c_str());
     if (sop_class.empty() || sop_instance.empty()) {
-        item_fail(it, peer, RTB_DICOM_E_INVALID, "dataset has no SOP Class UID or SOP Instance UID");
+        item_fail(it, peer, RTB_STORE_UNREADABLE, RTB_DICOM_E_INVALID,
+                  "dataset has no SOP Class UID or SOP Instance UID");
         return;
     }
     E_TransferSyntax x = ds->getOriginalXfer();
     // A dataset built in memory has no transfer syntax yet: any uncompressed one will do.
     if (x == EXS_Unknown) x = EXS_LittleEndianExplicit;
-    p.sop_class = sop_class.c_str();
-    p.sop_instance = sop_instance.c_str();
+    p.sop_class = sop_class;
+    p.sop_instance = sop_instance;
     p.xfer = DcmXfer(x).getXferID();
+    copy_str(it->transfer_syntax_uid, sizeof it->transfer_syntax_uid, p.xfer.c_str());
     p.dataset = ds;
-    p.ready = true;
+    p.pending = true;
 }
 
-// One context per distinct (SOP class, transfer syntax). Uncompressed data may
-// travel in any uncompressed syntax (DCMTK converts while sending); compressed
-// data is offered only as it is, because a backup must not transcode it.
-std::vector<PresContext> build_contexts(std::vector<Plan> &plans, rtb_dicom_store_item *items,
-                                        const rtb_dicom_peer *peer)
+// One context per distinct (SOP class, transfer syntax) among the pending items, at
+// most 128: the item's own syntax alone, so that a peer accepting it stores the
+// instance byte for byte (a big-endian file stays big endian). Uncompressed data gets a
+// second context with every uncompressed syntax, for peers that refuse its own (DCMTK
+// converts while sending, values unchanged); compressed and deflated data is offered
+// only as it is, because a backup must not transcode it. index maps a pair to its
+// first context.
+std::vector<PresContext> build_contexts(const std::vector<Plan> &plans,
+                                        std::map<std::pair<std::string, std::string>, int> &index)
 {
     std::vector<PresContext> contexts;
-    std::map<std::pair<std::string, std::string>, int> index;
-    for (size_t i = 0; i < plans.size(); i++) {
-        Plan &p = plans[i];
-        if (!p.ready) continue;
+    index.clear();
+    for (const Plan &p : plans) {
+        if (!p.pending) continue;
         auto key = std::make_pair(p.sop_class, p.xfer);
-        auto found = index.find(key);
-        if (found != index.end()) {
-            p.context = found->second;
-            continue;
-        }
-        if (contexts.size() >= 128) {
-            p.ready = false;
-            item_fail(&items[i], peer, RTB_DICOM_E_NEGOTIATION,
-                      "more than 128 SOP class/transfer syntax combinations in one store (%s, %s)",
-                      p.sop_class.c_str(), p.xfer.c_str());
-            continue;
-        }
+        if (index.count(key) || contexts.size() + (is_uncompressed(p.xfer) ? 2 : 1) > 128) continue;
         PresContext pc;
         pc.abstract_syntax = p.sop_class;
         pc.transfer_syntaxes.push_back(p.xfer);
-        if (is_uncompressed(p.xfer))
+        index[key] = static_cast<int>(contexts.size());
+        if (is_uncompressed(p.xfer)) {
+            contexts.push_back(pc);
             for (size_t k = 0; k < kNumUncompressedXfers; k++)
                 if (p.xfer != kUncompressedXfers[k]) pc.transfer_syntaxes.push_back(kUncompressedXfers[k]);
-        p.context = static_cast<int>(contexts.size());
-        index[key] = p.context;
+            if (p.xfer != UID_BigEndianExplicitTransferSyntax)
+                pc.transfer_syntaxes.push_back(UID_BigEndianExplicitTransferSyntax);
+        }
         contexts.push_back(pc);
     }
     return contexts;
 }
 
-bool network_broken(const OFCondition &cond)
+// Reads a file whole, so that nothing can go wrong with it once its C-STORE-RQ is out.
+std::unique_ptr<DcmFileFormat> load_whole(const char *path, std::string *why)
 {
-    rtb_dicom_error_kind k = kind_of(cond);
-    return k == RTB_DICOM_E_ABORTED || k == RTB_DICOM_E_TIMEOUT || k == RTB_DICOM_E_CONNECT_FAILED ||
-           (cond.module() == OFM_dcmnet && cond.code() >= 0x300 && cond.code() < 0x400);
+    std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
+    OFCondition cond = ff->loadFile(path, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+    if (cond.good()) cond = ff->loadAllDataIntoMemory();
+    if (cond.bad()) {
+        *why = cond.text();
+        return nullptr;
+    }
+    return ff;
 }
 
-} // namespace
-
-extern "C" int rtb_dicom_store(const rtb_dicom_peer *peer, rtb_dicom_store_item *items,
-                               size_t n_items, size_t *n_stored, rtb_dicom_error *err)
+bool status_stored(unsigned s)
 {
-    clear_error(err);
-    if (n_stored) *n_stored = 0;
-    if (!ensure_init(err)) return -1;
-    if (!validate_peer(peer, err)) return -1;
-    if (n_items == 0) return 0;
-    if (!items) return fail(err, RTB_DICOM_E_INVALID, "no items");
+    return s == STATUS_Success || (s & 0xF000) == 0xB000 || s == 0x0001;
+}
 
-    std::vector<Plan> plans(n_items);
-    for (size_t i = 0; i < n_items; i++) {
-        rtb_dicom_store_item *it = &items[i];
-        it->result = -1;
-        it->status = 0;
-        it->sop_instance_uid[0] = '\0';
-        clear_error(&it->error);
-        if (it->path) plan_file(it, peer, plans[i]);
-        else if (it->ds) plan_dataset(it, peer, plans[i]);
-        else item_fail(it, peer, RTB_DICOM_E_INVALID, "store item %zu has neither a path nor a dataset", i + 1);
-        copy_str(it->sop_instance_uid, sizeof it->sop_instance_uid, plans[i].sop_instance.c_str());
+struct Policy {
+    int max_reconnects, backoff_ms, max_backoff_ms;
+};
+
+Policy policy_of(const rtb_dicom_store_options *o)
+{
+    Policy p{3, 500, 8000};
+    if (!o) return p;
+    if (o->max_reconnects < 0) p.max_reconnects = 0;
+    else if (o->max_reconnects > 0) p.max_reconnects = o->max_reconnects;
+    if (o->backoff_ms > 0) p.backoff_ms = o->backoff_ms;
+    if (o->max_backoff_ms > 0) p.max_backoff_ms = o->max_backoff_ms;
+    if (p.max_backoff_ms < p.backoff_ms) p.max_backoff_ms = p.backoff_ms;
+    return p;
+}
+
+// Result of sending over one association.
+enum class Run { done, lost, open_failed, open_refused };
+
+struct Store {
+    const rtb_dicom_peer *peer;
+    rtb_dicom_store_item *items;
+    std::vector<Plan> &plans;
+    rtb_dicom_store_summary &sum;
+    rtb_dicom_error last; // the last association error
+
+    // Sends the pending items whose context this association carries.
+    Run one_association()
+    {
+        std::map<std::pair<std::string, std::string>, int> index;
+        std::vector<PresContext> contexts = build_contexts(plans, index);
+        if (contexts.empty()) return Run::done;
+        Association a(peer);
+        sum.associations++;
+        rtb_dicom_error e;
+        clear_error(&e);
+        if (!a.open(contexts, &e)) {
+            last = e;
+            // A rejection or a peer accepting none of the contexts will not change
+            // by asking again; a refused connect or an abort may.
+            if (e.kind == RTB_DICOM_E_REJECTED || e.kind == RTB_DICOM_E_NEGOTIATION ||
+                e.kind == RTB_DICOM_E_INVALID) {
+                if (e.kind == RTB_DICOM_E_NEGOTIATION) {
+                    // Every pending item of this association is refused, by name.
+                    for (size_t i = 0; i < plans.size(); i++) {
+                        Plan &p = plans[i];
+                        if (!p.pending || !index.count({p.sop_class, p.xfer})) continue;
+                        p.pending = false;
+                        item_fail(&items[i], peer, RTB_STORE_REFUSED, RTB_DICOM_E_NEGOTIATION,
+                                  "the peer refused %s (no presentation context accepted)", what(p).c_str());
+                    }
+                    return Run::done;
+                }
+                return Run::open_refused;
+            }
+            return Run::open_failed;
+        }
+        for (size_t i = 0; i < plans.size(); i++) {
+            Plan &p = plans[i];
+            if (!p.pending) continue;
+            auto found = index.find({p.sop_class, p.xfer});
+            if (found == index.end()) continue; // its context waits for another association
+            if (!send_one(a, i, static_cast<T_ASC_PresentationContextID>(2 * found->second + 1)))
+                return Run::lost;
+        }
+        a.release(nullptr);
+        return Run::done;
     }
-    std::vector<PresContext> contexts = build_contexts(plans, items, peer);
-    if (contexts.empty()) return 0; // nothing sendable: every item carries its error
 
-    Association a(peer);
-    if (!a.open(contexts, err)) {
-        for (size_t i = 0; i < n_items; i++)
-            if (plans[i].ready) { items[i].error = *err; items[i].result = -1; }
-        return -1;
-    }
-
-    size_t stored = 0;
-    for (size_t i = 0; i < n_items; i++) {
+    // false: the association is lost (the item stays pending unless given up).
+    bool send_one(Association &a, size_t i, T_ASC_PresentationContextID id)
+    {
         Plan &p = plans[i];
         rtb_dicom_store_item *it = &items[i];
-        if (!p.ready) continue;
-        T_ASC_PresentationContextID id = static_cast<T_ASC_PresentationContextID>(2 * p.context + 1);
-        std::string accepted_xfer;
-        if (!a.accepted_context(id, nullptr, &accepted_xfer)) {
-            item_fail(it, peer, RTB_DICOM_E_NEGOTIATION, "the peer refused %s in transfer syntax %s",
-                      dcmFindNameOfUID(p.sop_class.c_str(), p.sop_class.c_str()),
-                      dcmFindNameOfUID(p.xfer.c_str(), p.xfer.c_str()));
-            continue;
+        std::string accepted;
+        // The exact context, else (uncompressed) the one with every uncompressed syntax.
+        if (!a.accepted_context(id, nullptr, &accepted) && is_uncompressed(p.xfer))
+            id = static_cast<T_ASC_PresentationContextID>(id + 2);
+        if (!a.accepted_context(id, nullptr, &accepted)) {
+            p.pending = false;
+            item_fail(it, peer, RTB_STORE_REFUSED, RTB_DICOM_E_NEGOTIATION, "the peer refused %s",
+                      what(p).c_str());
+            return true;
+        }
+        std::unique_ptr<DcmFileFormat> file;
+        DcmDataset *ds = p.dataset;
+        if (!ds) {
+            std::string why;
+            file = load_whole(it->path, &why);
+            if (!file) {
+                p.pending = false;
+                item_fail(it, peer, RTB_STORE_UNREADABLE, RTB_DICOM_E_IO,
+                          "%s: cannot be read whole (%s); not sent", it->path, why.c_str());
+                return true;
+            }
+            ds = file->getDataset();
+        }
+        E_TransferSyntax to = DcmXfer(accepted.c_str()).getXfer();
+        if (!ds->canWriteXfer(to, ds->getOriginalXfer())) {
+            p.pending = false;
+            item_fail(it, peer, RTB_STORE_REFUSED, RTB_DICOM_E_NEGOTIATION,
+                      "%s cannot be sent in %s, the only syntax the peer accepted for it", what(p).c_str(),
+                      uid_name(accepted).c_str());
+            return true;
         }
         T_DIMSE_C_StoreRQ req = {};
         req.MessageID = a.next_message_id();
@@ -210,39 +310,152 @@ extern "C" int rtb_dicom_store(const rtb_dicom_peer *peer, rtb_dicom_store_item 
         req.Priority = DIMSE_PRIORITY_MEDIUM;
         T_DIMSE_C_StoreRSP rsp = {};
         DcmDataset *detail = nullptr;
-        OFCondition cond = DIMSE_storeUser(a.assoc(), id, &req, p.dataset ? nullptr : it->path,
-                                           p.dataset, nullptr, nullptr, DIMSE_NONBLOCKING,
-                                           a.dimse_timeout(), &rsp, &detail);
+        OFCondition cond = DIMSE_storeUser(a.assoc(), id, &req, nullptr, ds, nullptr, nullptr,
+                                           DIMSE_NONBLOCKING, a.dimse_timeout(), &rsp, &detail);
         std::unique_ptr<DcmDataset> hold(detail);
         if (cond.bad()) {
-            set_peer(&it->error, peer);
-            fail_cond(&it->error, cond, "C-STORE");
-            if (network_broken(cond)) {
-                // The association is gone: this and every later item are not stored.
-                a.mark_broken();
-                *err = it->error;
-                for (size_t j = i + 1; j < n_items; j++)
-                    if (plans[j].ready) {
-                        items[j].error = *err;
-                        snprintf(items[j].error.message, sizeof items[j].error.message,
-                                 "not sent: association lost (%.400s)", err->message);
-                    }
-                if (n_stored) *n_stored = stored;
-                return -1;
+            // The dataset is in memory and writable in this syntax: what failed is the
+            // association. Its state is unknown, so it is never used again.
+            a.mark_broken();
+            clear_error(&last);
+            set_peer(&last, peer);
+            fail_cond(&last, cond, "C-STORE");
+            p.losses++;
+            if (p.losses >= 2) {
+                p.pending = false;
+                item_fail(it, peer, RTB_STORE_NOT_SENT, last.kind,
+                          "not sent: the association was lost twice while sending it (%.380s)", last.message);
             }
-            continue;
+            return false;
         }
         it->status = rsp.DimseStatus;
-        if (rsp.DimseStatus == STATUS_Success || (rsp.DimseStatus & 0xF000) == 0xB000 ||
-            rsp.DimseStatus == 0x0001) {
+        p.pending = false;
+        if (status_stored(rsp.DimseStatus)) {
             it->result = 0;
-            stored++;
+            it->outcome = RTB_STORE_STORED;
+            clear_error(&it->error);
+            sum.stored++;
         } else {
+            it->outcome = RTB_STORE_REFUSED;
+            it->result = -1;
+            clear_error(&it->error);
             set_peer(&it->error, peer);
-            fail_status(&it->error, rsp.DimseStatus, detail, "C-STORE");
+            std::string doing = "C-STORE of " + what(p);
+            fail_status(&it->error, rsp.DimseStatus, detail, doing.c_str());
+        }
+        return true;
+    }
+
+    size_t stored_so_far() const { return sum.stored; }
+};
+
+void sleep_ms(int ms)
+{
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
+
+} // namespace
+
+extern "C" const char *rtb_dicom_store_outcome_name(rtb_dicom_store_outcome outcome)
+{
+    switch (outcome) {
+    case RTB_STORE_STORED: return "stored";
+    case RTB_STORE_REFUSED: return "refused";
+    case RTB_STORE_UNREADABLE: return "unreadable";
+    case RTB_STORE_NOT_SENT: return "not_sent";
+    }
+    return "not_sent";
+}
+
+extern "C" int rtb_dicom_store_with(const rtb_dicom_peer *peer, rtb_dicom_store_item *items,
+                                    size_t n_items, const rtb_dicom_store_options *opts,
+                                    rtb_dicom_store_summary *summary, rtb_dicom_error *err)
+{
+    clear_error(err);
+    rtb_dicom_store_summary local = {};
+    rtb_dicom_store_summary &sum = summary ? *summary : local;
+    memset(&sum, 0, sizeof sum);
+    if (!ensure_init(err)) return -1;
+    if (!validate_peer(peer, err)) return -1;
+    if (n_items == 0) return 0;
+    if (!items) return fail(err, RTB_DICOM_E_INVALID, "no items");
+    Policy pol = policy_of(opts);
+
+    std::vector<Plan> plans(n_items);
+    for (size_t i = 0; i < n_items; i++) {
+        rtb_dicom_store_item *it = &items[i];
+        it->result = -1;
+        it->status = 0;
+        it->outcome = RTB_STORE_NOT_SENT;
+        it->sop_instance_uid[0] = it->sop_class_uid[0] = it->transfer_syntax_uid[0] = '\0';
+        clear_error(&it->error);
+        if (it->path) plan_file(it, peer, plans[i]);
+        else if (it->ds) plan_dataset(it, peer, plans[i]);
+        else item_fail(it, peer, RTB_STORE_UNREADABLE, RTB_DICOM_E_INVALID,
+                       "store item %zu has neither a path nor a dataset", i + 1);
+    }
+
+    Store st{peer, items, plans, sum, {}};
+    clear_error(&st.last);
+    int failures_in_a_row = 0;
+    int backoff = pol.backoff_ms;
+    bool association_trouble = false;
+    for (;;) {
+        size_t stored_before = st.stored_so_far();
+        Run run = st.one_association();
+        if (st.stored_so_far() > stored_before) {
+            failures_in_a_row = 0;
+            backoff = pol.backoff_ms;
+        }
+        bool left = false;
+        for (const Plan &p : plans) left = left || p.pending;
+        if (!left) break;
+        if (run == Run::done) continue; // more contexts than one association carries
+        association_trouble = true;
+        if (run == Run::open_refused) break;
+        failures_in_a_row++;
+        if (failures_in_a_row > pol.max_reconnects) {
+            sum.breaker_open = pol.max_reconnects > 0 || run == Run::lost;
+            break;
+        }
+        sleep_ms(backoff);
+        backoff = std::min(backoff * 2, pol.max_backoff_ms);
+        sum.reconnects++;
+    }
+
+    for (size_t i = 0; i < n_items; i++) {
+        if (!plans[i].pending) continue;
+        rtb_dicom_store_item *it = &items[i];
+        it->outcome = RTB_STORE_NOT_SENT;
+        it->result = -1;
+        it->error = st.last;
+        if (sum.breaker_open)
+            snprintf(it->error.message, sizeof it->error.message,
+                     "not sent: the peer failed %d associations in a row (%.400s)", failures_in_a_row,
+                     st.last.message);
+        else
+            snprintf(it->error.message, sizeof it->error.message, "not sent: %.480s", st.last.message);
+    }
+    for (size_t i = 0; i < n_items; i++) {
+        switch (items[i].outcome) {
+        case RTB_STORE_STORED: break;
+        case RTB_STORE_REFUSED: sum.refused++; break;
+        case RTB_STORE_UNREADABLE: sum.unreadable++; break;
+        case RTB_STORE_NOT_SENT: sum.not_sent++; break;
         }
     }
-    a.release(err);
-    if (n_stored) *n_stored = stored;
+    if (sum.not_sent > 0 && association_trouble) {
+        if (err) *err = st.last;
+        return -1;
+    }
     return 0;
+}
+
+extern "C" int rtb_dicom_store(const rtb_dicom_peer *peer, rtb_dicom_store_item *items,
+                               size_t n_items, size_t *n_stored, rtb_dicom_error *err)
+{
+    rtb_dicom_store_summary sum;
+    int rc = rtb_dicom_store_with(peer, items, n_items, nullptr, &sum, err);
+    if (n_stored) *n_stored = sum.stored;
+    return rc;
 }

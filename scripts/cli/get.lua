@@ -5,7 +5,10 @@ local dc = require "rtbackup.dicom_cli"
 local parser = cli.parser("get", [[
 Retrieves matching instances over our own association (C-GET, with SCP role
 selection for the storage classes) into --out-dir as <SOPInstanceUID>.dcm. The level
-is the most specific UID given unless --query-level says otherwise.
+is the most specific UID given unless --query-level says otherwise. Every instance
+arrives in the transfer syntax the peer stores it in, or is reported failed: a C-FIND
+first asks what is there, and each SOP class is offered in each syntax (in rounds for
+peers that send on the first context accepted). Exit 1 when any instance failed.
   rtbackup get --env UCLA --peer ORTHANC_MAIN --study-uid 1.2.3 --out-dir /tmp/restore]],
     dc.EXIT_CODES)
 dc.add_peer_options(parser)
@@ -23,6 +26,9 @@ return dc.run(function()
     local peer = dc.peer(args)
     os.execute("mkdir -p '" .. args.out_dir:gsub("'", "'\\''") .. "'")
     local r = peer:get(dc.query(args), args.out_dir)
-    dc.print_rows({r}, {"status", "completed", "failed", "warning", "received"}, args.format)
+    if r.message then io.stderr:write("failed: ", r.message, "\n") end
+    for _, uid in ipairs(r.failed_uids or {}) do io.stderr:write("not retrieved: ", uid, "\n") end
+    dc.print_rows({r}, {"status", "completed", "failed", "warning", "received", "transcoded", "associations"},
+                  args.format)
     return r.failed == 0 and cli.EXIT.ok or cli.EXIT.failure
 end)

@@ -3,11 +3,16 @@ local cli = require "rtbackup.cli"
 local dc = require "rtbackup.dicom_cli"
 
 local parser = cli.parser("store", [[
-Sends DICOM files over one association (C-STORE). A directory is walked
-recursively. A file that is not DICOM or is refused fails alone; the rest are sent.
+Sends DICOM files (C-STORE). A directory is walked recursively. Every file has its own
+outcome: stored, refused by the peer, unreadable (not DICOM, truncated: never sent) or
+not sent (the association was lost and the peer kept failing). A lost association is
+reopened for the remaining files. Compressed files are sent as they are. Exit 1 when
+anything was not stored.
   rtbackup store --env UCLA --peer ORTHANC_MAIN --filepath /data/export]], dc.EXIT_CODES)
 dc.add_peer_options(parser)
 parser:option("--filepath", "a DICOM file or a directory"):count("+")
+parser:option("--max-reconnects", "associations lost in a row before the rest is given up", "3")
+      :convert(tonumber)
 dc.add_format_option(parser)
 local args = cli.parse(parser, {...})
 
@@ -29,11 +34,22 @@ return dc.run(function()
         end
         for _, f in ipairs(found) do files[#files + 1] = f end
     end
-    local r = peer:store(files)
+    local r = peer:store(files, {max_reconnects = args.max_reconnects})
+    local label = {refused = "refused", unreadable = "unreadable", not_sent = "not sent"}
     for _, item in ipairs(r.items) do
-        if not item.ok then io.stderr:write("not stored: ", item.path or "?", ": ", tostring(item.error), "\n") end
+        if not item.ok then
+            local message = type(item.error) == "table" and item.error.message or tostring(item.error)
+            local path = item.path or "?"
+            if message:sub(1, #path + 2) == path .. ": " then message = message:sub(#path + 3) end
+            io.stderr:write(label[item.outcome] or item.outcome, ": ", path, ": ", message, "\n")
+        end
     end
     if r.error then io.stderr:write("error: ", tostring(r.error), "\n") end
-    dc.print_rows({{stored = r.stored, failed = r.failed}}, {"stored", "failed"}, args.format)
+    if r.reconnects > 0 then
+        io.stderr:write(string.format("%d association%s lost and reopened%s\n", r.reconnects,
+                                      r.reconnects == 1 and " was" or "s were",
+                                      r.breaker_open and "; the peer kept failing, the rest was not sent" or ""))
+    end
+    dc.print_rows({r}, {"stored", "refused", "unreadable", "not_sent", "failed"}, args.format)
     return r.failed == 0 and cli.EXIT.ok or cli.EXIT.failure
 end)

@@ -10,6 +10,10 @@
 #   dcmqrscp          AET ARIA          preloaded with synthetic patients
 #   storescp          AET STORESCP      writes to DIR/storescp
 #   storescp over TLS AET STORESCP_TLS  mutual TLS, certificates from a CA made here
+#   dcmqrscp          AET CORPUS    pydicom's real-world files in every transfer syntax
+#                                   (tests/testbed/corpus.py), accepted as stored (-xf)
+#   odil_qr.py        AET ODIL_QR   Q/R SCP on python3-odil (another DICOM stack) with
+#                                   switchable vendor quirks; its own patients RTB101..
 # plus a reserved port for the test program's own SCP (AET RTB_TEST_SCP), known
 # to every peer as a move destination, and the test SCU's calling AE RTB_SCU.
 #
@@ -17,7 +21,7 @@
 # Nagle's algorithm on otherwise, and small PDUs then wait for delayed ACKs.
 #
 # Needs: orthanc, dcmtk (dcmqrscp, dcmqridx, storescp, echoscu), iproute2 (ss);
-# openssl for the TLS peer (optional).
+# python3-odil (Debian's /usr/bin/python3) for ODIL_QR; openssl for the TLS peer (optional).
 # The synthetic data generator comes from $RTB_GEN_SYNTHETIC (built by CMake).
 # Sizes: RTB_TESTBED_PATIENTS (3), RTB_TESTBED_SLICES (10).
 set -euo pipefail
@@ -117,6 +121,8 @@ orthanc_config() {
                  "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true },
     "aria":    { "AET": "ARIA",          "Host": "$HOST", "Port": $ARIA_PORT,
                  "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true },
+    "odil":    { "AET": "ODIL_QR",       "Host": "$HOST", "Port": $ODIL_PORT,
+                 "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true },
     "storescp": { "AET": "STORESCP",     "Host": "$HOST", "Port": $STORESCP_PORT,
                  "AllowEcho": true, "AllowFind": false, "AllowMove": false, "AllowGet": false, "AllowStore": true },
     "scu":     { "AET": "$SCU_AET",      "Host": "$HOST", "Port": $TEST_SCP_PORT,
@@ -135,6 +141,7 @@ start() {
     for t in dcmqrscp dcmqridx storescp echoscu ss; do
         command -v $t >/dev/null || die "$t not found (apt-get install dcmtk iproute2)"
     done
+    /usr/bin/python3 -c "import odil" 2>/dev/null || die "python3-odil not installed (apt-get install python3-odil)"
     local gen=${RTB_GEN_SYNTHETIC:-}
     [ -n "$gen" ] && [ -x "$gen" ] || die "set RTB_GEN_SYNTHETIC to the built rtb_gen_synthetic program"
 
@@ -143,12 +150,26 @@ start() {
     DIR=$(cd "$DIR" && pwd)
 
     for var in MAIN_PORT MAIN_HTTP STAGING_PORT STAGING_HTTP ARIA_PORT STORESCP_PORT TLS_PORT \
-               TEST_SCP_PORT CLOSED_PORT; do
+               TEST_SCP_PORT CLOSED_PORT CORPUS_PORT; do
         pick_port "$var"
     done
+    pick_port ODIL_PORT
 
     local patients=${RTB_TESTBED_PATIENTS:-3} slices=${RTB_TESTBED_SLICES:-10}
     "$gen" "$DIR/synthetic" --patients "$patients" --slices "$slices" >"$DIR/synthetic/index.txt"
+    # ODIL_QR serves patients of its own (RTB101..), so that moving from it never meets
+    # ARIA's instances already in a target; its folder holds DICOM files only.
+    mkdir -p "$DIR/odil"
+    "$gen" "$DIR/odil" --first 101 --patients "$patients" --slices "$slices" >"$DIR/odil-index.txt"
+    echo '{}' >"$DIR/odil-quirks.json"
+    cat >"$DIR/odil-destinations.txt" <<EOF
+ORTHANC_MAIN  $HOST $MAIN_PORT
+STAGING       $HOST $STAGING_PORT
+ARIA          $HOST $ARIA_PORT
+STORESCP      $HOST $STORESCP_PORT
+$TEST_SCP_AET $HOST $TEST_SCP_PORT
+$SCU_AET      $HOST $TEST_SCP_PORT
+EOF
 
     # dcmqrscp "ARIA": the generated files are indexed in place of a C-STORE.
     # It runs in its default forking mode: Debian's 3.6.7 build crashes after the
@@ -176,6 +197,22 @@ EOF
     mkdir -p "$DIR/aria/storage"
     cp "$DIR"/synthetic/*.dcm "$DIR/aria/storage/"
     dcmqridx "$DIR/aria/storage" "$DIR"/aria/storage/*.dcm
+
+    # dcmqrscp "CORPUS": its own process, because dcmqrscp has no option to accept every
+    # transfer syntax; an association profile (-xf) does, but it replaces the negotiation
+    # of every AE of the process, incoming and outgoing (ARIA's C-MOVEs included). The
+    # readable corpus files are indexed in place (like ARIA's) so that they keep the exact
+    # transfer syntax and bytes they were written with.
+    mkdir -p "$DIR/corpus-qr/storage"
+    /usr/bin/python3 "$(dirname "$0")/corpus.py" build "$DIR/corpus" --profile "$DIR/corpus-qr/profile.cfg" \
+        >"$DIR/logs/corpus.log" 2>&1 || die "corpus.py failed; see $DIR/logs/corpus.log"
+    awk -F'\t' 'NR > 1 && $2 == "good" { print $1 }' "$DIR/corpus/index.tsv" | while read -r f; do
+        cp "$DIR/corpus/$f" "$DIR/corpus-qr/storage/"
+    done
+    sed -e "s/^NetworkTCPPort .*/NetworkTCPPort  = $CORPUS_PORT/" \
+        -e "s|^ARIA .*|CORPUS $DIR/corpus-qr/storage RW (500, 1024mb) ANY|" \
+        "$DIR/aria/dcmqrscp.cfg" >"$DIR/corpus-qr/dcmqrscp.cfg"
+    dcmqridx "$DIR/corpus-qr/storage" "$DIR"/corpus-qr/storage/*.dcm 2>>"$DIR/logs/corpus.log"
 
     # A private CA and certificates for the TLS storescp (skipped without openssl;
     # the TLS test then skips too).
@@ -210,6 +247,15 @@ EOF
     TCP_NODELAY=1 storescp -aet STORESCP -od "$DIR/storescp" -uf "$STORESCP_PORT" >"$DIR/logs/storescp.log" 2>&1 </dev/null &
     STORESCP_PID=$!
     echo "STORESCP_PID=$STORESCP_PID" >>"$env"
+    /usr/bin/python3 "$(dirname "$0")/odil_qr.py" --aet ODIL_QR --host "$HOST" --port "$ODIL_PORT" \
+        --dir "$DIR/odil" --quirks "$DIR/odil-quirks.json" --destinations "$DIR/odil-destinations.txt" \
+        >"$DIR/logs/odil.log" 2>&1 </dev/null &
+    ODIL_PID=$!
+    echo "ODIL_PID=$ODIL_PID" >>"$env"
+    TCP_NODELAY=1 dcmqrscp -c "$DIR/corpus-qr/dcmqrscp.cfg" -xf "$DIR/corpus-qr/profile.cfg" Corpus Corpus \
+        >"$DIR/logs/corpus-qr.log" 2>&1 </dev/null &
+    CORPUS_PID=$!
+    echo "CORPUS_PID=$CORPUS_PID" >>"$env"
     if [ $tls = 1 ]; then
         TCP_NODELAY=1 storescp -aet STORESCP_TLS -od "$DIR/storescp-tls" -uf \
             +tls "$DIR/tls/server.key" "$DIR/tls/server.pem" +cf "$DIR/tls/ca.pem" "$TLS_PORT" \
@@ -224,6 +270,8 @@ EOF
     wait_echo STAGING "$STAGING_PORT" 60 "$STAGING_PID"
     wait_echo ARIA "$ARIA_PORT" 30 "$ARIA_PID"
     wait_echo STORESCP "$STORESCP_PORT" 30 "$STORESCP_PID"
+    wait_echo ODIL_QR "$ODIL_PORT" 30 "$ODIL_PID"
+    wait_echo CORPUS "$CORPUS_PORT" 30 "$CORPUS_PID"
     if [ $tls = 1 ]; then wait_port "$TLS_PORT" 30 "$TLS_PID"; fi
 
     cat >>"$env" <<EOF
@@ -248,6 +296,16 @@ SYNTH_DIR=$DIR/synthetic
 SYNTH_PATIENTS=$patients
 SYNTH_CT_SLICES=$slices
 SYNTH_INSTANCES=$(( patients * (slices + 3) ))
+ODIL_AET=ODIL_QR
+ODIL_PORT=$ODIL_PORT
+ODIL_DIR=$DIR/odil
+ODIL_QUIRKS=$DIR/odil-quirks.json
+ODIL_DESTINATIONS=$DIR/odil-destinations.txt
+ODIL_PATIENTS=$patients
+ODIL_INSTANCES=$(( patients * (slices + 3) ))
+CORPUS_AET=CORPUS
+CORPUS_PORT=$CORPUS_PORT
+CORPUS_DIR=$DIR/corpus
 EOF
     if [ $tls = 1 ]; then
         cat >>"$env" <<EOF

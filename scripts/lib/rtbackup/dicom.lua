@@ -31,6 +31,7 @@ local dicom = {
     read = core.read,
     uid = core.uid,
     uid_valid = core.uid_valid,
+    uid_name = core.uid_name, -- "MR Image Storage", "RLE Lossless"
 }
 
 -- Keys of a query table that steer the operation rather than match attributes.
@@ -241,12 +242,15 @@ end
 --- C-STORE of paths and datasets over one association. Returns {stored, failed,
 -- items = {{ok, status, sop_instance_uid, path, error}}, error}: an item that cannot
 -- be read or is refused fails alone; `error` is set when the association failed.
+-- opts (optional): {max_reconnects, backoff_ms, max_backoff_ms} when the association is
+-- lost, patient (for the audit log). Each item has outcome = "stored" | "refused" |
+-- "unreadable" | "not_sent".
 function Peer:store(items, opts)
     return annotated(self, "store", {patient = opts and opts.patient}, function(note)
         for _, item in ipairs(items) do
             if type(item) ~= "string" then note(item.PatientID) end
         end
-        return core.store(self, items)
+        return core.store(self, items, opts)
     end)
 end
 

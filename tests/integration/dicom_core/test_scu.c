@@ -358,7 +358,136 @@ static void store_of_many_instances_on_one_association_all_succeed(void **state)
     for (int i = 0; i < 200; i++) assert_int_equal(items[i].result, 0);
 }
 
+static void corpus_path(const char *file, char *out, size_t size)
+{
+    snprintf(out, size, "%s/%s", testbed_get("CORPUS_DIR"), file);
+}
+
+static void store_gives_each_item_its_outcome_and_a_truncated_file_never_reaches_the_peer(void **state)
+{
+    /* storescp accepts uncompressed syntaxes only: the RLE file is refused by name. */
+    rtb_dicom_store_item items[4];
+    char paths[4][512];
+    corpus_path("mr_explicit_le.dcm", paths[0], sizeof paths[0]);
+    corpus_path("mr_truncated.dcm", paths[1], sizeof paths[1]);
+    corpus_path("mr_rle_sopclass_un.dcm", paths[2], sizeof paths[2]);
+    corpus_path("mr_big_endian.dcm", paths[3], sizeof paths[3]);
+    memset(items, 0, sizeof items);
+    for (int i = 0; i < 4; i++) items[i].path = paths[i];
+    rtb_dicom_store_summary sum;
+    OK(rtb_dicom_store_with(&storescp, items, 4, NULL, &sum, &err));
+    assert_int_equal(items[0].outcome, RTB_STORE_STORED);
+    assert_int_equal(items[1].outcome, RTB_STORE_UNREADABLE);
+    assert_int_equal(items[1].error.kind, RTB_DICOM_E_IO);
+    assert_non_null(strstr(items[1].error.message, "premature end of stream"));
+    assert_int_equal(items[2].outcome, RTB_STORE_REFUSED);
+    assert_string_equal(items[2].sop_class_uid, "1.2.840.10008.5.1.4.1.1.4"); /* encoded as UN */
+    assert_non_null(strstr(items[2].error.message, "MR Image Storage in RLE Lossless"));
+    assert_int_equal(items[3].outcome, RTB_STORE_STORED); /* after the bad ones, same association */
+    assert_string_equal(items[3].transfer_syntax_uid, "1.2.840.10008.1.2.2");
+    assert_int_equal(sum.stored, 2);
+    assert_int_equal(sum.unreadable, 1);
+    assert_int_equal(sum.refused, 1);
+    assert_int_equal(sum.not_sent, 0);
+    assert_int_equal(sum.associations, 1);
+    assert_string_equal(rtb_dicom_store_outcome_name(items[2].outcome), "refused");
+}
+
+static void store_to_a_closed_port_reports_every_item_not_sent(void **state)
+{
+    rtb_dicom_peer p = storescp;
+    p.port = testbed_int("CLOSED_PORT");
+    char path[512];
+    corpus_path("mr_explicit_le.dcm", path, sizeof path);
+    rtb_dicom_store_item items[2];
+    memset(items, 0, sizeof items);
+    items[0].path = path;
+    items[1].path = path;
+    rtb_dicom_store_options opts = {.max_reconnects = 1, .backoff_ms = 10};
+    rtb_dicom_store_summary sum;
+    assert_int_equal(rtb_dicom_store_with(&p, items, 2, &opts, &sum, &err), -1);
+    assert_int_equal(err.kind, RTB_DICOM_E_CONNECT_FAILED);
+    assert_int_equal(sum.not_sent, 2);
+    assert_int_equal(sum.associations, 2); /* the first try and one reconnect */
+    assert_int_equal(sum.breaker_open, 1);
+    assert_int_equal(items[0].outcome, RTB_STORE_NOT_SENT);
+}
+
+static void uid_names_read_like_words(void **state)
+{
+    char name[128];
+    rtb_dicom_uid_name("1.2.840.10008.5.1.4.1.1.481.2", name, sizeof name);
+    assert_string_equal(name, "RT Dose Storage");
+    rtb_dicom_uid_name("1.2.840.10008.1.2.5", name, sizeof name);
+    assert_string_equal(name, "RLE Lossless");
+    rtb_dicom_uid_name("1.2.3.4", name, sizeof name);
+    assert_string_equal(name, "1.2.3.4");
+}
+
 /* ---- C-GET -------------------------------------------------------------------- */
+
+typedef struct {
+    int n;
+    int mismatches;
+} digest_check;
+
+/* The corpus file of an instance is found through the index; its digest must match. */
+static int check_against_corpus(void *ud, rtb_ds *instance)
+{
+    digest_check *c = ud;
+    rtb_ds_element uid = {0};
+    if (rtb_ds_get(instance, "SOPInstanceUID", &uid, &err) != 0 || uid.count != 1) return 1;
+    char index[512], line[1024], file[256] = "";
+    snprintf(index, sizeof index, "%s/index.tsv", testbed_get("CORPUS_DIR"));
+    FILE *f = fopen(index, "r");
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, uid.values[0])) sscanf(line, "%255s", file);
+    if (f) fclose(f);
+    rtb_ds_element_clear(&uid);
+    char path[512], a[65], b[65];
+    corpus_path(file, path, sizeof path);
+    rtb_ds *src;
+    if (!file[0] || rtb_ds_read(path, &src, &err) != 0) return 1;
+    rtb_ds_digest(src, a, &err);
+    rtb_ds_digest(instance, b, &err);
+    rtb_ds_free(src);
+    c->n++;
+    if (strcmp(a, b) != 0) c->mismatches++;
+    return 0;
+}
+
+static void get_from_dcmqrscp_brings_every_compressed_instance_in_rounds(void **state)
+{
+    /* CORPUS holds the corpus in every syntax; dcmqrscp sends on the first context
+     * accepted for the class and cannot convert compressed data: before, every
+     * compressed instance was missing. */
+    char path[512];
+    corpus_path("mr_rle.dcm", path, sizeof path);
+    rtb_ds *src;
+    OK(rtb_ds_read(path, &src, &err));
+    rtb_ds_element study = {0};
+    OK(rtb_ds_get(src, "StudyInstanceUID", &study, &err));
+    char kv[96];
+    snprintf(kv, sizeof kv, "StudyInstanceUID=%s", study.values[0]);
+    rtb_ds_element_clear(&study);
+    rtb_ds_free(src);
+    rtb_ds *id = query(kv, NULL);
+    digest_check c = {0};
+    rtb_dicom_get_options opts = {.fn = check_against_corpus, .ud = &c};
+    rtb_dicom_retrieve_result r;
+    rtb_dicom_peer corpus = testbed_peer("CORPUS");
+    OK(rtb_dicom_get(&corpus, RTB_QR_STUDY_ROOT, RTB_QR_STUDY, id, &opts, &r, &err));
+    rtb_ds_free(id);
+    assert_int_equal(r.failed, 0);
+    assert_int_equal(r.transcoded, 0);
+    assert_int_equal(r.received, 15); /* the good files of tests/testbed/corpus.py */
+    assert_int_equal(c.n, 15);
+    assert_int_equal(c.mismatches, 0);
+    assert_int_equal(r.stored_syntax_known, 0); /* dcmqrscp does not say */
+    assert_true(r.associations > 2);            /* the plan, then rounds */
+    rtb_dicom_retrieve_result_clear(&r);
+}
+
 
 static void get_from_main_writes_files_whose_digests_equal_the_sources(void **state)
 {
@@ -497,6 +626,10 @@ int main(void)
         cmocka_unit_test(move_without_the_series_uid_is_refused_before_sending),
         cmocka_unit_test(store_sends_files_and_datasets_with_a_result_per_item),
         cmocka_unit_test(store_of_many_instances_on_one_association_all_succeed),
+        cmocka_unit_test(store_gives_each_item_its_outcome_and_a_truncated_file_never_reaches_the_peer),
+        cmocka_unit_test(store_to_a_closed_port_reports_every_item_not_sent),
+        cmocka_unit_test(uid_names_read_like_words),
+        cmocka_unit_test(get_from_dcmqrscp_brings_every_compressed_instance_in_rounds),
         cmocka_unit_test(get_from_main_writes_files_whose_digests_equal_the_sources),
         cmocka_unit_test(get_can_hand_instances_to_a_callback),
         cmocka_unit_test(tls_store_works_with_the_right_ca_and_fails_with_another),

@@ -1,0 +1,279 @@
+-- requires: testbed
+-- C-STORE and C-GET against files and peers the project did not write: pydicom's corpus
+-- of real-world files (every transfer syntax, a truncated file, a SOP Class UID encoded
+-- as UN; tests/testbed/corpus.py), Orthanc, dcmqrscp (CORPUS, accepting every syntax)
+-- and storescp. Nothing may be lost, refused silently or changed.
+local h = require "helpers"
+local cjson = require "cjson"
+local dicom = require "rtbackup.dicom"
+
+local tb = h.testbed()
+local PY = "/usr/bin/python3"
+local corpus_py = h.source .. "/tests/testbed/corpus.py"
+local orthanc = h.orthanc(tb.MAIN_HTTP_URL)
+
+local function peer_args(aet, port)
+    return {"--aet", tb.SCU_AET, "--aec", aet, "--host", tb.HOST, "--port", tostring(port)}
+end
+local function cmd(base, ...)
+    local args = {...}
+    for _, a in ipairs(base) do args[#args + 1] = a end
+    return args
+end
+
+-- The corpus index: file, kind (good | unreadable | un_vr), transfer syntax and its
+-- name, SOP class, SOP Instance UID, series.
+local corpus = {}
+do
+    local header
+    for line in io.lines(tb.CORPUS_DIR .. "/index.tsv") do
+        local fields = {}
+        for f in (line .. "\t"):gmatch("([^\t]*)\t") do fields[#fields + 1] = f end
+        if not header then
+            header = fields
+        else
+            local row = {}
+            for i, k in ipairs(header) do row[k] = fields[i] end
+            corpus[#corpus + 1] = row
+        end
+    end
+end
+local function corpus_rows(kind)
+    local out = {}
+    for _, r in ipairs(corpus) do if r.kind == kind then out[#out + 1] = r end end
+    return out
+end
+local good = corpus_rows("good")
+local study_uid = dicom.read(tb.CORPUS_DIR .. "/" .. good[1].file).StudyInstanceUID
+
+local function sh(command)
+    local p = io.popen(command .. " 2>&1")
+    local out = p:read("a")
+    local ok, _, code = p:close()
+    return out, ok and 0 or code
+end
+
+local function copy(src, dst)
+    local f = assert(io.open(src, "rb"))
+    local data = f:read("a")
+    f:close()
+    h.write_file(dst, data)
+end
+
+-- corpus.py compare: {uid = {verdict, detail}} for every good corpus instance.
+local function compare(dir)
+    local out = sh(string.format("%s %s compare %s %s", PY, h.quote(corpus_py),
+                                 h.quote(tb.CORPUS_DIR .. "/index.tsv"), h.quote(dir)))
+    local verdicts = {}
+    for uid, verdict, detail in out:gmatch("([%d%.]+)\t(%S+)\t([^\n]*)") do
+        verdicts[uid] = {verdict = verdict, detail = detail}
+    end
+    return verdicts, out
+end
+
+local dirs = {}
+local function tmpdir()
+    local d = h.tmpdir()
+    dirs[#dirs + 1] = d
+    return d
+end
+teardown(function()
+    orthanc:wipe()
+    for _, d in ipairs(dirs) do os.execute("rm -rf " .. h.quote(d)) end
+end)
+
+describe("rtbackup store of a folder with a truncated file in the middle", function()
+    it("stores every good file, names the bad one as unreadable and exits 1", function()
+        orthanc:wipe()
+        local dir = tmpdir()
+        local names = {}
+        for name in io.popen("ls " .. h.quote(tb.SYNTH_DIR)):lines() do
+            if name:match("%.dcm$") then names[#names + 1] = name end
+        end
+        table.sort(names)
+        for i, name in ipairs(names) do
+            copy(tb.SYNTH_DIR .. "/" .. name, string.format("%s/%03d.dcm", dir, 2 * i))
+        end
+        -- sorts in the middle of the folder
+        local bad = string.format("%s/%03d.dcm", dir, 2 * (#names // 2) + 1)
+        copy(tb.CORPUS_DIR .. "/mr_truncated.dcm", bad)
+
+        local r = h.run(cmd(peer_args(tb.MAIN_AET, tb.MAIN_PORT), "store", "--filepath", dir, "--format", "json"))
+        assert.are.equal(1, r.code, r.output)
+        local summary = cjson.decode(r.stdout)[1]
+        assert.are.same({stored = #names, refused = 0, unreadable = 1, not_sent = 0, failed = 1}, summary)
+        assert.matches("unreadable: " .. bad:gsub("%p", "%%%0") .. ": cannot be read whole %(I/O suspension or premature end of stream%)",
+                       r.stderr)
+        assert.are.equal(#names, orthanc:count())
+    end)
+
+    it("gives each item its outcome in the Lua result", function()
+        local main = dicom.peer{aet = tb.MAIN_AET, host = tb.HOST, port = tonumber(tb.MAIN_PORT),
+                                calling_aet = tb.SCU_AET}
+        local r = main:store{tb.CORPUS_DIR .. "/mr_truncated.dcm", tb.CORPUS_DIR .. "/mr_rle.dcm",
+                             tb.CORPUS_DIR .. "/index.tsv"}
+        assert.are.same({"unreadable", "stored", "unreadable"},
+                        {r.items[1].outcome, r.items[2].outcome, r.items[3].outcome})
+        assert.are.equal(1, r.stored)
+        assert.are.equal(2, r.unreadable)
+        assert.are.equal(2, r.failed)
+        assert.are.equal("MR Image Storage", r.items[2].sop_class)
+        assert.are.equal("RLE Lossless", r.items[2].transfer_syntax)
+        assert.are.equal(1, r.associations)
+    end)
+end)
+
+describe("rtbackup store to a peer that fails mid-run", function()
+    -- A real storescp on the test SCP port: --fork serves each association in a child
+    -- process, and --exec-on-reception --exec-sync runs abort_once.sh after the first
+    -- file, which kills -9 that child (as a crashing archive would): the association is
+    -- reset mid-run, the listener lives on.
+    local function start_storescp(dir, extra)
+        local pidfile = dir .. "/pid"
+        os.execute(string.format("cd %s && (TCP_NODELAY=1 storescp --fork -aet FLAKY -od %s -uf %s %s >%s 2>&1 & echo $! >%s)",
+                                 h.quote(dir), h.quote(dir .. "/out"), extra, tb.TEST_SCP_PORT,
+                                 h.quote(dir .. "/storescp.log"), h.quote(pidfile)))
+        local pid = io.open(pidfile):read("l")
+        for _ = 1, 50 do
+            if select(2, sh(string.format("echoscu -to 2 -aet PROBE -aec FLAKY %s %s", tb.HOST, tb.TEST_SCP_PORT))) == 0 then
+                break
+            end
+            sh("sleep 0.1")
+        end
+        return pid
+    end
+    local function synthetic_copy()
+        local dir = tmpdir()
+        os.execute("mkdir -p " .. h.quote(dir .. "/in") .. " " .. h.quote(dir .. "/out"))
+        local n = 0
+        for name in io.popen("ls " .. h.quote(tb.SYNTH_DIR)):lines() do
+            if name:match("%.dcm$") then
+                copy(tb.SYNTH_DIR .. "/" .. name, dir .. "/in/" .. name)
+                n = n + 1
+            end
+        end
+        return dir, n
+    end
+
+    it("reopens the association and stores everything", function()
+        local dir, n = synthetic_copy()
+        h.write_file(dir .. "/abort_once.sh", [[
+#!/bin/sh
+[ -e "$1/aborted" ] && exit 0
+touch "$1/aborted"
+p=$PPID
+while [ "$p" -gt 1 ]; do
+    if [ "$(cat /proc/$p/comm 2>/dev/null)" = storescp ]; then kill -9 "$p"; exit 0; fi
+    p=$(cut -d' ' -f4 /proc/$p/stat)
+done
+]])
+        os.execute("chmod +x " .. h.quote(dir .. "/abort_once.sh"))
+        local pid = start_storescp(dir, string.format("--exec-sync -xcr %s",
+                                                      h.quote(dir .. "/abort_once.sh " .. dir)))
+        local r = h.run(cmd(peer_args("FLAKY", tb.TEST_SCP_PORT), "store", "--filepath", dir .. "/in", "--format", "json"))
+        os.execute("kill " .. pid)
+        assert.is_true(io.open(dir .. "/aborted") ~= nil, "the peer never failed: " .. r.output)
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("1 association was lost and reopened", r.stderr)
+        local summary = cjson.decode(r.stdout)[1]
+        assert.are.equal(n, summary.stored)
+        assert.are.equal(0, summary.failed)
+        local stored = select(1, sh("ls " .. h.quote(dir .. "/out") .. " | wc -l"))
+        assert.are.equal(n, tonumber(stored))
+    end)
+
+    it("trips the breaker when every association aborts, and reports the rest not sent", function()
+        local dir, n = synthetic_copy()
+        -- storescp --abort-after aborts each association after the first C-STORE-RQ.
+        local pid = start_storescp(dir, "--abort-after")
+        local r = h.run(cmd(peer_args("FLAKY", tb.TEST_SCP_PORT), "store", "--filepath", dir .. "/in",
+                            "--max-reconnects", "2", "--format", "json"))
+        os.execute("kill " .. pid)
+        assert.are.equal(1, r.code, r.output)
+        local summary = cjson.decode(r.stdout)[1]
+        assert.are.equal(0, summary.stored)
+        assert.are.equal(n, summary.not_sent)
+        assert.matches("the peer kept failing, the rest was not sent", r.stderr)
+        assert.matches("not sent: .*: not sent: the peer failed 3 associations in a row", r.stderr)
+    end)
+end)
+
+describe("refusals", function()
+    it("name the SOP class and transfer syntax, also for a SOP Class UID encoded as UN", function()
+        -- The testbed's storescp accepts uncompressed syntaxes only.
+        local r = h.run(cmd(peer_args(tb.STORESCP_AET, tb.STORESCP_PORT), "store", "--filepath", tb.CORPUS_DIR,
+                            "--format", "json"))
+        assert.are.equal(1, r.code, r.output)
+        assert.matches("refused: [^\n]*/mr_rle%.dcm: the peer refused MR Image Storage in RLE Lossless", r.stderr)
+        assert.matches("refused: [^\n]*/mr_rle_sopclass_un%.dcm: the peer refused MR Image Storage in RLE Lossless",
+                       r.stderr)
+        assert.matches("refused: [^\n]*/sc_j2k_lossy%.dcm: the peer refused Secondary Capture Image Storage in JPEG 2000",
+                       r.stderr)
+        local summary = cjson.decode(r.stdout)[1]
+        assert.are.equal(1 + #corpus_rows("unreadable"), summary.unreadable) -- and index.tsv
+        assert.are.equal(0, summary.not_sent)
+    end)
+end)
+
+describe("rtbackup get of every corpus transfer syntax", function()
+    local function get(aet, port)
+        local dir = tmpdir()
+        local r = h.run(cmd(peer_args(aet, port), "get", "--study-uid", study_uid, "--out-dir", dir, "--format", "json"))
+        return r, dir
+    end
+
+    it("from Orthanc: every instance as stored, pixel bytes identical", function()
+        orthanc:wipe()
+        local r = h.run(cmd(peer_args(tb.MAIN_AET, tb.MAIN_PORT), "store", "--filepath", tb.CORPUS_DIR, "--format", "json"))
+        local summary = cjson.decode(r.stdout)[1]
+        assert.are.equal(#good, summary.stored, r.output) -- compressed files kept their syntax
+        local dir
+        r, dir = get(tb.MAIN_AET, tb.MAIN_PORT)
+        assert.are.equal(0, r.code, r.output)
+        local verdicts, raw = compare(dir)
+        for _, row in ipairs(good) do
+            local v = verdicts[row.sop_instance_uid]
+            assert.is_truthy(v, row.file .. " missing from the comparison:\n" .. raw)
+            assert.are.equal("same", v.verdict, row.file .. ": " .. v.detail)
+        end
+        local result = cjson.decode(r.stdout)[1]
+        assert.are.equal(#good, result.received)
+        assert.are.equal(0, result.transcoded)
+    end)
+
+    it("from dcmqrscp: compressed instances as stored; uncompressed ones in explicit VR little endian", function()
+        local r, dir = get(tb.CORPUS_AET, tb.CORPUS_PORT)
+        assert.are.equal(0, r.code, r.output)
+        local verdicts, raw = compare(dir)
+        -- dcmqrscp answers neither TransferSyntaxUID nor SOPClassUID in C-FIND, sends on the
+        -- first context accepted for the class and converts among uncompressed syntaxes
+        -- itself (values unchanged); so what it stores in implicit VR, big endian or
+        -- deflated arrives in explicit VR little endian, the syntax of the first round.
+        -- Compressed data it cannot convert: it arrives in the round leading with its syntax.
+        local converted = {["1.2.840.10008.1.2"] = true, ["1.2.840.10008.1.2.2"] = true,
+                           ["1.2.840.10008.1.2.1.99"] = true}
+        for _, row in ipairs(good) do
+            local v = verdicts[row.sop_instance_uid]
+            assert.is_truthy(v, row.file .. " missing from the comparison:\n" .. raw)
+            if converted[row.transfer_syntax] then
+                assert.are.equal("transcoded", v.verdict, row.file)
+                assert.matches("arrived ExplicitVRLittleEndian$", v.detail)
+            else
+                assert.are.equal("same", v.verdict, row.file .. ": " .. v.detail)
+            end
+        end
+    end)
+
+    it("gets one instance by SOP Instance UID through the Lua API, as stored", function()
+        local main = dicom.peer{aet = tb.MAIN_AET, host = tb.HOST, port = tonumber(tb.MAIN_PORT),
+                                calling_aet = tb.SCU_AET}
+        local row
+        for _, r in ipairs(good) do if r.file == "sc_j2k_lossy.dcm" then row = r end end
+        local source = dicom.read(tb.CORPUS_DIR .. "/" .. row.file)
+        local got = {}
+        local r = main:get({level = "IMAGE", StudyInstanceUID = study_uid, SeriesInstanceUID = row.series_uid,
+                            SOPInstanceUID = row.sop_instance_uid}, function(ds) got[#got + 1] = ds:digest() end)
+        assert.are.equal(0, r.failed)
+        assert.are.same({source:digest()}, got)
+    end)
+end)
