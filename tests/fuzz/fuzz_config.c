@@ -68,12 +68,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *name = rtb_config_env_name(cfg, i);
         rtb_config_env(cfg, name);
         rtb_config_env_file(cfg, name);
-        rtb_config_validate(cfg, name, &found);
+        rtb_config_validate(cfg, name, NULL, &found);
         rtb_cfg_node *resolved = NULL;
         if (rtb_config_resolve(cfg, name, fake_getenv, NULL, &resolved, &found) == 0)
             rtb_cfg_node_free(resolved);
     }
-    rtb_config_validate(cfg, NULL, &found);
+    rtb_config_validate(cfg, NULL, NULL, &found);
     format_all(&problems);
     format_all(&found);
     rtb_cfg_problems_free(&found);
