@@ -423,7 +423,88 @@ extern "C" int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model,
     rtb_dicom_error round_err;
     clear_error(&round_err);
 
-    for (size_t round = 0; round < n_first; round++) {
+    // One association: offers `group` with xfers[round] leading, asks `todo` (by UID
+    // list) or, with as_asked, the caller's identifier. false: stop all rounds.
+    auto one_round = [&](size_t round, const std::vector<std::string> &group,
+                         const std::vector<const Instance *> &todo, bool as_asked) -> bool {
+        std::vector<PresContext> contexts;
+        contexts.push_back({model_uid, {UID_LittleEndianExplicitTransferSyntax,
+                                        UID_LittleEndianImplicitTransferSyntax}});
+        contexts.push_back({UID_GETCompositeInstanceRootRetrieve,
+                            {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax}});
+        std::vector<PresContext> storage = round_contexts(group, xfers, round, 128 - contexts.size());
+        contexts.insert(contexts.end(), storage.begin(), storage.end());
+
+        Association a(peer);
+        st.a = &a;
+        out->associations++;
+        rtb_dicom_error e;
+        clear_error(&e);
+        if (!a.open(contexts, &e)) {
+            round_err = e;
+            return false;
+        }
+        T_ASC_PresentationContextID pc = a.find_context(model_uid);
+        T_ASC_PresentationContextID cir = a.find_context(UID_GETCompositeInstanceRootRetrieve);
+        if (pc == 0) {
+            fail(&round_err, RTB_DICOM_E_NEGOTIATION, "the peer does not support %s", uid_name(model_uid).c_str());
+            set_peer(&round_err, peer);
+            return false;
+        }
+        if (ASC_countAcceptedPresentationContexts(a.assoc()->params) < (cir ? 3 : 2)) {
+            fail(&round_err, RTB_DICOM_E_NEGOTIATION,
+                 "the peer accepted none of the storage classes with our SCP role, so it cannot send");
+            set_peer(&round_err, peer);
+            return false;
+        }
+
+        std::vector<std::unique_ptr<DcmDataset>> requests;
+        std::vector<Instance> tmp;
+        if (as_asked) {
+            requests.emplace_back(new DcmDataset(*ids));
+        } else if (planned) {
+            requests = list_identifiers(todo, cir != 0, model, ids.get());
+        } else {
+            for (const std::string &u : peer_failed) { Instance in; in.uid = u; tmp.push_back(in); }
+            std::vector<const Instance *> ptrs;
+            for (const Instance &in : tmp) ptrs.push_back(&in);
+            if (cir) requests = list_identifiers(ptrs, true, model, ids.get());
+            else requests.emplace_back(new DcmDataset(*ids)); // no series known: as asked, duplicates dropped
+            as_asked = !cir;
+        }
+        peer_failed.clear();
+        peer_failed_count = 0;
+        for (auto &req : requests) {
+            bool by_cir = !as_asked && cir && !req->tagExists(DCM_StudyInstanceUID);
+            Counts c;
+            unsigned status = STATUS_Success;
+            std::vector<std::string> failed;
+            std::unique_ptr<DcmDataset> detail;
+            if (!one_get(st, by_cir ? cir : pc, by_cir ? UID_GETCompositeInstanceRootRetrieve : model_uid,
+                         req.get(), c, status, failed, detail, &e)) {
+                round_err = e;
+                set_peer(&round_err, peer);
+                return false;
+            }
+            round_ok_once = true;
+            warnings += c.warning;
+            peer_failed_count += c.failed;
+            peer_failed.insert(peer_failed.end(), failed.begin(), failed.end());
+            last_status = status;
+            if (!status_ok(status)) {
+                any_failure_status = true;
+                last_detail = std::move(detail);
+            }
+        }
+        a.release(nullptr);
+        return true;
+    };
+
+    // Contexts one association can give each class in every syntax (Orthanc then picks
+    // the stored one); a retrieve with more classes goes in groups, by UID list.
+    size_t per_group = std::max<size_t>(1, 126 / xfers.size());
+    bool stop = false;
+    for (size_t round = 0; round < n_first && !stop; round++) {
         // What this round must fetch.
         std::vector<const Instance *> todo;
         if (planned) {
@@ -439,85 +520,25 @@ extern "C" int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model,
             for (const Instance *in : todo) useful = useful || in->xfer == xfers[round];
             if (!useful) continue;
         }
-
-        std::vector<PresContext> contexts;
-        contexts.push_back({model_uid, {UID_LittleEndianExplicitTransferSyntax,
-                                        UID_LittleEndianImplicitTransferSyntax}});
-        contexts.push_back({UID_GETCompositeInstanceRootRetrieve,
-                            {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax}});
-        std::vector<PresContext> storage = round_contexts(classes, xfers, round, 128 - contexts.size());
-        contexts.insert(contexts.end(), storage.begin(), storage.end());
-
-        Association a(peer);
-        st.a = &a;
-        out->associations++;
-        rtb_dicom_error e;
-        clear_error(&e);
-        if (!a.open(contexts, &e)) {
-            round_err = e;
-            break;
+        std::vector<std::string> round_classes = classes;
+        if (planned && classes_known) {
+            std::set<std::string> pending_classes;
+            for (const Instance *in : todo) pending_classes.insert(in->sop_class);
+            round_classes.assign(pending_classes.begin(), pending_classes.end());
         }
-        T_ASC_PresentationContextID pc = a.find_context(model_uid);
-        T_ASC_PresentationContextID cir = a.find_context(UID_GETCompositeInstanceRootRetrieve);
-        if (pc == 0) {
-            fail(&round_err, RTB_DICOM_E_NEGOTIATION, "the peer does not support %s", uid_name(model_uid).c_str());
-            set_peer(&round_err, peer);
-            break;
+        if (!(planned && classes_known) || round_classes.size() <= per_group) {
+            bool as_asked = round == 0 || (!planned && peer_failed.empty());
+            stop = !one_round(round, round_classes, todo, as_asked);
+            continue;
         }
-        if (ASC_countAcceptedPresentationContexts(a.assoc()->params) < (cir ? 3 : 2)) {
-            fail(&round_err, RTB_DICOM_E_NEGOTIATION,
-                 "the peer accepted none of the storage classes with our SCP role, so it cannot send");
-            set_peer(&round_err, peer);
-            break;
+        for (size_t g = 0; g < round_classes.size() && !stop; g += per_group) {
+            std::vector<std::string> group(round_classes.begin() + g,
+                                           round_classes.begin() + std::min(g + per_group, round_classes.size()));
+            std::vector<const Instance *> todo_g;
+            for (const Instance *in : todo)
+                if (std::find(group.begin(), group.end(), in->sop_class) != group.end()) todo_g.push_back(in);
+            stop = !one_round(round, group, todo_g, false);
         }
-
-        // Round 0 asks as the caller asked; later rounds name the missing instances.
-        std::vector<std::unique_ptr<DcmDataset>> requests;
-        bool as_asked = round == 0 || (!planned && peer_failed.empty());
-        if (as_asked) {
-            requests.emplace_back(new DcmDataset(*ids));
-        } else if (planned) {
-            requests = list_identifiers(todo, cir != 0, model, ids.get());
-        } else {
-            std::vector<Instance> tmp;
-            for (const std::string &u : peer_failed) { Instance in; in.uid = u; tmp.push_back(in); }
-            std::vector<const Instance *> ptrs;
-            for (const Instance &in : tmp) ptrs.push_back(&in);
-            if (cir) {
-                requests = list_identifiers(ptrs, true, model, ids.get());
-            } else {
-                requests.emplace_back(new DcmDataset(*ids)); // no series known: as asked, duplicates dropped
-            }
-        }
-        peer_failed.clear();
-        peer_failed_count = 0;
-        bool broke = false;
-        for (auto &req : requests) {
-            bool by_cir = !as_asked && cir && !req->tagExists(DCM_StudyInstanceUID);
-            Counts c;
-            unsigned status = STATUS_Success;
-            std::vector<std::string> failed;
-            std::unique_ptr<DcmDataset> detail;
-            if (!one_get(st, by_cir ? cir : pc, by_cir ? UID_GETCompositeInstanceRootRetrieve : model_uid,
-                         req.get(), c, status, failed, detail, &e)) {
-                round_err = e;
-                set_peer(&round_err, peer);
-                broke = true;
-                break;
-            }
-            round_ok_once = true;
-            out->completed += c.completed;
-            warnings += c.warning;
-            peer_failed_count += c.failed;
-            peer_failed.insert(peer_failed.end(), failed.begin(), failed.end());
-            last_status = status;
-            if (!status_ok(status)) {
-                any_failure_status = true;
-                last_detail = std::move(detail);
-            }
-        }
-        if (broke) break;
-        a.release(nullptr);
     }
 
     // The outcome: what the plan expected and did not get, else what the peer said.
