@@ -94,8 +94,8 @@ function http.serve(opts)
         if not (opts.tls.cert and opts.tls.key) then
             errors.raise{kind = "config", message = "http.serve: tls needs {cert = path, key = path}"}
         end
-        cert_pem = read_file(opts.tls.cert, "certificate " .. opts.tls.cert)
-        key_pem = read_file(opts.tls.key, "key " .. opts.tls.key)
+        cert_pem = read_file(opts.tls.cert, "certificate")
+        key_pem = read_file(opts.tls.key, "key")
     end
     local handler = opts.handler
     local self = setmetatable({host = opts.host or "127.0.0.1", tls = opts.tls ~= nil,
