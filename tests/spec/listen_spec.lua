@@ -187,3 +187,80 @@ describe("rtbackup listen reports", function()
         assert.are.equal(n, count_files(l.out))
     end)
 end)
+
+describe("rtbackup listen over DICOM TLS", function()
+    if not tb.TLS_CA then
+        pending("the testbed made no certificates (no openssl)")
+        return
+    end
+    local server = {"--tls-cert", tb.RTB_TESTBED_DIR .. "/tls/server.pem", "--tls-key", tb.RTB_TESTBED_DIR .. "/tls/server.key",
+                    "--tls-ca", tb.TLS_CA}
+    local function with(list, ...)
+        local t = {}
+        for _, a in ipairs(list) do t[#t + 1] = a end
+        for _, a in ipairs({...}) do t[#t + 1] = a end
+        return t
+    end
+    local client = string.format("+tls %s %s +cf %s", h.quote(tb.TLS_KEY), h.quote(tb.TLS_CERT), h.quote(tb.TLS_CA))
+    -- A certificate no CA of ours signed, made here.
+    local rogue_key, rogue_cert = work .. "/rogue.key", work .. "/rogue.pem"
+    local out, code = sh(string.format("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 1 -subj /CN=RTB_SCU",
+                                       h.quote(rogue_key), h.quote(rogue_cert)))
+    assert(code == 0, out)
+    local files = h.quote(tb.SYNTH_DIR) .. "/*.dcm"
+
+    it("stores what storescu sends with a client certificate signed by the CA (required)", function()
+        local l = listen(with(server, "--require-client-cert"))
+        local out, code = storescu(l, files, client)
+        assert.are.equal(0, code, out)
+        local s = stopped_line(stop(l))
+        assert.are.equal(tonumber(tb.SYNTH_INSTANCES), s.stored)
+        assert.are.equal(tonumber(tb.SYNTH_INSTANCES), count_files(l.out))
+    end)
+
+    it("refuses a client without a certificate, one with an untrusted certificate, and plain TCP, and keeps serving", function()
+        local l = listen(with(server, "--require-client-cert"))
+        local function echo(opts)
+            return sh(string.format("echoscu -to 10 -ta 10 %s -aet ECHO -aec RTB_LISTEN 127.0.0.1 %d", opts, l.port))
+        end
+        local out, code = echo("+tla +cf " .. h.quote(tb.TLS_CA))
+        assert.are_not.equal(0, code, out)
+        out, code = echo(string.format("+tls %s %s +cf %s", h.quote(rogue_key), h.quote(rogue_cert), h.quote(tb.TLS_CA)))
+        assert.are_not.equal(0, code, out)
+        out, code = storescu(l, files)
+        assert.are_not.equal(0, code, out)
+        -- the listener is still there and serves a trusted client
+        out, code = echo(client)
+        assert.are.equal(0, code, out)
+        local s = stopped_line(stop(l))
+        assert.are.equal(0, s.stored)
+        assert.are.equal(1, s.associations)
+        assert.are.equal(3, s.dropped)
+        assert.are.equal(0, count_files(l.out))
+    end)
+
+    it("serves anonymous TLS clients when client certificates are not required, but not untrusted ones", function()
+        local l = listen(server)
+        local out, code = sh(string.format("echoscu -to 10 -ta 10 +tla +cf %s -aet ECHO -aec RTB_LISTEN 127.0.0.1 %d",
+                                           h.quote(tb.TLS_CA), l.port))
+        assert.are.equal(0, code, out)
+        out, code = sh(string.format("echoscu -to 10 -ta 10 +tls %s %s +cf %s -aet ECHO -aec RTB_LISTEN 127.0.0.1 %d",
+                                     h.quote(rogue_key), h.quote(rogue_cert), h.quote(tb.TLS_CA), l.port))
+        assert.are_not.equal(0, code, out)
+        stop(l)
+    end)
+
+    it("exits 2 for TLS options that do not go together or a certificate it cannot read", function()
+        local r = h.run{"listen", "--aet", "X", "--port", "0", "--out-dir", work .. "/bad", "--tls-cert", tb.TLS_CERT}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("%-%-tls%-key", r.stderr)
+        r = h.run{"listen", "--aet", "X", "--port", "0", "--out-dir", work .. "/bad", "--tls-cert", tb.TLS_CERT,
+                  "--tls-key", tb.TLS_KEY, "--require-client-cert"}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("%-%-tls%-ca", r.stderr)
+        r = h.run{"listen", "--aet", "X", "--port", "0", "--out-dir", work .. "/bad", "--tls-cert", work .. "/missing.pem",
+                  "--tls-key", tb.TLS_KEY}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("missing.pem", r.stderr)
+    end)
+end)

@@ -388,6 +388,108 @@ static void scp_refuses_a_connection_over_the_overall_cap_politely_and_serves_ag
     rtb_dicom_scp_stop(scp);
 }
 
+static rtb_dicom_scp *start_tls_scp(const char *dir, int require_client_cert)
+{
+    static char cert[512], key[512];
+    snprintf(cert, sizeof cert, "%s/tls/server.pem", testbed_get("RTB_TESTBED_DIR"));
+    snprintf(key, sizeof key, "%s/tls/server.key", testbed_get("RTB_TESTBED_DIR"));
+    rtb_dicom_scp_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.aet = "RTB_LISTEN";
+    cfg.dir = dir;
+    cfg.request_timeout = 2;
+    cfg.tls = 1;
+    cfg.tls_cert = cert;
+    cfg.tls_key = key;
+    cfg.tls_ca = testbed_get("TLS_CA");
+    cfg.tls_require_client_cert = require_client_cert;
+    rtb_dicom_scp *scp = NULL;
+    OK(rtb_dicom_scp_start(&cfg, &scp, &err));
+    return scp;
+}
+
+static void tls_scp_serves_our_tls_scu_with_a_client_certificate_and_refuses_others(void **state)
+{
+    if (!testbed_get("TLS_CA")) skip();
+    const char *dir = testbed_tmpdir("scp-tls");
+    rtb_dicom_scp *scp = start_tls_scp(dir, 1);
+
+    rtb_dicom_peer p = peer_for(scp, "RTB_LISTEN", "RTB_SCU");
+    p.tls = 1;
+    p.tls_ca = testbed_get("TLS_CA");
+    p.tls_cert = testbed_get("TLS_CERT");
+    p.tls_key = testbed_get("TLS_KEY");
+    OK(rtb_dicom_echo(&p, &err));
+    char files[1][512];
+    assert_int_equal(synthetic_files("RTB001", files, 1), 1);
+    rtb_dicom_store_item item;
+    memset(&item, 0, sizeof item);
+    item.path = files[0];
+    size_t stored = 0;
+    OK(rtb_dicom_store(&p, &item, 1, &stored, &err));
+    assert_int_equal(stored, 1);
+
+    /* No client certificate, while one is required: the handshake fails. */
+    rtb_dicom_peer anonymous = p;
+    anonymous.tls_cert = anonymous.tls_key = NULL;
+    assert_int_equal(rtb_dicom_echo(&anonymous, &err), -1);
+    /* Plain TCP to a TLS port: refused cleanly, and the SCP goes on serving. */
+    rtb_dicom_peer plain = peer_for(scp, "RTB_LISTEN", "RTB_SCU");
+    double t0 = now();
+    assert_int_equal(rtb_dicom_echo(&plain, &err), -1);
+    assert_true(now() - t0 < 10);
+    /* A client that connects and never starts its handshake is cut at the request timeout. */
+    int fd = idle_connection("127.0.0.2", rtb_dicom_scp_port(scp));
+    idle_outcome out;
+    wait_closed(&fd, &out, 1, now(), 30);
+    assert_true(out.closed_after >= 0);
+    close(fd);
+    fprintf(stderr, "# TLS port: silent client dropped after %.2f s (request timeout 2 s)\n", out.closed_after);
+    OK(rtb_dicom_echo(&p, &err));
+
+    rtb_dicom_scp_stats st;
+    rtb_dicom_scp_stop_stats(scp, &st);
+    assert_int_equal(st.stored, 1);
+    assert_int_equal(st.associations, 3);
+    assert_int_equal(st.dropped, 3);
+    assert_int_equal(count_dcm_files(dir), 1);
+}
+
+static void tls_scp_without_required_client_certificates_serves_anonymous_tls_clients(void **state)
+{
+    if (!testbed_get("TLS_CA")) skip();
+    const char *dir = testbed_tmpdir("scp-tls-anon");
+    rtb_dicom_scp *scp = start_tls_scp(dir, 0);
+    rtb_dicom_peer p = peer_for(scp, "RTB_LISTEN", "RTB_SCU");
+    p.tls = 1;
+    p.tls_ca = testbed_get("TLS_CA");
+    OK(rtb_dicom_echo(&p, &err));
+    rtb_dicom_scp_stop(scp);
+}
+
+static void tls_scp_refuses_to_start_without_its_key_or_with_an_unreadable_certificate(void **state)
+{
+    rtb_dicom_scp_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.aet = "RTB_LISTEN";
+    cfg.dir = testbed_tmpdir("scp-tls-bad");
+    cfg.tls = 1;
+    cfg.tls_cert = testbed_get("TLS_CERT");
+    rtb_dicom_scp *scp = NULL;
+    assert_int_equal(rtb_dicom_scp_start(&cfg, &scp, &err), -1);
+    assert_int_equal(err.kind, RTB_DICOM_E_INVALID);
+    cfg.tls_key = testbed_get("TLS_KEY");
+    cfg.tls_cert = "/nonexistent/cert.pem";
+    assert_int_equal(rtb_dicom_scp_start(&cfg, &scp, &err), -1);
+    assert_int_equal(err.kind, RTB_DICOM_E_INVALID);
+    assert_non_null(strstr(err.message, "/nonexistent/cert.pem"));
+    cfg.tls_cert = testbed_get("TLS_CERT");
+    cfg.tls_require_client_cert = 1; /* without a CA to check them against */
+    assert_int_equal(rtb_dicom_scp_start(&cfg, &scp, &err), -1);
+    assert_int_equal(err.kind, RTB_DICOM_E_INVALID);
+    assert_null(scp);
+}
+
 static int setup(void **state)
 {
     if (testbed_load() != 0) return -1;
@@ -403,6 +505,9 @@ int main(void)
         cmocka_unit_test(scp_serves_several_associations_at_once),
         cmocka_unit_test(scp_answers_echo_while_idle_connections_wait_and_drops_them_after_the_request_timeout),
         cmocka_unit_test(scp_refuses_a_connection_over_the_overall_cap_politely_and_serves_again_later),
+        cmocka_unit_test(tls_scp_serves_our_tls_scu_with_a_client_certificate_and_refuses_others),
+        cmocka_unit_test(tls_scp_without_required_client_certificates_serves_anonymous_tls_clients),
+        cmocka_unit_test(tls_scp_refuses_to_start_without_its_key_or_with_an_unreadable_certificate),
     };
     return cmocka_run_group_tests_name("dicom_scp", tests, setup, NULL);
 }
