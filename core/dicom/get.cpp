@@ -68,6 +68,7 @@ struct GetState {
     std::map<std::string, Instance> *plan;
     std::set<std::string> received; // delivered once, whatever the round
     size_t local_failures = 0;
+    bool consumer_refused = false;  // the callback (or the disk) said no: no further rounds
 };
 
 void note(rtb_dicom_retrieve_result *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -152,6 +153,7 @@ bool handle_store(GetState &st, T_ASC_PresentationContextID pid, T_DIMSE_C_Store
             if (planned != st.plan->end()) planned->second.got = true;
         } else {
             st.local_failures++;
+            st.consumer_refused = true;
             note(st.out, "%s could not be kept here (status 0x%04X)", uid.c_str(), (unsigned)status);
         }
     }
@@ -511,9 +513,12 @@ extern "C" int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model,
             for (auto &kv : plan)
                 if (!kv.second.got) todo.push_back(&kv.second);
             if (todo.empty()) break;
-        } else if (round > 0 && peer_failed_count == 0) {
+        } else if (round > 0 && (peer_failed_count == 0 || peer_failed.empty())) {
+            // Without a plan, only the peer's FailedSOPInstanceUIDList says what to ask
+            // again; a peer that gives none would only send everything once more.
             break;
         }
+        if (st.consumer_refused) break;
         // A round whose leading syntax none of the missing instances has is skipped.
         if (xfers_known && round > 0) {
             bool useful = false;
@@ -550,7 +555,9 @@ extern "C" int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model,
     } else {
         for (const std::string &u : peer_failed)
             if (!st.received.count(u)) missing.push_back(u);
-        out->failed = std::max<unsigned>(peer_failed_count, static_cast<unsigned>(missing.size()));
+        // The peer's list names what failed in the last round, some of it received in
+        // an earlier one; without a list, its count is all there is.
+        out->failed = peer_failed.empty() ? peer_failed_count : static_cast<unsigned>(missing.size());
     }
     out->completed = static_cast<unsigned>(out->received);
     out->warning = warnings;
