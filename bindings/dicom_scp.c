@@ -1,5 +1,5 @@
 /* rtbackup.dicom storage SCP: core.listen{...} -> scp with :next() (event batches),
- * :port(), :stored(), :stop().
+ * :port(), :stored(), :stats(), :stop().
  *
  * The SCP serves on its own thread. When Lua wants to hear about stored instances,
  * each one becomes an event in an rtb_queue, which a task drains in batches
@@ -24,6 +24,7 @@ typedef struct {
     rtb_queue events;
     int deliver; /* queue events for Lua */
     int stopped;
+    rtb_dicom_scp_stats final; /* the counters as they were when the SCP stopped */
 } scp_ud;
 
 static void free_event(void *item)
@@ -62,29 +63,63 @@ static scp_ud *check_scp(lua_State *L)
     return luaL_checkudata(L, 1, SCP_MT);
 }
 
+static int opt_int_field(lua_State *L, int idx, const char *key)
+{
+    lua_getfield(L, idx, key);
+    if (!lua_isnoneornil(L, -1) && !lua_isinteger(L, -1))
+        return luaL_error(L, "listen: '%s' must be an integer", key);
+    int v = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (v < 0)
+        return luaL_error(L, "listen: '%s' must not be negative", key);
+    return v;
+}
+
+/* A string field, left on the stack (so it lives while the SCP starts). */
+static const char *opt_string_field(lua_State *L, int idx, const char *key)
+{
+    lua_getfield(L, idx, key);
+    if (lua_isnil(L, -1))
+        return NULL;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "listen: '%s' must be a string", key);
+    return lua_tostring(L, -1);
+}
+
 /* core.listen{aet, port, allow = {...}, dir, events = bool, acse_timeout,
- * dimse_timeout, max_pdu, max_associations} */
+ * dimse_timeout, request_timeout, max_pdu, max_associations, max_per_host,
+ * sort_by_study = bool, tls = {cert, key, ca, require_client_cert = bool}} */
 static int l_listen(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    rtb_dicom_ensure_init(L);
     rtb_dicom_scp_config cfg = {0};
     lua_getfield(L, 1, "aet");
     cfg.aet = luaL_checkstring(L, -1);
     lua_getfield(L, 1, "dir");
     cfg.dir = luaL_checkstring(L, -1);
-    lua_getfield(L, 1, "port");
-    cfg.port = (int)luaL_optinteger(L, -1, 0);
-    lua_getfield(L, 1, "acse_timeout");
-    cfg.acse_timeout = (int)luaL_optinteger(L, -1, 0);
-    lua_getfield(L, 1, "dimse_timeout");
-    cfg.dimse_timeout = (int)luaL_optinteger(L, -1, 0);
-    lua_getfield(L, 1, "max_pdu");
-    cfg.max_pdu = (unsigned)luaL_optinteger(L, -1, 0);
-    lua_getfield(L, 1, "max_associations");
-    cfg.max_associations = (int)luaL_optinteger(L, -1, 0);
+    cfg.port = opt_int_field(L, 1, "port");
+    cfg.acse_timeout = opt_int_field(L, 1, "acse_timeout");
+    cfg.dimse_timeout = opt_int_field(L, 1, "dimse_timeout");
+    cfg.request_timeout = opt_int_field(L, 1, "request_timeout");
+    cfg.max_pdu = (unsigned)opt_int_field(L, 1, "max_pdu");
+    cfg.max_associations = opt_int_field(L, 1, "max_associations");
+    cfg.max_per_host = opt_int_field(L, 1, "max_per_host");
+    lua_getfield(L, 1, "sort_by_study");
+    cfg.sort_by_study = lua_toboolean(L, -1);
     lua_getfield(L, 1, "events");
     int deliver = lua_toboolean(L, -1);
+    int tls_type = lua_getfield(L, 1, "tls");
+    if (tls_type == LUA_TTABLE) {
+        int t = lua_gettop(L);
+        cfg.tls = 1;
+        cfg.tls_cert = opt_string_field(L, t, "cert");
+        cfg.tls_key = opt_string_field(L, t, "key");
+        cfg.tls_ca = opt_string_field(L, t, "ca");
+        lua_getfield(L, t, "require_client_cert");
+        cfg.tls_require_client_cert = lua_toboolean(L, -1);
+    } else if (tls_type != LUA_TNIL) {
+        return luaL_error(L, "listen: 'tls' must be a table {cert, key, ca, require_client_cert}");
+    }
     const char *allow[64];
     if (lua_getfield(L, 1, "allow") == LUA_TTABLE) {
         int t = lua_gettop(L);
@@ -98,6 +133,7 @@ static int l_listen(lua_State *L)
         cfg.allow = allow;
         cfg.n_allow = n;
     }
+    rtb_dicom_ensure_init(L);
 
     scp_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
     memset(u, 0, sizeof *u);
@@ -121,11 +157,45 @@ static int scp_port(lua_State *L)
     return 1;
 }
 
+static void current_stats(scp_ud *u, rtb_dicom_scp_stats *st)
+{
+    if (u->scp)
+        rtb_dicom_scp_get_stats(u->scp, st);
+    else
+        *st = u->final; /* stopped: what it counted until then */
+}
+
 static int scp_stored(lua_State *L)
 {
     scp_ud *u = check_scp(L);
-    lua_pushinteger(L, u->scp ? (lua_Integer)rtb_dicom_scp_stored(u->scp) : 0);
+    rtb_dicom_scp_stats st;
+    current_stats(u, &st);
+    lua_pushinteger(L, (lua_Integer)st.stored);
     return 1;
+}
+
+/* scp:stats() -> {stored, associations, refused, rejected, dropped, flushes} */
+static int scp_stats(lua_State *L)
+{
+    scp_ud *u = check_scp(L);
+    rtb_dicom_scp_stats st;
+    current_stats(u, &st);
+    lua_createtable(L, 0, 6);
+    rtb_lua_set_integer(L, "stored", (lua_Integer)st.stored);
+    rtb_lua_set_integer(L, "associations", (lua_Integer)st.associations);
+    rtb_lua_set_integer(L, "refused", (lua_Integer)st.refused);
+    rtb_lua_set_integer(L, "rejected", (lua_Integer)st.rejected);
+    rtb_lua_set_integer(L, "dropped", (lua_Integer)st.dropped);
+    rtb_lua_set_integer(L, "flushes", (lua_Integer)st.flushes);
+    return 1;
+}
+
+/* Stops the SCP, keeping its final counters (scp:stored() after stop() used to
+ * read a stopped SCP and say 0). */
+static void stop_keep_stats(scp_ud *u)
+{
+    rtb_dicom_scp_stop_stats(u->scp, &u->final);
+    u->scp = NULL;
 }
 
 typedef struct {
@@ -178,8 +248,7 @@ static int scp_next(lua_State *L)
 static void stop_work(void *data)
 {
     scp_ud *u = data;
-    rtb_dicom_scp_stop(u->scp); /* joins the SCP's threads: may take a second */
-    u->scp = NULL;
+    stop_keep_stats(u); /* joins the SCP's threads: may take a second */
     rtb_queue_close(&u->events);
 }
 
@@ -205,8 +274,7 @@ static int scp_gc(lua_State *L)
     if (!u->stopped) {
         u->stopped = 1;
         rtb_queue_cancel(&u->events); /* a full queue must not block the stop */
-        rtb_dicom_scp_stop(u->scp);
-        u->scp = NULL;
+        stop_keep_stats(u);
     }
     rtb_queue_destroy(&u->events);
     return 0;
@@ -216,6 +284,7 @@ void rtb_dicom_open_scp(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"port", scp_port},
                                        {"stored", scp_stored},
+                                       {"stats", scp_stats},
                                        {"next", scp_next},
                                        {"stop", scp_stop},
                                        {NULL, NULL}};

@@ -359,6 +359,15 @@ typedef struct {
     int fired;
 } sleeper;
 
+/* Milliseconds from a script's number: NaN and negatives are 0, and anything past a
+ * year is a year (converting an out-of-range double to an integer is undefined). */
+static unsigned long clamp_ms(lua_Number ms)
+{
+    if (!(ms > 0))
+        return 0;
+    return ms < 31536000000.0 ? (unsigned long)ms : 31536000000UL;
+}
+
 static void sleep_done(void *arg)
 {
     sleeper *s = arg;
@@ -384,7 +393,7 @@ static int task_sleep(lua_State *L)
     task *self = current_task(L);
     int can_yield = self && lua_isyieldable(L) && self->co == L;
     s->waiter = can_yield ? self : NULL;
-    if (rtb_loop_after_ms(ms > 0 ? (unsigned long)ms : 0, sleep_done, s) < 0) {
+    if (rtb_loop_after_ms(clamp_ms(ms), sleep_done, s) < 0) {
         free(s);
         return luaL_error(L, "cannot start a timer");
     }
@@ -401,7 +410,12 @@ static int task_sleep(lua_State *L)
  * without a network peer. */
 static void pool_sleep_work(void *data)
 {
-    usleep((useconds_t)(*(lua_Number *)data * 1000));
+    unsigned long ms = clamp_ms(*(lua_Number *)data);
+    while (ms >= 1000) { /* usleep takes at most a second */
+        sleep(1);
+        ms -= 1000;
+    }
+    usleep((useconds_t)(ms * 1000));
 }
 
 static int pool_sleep_done(lua_State *L, void *data)

@@ -25,7 +25,18 @@ PACKAGES=(
   clang libclang-rt-14-dev afl++
   # the Debian package: lintian checks it
   lintian
+  # the T-SQL parse check of the Mosaiq queries (tests/tsql): Node.js runs node-sql-parser
+  nodejs
 )
+
+# node-sql-parser comes from the npm registry at the version tests/tsql/package-lock.json
+# pins; installed once, so a second run is quick and offline.
+tsql_parser() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/tsql"
+  [ -e "$dir/node_modules/node-sql-parser/package.json" ] && return 0
+  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -33,7 +44,10 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+# Some Node.js builds bring npm, Debian's nodejs does not.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
+  tsql_parser
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -54,3 +68,4 @@ fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi
+tsql_parser

@@ -11,6 +11,7 @@ int luaopen_rtbackup_odbc_core(lua_State *L);
 int luaopen_rtbackup_rtrecord_core(lua_State *L);
 int luaopen_rtbackup_journal_core(lua_State *L);
 int luaopen_rtbackup_sys(lua_State *L);
+int luaopen_rtbackup_http_core(lua_State *L);
 
 /* C cores of modules; where a Lua file of the same family exists in scripts/lib
  * (rtbackup/task.lua), it wraps the core and is what scripts require. */
@@ -26,4 +27,5 @@ void rtb_preload_modules(lua_State *L)
     rtb_lua_preload(L, "rtbackup.rtrecord.core", luaopen_rtbackup_rtrecord_core);
     rtb_lua_preload(L, "rtbackup.journal.core", luaopen_rtbackup_journal_core);
     rtb_lua_preload(L, "rtbackup.sys", luaopen_rtbackup_sys);
+    rtb_lua_preload(L, "rtbackup.http.core", luaopen_rtbackup_http_core);
 }

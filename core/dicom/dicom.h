@@ -337,21 +337,56 @@ typedef struct {
     int acse_timeout;             /* 0 = 30 */
     int dimse_timeout;            /* idle seconds before an association is aborted; 0 = 60 */
     unsigned max_pdu;             /* 0 = 116794 */
-    int max_associations;         /* handled at once; 0 = 8 */
+    int max_associations;         /* connections handled at once (including those still
+                                     sending their request); 0 = 8 */
+    /* Admission. The acceptor only accepts TCP connections; each one gets a worker of its
+     * own, which must see the A-ASSOCIATE-RQ (and, with TLS, the handshake done) within
+     * request_timeout, or the connection is closed. A connection beyond max_associations,
+     * or beyond max_per_host from one remote address, is refused at once: A-ASSOCIATE-RJ
+     * (transient, local limit exceeded) on a plain port, closed on a TLS port. */
+    int request_timeout;          /* seconds; 0 = 5 */
+    int max_per_host;             /* 0 = 4 */
+    /* DICOM TLS (DCMTK dcmtls, non-downgrading BCP 195 profile). Every connection
+     * must then speak TLS. */
+    int tls;                      /* 1: TLS on */
+    const char *tls_cert;         /* our certificate (PEM), required with tls */
+    const char *tls_key;          /* its private key (PEM), required with tls */
+    const char *tls_ca;           /* CA file (PEM) client certificates must chain to; a client
+                                     certificate, when presented, is checked against it */
+    int tls_require_client_cert;  /* 1: refuse clients without a certificate from tls_ca */
+    int sort_by_study;            /* 1: write <dir>/<StudyInstanceUID>/<SOPInstanceUID>.dcm */
 } rtb_dicom_scp_config;
 
 typedef struct rtb_dicom_scp rtb_dicom_scp;
 
-/* Binds, then serves on its own thread until rtb_dicom_scp_stop(). Accepts
+typedef struct {
+    size_t stored;       /* instances stored (durable) */
+    size_t associations; /* associations acknowledged */
+    size_t refused;      /* connections refused at accept: over max_associations or max_per_host */
+    size_t rejected;     /* A-ASSOCIATE-RQs rejected: called or calling AE title */
+    size_t dropped;      /* connections closed without an association: no request within
+                            request_timeout, failed TLS handshake, not DICOM */
+    size_t flushes;      /* group-commit rounds that made received files durable */
+} rtb_dicom_scp_stats;
+
+/* Binds, then serves on its own threads until rtb_dicom_scp_stop(). Accepts
  * C-ECHO and C-STORE for every standard storage SOP class, uncompressed and the
- * common compressed transfer syntaxes. */
+ * common compressed transfer syntaxes. A C-STORE is answered with success only
+ * once its file is durable: received files are flushed in groups, so concurrent
+ * associations share the cost of a flush. */
 int rtb_dicom_scp_start(const rtb_dicom_scp_config *cfg, rtb_dicom_scp **out, rtb_dicom_error *err);
 int rtb_dicom_scp_port(const rtb_dicom_scp *scp);
 /* Number of instances stored so far. */
 size_t rtb_dicom_scp_stored(const rtb_dicom_scp *scp);
-/* Stops accepting, lets running associations end (aborting them after at most a
- * second), joins every thread and frees the SCP. NULL is fine. */
+/* All the counters so far (zeros for NULL). */
+void rtb_dicom_scp_get_stats(const rtb_dicom_scp *scp, rtb_dicom_scp_stats *out);
+/* Stops accepting, cuts connections still in their request phase, lets running
+ * associations end (aborting them after at most a second), joins every thread and
+ * frees the SCP. NULL is fine. */
 void rtb_dicom_scp_stop(rtb_dicom_scp *scp);
+/* The same, and fills *final (if not NULL) with the counters once every thread has
+ * ended: the true totals, including associations that finished during the stop. */
+void rtb_dicom_scp_stop_stats(rtb_dicom_scp *scp, rtb_dicom_scp_stats *final);
 
 #ifdef __cplusplus
 }

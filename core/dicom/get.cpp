@@ -68,6 +68,7 @@ struct GetState {
     std::map<std::string, Instance> *plan;
     std::set<std::string> received; // delivered once, whatever the round
     size_t local_failures = 0;
+    bool consumer_refused = false;  // the callback (or the disk) said no: no further rounds
 };
 
 void note(rtb_dicom_retrieve_result *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -152,6 +153,7 @@ bool handle_store(GetState &st, T_ASC_PresentationContextID pid, T_DIMSE_C_Store
             if (planned != st.plan->end()) planned->second.got = true;
         } else {
             st.local_failures++;
+            st.consumer_refused = true;
             note(st.out, "%s could not be kept here (status 0x%04X)", uid.c_str(), (unsigned)status);
         }
     }
@@ -423,29 +425,16 @@ extern "C" int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model,
     rtb_dicom_error round_err;
     clear_error(&round_err);
 
-    for (size_t round = 0; round < n_first; round++) {
-        // What this round must fetch.
-        std::vector<const Instance *> todo;
-        if (planned) {
-            for (auto &kv : plan)
-                if (!kv.second.got) todo.push_back(&kv.second);
-            if (todo.empty()) break;
-        } else if (round > 0 && peer_failed_count == 0) {
-            break;
-        }
-        // A round whose leading syntax none of the missing instances has is skipped.
-        if (xfers_known && round > 0) {
-            bool useful = false;
-            for (const Instance *in : todo) useful = useful || in->xfer == xfers[round];
-            if (!useful) continue;
-        }
-
+    // One association: offers `group` with xfers[round] leading, asks `todo` (by UID
+    // list) or, with as_asked, the caller's identifier. false: stop all rounds.
+    auto one_round = [&](size_t round, const std::vector<std::string> &group,
+                         const std::vector<const Instance *> &todo, bool as_asked) -> bool {
         std::vector<PresContext> contexts;
         contexts.push_back({model_uid, {UID_LittleEndianExplicitTransferSyntax,
                                         UID_LittleEndianImplicitTransferSyntax}});
         contexts.push_back({UID_GETCompositeInstanceRootRetrieve,
                             {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax}});
-        std::vector<PresContext> storage = round_contexts(classes, xfers, round, 128 - contexts.size());
+        std::vector<PresContext> storage = round_contexts(group, xfers, round, 128 - contexts.size());
         contexts.insert(contexts.end(), storage.begin(), storage.end());
 
         Association a(peer);
@@ -455,43 +444,38 @@ extern "C" int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model,
         clear_error(&e);
         if (!a.open(contexts, &e)) {
             round_err = e;
-            break;
+            return false;
         }
         T_ASC_PresentationContextID pc = a.find_context(model_uid);
         T_ASC_PresentationContextID cir = a.find_context(UID_GETCompositeInstanceRootRetrieve);
         if (pc == 0) {
             fail(&round_err, RTB_DICOM_E_NEGOTIATION, "the peer does not support %s", uid_name(model_uid).c_str());
             set_peer(&round_err, peer);
-            break;
+            return false;
         }
         if (ASC_countAcceptedPresentationContexts(a.assoc()->params) < (cir ? 3 : 2)) {
             fail(&round_err, RTB_DICOM_E_NEGOTIATION,
                  "the peer accepted none of the storage classes with our SCP role, so it cannot send");
             set_peer(&round_err, peer);
-            break;
+            return false;
         }
 
-        // Round 0 asks as the caller asked; later rounds name the missing instances.
         std::vector<std::unique_ptr<DcmDataset>> requests;
-        bool as_asked = round == 0 || (!planned && peer_failed.empty());
+        std::vector<Instance> tmp;
         if (as_asked) {
             requests.emplace_back(new DcmDataset(*ids));
         } else if (planned) {
             requests = list_identifiers(todo, cir != 0, model, ids.get());
         } else {
-            std::vector<Instance> tmp;
             for (const std::string &u : peer_failed) { Instance in; in.uid = u; tmp.push_back(in); }
             std::vector<const Instance *> ptrs;
             for (const Instance &in : tmp) ptrs.push_back(&in);
-            if (cir) {
-                requests = list_identifiers(ptrs, true, model, ids.get());
-            } else {
-                requests.emplace_back(new DcmDataset(*ids)); // no series known: as asked, duplicates dropped
-            }
+            if (cir) requests = list_identifiers(ptrs, true, model, ids.get());
+            else requests.emplace_back(new DcmDataset(*ids)); // no series known: as asked, duplicates dropped
+            as_asked = !cir;
         }
         peer_failed.clear();
         peer_failed_count = 0;
-        bool broke = false;
         for (auto &req : requests) {
             bool by_cir = !as_asked && cir && !req->tagExists(DCM_StudyInstanceUID);
             Counts c;
@@ -502,11 +486,9 @@ extern "C" int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model,
                          req.get(), c, status, failed, detail, &e)) {
                 round_err = e;
                 set_peer(&round_err, peer);
-                broke = true;
-                break;
+                return false;
             }
             round_ok_once = true;
-            out->completed += c.completed;
             warnings += c.warning;
             peer_failed_count += c.failed;
             peer_failed.insert(peer_failed.end(), failed.begin(), failed.end());
@@ -516,8 +498,52 @@ extern "C" int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model,
                 last_detail = std::move(detail);
             }
         }
-        if (broke) break;
         a.release(nullptr);
+        return true;
+    };
+
+    // Contexts one association can give each class in every syntax (Orthanc then picks
+    // the stored one); a retrieve with more classes goes in groups, by UID list.
+    size_t per_group = std::max<size_t>(1, 126 / xfers.size());
+    bool stop = false;
+    for (size_t round = 0; round < n_first && !stop; round++) {
+        // What this round must fetch.
+        std::vector<const Instance *> todo;
+        if (planned) {
+            for (auto &kv : plan)
+                if (!kv.second.got) todo.push_back(&kv.second);
+            if (todo.empty()) break;
+        } else if (round > 0 && (peer_failed_count == 0 || peer_failed.empty())) {
+            // Without a plan, only the peer's FailedSOPInstanceUIDList says what to ask
+            // again; a peer that gives none would only send everything once more.
+            break;
+        }
+        if (st.consumer_refused) break;
+        // A round whose leading syntax none of the missing instances has is skipped.
+        if (xfers_known && round > 0) {
+            bool useful = false;
+            for (const Instance *in : todo) useful = useful || in->xfer == xfers[round];
+            if (!useful) continue;
+        }
+        std::vector<std::string> round_classes = classes;
+        if (planned && classes_known) {
+            std::set<std::string> pending_classes;
+            for (const Instance *in : todo) pending_classes.insert(in->sop_class);
+            round_classes.assign(pending_classes.begin(), pending_classes.end());
+        }
+        if (!(planned && classes_known) || round_classes.size() <= per_group) {
+            bool as_asked = round == 0 || (!planned && peer_failed.empty());
+            stop = !one_round(round, round_classes, todo, as_asked);
+            continue;
+        }
+        for (size_t g = 0; g < round_classes.size() && !stop; g += per_group) {
+            std::vector<std::string> group(round_classes.begin() + g,
+                                           round_classes.begin() + std::min(g + per_group, round_classes.size()));
+            std::vector<const Instance *> todo_g;
+            for (const Instance *in : todo)
+                if (std::find(group.begin(), group.end(), in->sop_class) != group.end()) todo_g.push_back(in);
+            stop = !one_round(round, group, todo_g, false);
+        }
     }
 
     // The outcome: what the plan expected and did not get, else what the peer said.
@@ -529,7 +555,9 @@ extern "C" int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model,
     } else {
         for (const std::string &u : peer_failed)
             if (!st.received.count(u)) missing.push_back(u);
-        out->failed = std::max<unsigned>(peer_failed_count, static_cast<unsigned>(missing.size()));
+        // The peer's list names what failed in the last round, some of it received in
+        // an earlier one; without a list, its count is all there is.
+        out->failed = peer_failed.empty() ? peer_failed_count : static_cast<unsigned>(missing.size());
     }
     out->completed = static_cast<unsigned>(out->received);
     out->warning = warnings;

@@ -1,124 +1,84 @@
-// Storage SCP lifecycle: bind, accept on a thread of its own, vet each
-// association (called AE, calling AE, capacity), hand it to a worker thread,
-// and stop cleanly.
+// Storage SCP lifecycle: check the configuration, bind, start the acceptor and
+// the committer, report figures, and stop cleanly. The moving parts live in
+// scp_accept.cpp (accept, caps), scp_handoff.cpp (socket -> DCMTK association,
+// TLS), scp_assoc.cpp (one association) and scp_commit.cpp (group commit).
 #include "scp.hpp"
 
-#include <dcmtk/dcmnet/dulstruc.h>
+#include <dcmtk/dcmnet/dcmlayer.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 using namespace rtb;
 
+namespace rtb {
+
+double mono_now()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+} // namespace rtb
+
 namespace {
 
-void reject(T_ASC_Association *assoc, T_ASC_RejectParametersResult result,
-            T_ASC_RejectParametersSource source, T_ASC_RejectParametersReason reason)
+// Our own listening socket, non-blocking: accept() must never wait, even when a
+// client that made poll() report a connection is gone before we accept it.
+int open_listener(int port, int *bound_port, rtb_dicom_error *err)
 {
-    T_ASC_RejectParameters rej = {result, source, reason};
-    ASC_rejectAssociation(assoc, &rej);
-    ASC_dropAssociation(assoc);
-    ASC_destroyAssociation(&assoc);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return fail(err, RTB_DICOM_E_IO, "socket: %s", strerror(errno)), -1;
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    if (bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0 || listen(fd, 128) != 0) {
+        int saved = errno;
+        close(fd);
+        return fail(err, RTB_DICOM_E_IO, "cannot listen on port %d: %s", port, strerror(saved)), -1;
+    }
+    socklen_t len = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len) != 0) {
+        close(fd);
+        return fail(err, RTB_DICOM_E_IO, "cannot determine the port the SCP listens on"), -1;
+    }
+    *bound_port = ntohs(addr.sin_port);
+    return fd;
 }
 
-size_t reap_workers(rtb_dicom_scp *scp)
+bool readable_file(const char *path)
 {
-    std::lock_guard<std::mutex> lock(scp->workers_mu);
-    for (auto it = scp->workers.begin(); it != scp->workers.end();) {
-        if (it->done) {
-            it->thread.join();
-            it = scp->workers.erase(it);
-        } else {
-            ++it;
-        }
-    }
-    return scp->workers.size();
+    return path && *path && access(path, R_OK) == 0;
 }
 
-// Every standard storage class plus Verification, each with the transfer
-// syntaxes in kAllXfers (uncompressed preferred, compressed taken as it comes).
-bool accept_contexts(T_ASC_Association *assoc)
+bool check_tls(const rtb_dicom_scp_config *cfg, rtb_dicom_error *err)
 {
-    std::vector<const char *> abstract;
-    abstract.push_back(UID_VerificationSOPClass);
-    for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; i++) abstract.push_back(dcmAllStorageSOPClassUIDs[i]);
-    std::vector<const char *> xfers(kAllXfers, kAllXfers + kNumAllXfers);
-    OFCondition cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
-        assoc->params, abstract.data(), static_cast<int>(abstract.size()), xfers.data(),
-        static_cast<int>(xfers.size()));
-    return cond.good();
-}
-
-void handle_incoming(rtb_dicom_scp *scp, T_ASC_Association *assoc)
-{
-    char calling[64] = "", called[64] = "";
-    ASC_getAPTitles(assoc->params, calling, sizeof calling, called, sizeof called, nullptr, 0);
-    std::string calling_ae = trim(calling), called_ae = trim(called);
-
-    if (called_ae != scp->aet) {
-        reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
-               ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
-        return;
+    if (!cfg->tls) {
+        if ((cfg->tls_cert && *cfg->tls_cert) || cfg->tls_require_client_cert)
+            return fail(err, RTB_DICOM_E_INVALID, "TLS settings given without tls = 1"), false;
+        return true;
     }
-    if (!scp->allow_any &&
-        std::find(scp->allow.begin(), scp->allow.end(), calling_ae) == scp->allow.end()) {
-        reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
-               ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
-        return;
-    }
-    if (reap_workers(scp) >= static_cast<size_t>(scp->max_associations)) {
-        reject(assoc, ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
-               ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
-        return;
-    }
-    if (!accept_contexts(assoc) || ASC_acknowledgeAssociation(assoc).bad()) {
-        ASC_dropAssociation(assoc);
-        ASC_destroyAssociation(&assoc);
-        return;
-    }
-    set_nodelay(assoc);
-
-    std::lock_guard<std::mutex> lock(scp->workers_mu);
-    scp->workers.emplace_back();
-    rtb_dicom_scp::Worker *w = &scp->workers.back();
-    w->thread = std::thread([scp, assoc, calling_ae, w] {
-        scp_serve(scp, assoc, calling_ae);
-        w->done = true;
-    });
-}
-
-void accept_loop(rtb_dicom_scp *scp)
-{
-    while (!scp->stopping) {
-        struct pollfd fds[2] = {{scp->listen_fd, POLLIN, 0}, {scp->wake[0], POLLIN, 0}};
-        int n = poll(fds, 2, 1000);
-        if (n < 0 && errno != EINTR) break;
-        if (scp->stopping || (fds[1].revents & POLLIN)) break;
-        if (n <= 0 || !(fds[0].revents & POLLIN)) {
-            reap_workers(scp);
-            continue;
-        }
-        // Non-blocking with a 1 s wait: a client that connected and vanished
-        // before accept() must not park the acceptor in a blocking accept.
-        T_ASC_Association *assoc = nullptr;
-        OFCondition cond = ASC_receiveAssociation(scp->net, &assoc, static_cast<long>(scp->max_pdu),
-                                                  nullptr, nullptr, OFFalse, DUL_NOBLOCK, 1);
-        if (cond.bad()) {
-            if (assoc) {
-                ASC_dropAssociation(assoc);
-                ASC_destroyAssociation(&assoc);
-            }
-            continue;
-        }
-        handle_incoming(scp, assoc);
-    }
+    if (!cfg->tls_cert || !*cfg->tls_cert || !cfg->tls_key || !*cfg->tls_key)
+        return fail(err, RTB_DICOM_E_INVALID, "a TLS listener needs its certificate and key (tls_cert, tls_key)"), false;
+    if (cfg->tls_require_client_cert && (!cfg->tls_ca || !*cfg->tls_ca))
+        return fail(err, RTB_DICOM_E_INVALID,
+                    "requiring client certificates needs the CA file they must chain to (tls_ca)"), false;
+    const char *files[] = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+    for (const char *f : files)
+        if (f && *f && !readable_file(f))
+            return fail(err, RTB_DICOM_E_INVALID, "TLS file '%s' cannot be read: %s", f, strerror(errno)), false;
+    return true;
 }
 
 } // namespace
@@ -133,10 +93,18 @@ extern "C" int rtb_dicom_scp_start(const rtb_dicom_scp_config *cfg, rtb_dicom_sc
     if (!cfg->aet || !*cfg->aet || strlen(cfg->aet) > 16)
         return fail(err, RTB_DICOM_E_INVALID, "invalid SCP AE title '%s'", cfg->aet ? cfg->aet : "");
     if (cfg->port < 0 || cfg->port > 65535) return fail(err, RTB_DICOM_E_INVALID, "invalid port %d", cfg->port);
+    if (cfg->acse_timeout < 0 || cfg->dimse_timeout < 0 || cfg->request_timeout < 0)
+        return fail(err, RTB_DICOM_E_INVALID, "negative timeout");
+    if (cfg->max_associations < 0 || cfg->max_per_host < 0)
+        return fail(err, RTB_DICOM_E_INVALID, "negative association limit");
+    if (cfg->max_pdu != 0 && (cfg->max_pdu < ASC_MINIMUMPDUSIZE || cfg->max_pdu > ASC_MAXIMUMPDUSIZE))
+        return fail(err, RTB_DICOM_E_INVALID, "max PDU %u outside %u..%u", cfg->max_pdu,
+                    (unsigned)ASC_MINIMUMPDUSIZE, (unsigned)ASC_MAXIMUMPDUSIZE);
     struct stat st;
     if (!cfg->dir || stat(cfg->dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return fail(err, RTB_DICOM_E_INVALID, "SCP directory '%s' does not exist",
                     cfg->dir ? cfg->dir : "");
+    if (!check_tls(cfg, err)) return -1;
 
     std::unique_ptr<rtb_dicom_scp> scp(new rtb_dicom_scp());
     scp->aet = cfg->aet;
@@ -147,33 +115,27 @@ extern "C" int rtb_dicom_scp_start(const rtb_dicom_scp_config *cfg, rtb_dicom_sc
     scp->ud = cfg->ud;
     if (cfg->acse_timeout > 0) scp->acse_timeout = cfg->acse_timeout;
     if (cfg->dimse_timeout > 0) scp->dimse_timeout = cfg->dimse_timeout;
+    if (cfg->request_timeout > 0) scp->request_timeout = cfg->request_timeout;
     if (cfg->max_pdu > 0) scp->max_pdu = cfg->max_pdu;
     if (cfg->max_associations > 0) scp->max_associations = cfg->max_associations;
+    if (cfg->max_per_host > 0) scp->max_per_host = cfg->max_per_host;
+    scp->tls = cfg->tls != 0;
+    scp->sort_by_study = cfg->sort_by_study != 0;
 
-    OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, cfg->port, scp->acse_timeout, &scp->net);
-    if (cond.bad()) {
-        return fail(err, RTB_DICOM_E_IO, "cannot listen on port %d: %s", cfg->port, cond.text());
-    }
-    // DCMTK keeps the listening socket inside its private network key; we need
-    // it to poll (so stop() wakes us at once) and to learn an ephemeral port.
-    PRIVATE_NETWORKKEY *key = reinterpret_cast<PRIVATE_NETWORKKEY *>(scp->net->network);
-    scp->listen_fd = key->networkSpecific.TCP.listenSocket;
-    struct sockaddr_storage addr;
-    socklen_t len = sizeof addr;
-    if (getsockname(scp->listen_fd, reinterpret_cast<sockaddr *>(&addr), &len) == 0) {
-        if (addr.ss_family == AF_INET) scp->port = ntohs(reinterpret_cast<sockaddr_in *>(&addr)->sin_port);
-        else if (addr.ss_family == AF_INET6) scp->port = ntohs(reinterpret_cast<sockaddr_in6 *>(&addr)->sin6_port);
-    }
-    if (scp->port == 0) {
-        ASC_dropNetwork(&scp->net);
-        return fail(err, RTB_DICOM_E_IO, "cannot determine the port the SCP listens on");
+    scp->listen_fd = open_listener(cfg->port, &scp->port, err);
+    if (scp->listen_fd < 0) return -1;
+    if (!scp_handoff_init(scp.get(), cfg, err)) {
+        close(scp->listen_fd);
+        return -1;
     }
     if (pipe2(scp->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-        ASC_dropNetwork(&scp->net);
+        scp_handoff_free(scp.get());
+        close(scp->listen_fd);
         return fail(err, RTB_DICOM_E_IO, "pipe: %s", strerror(errno));
     }
+    scp->committer.reset(new Committer());
     rtb_dicom_scp *p = scp.get();
-    scp->acceptor = std::thread([p] { accept_loop(p); });
+    scp->acceptor = std::thread([p] { scp_accept_loop(p); });
     *out = scp.release();
     return 0;
 }
@@ -188,8 +150,26 @@ extern "C" size_t rtb_dicom_scp_stored(const rtb_dicom_scp *scp)
     return scp ? scp->stored.load() : 0;
 }
 
+extern "C" void rtb_dicom_scp_get_stats(const rtb_dicom_scp *scp, rtb_dicom_scp_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!scp) return;
+    out->stored = scp->stored.load();
+    out->associations = scp->associations.load();
+    out->refused = scp->refused.load();
+    out->rejected = scp->rejected.load();
+    out->dropped = scp->dropped.load();
+    out->flushes = scp->committer ? scp->committer->rounds() : 0;
+}
+
 extern "C" void rtb_dicom_scp_stop(rtb_dicom_scp *scp)
 {
+    rtb_dicom_scp_stop_stats(scp, nullptr);
+}
+
+extern "C" void rtb_dicom_scp_stop_stats(rtb_dicom_scp *scp, rtb_dicom_scp_stats *final)
+{
+    if (final) memset(final, 0, sizeof *final);
     if (!scp) return;
     scp->stopping = true;
     if (scp->wake[1] >= 0) {
@@ -197,14 +177,26 @@ extern "C" void rtb_dicom_scp_stop(rtb_dicom_scp *scp)
         (void)!write(scp->wake[1], &c, 1);
     }
     if (scp->acceptor.joinable()) scp->acceptor.join();
-    // Workers notice `stopping` within a second (they poll with a 1 s timeout).
+    // Connections still waiting for their request are cut now; associations
+    // notice `stopping` within a second (they poll with a 1 s timeout).
     {
-        std::lock_guard<std::mutex> lock(scp->workers_mu);
-        for (auto &w : scp->workers)
-            if (w.thread.joinable()) w.thread.join();
-        scp->workers.clear();
+        std::lock_guard<std::mutex> lock(scp->conns_mu);
+        for (auto &c : scp->conns) {
+            std::lock_guard<std::mutex> cl(c.mu);
+            if (c.in_request && c.watch_fd >= 0) shutdown(c.watch_fd, SHUT_RDWR);
+        }
     }
-    if (scp->net) ASC_dropNetwork(&scp->net);
+    {
+        std::lock_guard<std::mutex> lock(scp->conns_mu);
+        for (auto &c : scp->conns)
+            if (c.thread.joinable()) c.thread.join();
+        scp->conns.clear();
+        scp->per_host.clear();
+    }
+    if (final) rtb_dicom_scp_get_stats(scp, final);
+    scp->committer.reset(); // every worker has returned: nothing waits on it
+    scp_handoff_free(scp);
+    if (scp->listen_fd >= 0) close(scp->listen_fd);
     for (int fd : scp->wake)
         if (fd >= 0) close(fd);
     delete scp;

@@ -1,14 +1,57 @@
-// The storage SCP's shared state, between the acceptor (scp.cpp) and the
-// per-association workers (scp_assoc.cpp).
+// The storage SCP's shared state, between the acceptor (scp_accept.cpp), the
+// hand-over of a connection to DCMTK (scp_handoff.cpp), the per-association
+// workers (scp_assoc.cpp) and the group committer (scp_commit.cpp).
+//
+// Threads: one acceptor, one committer, one worker per connection. The acceptor
+// only accepts TCP connections and never reads from a peer; everything DICOM
+// (TLS handshake, A-ASSOCIATE-RQ, DIMSE) happens on the connection's worker.
 #ifndef RTB_DICOM_SCP_HPP
 #define RTB_DICOM_SCP_HPP
 
 #include "internal.hpp"
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <list>
+#include <map>
 #include <mutex>
 #include <thread>
+
+class DcmTransportLayer;
+
+namespace rtb {
+
+// Makes received files durable in groups (scp_commit.cpp): each worker hands
+// over its temporary file and waits; the committer flushes everything queued
+// at once, so N concurrent associations pay for about one flush, not N.
+class Committer {
+public:
+    Committer();
+    ~Committer(); // stops the thread; nothing may be waiting any more
+    // Blocks until tmp is durable under dest (true), or failed (false, tmp removed).
+    bool commit(const std::string &tmp, const std::string &dest, rtb_dicom_error *err);
+    // Figures for tests and benchmarks: flush rounds and files committed.
+    size_t rounds() const { return rounds_; }
+
+private:
+    struct Job {
+        std::string tmp, dest;
+        bool done = false, ok = false;
+        rtb_dicom_error err;
+    };
+    void run();
+    void flush(std::vector<Job *> &batch);
+
+    std::mutex mu_;
+    std::condition_variable cv_, done_cv_;
+    std::deque<Job *> queue_;
+    bool stop_ = false;
+    std::atomic<size_t> rounds_{0};
+    std::thread thread_;
+};
+
+} // namespace rtb
 
 struct rtb_dicom_scp {
     // Configuration, copied at start so the caller's strings may go away.
@@ -17,31 +60,72 @@ struct rtb_dicom_scp {
     bool allow_any = true;
     rtb_dicom_stored_fn on_store = nullptr;
     void *ud = nullptr;
-    int acse_timeout = 30, dimse_timeout = 60;
+    int acse_timeout = 30, dimse_timeout = 60, request_timeout = 5;
     unsigned max_pdu = 116794;
-    int max_associations = 8;
+    int max_associations = 8, max_per_host = 4;
+    bool tls = false;
+    bool sort_by_study = false;
 
-    T_ASC_Network *net = nullptr;
     int listen_fd = -1;
     int port = 0;
     int wake[2] = {-1, -1}; // written by stop() to end the acceptor's poll
     std::thread acceptor;
     std::atomic<bool> stopping{false};
     std::atomic<size_t> stored{0};
+    std::atomic<size_t> associations{0}; // acknowledged
+    std::atomic<size_t> refused{0};      // connections turned away at accept (over a cap)
+    std::atomic<size_t> rejected{0};     // A-ASSOCIATE-RQs rejected (AE titles)
+    std::atomic<size_t> dropped{0};      // connections that never made an association
 
-    struct Worker {
+    // DCMTK side of the hand-over: a network without a listening socket whose
+    // transport layer (plain or TLS) creates the connection for a socket we accepted.
+    T_ASC_Network *net = nullptr;
+    DcmTransportLayer *layer = nullptr;
+
+    // One per accepted connection, from accept to the end of its association.
+    struct Conn {
         std::thread thread;
+        int fd = -1;       // handed to DCMTK, which closes it
+        std::string host;  // remote IP address
+        // A dup of fd, guarded by mu, for the acceptor: while the request phase
+        // lasts it may shut the socket down (deadline passed, or stop), which ends
+        // any blocking read (TLS handshake, a peer dribbling its request). Being
+        // a dup, it never names a socket that was closed and reused meanwhile;
+        // the worker closes it when the request phase ends.
+        std::mutex mu;
+        bool in_request = true;
+        int watch_fd = -1;
+        double deadline = 0; // monotonic seconds
         std::atomic<bool> done{false};
     };
-    std::mutex workers_mu;
-    std::list<Worker> workers;
+    std::mutex conns_mu;
+    std::list<Conn> conns;
+    std::map<std::string, int> per_host; // live connections by remote address
     std::mutex callback_mu; // on_store calls never overlap
+
+    std::unique_ptr<rtb::Committer> committer;
 };
 
 namespace rtb {
-// Serves one acknowledged association until release, abort, idle timeout or stop;
-// destroys it at the end.
-void scp_serve(rtb_dicom_scp *scp, T_ASC_Association *assoc, std::string calling_ae);
-}
+
+double mono_now();
+
+// scp_accept.cpp: the acceptor thread's body.
+void scp_accept_loop(rtb_dicom_scp *scp);
+// scp_handoff.cpp: set up the hand-over network (and TLS) at start; turn an
+// accepted socket into an association with its A-ASSOCIATE-RQ read. *taken
+// tells whether DCMTK took the socket (it closes it then; otherwise we must).
+// On failure *assoc may still be set and must be dropped and destroyed.
+bool scp_handoff_init(rtb_dicom_scp *scp, const rtb_dicom_scp_config *cfg, rtb_dicom_error *err);
+void scp_handoff_free(rtb_dicom_scp *scp);
+OFCondition scp_receive(rtb_dicom_scp *scp, int fd, T_ASC_Association **assoc, bool *taken);
+// scp_assoc.cpp: the worker: receive the request, vet it, serve the association.
+void scp_worker(rtb_dicom_scp *scp, rtb_dicom_scp::Conn *conn);
+
+// tls.cpp: configure an acceptor's TLS layer (BCP 195 profile) from cert/key/ca.
+bool tls_setup_server(DcmTransportLayer *layer, const char *cert, const char *key, const char *ca,
+                      bool require_client_cert, rtb_dicom_error *err);
+
+} // namespace rtb
 
 #endif

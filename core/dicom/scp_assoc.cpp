@@ -1,18 +1,79 @@
-// One association of the storage SCP: answer C-ECHO, receive C-STORE straight
-// into a temporary file, make it durable, then answer. Success is only sent
-// once <SOPInstanceUID>.dcm is renamed into place and fsynced, so an SCU that
-// got 0x0000 may forget the instance.
+// One connection of the storage SCP, on its own worker thread: read the
+// A-ASSOCIATE-RQ (short request timeout), vet it (called AE, calling AE),
+// answer C-ECHO, receive C-STORE straight into a temporary file, make it
+// durable, then answer. Success is only sent once <SOPInstanceUID>.dcm is
+// renamed into place and flushed (scp_commit.cpp), so an SCU that got 0x0000
+// may forget the instance.
 #include "scp.hpp"
 
+#include <algorithm>
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace rtb {
 
 namespace {
 
+void reject(T_ASC_Association *assoc, T_ASC_RejectParametersResult result,
+            T_ASC_RejectParametersSource source, T_ASC_RejectParametersReason reason)
+{
+    T_ASC_RejectParameters rej = {result, source, reason};
+    ASC_rejectAssociation(assoc, &rej);
+    ASC_dropAssociation(assoc);
+    ASC_destroyAssociation(&assoc);
+}
+
+// Every standard storage class plus Verification, each with the transfer
+// syntaxes in kAllXfers (uncompressed preferred, compressed taken as it comes).
+bool accept_contexts(T_ASC_Association *assoc)
+{
+    std::vector<const char *> abstract;
+    abstract.push_back(UID_VerificationSOPClass);
+    for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; i++) abstract.push_back(dcmAllStorageSOPClassUIDs[i]);
+    std::vector<const char *> xfers(kAllXfers, kAllXfers + kNumAllXfers);
+    OFCondition cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
+        assoc->params, abstract.data(), static_cast<int>(abstract.size()), xfers.data(),
+        static_cast<int>(xfers.size()));
+    return cond.good();
+}
+
+bool fsync_dir(const std::string &dir)
+{
+    int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return false;
+    bool ok = fsync(fd) == 0;
+    close(fd);
+    return ok;
+}
+
+// --sort-by-study: <dir>/<StudyInstanceUID>/, made (durably) on first use. An
+// instance without a valid Study Instance UID stays in <dir>: the name comes
+// from the peer, and only a well-formed UID may become a path.
+std::string study_dir(rtb_dicom_scp *scp, const std::string &tmp)
+{
+    DcmFileFormat ff;
+    OFString uid;
+    if (ff.loadFileUntilTag(tmp.c_str(), EXS_Unknown, EGL_noChange, 256, ERM_autoDetect,
+                            DcmTagKey(0x0020, 0x000E))
+            .bad() ||
+        ff.getDataset()->findAndGetOFString(DCM_StudyInstanceUID, uid).bad() ||
+        !rtb_dicom_uid_valid(uid.c_str()))
+        return scp->dir;
+    std::string dir = scp->dir + "/" + uid.c_str();
+    if (mkdir(dir.c_str(), 0777) == 0) {
+        if (!fsync_dir(scp->dir)) return std::string();
+    } else if (errno != EEXIST) {
+        return std::string();
+    }
+    return dir;
+}
+
 struct StoreCtx {
     rtb_dicom_scp *scp;
-    std::string tmp, final_path;
+    std::string tmp, name, final_path;
     bool committed = false;
 };
 
@@ -24,9 +85,16 @@ void on_store_progress(void *data, T_DIMSE_StoreProgress *progress, T_DIMSE_C_St
     // DCMTK closed the file before this last callback; the status it proposes
     // tells whether the data arrived whole.
     if (rsp->DimseStatus != STATUS_Success) return;
+    std::string dir = ctx->scp->sort_by_study ? study_dir(ctx->scp, ctx->tmp) : ctx->scp->dir;
+    if (dir.empty()) {
+        rsp->DimseStatus = STATUS_STORE_Refused_OutOfResources;
+        return;
+    }
+    ctx->final_path = dir + "/" + ctx->name;
     rtb_dicom_error err;
     clear_error(&err);
-    if (commit_file(ctx->tmp, ctx->final_path, &err)) ctx->committed = true;
+    // Blocks until the file is durable: the response goes out after we return.
+    if (ctx->scp->committer->commit(ctx->tmp, ctx->final_path, &err)) ctx->committed = true;
     else rsp->DimseStatus = STATUS_STORE_Refused_OutOfResources;
 }
 
@@ -40,8 +108,8 @@ OFCondition handle_store(rtb_dicom_scp *scp, T_ASC_Association *assoc, T_ASC_Pre
     rtb_dicom_error err;
     clear_error(&err);
     if (name_ok) {
-        ctx.final_path = scp->dir + "/" + req.AffectedSOPInstanceUID + ".dcm";
-        ctx.tmp = temp_path_in(scp->dir, std::string(req.AffectedSOPInstanceUID) + ".dcm", &err);
+        ctx.name = std::string(req.AffectedSOPInstanceUID) + ".dcm";
+        ctx.tmp = temp_path_in(scp->dir, ctx.name, &err);
     }
     if (!name_ok || ctx.tmp.empty()) {
         // Still read the data set off the wire, then refuse it.
@@ -80,9 +148,9 @@ OFCondition handle_store(rtb_dicom_scp *scp, T_ASC_Association *assoc, T_ASC_Pre
     return cond;
 }
 
-} // namespace
-
-void scp_serve(rtb_dicom_scp *scp, T_ASC_Association *assoc, std::string calling_ae)
+// Serves one acknowledged association until release, abort, idle timeout or
+// stop; destroys it at the end.
+void serve(rtb_dicom_scp *scp, T_ASC_Association *assoc, const std::string &calling_ae)
 {
     int idle = 0;
     for (;;) {
@@ -126,6 +194,64 @@ void scp_serve(rtb_dicom_scp *scp, T_ASC_Association *assoc, std::string calling
     }
     ASC_dropSCPAssociation(assoc);
     ASC_destroyAssociation(&assoc);
+}
+
+// An association whose request was read: vet it, acknowledge it, serve it.
+void handle_request(rtb_dicom_scp *scp, T_ASC_Association *assoc)
+{
+    char calling[64] = "", called[64] = "";
+    ASC_getAPTitles(assoc->params, calling, sizeof calling, called, sizeof called, nullptr, 0);
+    std::string calling_ae = trim(calling), called_ae = trim(called);
+
+    if (called_ae != scp->aet) {
+        scp->rejected++;
+        reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
+               ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
+        return;
+    }
+    if (!scp->allow_any &&
+        std::find(scp->allow.begin(), scp->allow.end(), calling_ae) == scp->allow.end()) {
+        scp->rejected++;
+        reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
+               ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
+        return;
+    }
+    if (!accept_contexts(assoc) || ASC_acknowledgeAssociation(assoc).bad()) {
+        ASC_dropAssociation(assoc);
+        ASC_destroyAssociation(&assoc);
+        return;
+    }
+    scp->associations++;
+    set_nodelay(assoc);
+    serve(scp, assoc, calling_ae);
+}
+
+} // namespace
+
+void scp_worker(rtb_dicom_scp *scp, rtb_dicom_scp::Conn *conn)
+{
+    T_ASC_Association *assoc = nullptr;
+    bool taken = false;
+    OFCondition cond = scp_receive(scp, conn->fd, &assoc, &taken);
+    {
+        // The request phase is over: the acceptor's deadline no longer applies.
+        std::lock_guard<std::mutex> lock(conn->mu);
+        conn->in_request = false;
+        close(conn->watch_fd);
+        conn->watch_fd = -1;
+    }
+    if (!taken) close(conn->fd);
+    if (cond.bad()) {
+        // Silent past the request timeout, not DICOM, or a failed TLS handshake.
+        scp->dropped++;
+        if (assoc) {
+            ASC_dropAssociation(assoc);
+            ASC_destroyAssociation(&assoc);
+        }
+    } else {
+        handle_request(scp, assoc);
+    }
+    conn->done = true;
 }
 
 } // namespace rtb

@@ -49,6 +49,27 @@ void tls_free(void *layer)
     delete static_cast<DcmTLSTransportLayer *>(layer);
 }
 
+// Server side (the storage SCP): our certificate and key; client certificates
+// are verified against ca when one is presented, and required when asked.
+bool tls_setup_server(DcmTransportLayer *base, const char *cert, const char *key, const char *ca,
+                      bool require_client_cert, rtb_dicom_error *err)
+{
+    DcmTLSTransportLayer *layer = dynamic_cast<DcmTLSTransportLayer *>(base);
+    if (!layer) return fail(err, RTB_DICOM_E_INTERNAL, "not a TLS transport layer"), false;
+    OFCondition cond = layer->setTLSProfile(TSP_Profile_BCP195_ND);
+    if (cond.good()) cond = layer->activateCipherSuites();
+    if (cond.good() && ca && *ca) cond = layer->addTrustedCertificateFile(ca, DCF_Filetype_PEM);
+    if (cond.good()) cond = layer->setPrivateKeyFile(key, DCF_Filetype_PEM);
+    if (cond.good()) cond = layer->setCertificateFile(cert, DCF_Filetype_PEM);
+    if (cond.good() && !layer->checkPrivateKeyMatchesCertificate())
+        cond = makeOFCondition(OFM_dcmtls, 1, OF_error, "private key does not match certificate");
+    if (cond.bad()) return fail(err, RTB_DICOM_E_INVALID, "TLS setup failed: %s", cond.text()), false;
+    layer->setCertificateVerification(require_client_cert ? DCV_requireCertificate
+                                      : (ca && *ca)       ? DCV_checkCertificate
+                                                          : DCV_ignoreCertificate);
+    return true;
+}
+
 #else
 
 bool tls_attach(const rtb_dicom_peer *, T_ASC_Network *, T_ASC_Parameters *, void **layer_out,
@@ -59,6 +80,12 @@ bool tls_attach(const rtb_dicom_peer *, T_ASC_Network *, T_ASC_Parameters *, voi
 }
 
 void tls_free(void *) {}
+
+bool tls_setup_server(DcmTransportLayer *, const char *, const char *, const char *, bool,
+                      rtb_dicom_error *err)
+{
+    return fail(err, RTB_DICOM_E_INVALID, "TLS not supported by this build"), false;
+}
 
 #endif
 

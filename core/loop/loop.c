@@ -94,6 +94,52 @@ int rtb_loop_after_ms(unsigned long ms, rtb_done_fn done, void *arg)
     return uv_timer_start(&t->timer, timer_fired, ms, 0);
 }
 
+struct rtb_loop_wake {
+    uv_async_t async;
+    rtb_done_fn done;
+    void *arg;
+};
+
+static void wake_fired(uv_async_t *handle)
+{
+    rtb_loop_wake *w = handle->data;
+    w->done(w->arg);
+}
+
+int rtb_loop_wake_open(rtb_loop_wake **out, rtb_done_fn done, void *arg)
+{
+    rtb_loop_wake *w = malloc(sizeof *w);
+    if (!w)
+        return UV_ENOMEM;
+    int rc = uv_async_init(uv_default_loop(), &w->async, wake_fired);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    w->async.data = w;
+    w->done = done;
+    w->arg = arg;
+    uv_unref((uv_handle_t *)&w->async);
+    *out = w;
+    return 0;
+}
+
+void rtb_loop_wake_send(rtb_loop_wake *w)
+{
+    uv_async_send(&w->async);
+}
+
+static void wake_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void rtb_loop_wake_close(rtb_loop_wake *w)
+{
+    if (!uv_is_closing((uv_handle_t *)&w->async))
+        uv_close((uv_handle_t *)&w->async, wake_closed);
+}
+
 static void signal_fired(uv_signal_t *handle, int signum)
 {
     if (signal_cb)

@@ -27,6 +27,17 @@ int rtb_loop_queue_work(rtb_work_fn work, rtb_done_fn done, void *arg);
 /* Calls `done` on the loop thread after `ms` milliseconds. */
 int rtb_loop_after_ms(unsigned long ms, rtb_done_fn done, void *arg);
 
+/* A wake-up another thread sends to the loop thread (a server's thread handing over a
+ * request): after one or more rtb_loop_wake_send() calls, which coalesce, `done(arg)`
+ * runs once on the loop thread. It does not keep the loop alive, so a server waiting
+ * for requests never keeps a finished run from exiting. */
+typedef struct rtb_loop_wake rtb_loop_wake;
+int rtb_loop_wake_open(rtb_loop_wake **out, rtb_done_fn done, void *arg);
+/* Any thread; never blocks. */
+void rtb_loop_wake_send(rtb_loop_wake *w);
+/* Loop thread. No callback runs afterwards; the memory is released by the loop. */
+void rtb_loop_wake_close(rtb_loop_wake *w);
+
 /* Watches SIGINT and SIGTERM without keeping the loop alive. */
 int rtb_loop_watch_signals(rtb_signal_fn on_signal, void *arg);
 

@@ -1,36 +1,89 @@
 --- run a storage SCP that writes received instances to a directory
 local cli = require "rtbackup.cli"
+local errors = require "rtbackup.error"
 local log = require "rtbackup.log"
 local task = require "rtbackup.task"
 local dicom = require "rtbackup.dicom"
 
 local parser = cli.parser("listen", [[
 Receives instances (C-STORE, C-ECHO) and writes them to --out-dir as
-<SOPInstanceUID>.dcm, until SIGINT or SIGTERM.
-  rtbackup listen --env UCLA --out-dir /var/spool/rtbackup --allow ARIA_UCLA]],
+<SOPInstanceUID>.dcm, until SIGINT or SIGTERM. A C-STORE is answered with
+success only once its file is durable (flushed in groups across associations).
+Each connection must send its association request within --request-timeout
+seconds; connections beyond --max-associations, or beyond --max-per-host from
+one address, are refused at once, so idle or slow clients cannot starve it.
+With --env, the environment's settings scp_request_timeout,
+scp_max_associations and scp_max_per_host apply unless an option says otherwise.
+  rtbackup listen --env UCLA --out-dir /var/spool/rtbackup --allow ARIA_UCLA
+  rtbackup listen --aet BACKUP --port 2762 --out-dir /srv/in \
+      --tls-cert scp.pem --tls-key scp.key --tls-ca ca.pem --require-client-cert]],
     "130/143 stopped by SIGINT/SIGTERM (the normal end), 1 cannot listen, 2 usage or configuration error")
-parser:option("--env", "environment: our AE title and port from its script_ae")
+parser:option("--env", "environment: our AE title and port from its script_ae, limits from its settings")
 parser:option("--aet", "our AE title")
 parser:option("--port", "port to listen on (0: any free port)"):convert(tonumber)
 parser:option("--out-dir", "where instances are written (created)")
 parser:option("--allow", "calling AE title to accept (repeatable; default: any)"):count("*")
+parser:option("--request-timeout", "seconds a new connection has to send its association request (default 5)")
+    :convert(tonumber)
+parser:option("--max-associations", "connections served at once, all hosts together (default 8)"):convert(tonumber)
+parser:option("--max-per-host", "connections served at once from one remote address (default 4)"):convert(tonumber)
+parser:option("--tls-cert", "DICOM TLS: our certificate (PEM); every connection must then use TLS")
+parser:option("--tls-key", "DICOM TLS: the private key of --tls-cert (PEM)")
+parser:option("--tls-ca", "DICOM TLS: CA certificates (PEM) a client certificate must chain to")
+parser:flag("--require-client-cert", "DICOM TLS: refuse clients without a certificate signed by --tls-ca")
+parser:flag("--sort-by-study", "write <out-dir>/<StudyInstanceUID>/<SOPInstanceUID>.dcm")
 local args = cli.parse(parser, {...})
 
+local function usage(message)
+    errors.raise{kind = "usage", message = message .. "\n" .. parser:get_usage()}
+end
+
 local env = args.env and cli.load_env(args.env)
+local settings = env and env.settings or {}
 local aet = args.aet or (env and env.script_ae.aet)
 local port = args.port or (env and env.script_ae.port)
 if not aet or not port or not args.out_dir then
-    require("rtbackup.error").raise{kind = "usage", message = "give --aet, --port (or --env) and --out-dir\n" .. parser:get_usage()}
+    usage("give --aet, --port (or --env) and --out-dir")
 end
+
+local function count(name, value, default, min)
+    value = value or default
+    if math.type(value) ~= "integer" or value < min then
+        usage(string.format("%s must be a whole number >= %d, got %s", name, min, tostring(value)))
+    end
+    return value
+end
+local request_timeout = count("--request-timeout", args.request_timeout or settings.scp_request_timeout, 5, 1)
+local max_associations = count("--max-associations", args.max_associations or settings.scp_max_associations, 8, 1)
+local max_per_host = count("--max-per-host", args.max_per_host or settings.scp_max_per_host, 4, 1)
+
+local tls
+if args.tls_cert or args.tls_key or args.tls_ca or args.require_client_cert then
+    if not (args.tls_cert and args.tls_key) then usage("TLS needs both --tls-cert and --tls-key") end
+    if args.require_client_cert and not args.tls_ca then usage("--require-client-cert needs --tls-ca") end
+    tls = {cert = args.tls_cert, key = args.tls_key, ca = args.tls_ca, require_client_cert = args.require_client_cert}
+end
+
 os.execute("mkdir -p '" .. args.out_dir:gsub("'", "'\\''") .. "'")
-local scp = dicom.listen{
+local ok, scp = pcall(dicom.listen, {
     aet = aet, port = port, dir = args.out_dir,
     allow = #args.allow > 0 and args.allow or nil,
+    request_timeout = request_timeout, max_associations = max_associations, max_per_host = max_per_host,
+    tls = tls, sort_by_study = args.sort_by_study,
     on_store = function(e)
         log.info("stored", {sop_instance_uid = e.sop_instance_uid, from = e.calling_aet, path = e.path})
     end,
-}
-log.info("listening", {aet = aet, port = scp:port(), dir = args.out_dir})
+})
+if not ok then
+    -- A setting the SCP refuses (unreadable certificate, bad value) is a configuration error.
+    if errors.is(scp) and scp.kind == "invalid" then scp.kind = "config" end
+    error(scp, 0)
+end
+log.info("listening", {aet = aet, port = scp:port(), dir = args.out_dir, tls = tls ~= nil,
+                       request_timeout = request_timeout, max_associations = max_associations,
+                       max_per_host = max_per_host})
 while not task.stopping() do task.sleep(200) end
 scp:stop()
-log.info("stopped", {stored = scp:stored()})
+local s = scp:stats()
+log.info("stopped", {stored = s.stored, associations = s.associations, refused = s.refused,
+                     rejected = s.rejected, dropped = s.dropped})

@@ -9,8 +9,12 @@
 
 #include "testbed_env.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,6 +253,243 @@ static void scp_serves_several_associations_at_once(void **state)
     assert_int_equal(hidden_files(dir), 0);
 }
 
+/* A TCP connection from `src` (any 127.x address: the whole range is loopback on
+ * Linux, so one test can play several hosts) that sends nothing. */
+static int idle_connection(const char *src, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, src, &a.sin_addr);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    a.sin_port = htons((unsigned short)port);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+typedef struct {
+    double closed_after; /* seconds from `since`, or -1 if still open at the limit */
+    unsigned char first[16];
+    ssize_t n_first;     /* bytes the SCP sent before closing */
+} idle_outcome;
+
+/* Waits (at most `limit` seconds) until the SCP closes each connection. */
+static void wait_closed(int *fds, idle_outcome *out, int n, double since, double limit)
+{
+    for (int i = 0; i < n; i++) out[i] = (idle_outcome){.closed_after = -1};
+    int open = n;
+    while (open > 0 && now() - since < limit) {
+        struct pollfd p[16];
+        for (int i = 0; i < n; i++) p[i] = (struct pollfd){out[i].closed_after < 0 ? fds[i] : -1, POLLIN, 0};
+        poll(p, (nfds_t)n, 100);
+        for (int i = 0; i < n; i++) {
+            if (out[i].closed_after >= 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            unsigned char buf[64];
+            ssize_t r = recv(fds[i], buf, sizeof buf, MSG_DONTWAIT);
+            if (r > 0) {
+                if (out[i].n_first == 0) memcpy(out[i].first, buf, r < 16 ? (size_t)r : 16);
+                out[i].n_first += r;
+                continue;
+            }
+            out[i].closed_after = now() - since;
+            open--;
+        }
+    }
+}
+
+static void scp_answers_echo_while_idle_connections_wait_and_drops_them_after_the_request_timeout(void **state)
+{
+    const char *dir = testbed_tmpdir("scp-idle");
+    rtb_dicom_scp_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.aet = "RTB_LISTEN";
+    cfg.dir = dir;
+    cfg.request_timeout = 2;
+    cfg.max_per_host = 4;
+    cfg.max_associations = 8;
+    rtb_dicom_scp *scp = NULL;
+    OK(rtb_dicom_scp_start(&cfg, &scp, &err));
+    int port = rtb_dicom_scp_port(scp);
+
+    /* Six silent clients on one host: four take that host's slots, two are over the cap. */
+    int fds[6];
+    double t0 = now();
+    for (int i = 0; i < 6; i++) fds[i] = idle_connection("127.0.0.2", port);
+
+    double e0 = now();
+    rtb_dicom_peer p = peer_for(scp, "RTB_LISTEN", "RTB_SCU");
+    OK(rtb_dicom_echo(&p, &err));
+    double echo_ms = (now() - e0) * 1000;
+
+    idle_outcome out[6];
+    wait_closed(fds, out, 6, t0, 30);
+    int refused = 0, dropped = 0;
+    double slowest = 0;
+    for (int i = 0; i < 6; i++) {
+        assert_true(out[i].closed_after >= 0); /* the SCP closed every one of them */
+        if (out[i].n_first > 0) {
+            /* A-ASSOCIATE-RJ: rejected-transient, service provider (presentation), local limit */
+            assert_int_equal(out[i].n_first, 10);
+            assert_int_equal(out[i].first[0], 0x03);
+            assert_int_equal(out[i].first[7], 2);
+            assert_int_equal(out[i].first[8], 3);
+            assert_int_equal(out[i].first[9], 2);
+            refused++;
+        } else {
+            dropped++;
+            if (out[i].closed_after > slowest) slowest = out[i].closed_after;
+        }
+        close(fds[i]);
+    }
+    assert_int_equal(refused, 2);
+    assert_int_equal(dropped, 4);
+    fprintf(stderr, "# 6 idle connections (cap 4 per host): C-ECHO answered in %.1f ms; "
+                    "2 refused at once, 4 dropped after %.2f s (request timeout 2 s)\n",
+            echo_ms, slowest);
+
+    rtb_dicom_scp_stats st;
+    rtb_dicom_scp_stop_stats(scp, &st);
+    assert_int_equal(st.refused, 2);
+    assert_int_equal(st.dropped, 4);
+    assert_int_equal(st.associations, 1);
+}
+
+static void scp_refuses_a_connection_over_the_overall_cap_politely_and_serves_again_later(void **state)
+{
+    const char *dir = testbed_tmpdir("scp-cap");
+    rtb_dicom_scp_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.aet = "RTB_LISTEN";
+    cfg.dir = dir;
+    cfg.request_timeout = 2;
+    cfg.max_associations = 2;
+    rtb_dicom_scp *scp = NULL;
+    OK(rtb_dicom_scp_start(&cfg, &scp, &err));
+    int port = rtb_dicom_scp_port(scp);
+    int fds[2] = {idle_connection("127.0.0.2", port), idle_connection("127.0.0.3", port)};
+
+    rtb_dicom_peer p = peer_for(scp, "RTB_LISTEN", "RTB_SCU");
+    assert_int_equal(rtb_dicom_echo(&p, &err), -1);
+    assert_int_equal(err.kind, RTB_DICOM_E_REJECTED);
+    assert_int_equal(err.reject.result, 2); /* transient: try again later */
+    assert_int_equal(err.reject.source, 3);
+    assert_int_equal(err.reject.reason, 2); /* local limit exceeded */
+
+    idle_outcome out[2];
+    wait_closed(fds, out, 2, now(), 30);
+    for (int i = 0; i < 2; i++) {
+        assert_true(out[i].closed_after >= 0);
+        close(fds[i]);
+    }
+    /* The slots are free again once the silent clients are dropped. */
+    for (int i = 0; i < 50 && rtb_dicom_echo(&p, &err) != 0; i++) usleep(100 * 1000);
+    OK(rtb_dicom_echo(&p, &err));
+    rtb_dicom_scp_stop(scp);
+}
+
+static rtb_dicom_scp *start_tls_scp(const char *dir, int require_client_cert)
+{
+    static char cert[512], key[512];
+    snprintf(cert, sizeof cert, "%s/tls/server.pem", testbed_get("RTB_TESTBED_DIR"));
+    snprintf(key, sizeof key, "%s/tls/server.key", testbed_get("RTB_TESTBED_DIR"));
+    rtb_dicom_scp_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.aet = "RTB_LISTEN";
+    cfg.dir = dir;
+    cfg.request_timeout = 2;
+    cfg.tls = 1;
+    cfg.tls_cert = cert;
+    cfg.tls_key = key;
+    cfg.tls_ca = testbed_get("TLS_CA");
+    cfg.tls_require_client_cert = require_client_cert;
+    rtb_dicom_scp *scp = NULL;
+    OK(rtb_dicom_scp_start(&cfg, &scp, &err));
+    return scp;
+}
+
+static void tls_scp_serves_our_tls_scu_with_a_client_certificate_and_refuses_others(void **state)
+{
+    if (!testbed_get("TLS_CA")) skip();
+    const char *dir = testbed_tmpdir("scp-tls");
+    rtb_dicom_scp *scp = start_tls_scp(dir, 1);
+
+    rtb_dicom_peer p = peer_for(scp, "RTB_LISTEN", "RTB_SCU");
+    p.tls = 1;
+    p.tls_ca = testbed_get("TLS_CA");
+    p.tls_cert = testbed_get("TLS_CERT");
+    p.tls_key = testbed_get("TLS_KEY");
+    OK(rtb_dicom_echo(&p, &err));
+    char files[1][512];
+    assert_int_equal(synthetic_files("RTB001", files, 1), 1);
+    rtb_dicom_store_item item;
+    memset(&item, 0, sizeof item);
+    item.path = files[0];
+    size_t stored = 0;
+    OK(rtb_dicom_store(&p, &item, 1, &stored, &err));
+    assert_int_equal(stored, 1);
+
+    /* No client certificate, while one is required: the handshake fails. */
+    rtb_dicom_peer anonymous = p;
+    anonymous.tls_cert = anonymous.tls_key = NULL;
+    assert_int_equal(rtb_dicom_echo(&anonymous, &err), -1);
+    /* Plain TCP to a TLS port: refused cleanly, and the SCP goes on serving. */
+    rtb_dicom_peer plain = peer_for(scp, "RTB_LISTEN", "RTB_SCU");
+    double t0 = now();
+    assert_int_equal(rtb_dicom_echo(&plain, &err), -1);
+    assert_true(now() - t0 < 10);
+    /* A client that connects and never starts its handshake is cut at the request timeout. */
+    int fd = idle_connection("127.0.0.2", rtb_dicom_scp_port(scp));
+    idle_outcome out;
+    wait_closed(&fd, &out, 1, now(), 30);
+    assert_true(out.closed_after >= 0);
+    close(fd);
+    fprintf(stderr, "# TLS port: silent client dropped after %.2f s (request timeout 2 s)\n", out.closed_after);
+    OK(rtb_dicom_echo(&p, &err));
+
+    rtb_dicom_scp_stats st;
+    rtb_dicom_scp_stop_stats(scp, &st);
+    assert_int_equal(st.stored, 1);
+    assert_int_equal(st.associations, 3);
+    assert_int_equal(st.dropped, 3);
+    assert_int_equal(count_dcm_files(dir), 1);
+}
+
+static void tls_scp_without_required_client_certificates_serves_anonymous_tls_clients(void **state)
+{
+    if (!testbed_get("TLS_CA")) skip();
+    const char *dir = testbed_tmpdir("scp-tls-anon");
+    rtb_dicom_scp *scp = start_tls_scp(dir, 0);
+    rtb_dicom_peer p = peer_for(scp, "RTB_LISTEN", "RTB_SCU");
+    p.tls = 1;
+    p.tls_ca = testbed_get("TLS_CA");
+    OK(rtb_dicom_echo(&p, &err));
+    rtb_dicom_scp_stop(scp);
+}
+
+static void tls_scp_refuses_to_start_without_its_key_or_with_an_unreadable_certificate(void **state)
+{
+    rtb_dicom_scp_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.aet = "RTB_LISTEN";
+    cfg.dir = testbed_tmpdir("scp-tls-bad");
+    cfg.tls = 1;
+    cfg.tls_cert = testbed_get("TLS_CERT");
+    rtb_dicom_scp *scp = NULL;
+    assert_int_equal(rtb_dicom_scp_start(&cfg, &scp, &err), -1);
+    assert_int_equal(err.kind, RTB_DICOM_E_INVALID);
+    cfg.tls_key = testbed_get("TLS_KEY");
+    cfg.tls_cert = "/nonexistent/cert.pem";
+    assert_int_equal(rtb_dicom_scp_start(&cfg, &scp, &err), -1);
+    assert_int_equal(err.kind, RTB_DICOM_E_INVALID);
+    assert_non_null(strstr(err.message, "/nonexistent/cert.pem"));
+    cfg.tls_cert = testbed_get("TLS_CERT");
+    cfg.tls_require_client_cert = 1; /* without a CA to check them against */
+    assert_int_equal(rtb_dicom_scp_start(&cfg, &scp, &err), -1);
+    assert_int_equal(err.kind, RTB_DICOM_E_INVALID);
+    assert_null(scp);
+}
+
 static int setup(void **state)
 {
     if (testbed_load() != 0) return -1;
@@ -262,6 +503,11 @@ int main(void)
         cmocka_unit_test(scp_rejects_unknown_calling_and_wrong_called_ae_titles),
         cmocka_unit_test(scp_receives_c_move_results_from_aria_and_orthanc),
         cmocka_unit_test(scp_serves_several_associations_at_once),
+        cmocka_unit_test(scp_answers_echo_while_idle_connections_wait_and_drops_them_after_the_request_timeout),
+        cmocka_unit_test(scp_refuses_a_connection_over_the_overall_cap_politely_and_serves_again_later),
+        cmocka_unit_test(tls_scp_serves_our_tls_scu_with_a_client_certificate_and_refuses_others),
+        cmocka_unit_test(tls_scp_without_required_client_certificates_serves_anonymous_tls_clients),
+        cmocka_unit_test(tls_scp_refuses_to_start_without_its_key_or_with_an_unreadable_certificate),
     };
     return cmocka_run_group_tests_name("dicom_scp", tests, setup, NULL);
 }

@@ -486,6 +486,17 @@ static void get_from_dcmqrscp_brings_every_compressed_instance_in_rounds(void **
     assert_int_equal(r.stored_syntax_known, 0); /* dcmqrscp does not say */
     assert_true(r.associations > 2);            /* the plan, then rounds */
     rtb_dicom_retrieve_result_clear(&r);
+
+    /* Without the plan, the peer's FailedSOPInstanceUIDList drives the rounds. */
+    id = query(kv, NULL);
+    digest_check c2 = {0};
+    rtb_dicom_get_options bare = {.fn = check_against_corpus, .ud = &c2, .no_plan = 1};
+    OK(rtb_dicom_get(&corpus, RTB_QR_STUDY_ROOT, RTB_QR_STUDY, id, &bare, &r, &err));
+    rtb_ds_free(id);
+    assert_int_equal(r.failed, 0);
+    assert_int_equal(r.received, 15);
+    assert_int_equal(c2.mismatches, 0);
+    rtb_dicom_retrieve_result_clear(&r);
 }
 
 

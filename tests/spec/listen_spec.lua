@@ -1,0 +1,266 @@
+-- requires: testbed
+-- `rtbackup listen` as an operator runs it, fed by DCMTK's own tools (storescu,
+-- echoscu) and by raw sockets: silent clients cannot starve it, it speaks DICOM
+-- TLS, it reports what it stored, and real-world files arrive byte for byte.
+-- The testbed gives the CA and certificates (tests/testbed/testbed.sh).
+local h = require "helpers"
+local cjson = require "cjson"
+
+local tb = h.testbed()
+local work = h.tmpdir()
+teardown(function() os.execute("rm -rf " .. h.quote(work)) end)
+
+local PY = "/usr/bin/python3" -- Debian's, with pydicom
+
+local function sh(cmd)
+    local p = io.popen("(" .. cmd .. ") 2>&1")
+    local out = p:read("a")
+    local ok, _, code = p:close()
+    return out, ok and 0 or code
+end
+
+local function slurp(path)
+    local f = io.open(path, "rb")
+    if not f then return "" end
+    local s = f:read("a")
+    f:close()
+    return s
+end
+
+local function sleep(s) os.execute("sleep " .. s) end
+
+local function count_files(dir, pattern)
+    local out = sh(string.format("find %s -type f -name %s | wc -l", h.quote(dir), h.quote(pattern or "*.dcm")))
+    return tonumber(out:match("%d+"))
+end
+
+local n_listeners = 0
+--- Starts `rtbackup listen --port 0 ...extra` in the background; returns {pid, port,
+-- out (its --out-dir), log (its output file)} once it listens.
+local function listen(extra)
+    n_listeners = n_listeners + 1
+    local base = string.format("%s/listener%d", work, n_listeners)
+    os.execute("mkdir -p " .. h.quote(base))
+    local l = {out = base .. "/in", log = base .. "/listen.log"}
+    local args = {h.bin, "listen", "--aet", "RTB_LISTEN", "--port", "0", "--out-dir", l.out}
+    for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+    for i, a in ipairs(args) do args[i] = h.quote(a) end
+    local p = io.popen(string.format("%s >%s 2>&1 </dev/null & echo $!", table.concat(args, " "), h.quote(l.log)))
+    l.pid = p:read("l")
+    p:close()
+    for _ = 1, 100 do
+        local text = slurp(l.log)
+        l.port = tonumber(text:match("listening[^\n]*port=(%d+)"))
+        if l.port then return l end
+        if text:match("rtbackup listen:") then error("listen did not start: " .. text) end
+        sleep(0.1)
+    end
+    error("listen did not start: " .. slurp(l.log))
+end
+
+--- SIGINT (the normal end), then waits for it to exit; returns its whole output.
+local function stop(l)
+    os.execute(string.format("kill -INT %s 2>/dev/null; for i in $(seq 100); do kill -0 %s 2>/dev/null || break; sleep 0.1; done",
+                             l.pid, l.pid))
+    return slurp(l.log)
+end
+
+local function stopped_line(output)
+    local line = output:match("[^\n]*stopped[^\n]*")
+    assert.is_not_nil(line, output)
+    local t = {}
+    for k, v in line:gmatch("(%w+)=(%d+)") do t[k] = tonumber(v) end
+    return t
+end
+
+local function storescu(l, files, extra)
+    return sh(string.format("TCP_NODELAY=1 storescu -to 10 -ta 10 -td 20 %s -aet STORESCU -aec RTB_LISTEN 127.0.0.1 %d %s",
+                            extra or "", l.port, files))
+end
+
+-- Opens N silent TCP connections from SRC (the whole 127.0.0.0/8 is loopback, so a
+-- test can play another host), runs echoscu from 127.0.0.1 meanwhile, then waits
+-- until the SCP has closed every silent connection. Prints JSON: the echo's exit
+-- code and milliseconds, and per connection when it was closed and what it got.
+local IDLE_PY = h.write_file(work .. "/idle.py", [[
+import json, select, socket, subprocess, sys, time
+n, src, port, limit = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+echo = sys.argv[5:]
+t0 = time.monotonic()
+socks = []
+for _ in range(n):
+    s = socket.socket()
+    s.bind((src, 0))
+    s.connect(("127.0.0.1", port))
+    socks.append(s)
+time.sleep(0.2)
+e0 = time.monotonic()
+rc = subprocess.call(echo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+echo_ms = (time.monotonic() - e0) * 1000
+out = [{"closed_after": None, "got": ""} for _ in socks]
+while time.monotonic() - t0 < limit:
+    open_ = [s for i, s in enumerate(socks) if out[i]["closed_after"] is None]
+    if not open_:
+        break
+    r, _, _ = select.select(open_, [], [], 0.1)
+    for s in r:
+        i = socks.index(s)
+        try:
+            d = s.recv(100)
+        except ConnectionResetError:
+            d = b""
+        if d:
+            out[i]["got"] += d.hex()
+        else:
+            out[i]["closed_after"] = time.monotonic() - t0
+print(json.dumps({"echo_rc": rc, "echo_ms": echo_ms, "conns": out}))
+]])
+
+describe("rtbackup listen under silent clients", function()
+    it("answers C-ECHO at once while idle connections wait, refuses those over the per-host cap, drops the rest after the request timeout", function()
+        local l = listen{"--request-timeout", "2", "--max-per-host", "3"}
+        local out = sh(string.format("%s %s 5 127.0.0.2 %d 30 echoscu -to 5 -ta 5 -aet ECHO -aec RTB_LISTEN 127.0.0.1 %d",
+                                     PY, IDLE_PY, l.port, l.port))
+        local r = cjson.decode(out)
+        assert.are.equal(0, r.echo_rc, out)
+        local refused, dropped, slowest = 0, 0, 0
+        for _, c in ipairs(r.conns) do
+            assert.is_number(c.closed_after, "the SCP left a silent connection open: " .. out)
+            if c.got ~= "" then
+                -- A-ASSOCIATE-RJ: transient, service provider (presentation), local limit exceeded
+                assert.are.equal("03000000000400020302", c.got)
+                refused = refused + 1
+            else
+                dropped = dropped + 1
+                slowest = math.max(slowest, c.closed_after)
+            end
+        end
+        assert.are.equal(2, refused)
+        assert.are.equal(3, dropped)
+        print(string.format("# 5 idle connections (cap 3 per host): echoscu answered in %.0f ms (process start included); 2 refused at once, 3 dropped after %.2f s (request timeout 2 s)",
+                            r.echo_ms, slowest))
+        local s = stopped_line(stop(l))
+        assert.are.equal(2, s.refused)
+        assert.are.equal(3, s.dropped)
+        assert.are.equal(1, s.associations)
+    end)
+
+    it("takes its limits from the environment's settings with --env", function()
+        local envfile = h.write_file(work .. "/limits.toml", string.format([[
+[TB]
+description = "testbed"
+default_source = "ARIA"
+default_backup = "MAIN"
+script_ae = { aet = "RTB_LISTEN", port = 11113 }
+sources.ARIA = { type = "aria", aet = "%s", ip = "%s", port = %s }
+backup_targets.MAIN = { type = "orthanc", aet = "%s", ip = "%s", port = %s }
+[TB.settings]
+scp_request_timeout = 3
+scp_max_associations = 6
+scp_max_per_host = 2
+]], tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT))
+        n_listeners = n_listeners + 1
+        local logf = string.format("%s/env%d.log", work, n_listeners)
+        local p = io.popen(string.format("%s --config %s listen --env TB --port 0 --out-dir %s >%s 2>&1 </dev/null & echo $!",
+                                         h.quote(h.bin), h.quote(envfile), h.quote(work .. "/env-in"), h.quote(logf)))
+        local l = {pid = p:read("l"), log = logf}
+        p:close()
+        for _ = 1, 100 do
+            if slurp(logf):match("listening") then break end
+            sleep(0.1)
+        end
+        local text = stop(l)
+        assert.matches("request_timeout=3", text)
+        assert.matches("max_associations=6", text)
+        assert.matches("max_per_host=2", text)
+    end)
+end)
+
+describe("rtbackup listen reports", function()
+    it("the number of instances it stored when it stops", function()
+        local l = listen()
+        local out, code = storescu(l, h.quote(tb.SYNTH_DIR) .. "/*.dcm")
+        assert.are.equal(0, code, out)
+        local s = stopped_line(stop(l))
+        local n = tonumber(tb.SYNTH_INSTANCES)
+        assert.are.equal(n, s.stored)
+        assert.are.equal(n, count_files(l.out))
+    end)
+end)
+
+describe("rtbackup listen over DICOM TLS", function()
+    if not tb.TLS_CA then
+        pending("the testbed made no certificates (no openssl)")
+        return
+    end
+    local server = {"--tls-cert", tb.RTB_TESTBED_DIR .. "/tls/server.pem", "--tls-key", tb.RTB_TESTBED_DIR .. "/tls/server.key",
+                    "--tls-ca", tb.TLS_CA}
+    local function with(list, ...)
+        local t = {}
+        for _, a in ipairs(list) do t[#t + 1] = a end
+        for _, a in ipairs({...}) do t[#t + 1] = a end
+        return t
+    end
+    local client = string.format("+tls %s %s +cf %s", h.quote(tb.TLS_KEY), h.quote(tb.TLS_CERT), h.quote(tb.TLS_CA))
+    -- A certificate no CA of ours signed, made here.
+    local rogue_key, rogue_cert = work .. "/rogue.key", work .. "/rogue.pem"
+    local out, code = sh(string.format("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 1 -subj /CN=RTB_SCU",
+                                       h.quote(rogue_key), h.quote(rogue_cert)))
+    assert(code == 0, out)
+    local files = h.quote(tb.SYNTH_DIR) .. "/*.dcm"
+
+    it("stores what storescu sends with a client certificate signed by the CA (required)", function()
+        local l = listen(with(server, "--require-client-cert"))
+        local out, code = storescu(l, files, client)
+        assert.are.equal(0, code, out)
+        local s = stopped_line(stop(l))
+        assert.are.equal(tonumber(tb.SYNTH_INSTANCES), s.stored)
+        assert.are.equal(tonumber(tb.SYNTH_INSTANCES), count_files(l.out))
+    end)
+
+    it("refuses a client without a certificate, one with an untrusted certificate, and plain TCP, and keeps serving", function()
+        local l = listen(with(server, "--require-client-cert"))
+        local function echo(opts)
+            return sh(string.format("echoscu -to 10 -ta 10 %s -aet ECHO -aec RTB_LISTEN 127.0.0.1 %d", opts, l.port))
+        end
+        local out, code = echo("+tla +cf " .. h.quote(tb.TLS_CA))
+        assert.are_not.equal(0, code, out)
+        out, code = echo(string.format("+tls %s %s +cf %s", h.quote(rogue_key), h.quote(rogue_cert), h.quote(tb.TLS_CA)))
+        assert.are_not.equal(0, code, out)
+        out, code = storescu(l, files)
+        assert.are_not.equal(0, code, out)
+        -- the listener is still there and serves a trusted client
+        out, code = echo(client)
+        assert.are.equal(0, code, out)
+        local s = stopped_line(stop(l))
+        assert.are.equal(0, s.stored)
+        assert.are.equal(1, s.associations)
+        assert.are.equal(3, s.dropped)
+        assert.are.equal(0, count_files(l.out))
+    end)
+
+    it("serves anonymous TLS clients when client certificates are not required, but not untrusted ones", function()
+        local l = listen(server)
+        local out, code = sh(string.format("echoscu -to 10 -ta 10 +tla +cf %s -aet ECHO -aec RTB_LISTEN 127.0.0.1 %d",
+                                           h.quote(tb.TLS_CA), l.port))
+        assert.are.equal(0, code, out)
+        out, code = sh(string.format("echoscu -to 10 -ta 10 +tls %s %s +cf %s -aet ECHO -aec RTB_LISTEN 127.0.0.1 %d",
+                                     h.quote(rogue_key), h.quote(rogue_cert), h.quote(tb.TLS_CA), l.port))
+        assert.are_not.equal(0, code, out)
+        stop(l)
+    end)
+
+    it("exits 2 for TLS options that do not go together or a certificate it cannot read", function()
+        local r = h.run{"listen", "--aet", "X", "--port", "0", "--out-dir", work .. "/bad", "--tls-cert", tb.TLS_CERT}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("%-%-tls%-key", r.stderr)
+        r = h.run{"listen", "--aet", "X", "--port", "0", "--out-dir", work .. "/bad", "--tls-cert", tb.TLS_CERT,
+                  "--tls-key", tb.TLS_KEY, "--require-client-cert"}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("%-%-tls%-ca", r.stderr)
+        r = h.run{"listen", "--aet", "X", "--port", "0", "--out-dir", work .. "/bad", "--tls-cert", work .. "/missing.pem",
+                  "--tls-key", tb.TLS_KEY}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("missing.pem", r.stderr)
+    end)
+end)
