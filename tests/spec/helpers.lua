@@ -32,6 +32,18 @@ function helpers.tmpdir()
     return dir
 end
 
+--- A TCP port nothing listens on (below the ephemeral range, like the testbed's).
+function helpers.free_port()
+    for _ = 1, 200 do
+        local port = math.random(20000, 32000)
+        local p = io.popen("ss -Htln 'sport = :" .. port .. "'")
+        local busy = p:read("a")
+        p:close()
+        if busy == "" then return port end
+    end
+    error("no free port")
+end
+
 --- Runs rtbackup with `args` (a list); opts.env = {NAME = value} adds variables,
 -- opts.stdin = text. Returns {code =, stdout =, stderr =, output = stdout..stderr}.
 function helpers.run(args, opts)

@@ -82,6 +82,7 @@ restart; a missing or unreadable file means no quirks, and says so in the log):
   "move_abort_after": N    after N sub-operations of a C-MOVE, A-ABORT the association of the
                            requester (an archive crashing mid-move); the N are delivered.
   "move_delay_ms": MS      wait MS before every sub-operation (a slow archive).
+  "find_delay_ms": MS      wait MS before answering each C-FIND (a slow database).
   SELECTOR is {"every_nth": N} (the Nth, 2Nth, ... instance of each C-MOVE, in the order
   sent: by study, series, InstanceNumber, SOPInstanceUID), {"uids": [SOPInstanceUID, ...]},
   {"modalities": ["RTDOSE", ...]}, or several of these (any selects).
@@ -192,7 +193,8 @@ UNRECOGNIZED = 0x0211
 
 KNOWN_QUIRKS = {"no_counts", "image_find_needs_series", "warning_status",
                 "move_responses_without_counts", "drop", "drop_report", "refuse_uid_lists",
-                "refuse_move_levels", "fail", "find_limit", "move_abort_after", "move_delay_ms"}
+                "refuse_move_levels", "fail", "find_limit", "move_abort_after", "move_delay_ms",
+                "find_delay_ms"}
 
 
 def text(v):
@@ -453,6 +455,9 @@ class Association:
                     else NO_MATCH_SOP_CLASS
                 return final(status, "IMAGE level needs StudyInstanceUID and SeriesInstanceUID")
 
+        delay = self.q.get("find_delay_ms")
+        if isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay > 0:
+            time.sleep(delay / 1000.0)
         recs = records(self.index, level, keys)
         limit = self.q.get("find_limit")
         if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
