@@ -4,16 +4,23 @@ local config = require "rtbackup.config"
 local pretty = require "rtbackup.pretty"
 
 local parser = cli.parser("config", [[
-Checks the environments (TOML) for every problem at once, or shows one environment
-with its secrets masked. The configuration is --config PATH (a file or a directory
-of *.toml), else ./environments, else /etc/rtbackup.]],
+Checks the environments (TOML) for every problem at once, shows one environment
+with its secrets masked, or lists every setting (docs/settings.md is this list).
+The configuration is --config PATH (a file or a directory of *.toml), else
+./environments, else /etc/rtbackup.]],
     "0 no errors (warnings allowed), 2 usage error or any configuration error")
 parser:command_target("command")
 local check = parser:command("check", "report every problem (secrets are resolved only with ENV)")
 check:argument("env", "check only this environment, including its secrets"):args("?")
 local show = parser:command("show", "print one environment, secrets masked")
 show:argument("env", "environment to show")
+parser:command("settings", "print every setting: type, default, where it may be set, what it does (Markdown)")
 local args = cli.parse(parser, {...})
+
+if args.command == "settings" then
+    io.stdout:write(require("rtbackup.settings").markdown())
+    return cli.EXIT.ok
+end
 
 if args.command == "show" then
     local env = cli.load_env(args.env)

@@ -96,6 +96,9 @@ end
 local ASSOCIATION_FAILURES = {connect_failed = true, timeout = true, rejected = true, aborted = true,
                               negotiation = true}
 
+-- Error kinds that mean the peer could not be reached (the circuit breaker counts them).
+local CONNECTION_FAILURES = {connect_failed = true, timeout = true, rejected = true, aborted = true}
+
 -- Operations that touch patient data, by our op name: their audit event's name.
 local AUDITED = {find = "c-find", move = "c-move", get = "c-get", store = "c-store"}
 
@@ -148,6 +151,12 @@ end
 -- which; `seen` collects the patients met in the answers), and adds this peer's
 -- alias to any error it raises.
 local function annotated(self, op, query, fn)
+    local breaker = self.breaker
+    if breaker and breaker.open then
+        errors.raise{kind = "unreachable", alias = self.alias, message = string.format(
+            "%s skipped: %d connection failures in a row (circuit_breaker_failures)", tostring(self),
+            breaker.failures)}
+    end
     local seen, note = patient_collector()
     local results = table.pack(self.limiter:run(function()
         self.ctx.associations[op] = self.ctx.associations[op] + 1
@@ -157,6 +166,7 @@ local function annotated(self, op, query, fn)
         return table.unpack(r, 1, r.n)
     end))
     if results[1] then
+        if breaker then breaker.failures = 0 end
         if AUDITED[op] then
             local r = results[2]
             audit_event(self, op, query, seen, (op == "find" and type(r) == "table") and #r or r)
@@ -168,6 +178,16 @@ local function annotated(self, op, query, fn)
         a.alias = a.alias or self.alias
         if a.peer == nil then a.peer = string.format("%s@%s:%d", self.aet, self.host, self.port) end
         if ASSOCIATION_FAILURES[a.kind] then self.ctx:count_failure(self.alias or self.aet, a.kind) end
+        if breaker and CONNECTION_FAILURES[a.kind] then
+            -- A peer that cannot be reached again and again is skipped for the rest of
+            -- the context (the run), so a dead system is not hammered.
+            breaker.failures = breaker.failures + 1
+            if breaker.failures >= breaker.limit and not breaker.open then
+                breaker.open = true
+                require("rtbackup.log").error("peer unreachable, skipping it for the rest of the run",
+                                              {peer = tostring(self), failures = breaker.failures, error = tostring(a)})
+            end
+        end
     end
     if AUDITED[op] then audit_event(self, op, query, seen, nil, a) end
     error(a, 0)
@@ -291,6 +311,10 @@ function dicom.peer_in(ctx, alias)
         connect_timeout = get("connect_timeout"), acse_timeout = get("acse_timeout"),
         dimse_timeout = get("dimse_timeout"), max_pdu = pdu ~= 0 and pdu or nil,
         max_associations = get("max_associations"), tls = spec.tls, type = spec.type,
+        -- A run (a batched context) skips a peer that keeps failing; an operator at the
+        -- REPL keeps trying.
+        breaker = ctx.batched and {limit = settings.get(env, "circuit_breaker_failures"), failures = 0,
+                                   open = false} or nil,
     })
 end
 
