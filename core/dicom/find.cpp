@@ -71,7 +71,9 @@ extern "C" int rtb_dicom_find(const rtb_dicom_peer *peer, rtb_dicom_model model,
         return fail_cond(err, cond, "C-FIND");
     }
     out->status = rsp.DimseStatus;
-    bool ok = rsp.DimseStatus == STATUS_Success ||
+    /* A warning (0xBxxx) is no final status C-FIND defines, but archives send one
+     * after delivering every match: the matches are the answer, so it is success. */
+    bool ok = rsp.DimseStatus == STATUS_Success || (rsp.DimseStatus & 0xF000) == 0xB000 ||
               (st.cancelled && rsp.DimseStatus == STATUS_FIND_Cancel_MatchingTerminatedDueToCancelRequest);
     if (!ok) return fail_status(err, rsp.DimseStatus, detail, "C-FIND");
     a.release(err);

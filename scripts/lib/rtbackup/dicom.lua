@@ -21,6 +21,7 @@
 -- "status" | "negotiation" | "io" | "invalid" | ..., message, peer, alias, status}.
 local core = require "rtbackup.dicom.core"
 local errors = require "rtbackup.error"
+local exit = require "rtbackup.exit"
 local host = require "rtbackup.host"
 local limits = require "rtbackup.limits"
 local settings = require "rtbackup.settings"
@@ -95,9 +96,6 @@ end
 -- in rtbackup_association_failures_total.
 local ASSOCIATION_FAILURES = {connect_failed = true, timeout = true, rejected = true, aborted = true,
                               negotiation = true}
-
--- Error kinds that mean the peer could not be reached (the circuit breaker counts them).
-local CONNECTION_FAILURES = {connect_failed = true, timeout = true, rejected = true, aborted = true}
 
 -- Operations that touch patient data, by our op name: their audit event's name.
 local AUDITED = {find = "c-find", move = "c-move", get = "c-get", store = "c-store"}
@@ -178,7 +176,7 @@ local function annotated(self, op, query, fn)
         a.alias = a.alias or self.alias
         if a.peer == nil then a.peer = string.format("%s@%s:%d", self.aet, self.host, self.port) end
         if ASSOCIATION_FAILURES[a.kind] then self.ctx:count_failure(self.alias or self.aet, a.kind) end
-        if breaker and CONNECTION_FAILURES[a.kind] then
+        if breaker and exit.is_unreachable(a) then
             -- A peer that cannot be reached again and again is skipped for the rest of
             -- the context (the run), so a dead system is not hammered.
             breaker.failures = breaker.failures + 1
