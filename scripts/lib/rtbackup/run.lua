@@ -205,15 +205,19 @@ function Run:process(job, bar)
     for _, u in ipairs(job.units) do if u.state ~= "moved" then fresh[#fresh + 1] = u end end
     if #fresh > 0 then
         local ok, reported = pcall(flow.transfer, self, job, fresh)
-        if not ok then
+        if ok then
+            book:moved(fresh, reported)
+        elseif exit.is_unreachable(reported) or exit.is_stopped(reported) then
             self:note_failure(reported)
-            local refused = not exit.is_unreachable(reported)
-            for _, u in ipairs(fresh) do book:skipped(u, reported, refused) end
-            for _, u in ipairs(job.units) do if u.state == "moved" then book:skipped(u, reported) end end
+            for _, u in ipairs(job.units) do book:skipped(u, reported) end
             log.error("cannot move", {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
             return
+        else
+            -- Refused: what the source does accept is found by the retries below (the
+            -- ladder: UID lists, single UIDs, the series), from what is still missing.
+            log.warn("the source refused a move; retrying what is missing the ways it accepts",
+                     {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
         end
-        book:moved(fresh, reported)
     end
     local ok, found = pcall(flow.verify, self, job, job.units)
     if not ok then

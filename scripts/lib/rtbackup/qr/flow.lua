@@ -85,8 +85,11 @@ function flow.transfer(run, job, units)
     local source = run:peer(run.source_alias)
     local q = {level = job.level, StudyInstanceUID = job.study, destination = run:peer(run.target_alias).aet,
                patient = units[1].data.patient}
-    if job.level == "STUDY" and #units == #job.units then
-        return source:move(q).completed
+    if job.level == "STUDY" and #units == #job.units and ladder.study_moves(run) then
+        local ok, r = pcall(source.move, source, q)
+        if ok then return r.completed end
+        if not ladder.refused(r) then error(r, 0) end
+        ladder.no_study_moves(run, r) -- then series by series, below
     end
     local completed = 0
     for _, u in ipairs(units) do

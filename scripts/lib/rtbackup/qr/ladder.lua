@@ -40,6 +40,24 @@ end
 local function refused(err)
     return errors.is(err) and not exit.is_unreachable(err) and err.kind ~= "stopped"
 end
+ladder.refused = refused
+
+--- Whether the source takes STUDY-level C-MOVEs (a study moved whole in one request);
+-- false once it refused one (for the run, and the next runs: fact "study_moves").
+function ladder.study_moves(run)
+    run.no_study_moves = run.no_study_moves or {}
+    if run.no_study_moves[run.source_alias] == nil then
+        run.no_study_moves[run.source_alias] = run.journal and run.journal:fact(scope(run), "study_moves") == "refused"
+    end
+    return not run.no_study_moves[run.source_alias]
+end
+
+function ladder.no_study_moves(run, err)
+    run.no_study_moves[run.source_alias] = true
+    if run.journal then run.journal:set_fact(scope(run), "study_moves", "refused") end
+    log.warn("the source refused a STUDY-level C-MOVE; moving series by series from now on",
+             {source = run.source_alias, error = tostring(err)})
+end
 
 local function descend(run, rung, err)
     local lower = ladder.RUNGS[INDEX[rung] + 1]
