@@ -264,6 +264,27 @@ describe("rtbackup get of every corpus transfer syntax", function()
         end
     end)
 
+    it("validate --deep compares dcmqrscp's corpus with Orthanc's: every instance, none different", function()
+        -- Orthanc holds the corpus since the test above; digests are over the content, so
+        -- dcmqrscp's uncompressed conversions do not count as differences, and no
+        -- compressed instance may be missing or decompressed on either side.
+        local dir = tmpdir()
+        local envfile = h.write_file(dir .. "/tb.toml", string.format([[
+[TB]
+description = "testbed"
+default_source = "CORPUS"
+default_backup = "MAIN"
+script_ae = { aet = "%s", port = 11113 }
+sources.CORPUS = { type = "aria", aet = "%s", ip = "%s", port = %s }
+backup_targets.MAIN = { type = "orthanc", aet = "%s", ip = "%s", port = %s }
+]], tb.SCU_AET, tb.CORPUS_AET, tb.HOST, tb.CORPUS_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT))
+        local r = h.run{"--config", envfile, "validate", "TB", "--study", study_uid, "--since", "1900-01-01",
+                        "--until", "2099-12-31", "--deep", "--format", "json"}
+        assert.are.equal(0, r.code, r.output)
+        assert.matches(string.format("%d instances; 0 missing, 0 extra, %d compared, 0 different", #good, #good),
+                       r.stderr)
+    end)
+
     it("gets one instance by SOP Instance UID through the Lua API, as stored", function()
         local main = dicom.peer{aet = tb.MAIN_AET, host = tb.HOST, port = tonumber(tb.MAIN_PORT),
                                 calling_aet = tb.SCU_AET}
