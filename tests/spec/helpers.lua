@@ -85,18 +85,22 @@ function helpers.testbed()
     return tb
 end
 
---- Orthanc's REST API, through curl: o:get(path) (decoded JSON), o:delete(path),
--- o:wipe() (every patient), o:count() (instances).
+--- Orthanc's REST API, through curl: o:get(path) (decoded JSON), o:post(path, body),
+-- o:delete(path), o:lookup(uid), o:wipe() (every patient), o:count() (instances).
 function helpers.orthanc(url)
     local cjson = require "cjson"
     local o = {}
-    local function call(method, path)
-        local p = io.popen(string.format("curl -s -X %s %s", method, quote(url .. path)))
+    local function call(method, path, data)
+        local p = io.popen(string.format("curl -s -X %s %s %s", method,
+                                         data and ("--data-binary " .. quote(data)) or "", quote(url .. path)))
         local body = p:read("a")
         p:close()
         return body
     end
     function o.get(_, path) return cjson.decode(call("GET", path)) end
+    function o.post(_, path, data) return cjson.decode(call("POST", path, data)) end
+    --- The Orthanc resources with this DICOM UID: {{ID, Type, Path}, ...}.
+    function o.lookup(self, uid) return self:post("/tools/lookup", uid) end
     function o.delete(_, path) call("DELETE", path) end
     function o.wipe(self) for _, id in ipairs(self:get("/patients")) do self:delete("/patients/" .. id) end end
     function o.count(self) return #self:get("/instances") end

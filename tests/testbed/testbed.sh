@@ -15,7 +15,8 @@
 #   odil_qr.py        AET ODIL_QR   Q/R SCP on python3-odil (another DICOM stack) with
 #                                   switchable vendor quirks; its own patients RTB101..
 # plus a reserved port for the test program's own SCP (AET RTB_TEST_SCP), known
-# to every peer as a move destination, and the test SCU's calling AE RTB_SCU.
+# to every peer as a move destination, and the test SCU's calling AE RTB_SCU (and
+# NOGET_SCU, which the Orthanc servers refuse C-GET).
 #
 # Every peer runs with TCP_NODELAY=1: DCMTK (and Orthanc, built on it) keep
 # Nagle's algorithm on otherwise, and small PDUs then wait for delayed ACKs.
@@ -127,6 +128,8 @@ orthanc_config() {
                  "AllowEcho": true, "AllowFind": false, "AllowMove": false, "AllowGet": false, "AllowStore": true },
     "scu":     { "AET": "$SCU_AET",      "Host": "$HOST", "Port": $TEST_SCP_PORT,
                  "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true },
+    "noget":   { "AET": "NOGET_SCU",     "Host": "$HOST", "Port": $TEST_SCP_PORT,
+                 "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": false, "AllowStore": true },
     "testscp": { "AET": "$TEST_SCP_AET", "Host": "$HOST", "Port": $TEST_SCP_PORT,
                  "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true }
   }

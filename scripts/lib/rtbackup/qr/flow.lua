@@ -39,10 +39,8 @@ function flow.plan(run)
         shard = shard and function(study) return run_mod.in_shard(shard, study) end,
     })
     run.ctx:flush() -- the planning C-FINDs are one audit batch
-    -- The selection's series: the references pass re-checks the edges of these.
-    run.selected_series = {}
-    for _, u in ipairs(p.units) do run.selected_series[u.key] = true end
-    for _, u in ipairs(p.complete) do run.selected_series[u.key] = true end
+    -- The selection's studies: the references pass re-checks the edges of their RT objects.
+    run.selected_studies = p.study_uids
     return {open = p.units, complete = p.complete, found = p.found, present = p.present, errors = p.errors,
             summary = {studies = p.studies, series_to_move = #p.units, plan_errors = #p.errors}}
 end

@@ -159,7 +159,8 @@ function plan.make(src_peer, tgt_peer, selection, opts)
         end
         return diff_study(src_peer, tgt_peer, study, selection, opts.accept)
     end, {concurrency = opts.concurrency or 4, errors = "return"})
-    local out = {units = {}, complete = {}, found = 0, present = 0, studies = #studies, errors = {}}
+    local out = {units = {}, complete = {}, found = 0, present = 0, studies = #studies, errors = {}, study_uids = {}}
+    for _, st in ipairs(studies) do out.study_uids[st.StudyInstanceUID] = true end
     for i = 1, #studies do
         local r = results[i]
         if r then

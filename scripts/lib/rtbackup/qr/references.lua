@@ -243,18 +243,36 @@ function references.complete(run)
     for _, u in ipairs(book.done or {}) do
         if RT_MODALITIES[u.data.modality or ""] then read_series(u.data.study, u.key, u.data.patient) end
     end
-    -- Edges still open from earlier runs, and edges of the selection's RT objects.
-    local known = {}
-    for _, r in ipairs(run.journal:refs(run.source_alias)) do
+    -- Edges still open from earlier runs, and edges of the selection's RT objects and
+    -- of everything they lead to (a record's plan's structure set's images): the
+    -- archive may have lost any of it since.
+    local by_from, seeded = {}, {}
+    local function known_edge(r)
         local d = type(r.detail) == "table" and r.detail or {}
-        if r.state == "open" or (run.selected_series and run.selected_series[d.from_series]) then
-            known[#known + 1] = {from = r.from, kind = r.kind, uid = r.to, study = d.study, patient = d.patient,
-                                 from_series = d.from_series, from_study = d.from_study, via = d.via,
-                                 acknowledged = r.state == "acknowledged"}
+        return {from = r.from, kind = r.kind, uid = r.to, study = d.study, patient = d.patient,
+                from_series = d.from_series, from_study = d.from_study, via = d.via,
+                acknowledged = r.state == "acknowledged"}
+    end
+    for _, r in ipairs(run.journal:refs(run.source_alias)) do
+        local e = known_edge(r)
+        by_from[e.from] = by_from[e.from] or {}
+        table.insert(by_from[e.from], e)
+        if r.state == "open" or (run.selected_studies and run.selected_studies[e.from_study]) then
+            edges[#edges + 1] = e
+            seeded[e.from .. ">" .. e.uid] = true
         end
     end
-    for _, e in ipairs(known) do edges[#edges + 1] = e end
-
+    -- The journal's edges from `uid` (what an object we just found in the archive
+    -- references), queued once.
+    local function follow_known(uid)
+        for _, e in ipairs(by_from[uid] or {}) do
+            local id = e.from .. ">" .. e.uid
+            if not seeded[id] then
+                seeded[id] = true
+                edges[#edges + 1] = e
+            end
+        end
+    end
     table.sort(edges, series_first)
     local in_target, known_present, done = {}, {}, {}
     local i = 1
@@ -277,6 +295,7 @@ function references.complete(run)
                 s.references_checked = s.references_checked - 1
             elseif state == "resolved" then
                 put(run, edge, "resolved")
+                if edge.kind == "instance" then follow_known(edge.uid) end
             elseif state == "open" then
                 put(run, edge, "open", extra)
                 if not edge.acknowledged then
@@ -298,6 +317,7 @@ function references.complete(run)
                 local after = run.journal:get(run.source_alias, unit.key)
                 if after and after.state == "verified" then
                     put(run, edge, "resolved")
+                    if edge.kind == "instance" then follow_known(edge.uid) end
                     -- What it references in turn (a plan's structure set, its images).
                     read_series(unit.data.study, unit.key, edge.patient)
                 else
@@ -328,6 +348,34 @@ function references.acknowledge(j, source, uid)
         errors.raise{kind = "usage", message = "no open reference to or from " .. uid .. " in " .. source}
     end
     return n
+end
+
+--- The refs command: lists (and with opts.ack acknowledges) references in the journal.
+function references.command(env, alias, opts)
+    local journal = require "rtbackup.journal"
+    local run_mod = require "rtbackup.run"
+    local suffix = opts.shard and string.format("-shard%dof%d", opts.shard.index, opts.shard.count) or ""
+    local j = journal.open(string.format("%s/%s%s.journal.sqlite", run_mod.state_dir(env), env.name, suffix))
+    local code = 0
+    for _, uid in ipairs(opts.ack or {}) do
+        local ok, n = pcall(references.acknowledge, j, alias, uid)
+        if ok then
+            io.stderr:write(string.format("acknowledged %d reference%s to or from %s\n", n, n == 1 and "" or "s", uid))
+        else
+            io.stderr:write("rtbackup refs: ", tostring(n), "\n")
+            code = 1
+        end
+    end
+    local rows = {}
+    for _, r in ipairs(j:refs(alias, not opts.all and "open" or nil)) do
+        local d = type(r.detail) == "table" and r.detail or {}
+        rows[#rows + 1] = {state = r.state, from = r.from, kind = r.kind, to = r.to, patient = d.patient,
+                           why = d.why, last_checked = r.last_checked}
+    end
+    j:close()
+    require("rtbackup.dicom_cli").print_rows(rows, {"state", "patient", "from", "kind", "to", "why", "last_checked"},
+                                             opts.format)
+    return code
 end
 
 return references
