@@ -283,6 +283,10 @@ typedef struct {
                            between, before the rest is given up (breaker); 0 = 3, -1 = never reconnect */
     int backoff_ms;     /* wait before the first reconnect, doubled each time; 0 = 500 */
     int max_backoff_ms; /* 0 = 8000 */
+    /* Optional: called on the storing thread each time an item has its final outcome
+     * (done of total), e.g. for a progress line. */
+    void (*progress)(void *ud, size_t done, size_t total);
+    void *progress_ud;
 } rtb_dicom_store_options;
 
 typedef struct {
