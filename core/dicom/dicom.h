@@ -370,14 +370,12 @@ typedef struct {
     size_t rejected;     /* A-ASSOCIATE-RQs rejected: called or calling AE title */
     size_t dropped;      /* connections closed without an association: no request within
                             request_timeout, failed TLS handshake, not DICOM */
-    size_t flushes;      /* group-commit rounds that made received files durable */
 } rtb_dicom_scp_stats;
 
 /* Binds, then serves on its own threads until rtb_dicom_scp_stop(). Accepts
  * C-ECHO and C-STORE for every standard storage SOP class, uncompressed and the
  * common compressed transfer syntaxes. A C-STORE is answered with success only
- * once its file is durable: received files are flushed in groups, so concurrent
- * associations share the cost of a flush. */
+ * once its file is durable (fsync, rename, fsync of the directory). */
 int rtb_dicom_scp_start(const rtb_dicom_scp_config *cfg, rtb_dicom_scp **out, rtb_dicom_error *err);
 int rtb_dicom_scp_port(const rtb_dicom_scp *scp);
 /* Number of instances stored so far. */
