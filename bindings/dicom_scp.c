@@ -174,19 +174,18 @@ static int scp_stored(lua_State *L)
     return 1;
 }
 
-/* scp:stats() -> {stored, associations, refused, rejected, dropped, flushes} */
+/* scp:stats() -> {stored, associations, refused, rejected, dropped} */
 static int scp_stats(lua_State *L)
 {
     scp_ud *u = check_scp(L);
     rtb_dicom_scp_stats st;
     current_stats(u, &st);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 5);
     rtb_lua_set_integer(L, "stored", (lua_Integer)st.stored);
     rtb_lua_set_integer(L, "associations", (lua_Integer)st.associations);
     rtb_lua_set_integer(L, "refused", (lua_Integer)st.refused);
     rtb_lua_set_integer(L, "rejected", (lua_Integer)st.rejected);
     rtb_lua_set_integer(L, "dropped", (lua_Integer)st.dropped);
-    rtb_lua_set_integer(L, "flushes", (lua_Integer)st.flushes);
     return 1;
 }
 

@@ -6,6 +6,7 @@
  * through an rtb_queue to a task that takes them in batches (see stream_*). The
  * Lua side (scripts/lib/rtbackup/dicom.lua) builds the peer tables from the
  * environment. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -463,6 +464,18 @@ typedef struct {
     rtb_dicom_error err;
 } store_req;
 
+/* A progress line on stderr (the CLI asks for it on a terminal only): rewritten in
+ * place, from the storing thread. */
+static void store_progress(void *ud, size_t done, size_t total)
+{
+    (void)ud;
+    size_t step = total / 200 + 1; /* about 200 updates for any folder */
+    if (done % step != 0 && done != total)
+        return;
+    fprintf(stderr, "\r%zu/%zu files", done, total);
+    fflush(stderr);
+}
+
 static void store_work(void *data)
 {
     store_req *r = data;
@@ -532,17 +545,22 @@ static int store_done(lua_State *L, void *data)
  * sop_instance_uid, sop_class_uid, sop_class, transfer_syntax_uid, transfer_syntax, path,
  * error}}, error = association error or nil}. outcome is "stored" | "refused" |
  * "unreadable" | "not_sent"; failed counts all but stored. opts (optional) =
- * {max_reconnects, backoff_ms, max_backoff_ms}. Datasets are copied first, so the
+ * {max_reconnects, backoff_ms, max_backoff_ms, progress = true: a "done/total files"
+ * line rewritten on stderr}. Datasets are copied first, so the
  * caller may go on using them. */
 static int l_store(lua_State *L)
 {
     luaL_checktype(L, 2, LUA_TTABLE);
-    rtb_dicom_store_options opts = {0, 0, 0};
+    rtb_dicom_store_options opts = {0, 0, 0, NULL, NULL};
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
         opts.max_reconnects = int_field(L, 3, "max_reconnects");
         opts.backoff_ms = int_field(L, 3, "backoff_ms");
         opts.max_backoff_ms = int_field(L, 3, "max_backoff_ms");
+        lua_getfield(L, 3, "progress");
+        if (lua_toboolean(L, -1))
+            opts.progress = store_progress;
+        lua_pop(L, 1);
         if (opts.backoff_ms < 0 || opts.max_backoff_ms < 0)
             return rtb_lua_error_raise(L, "invalid", "store: backoff_ms and max_backoff_ms must be >= 0");
     }

@@ -283,6 +283,10 @@ typedef struct {
                            between, before the rest is given up (breaker); 0 = 3, -1 = never reconnect */
     int backoff_ms;     /* wait before the first reconnect, doubled each time; 0 = 500 */
     int max_backoff_ms; /* 0 = 8000 */
+    /* Optional: called on the storing thread each time an item has its final outcome
+     * (done of total), e.g. for a progress line. */
+    void (*progress)(void *ud, size_t done, size_t total);
+    void *progress_ud;
 } rtb_dicom_store_options;
 
 typedef struct {
@@ -366,14 +370,12 @@ typedef struct {
     size_t rejected;     /* A-ASSOCIATE-RQs rejected: called or calling AE title */
     size_t dropped;      /* connections closed without an association: no request within
                             request_timeout, failed TLS handshake, not DICOM */
-    size_t flushes;      /* group-commit rounds that made received files durable */
 } rtb_dicom_scp_stats;
 
 /* Binds, then serves on its own threads until rtb_dicom_scp_stop(). Accepts
  * C-ECHO and C-STORE for every standard storage SOP class, uncompressed and the
  * common compressed transfer syntaxes. A C-STORE is answered with success only
- * once its file is durable: received files are flushed in groups, so concurrent
- * associations share the cost of a flush. */
+ * once its file is durable (fsync, rename, fsync of the directory). */
 int rtb_dicom_scp_start(const rtb_dicom_scp_config *cfg, rtb_dicom_scp **out, rtb_dicom_error *err);
 int rtb_dicom_scp_port(const rtb_dicom_scp *scp);
 /* Number of instances stored so far. */

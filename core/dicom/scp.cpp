@@ -1,7 +1,7 @@
-// Storage SCP lifecycle: check the configuration, bind, start the acceptor and
-// the committer, report figures, and stop cleanly. The moving parts live in
-// scp_accept.cpp (accept, caps), scp_handoff.cpp (socket -> DCMTK association,
-// TLS), scp_assoc.cpp (one association) and scp_commit.cpp (group commit).
+// Storage SCP lifecycle: check the configuration, bind, start the acceptor,
+// report figures, and stop cleanly. The moving parts live in scp_accept.cpp
+// (accept, caps), scp_handoff.cpp (socket -> DCMTK association, TLS) and
+// scp_assoc.cpp (one association).
 #include "scp.hpp"
 
 #include <dcmtk/dcmnet/dcmlayer.h>
@@ -133,7 +133,6 @@ extern "C" int rtb_dicom_scp_start(const rtb_dicom_scp_config *cfg, rtb_dicom_sc
         close(scp->listen_fd);
         return fail(err, RTB_DICOM_E_IO, "pipe: %s", strerror(errno));
     }
-    scp->committer.reset(new Committer());
     rtb_dicom_scp *p = scp.get();
     scp->acceptor = std::thread([p] { scp_accept_loop(p); });
     *out = scp.release();
@@ -159,7 +158,6 @@ extern "C" void rtb_dicom_scp_get_stats(const rtb_dicom_scp *scp, rtb_dicom_scp_
     out->refused = scp->refused.load();
     out->rejected = scp->rejected.load();
     out->dropped = scp->dropped.load();
-    out->flushes = scp->committer ? scp->committer->rounds() : 0;
 }
 
 extern "C" void rtb_dicom_scp_stop(rtb_dicom_scp *scp)
@@ -194,7 +192,6 @@ extern "C" void rtb_dicom_scp_stop_stats(rtb_dicom_scp *scp, rtb_dicom_scp_stats
         scp->per_host.clear();
     }
     if (final) rtb_dicom_scp_get_stats(scp, final);
-    scp->committer.reset(); // every worker has returned: nothing waits on it
     scp_handoff_free(scp);
     if (scp->listen_fd >= 0) close(scp->listen_fd);
     for (int fd : scp->wake)

@@ -1,8 +1,8 @@
 // The storage SCP's shared state, between the acceptor (scp_accept.cpp), the
-// hand-over of a connection to DCMTK (scp_handoff.cpp), the per-association
-// workers (scp_assoc.cpp) and the group committer (scp_commit.cpp).
+// hand-over of a connection to DCMTK (scp_handoff.cpp) and the per-association
+// workers (scp_assoc.cpp).
 //
-// Threads: one acceptor, one committer, one worker per connection. The acceptor
+// Threads: one acceptor, one worker per connection. The acceptor
 // only accepts TCP connections and never reads from a peer; everything DICOM
 // (TLS handshake, A-ASSOCIATE-RQ, DIMSE) happens on the connection's worker.
 #ifndef RTB_DICOM_SCP_HPP
@@ -11,47 +11,12 @@
 #include "internal.hpp"
 
 #include <atomic>
-#include <condition_variable>
-#include <deque>
 #include <list>
 #include <map>
 #include <mutex>
 #include <thread>
 
 class DcmTransportLayer;
-
-namespace rtb {
-
-// Makes received files durable in groups (scp_commit.cpp): each worker hands
-// over its temporary file and waits; the committer flushes everything queued
-// at once, so N concurrent associations pay for about one flush, not N.
-class Committer {
-public:
-    Committer();
-    ~Committer(); // stops the thread; nothing may be waiting any more
-    // Blocks until tmp is durable under dest (true), or failed (false, tmp removed).
-    bool commit(const std::string &tmp, const std::string &dest, rtb_dicom_error *err);
-    // Figures for tests and benchmarks: flush rounds and files committed.
-    size_t rounds() const { return rounds_; }
-
-private:
-    struct Job {
-        std::string tmp, dest;
-        bool done = false, ok = false;
-        rtb_dicom_error err;
-    };
-    void run();
-    void flush(std::vector<Job *> &batch);
-
-    std::mutex mu_;
-    std::condition_variable cv_, done_cv_;
-    std::deque<Job *> queue_;
-    bool stop_ = false;
-    std::atomic<size_t> rounds_{0};
-    std::thread thread_;
-};
-
-} // namespace rtb
 
 struct rtb_dicom_scp {
     // Configuration, copied at start so the caller's strings may go away.
@@ -102,8 +67,6 @@ struct rtb_dicom_scp {
     std::list<Conn> conns;
     std::map<std::string, int> per_host; // live connections by remote address
     std::mutex callback_mu; // on_store calls never overlap
-
-    std::unique_ptr<rtb::Committer> committer;
 };
 
 namespace rtb {

@@ -198,12 +198,16 @@ bool status_stored(unsigned s)
 
 struct Policy {
     int max_reconnects, backoff_ms, max_backoff_ms;
+    void (*progress)(void *, size_t, size_t);
+    void *progress_ud;
 };
 
 Policy policy_of(const rtb_dicom_store_options *o)
 {
-    Policy p{3, 500, 8000};
+    Policy p{3, 500, 8000, nullptr, nullptr};
     if (!o) return p;
+    p.progress = o->progress;
+    p.progress_ud = o->progress_ud;
     if (o->max_reconnects < 0) p.max_reconnects = 0;
     else if (o->max_reconnects > 0) p.max_reconnects = o->max_reconnects;
     if (o->backoff_ms > 0) p.backoff_ms = o->backoff_ms;
@@ -221,6 +225,14 @@ struct Store {
     std::vector<Plan> &plans;
     rtb_dicom_store_summary &sum;
     rtb_dicom_error last; // the last association error
+    const Policy &pol;
+    size_t done = 0; // items with their final outcome
+
+    void finished()
+    {
+        done++;
+        if (pol.progress) pol.progress(pol.progress_ud, done, plans.size());
+    }
 
     // Sends the pending items whose context this association carries.
     Run one_association()
@@ -246,6 +258,7 @@ struct Store {
                         p.pending = false;
                         item_fail(&items[i], peer, RTB_STORE_REFUSED, RTB_DICOM_E_NEGOTIATION,
                                   "the peer refused %s (no presentation context accepted)", what(p).c_str());
+                        finished();
                     }
                     return Run::done;
                 }
@@ -258,8 +271,9 @@ struct Store {
             if (!p.pending) continue;
             auto found = index.find({p.sop_class, p.xfer});
             if (found == index.end()) continue; // its context waits for another association
-            if (!send_one(a, i, static_cast<T_ASC_PresentationContextID>(2 * found->second + 1)))
-                return Run::lost;
+            bool alive = send_one(a, i, static_cast<T_ASC_PresentationContextID>(2 * found->second + 1));
+            if (!p.pending) finished();
+            if (!alive) return Run::lost;
         }
         a.release(nullptr);
         return Run::done;
@@ -395,8 +409,10 @@ extern "C" int rtb_dicom_store_with(const rtb_dicom_peer *peer, rtb_dicom_store_
                        "store item %zu has neither a path nor a dataset", i + 1);
     }
 
-    Store st{peer, items, plans, sum, {}};
+    Store st{peer, items, plans, sum, {}, pol};
     clear_error(&st.last);
+    for (const Plan &p : plans)
+        if (!p.pending) st.finished(); // unreadable before any association
     int failures_in_a_row = 0;
     int backoff = pol.backoff_ms;
     bool association_trouble = false;

@@ -34,7 +34,10 @@ return dc.run(function()
         end
         for _, f in ipairs(found) do files[#files + 1] = f end
     end
-    local r = peer:store(files, {max_reconnects = args.max_reconnects})
+    -- On a terminal, one progress line rewriting itself; cleared before the report.
+    local tty = require("rtbackup.host").isatty(2)
+    local r = peer:store(files, {max_reconnects = args.max_reconnects, progress = tty})
+    if tty then io.stderr:write("\r\27[K") end
     local label = {refused = "refused", unreadable = "unreadable", not_sent = "not sent"}
     for _, item in ipairs(r.items) do
         if not item.ok then
