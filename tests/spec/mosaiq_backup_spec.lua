@@ -107,10 +107,13 @@ describe("the Mosaiq backup", function()
         assert.are.equal(r.summary.records_built, records_in(main))
     end)
 
-    it("reports a failure (exit 1) when staging cannot send to the archive", function()
+    it("reports a failure when the archive's AE title is wrong (staging cannot send to it, it rejects us)", function()
         write_env(nil, "NOT_KNOWN") -- staging knows no such destination: the C-MOVE fails
         local r = backup()
-        assert.are.equal(1, r.code, r.output)
+        -- the move is refused, the verification's association rejected: the records stay
+        -- queued for a run with the right configuration
+        assert.are.equal(4, r.code, r.output)
+        assert.matches("Called AE Title Not Recognized", r.stdout, 1, true)
         assert.are.equal(0, records_in(main))
         assert.is_true(#r.summary.errors > 0)
     end)

@@ -22,7 +22,7 @@
 --     '::', IS TRUE, SQLite/PostgreSQL functions such as date() or IFNULL); parse.js
 --     refuses those after parsing. CTEs, CAST, DATEADD and "quoted" aliases parse as
 --     written.
-local mosaiq = require "rtbackup.mosaiq"
+local mosaiq = require "rtbackup.mosaiq.query"
 local h = require "helpers"
 
 local TSQL = h.source .. "/tests/tsql"
@@ -127,13 +127,13 @@ local function all_texts()
                              sql = day_query_sent(environment_query(site))}
     end
     -- `rtbackup health` asks every ODBC source (Mosaiq included) for SELECT 1.
-    local health = read(h.source .. "/scripts/cli/health.lua")
+    local health = read(h.source .. "/scripts/lib/rtbackup/health.lua")
     local n = 0
     for sql in health:gmatch("db:query%(%s*\"([^\"]+)\"") do
         n = n + 1
         texts[#texts + 1] = {name = "health-" .. n, sql = sql}
     end
-    assert.is_true(n > 0, "scripts/cli/health.lua: no db:query(\"...\") found")
+    assert.is_true(n > 0, "scripts/lib/rtbackup/health.lua: no db:query(\"...\") found")
     return texts
 end
 
@@ -230,8 +230,8 @@ describe("the SQL rtbackup sends over ODBC", function()
     -- A new call site that reaches Mosaiq needs its text in all_texts() above; this
     -- census fails until it is added (or listed here as never reaching Mosaiq).
     local KNOWN = {
-        ["scripts/cli/health.lua"] = 1,              -- SELECT 1: parsed above
-        ["scripts/lib/rtbackup/mosaiq.lua"] = 7,     -- day query, summary: parsed above; the other
+        ["scripts/lib/rtbackup/health.lua"] = 1,     -- SELECT 1: parsed above
+        ["scripts/lib/rtbackup/mosaiq/query.lua"] = 7, -- day query, summary: parsed above; the other
                                                      -- five build synthetic clinics (SQLite, PostgreSQL)
         ["scripts/lib/rtbackup/mosaiq/synth.lua"] = 1, -- synthetic clinics only
     }
