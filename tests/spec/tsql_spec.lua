@@ -88,6 +88,7 @@ local function recorder(dialect)
         self.sent[#self.sent + 1] = {sql = sql, params = params}
         return {}
     end
+    function rec.event() end -- the audit event of each query (no context here)
     return rec
 end
 
