@@ -264,3 +264,67 @@ describe("rtbackup listen over DICOM TLS", function()
         assert.matches("missing.pem", r.stderr)
     end)
 end)
+
+describe("rtbackup listen with real-world files", function()
+    -- pydicom's corpus, re-identified by tests/testbed/corpus.py (fresh SOP Instance
+    -- UIDs): every transfer syntax the archives use, sent by storescu one file per
+    -- association, each proposed in exactly its own transfer syntax (a storescu
+    -- profile per file), so nothing is converted on the way.
+    it("stores every file storescu can send with its transfer syntax and pixel data bytes unchanged", function()
+        local corpus = work .. "/corpus"
+        local out, code = sh(string.format("%s %s/tests/testbed/corpus.py build %s", PY, h.source, h.quote(corpus)))
+        assert.are.equal(0, code, out)
+        local rows = {}
+        local header
+        for line in io.lines(corpus .. "/index.tsv") do
+            local fields = {}
+            for f in (line .. "\t"):gmatch("([^\t]*)\t") do fields[#fields + 1] = f end
+            if not header then
+                header = fields
+            else
+                local row = {}
+                for i, k in ipairs(header) do row[k] = fields[i] end
+                rows[#rows + 1] = row
+            end
+        end
+        local cfg = {"[[TransferSyntaxes]]"}
+        for i, r in ipairs(rows) do cfg[#cfg + 1] = string.format("[TS%d]\nTransferSyntax1 = %s", i, r.transfer_syntax) end
+        cfg[#cfg + 1] = "[[PresentationContexts]]"
+        for i, r in ipairs(rows) do
+            cfg[#cfg + 1] = string.format("[PC%d]\nPresentationContext1 = %s\\TS%d", i, r.sop_class, i)
+        end
+        cfg[#cfg + 1] = "[[Profiles]]"
+        for i in ipairs(rows) do cfg[#cfg + 1] = string.format("[P%d]\nPresentationContexts = PC%d", i, i) end
+        local cfgfile = h.write_file(work .. "/corpus-storescu.cfg", table.concat(cfg, "\n") .. "\n")
+
+        local l = listen()
+        local sent, refused_by_storescu = {}, {}
+        for i, r in ipairs(rows) do
+            local o, c = storescu(l, h.quote(corpus .. "/" .. r.file), string.format("-xf %s P%d", h.quote(cfgfile), i))
+            if c == 0 and not o:match("Store Failed") and not o:match("[FE]: ") then
+                sent[r.sop_instance_uid] = r
+            else
+                refused_by_storescu[#refused_by_storescu + 1] = r.file .. " (" .. r.kind .. ")"
+                -- only the files broken on purpose may fail to go
+                assert.are_not.equal("good", r.kind, r.file .. ": " .. o)
+            end
+        end
+        local s = stopped_line(stop(l))
+        local n_sent = 0
+        for _ in pairs(sent) do n_sent = n_sent + 1 end
+        assert.are.equal(n_sent, s.stored)
+
+        local report = sh(string.format("%s %s/tests/testbed/corpus.py compare %s %s", PY, h.source,
+                                        h.quote(corpus .. "/index.tsv"), h.quote(l.out)))
+        local syntaxes = {}
+        for uid, verdict, detail in report:gmatch("([%d.]+)\t(%S+)\t([^\n]*)") do
+            if sent[uid] then
+                assert.are.equal("same", verdict, detail)
+                syntaxes[#syntaxes + 1] = sent[uid].transfer_syntax_name
+            end
+        end
+        assert.are.equal(n_sent, #syntaxes)
+        print(string.format("# %d corpus files stored unchanged (%s); storescu could not send: %s", #syntaxes,
+                            table.concat(syntaxes, ", "), table.concat(refused_by_storescu, ", ")))
+    end)
+end)
