@@ -69,7 +69,7 @@ local function stopped_line(output)
     local line = output:match("[^\n]*stopped[^\n]*")
     assert.is_not_nil(line, output)
     local t = {}
-    for k, v in line:gmatch("(%w+)=(%d+)") do t[k] = tonumber(v) end
+    for k, v in line:gmatch("([%w_]+)=(%d+)") do t[k] = tonumber(v) end
     return t
 end
 
@@ -326,5 +326,65 @@ describe("rtbackup listen with real-world files", function()
         assert.are.equal(n_sent, #syntaxes)
         print(string.format("# %d corpus files stored unchanged (%s); storescu could not send: %s", #syntaxes,
                             table.concat(syntaxes, ", "), table.concat(refused_by_storescu, ", ")))
+    end)
+end)
+
+describe("rtbackup listen with storescp's habits", function()
+    it("--sort-by-study writes each instance under <out-dir>/<StudyInstanceUID>/", function()
+        local l = listen{"--sort-by-study"}
+        local out, code = storescu(l, h.quote(tb.SYNTH_DIR) .. "/*.dcm")
+        assert.are.equal(0, code, out)
+        local s = stopped_line(stop(l))
+        assert.are.equal(tonumber(tb.SYNTH_INSTANCES), s.stored)
+        local listing = sh(string.format("cd %s && find . -type f -name '*.dcm' | sort", h.quote(l.out)))
+        local n, studies = 0, {}
+        for dir, file in listing:gmatch("%./([^/\n]+)/([^/\n]+%.dcm)") do
+            local uid = sh(string.format("dcmdump -q +P 0020,000d %s", h.quote(l.out .. "/" .. dir .. "/" .. file))):match("%[([%d.]+)%]")
+            assert.are.equal(uid, dir)
+            studies[dir] = true
+            n = n + 1
+        end
+        assert.are.equal(tonumber(tb.SYNTH_INSTANCES), n) -- every file is in a study folder
+        local n_studies = 0
+        for _ in pairs(studies) do n_studies = n_studies + 1 end
+        assert.are.equal(tonumber(tb.SYNTH_PATIENTS), n_studies)
+    end)
+
+    it("--exec-on-reception runs the command for each stored instance with #p #f #a #c #r, never through a shell", function()
+        local record = work .. "/record.log"
+        local script = h.write_file(work .. "/record.sh", "#!/bin/sh\nprintf '%s|%s|%s|%s\\n' \"$1\" \"$2\" \"$3\" \"$4\" >>" ..
+                                    h.quote(record) .. "\n")
+        os.execute("chmod +x " .. h.quote(script))
+        local l = listen{"--exec-on-reception", script .. " #a '#p/#f' #c #r"}
+        -- A calling AE title a shell would run: here it must stay one plain argument.
+        local evil = "X;touch PWNED"
+        local files = sh(string.format("ls %s/*.dcm | head -3", h.quote(tb.SYNTH_DIR)))
+        local list = {}
+        for f in files:gmatch("[^\n]+") do list[#list + 1] = h.quote(f) end
+        local out, code = sh(string.format("cd %s && TCP_NODELAY=1 storescu -aet %s -aec RTB_LISTEN 127.0.0.1 %d %s",
+                                           h.quote(work), h.quote(evil), l.port, table.concat(list, " ")))
+        assert.are.equal(0, code, out)
+        local s = stopped_line(stop(l)) -- the commands still queued run before it exits
+        assert.are.equal(3, s.stored)
+        assert.are.equal(3, s.exec_ran)
+        assert.are.equal(0, s.exec_failed)
+        local lines = {}
+        for line in slurp(record):gmatch("[^\n]+") do lines[#lines + 1] = line end
+        assert.are.equal(3, #lines)
+        for _, line in ipairs(lines) do
+            local ae, path, called, remote = line:match("^(.-)|(.-)|(.-)|(.-)$")
+            assert.are.equal(evil, ae)
+            assert.are.equal("RTB_LISTEN", called)
+            assert.are.equal("127.0.0.1", remote)
+            assert.matches("^" .. l.out:gsub("%p", "%%%0") .. "/[%d.]+%.dcm$", path)
+            assert.are.equal(0, select(2, sh("test -f " .. h.quote(path))))
+        end
+        assert.is_nil(io.open(work .. "/PWNED"))
+    end)
+
+    it("exits 2 for an --exec-on-reception with an unmatched quote", function()
+        local r = h.run{"listen", "--aet", "X", "--port", "0", "--out-dir", work .. "/bad", "--exec-on-reception", "echo 'oops"}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("unmatched", r.stderr)
     end)
 end)
