@@ -88,7 +88,8 @@ static const char *opt_string_field(lua_State *L, int idx, const char *key)
 
 /* core.listen{aet, port, allow = {...}, dir, events = bool, acse_timeout,
  * dimse_timeout, request_timeout, max_pdu, max_associations, max_per_host,
- * sort_by_study = bool, tls = {cert, key, ca, require_client_cert = bool}} */
+ * sort_by_study = bool, tls = {cert, key, ca, require_client_cert = bool},
+ * exec = {program, arg, ...} (placeholders #p #f #a #c #r, no shell)} */
 static int l_listen(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -119,6 +120,23 @@ static int l_listen(lua_State *L)
         cfg.tls_require_client_cert = lua_toboolean(L, -1);
     } else if (tls_type != LUA_TNIL) {
         return luaL_error(L, "listen: 'tls' must be a table {cert, key, ca, require_client_cert}");
+    }
+    const char *exec_argv[64];
+    int exec_type = lua_getfield(L, 1, "exec");
+    if (exec_type == LUA_TTABLE) {
+        int t = lua_gettop(L);
+        size_t n = (size_t)luaL_len(L, t);
+        if (n == 0 || n > 64)
+            return luaL_error(L, "listen: 'exec' must list 1 to 64 strings (the program, then its arguments)");
+        for (size_t i = 0; i < n; i++) {
+            if (lua_rawgeti(L, t, (lua_Integer)i + 1) != LUA_TSTRING)
+                return luaL_error(L, "listen: 'exec' must list strings");
+            exec_argv[i] = lua_tostring(L, -1); /* stays on the stack while we start */
+        }
+        cfg.exec_argv = exec_argv;
+        cfg.n_exec_argv = n;
+    } else if (exec_type != LUA_TNIL) {
+        return luaL_error(L, "listen: 'exec' must be a list {program, arg, ...}");
     }
     const char *allow[64];
     if (lua_getfield(L, 1, "allow") == LUA_TTABLE) {
@@ -174,18 +192,20 @@ static int scp_stored(lua_State *L)
     return 1;
 }
 
-/* scp:stats() -> {stored, associations, refused, rejected, dropped} */
+/* scp:stats() -> {stored, associations, refused, rejected, dropped, exec_ran, exec_failed} */
 static int scp_stats(lua_State *L)
 {
     scp_ud *u = check_scp(L);
     rtb_dicom_scp_stats st;
     current_stats(u, &st);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 7);
     rtb_lua_set_integer(L, "stored", (lua_Integer)st.stored);
     rtb_lua_set_integer(L, "associations", (lua_Integer)st.associations);
     rtb_lua_set_integer(L, "refused", (lua_Integer)st.refused);
     rtb_lua_set_integer(L, "rejected", (lua_Integer)st.rejected);
     rtb_lua_set_integer(L, "dropped", (lua_Integer)st.dropped);
+    rtb_lua_set_integer(L, "exec_ran", (lua_Integer)st.exec_ran);
+    rtb_lua_set_integer(L, "exec_failed", (lua_Integer)st.exec_failed);
     return 1;
 }
 
@@ -220,7 +240,7 @@ static int events_done(lua_State *L, void *data)
     lua_createtable(L, (int)r->n, 0);
     for (size_t i = 0; i < r->n; i++) {
         stored_event *e = r->items[i];
-        lua_createtable(L, 0, 5);
+        lua_createtable(L, 0, 7);
         rtb_lua_set_string(L, "path", e->path);
         rtb_lua_set_string(L, "sop_class_uid", e->sop_class_uid);
         rtb_lua_set_string(L, "sop_instance_uid", e->sop_instance_uid);

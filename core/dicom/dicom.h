@@ -359,6 +359,13 @@ typedef struct {
                                      certificate, when presented, is checked against it */
     int tls_require_client_cert;  /* 1: refuse clients without a certificate from tls_ca */
     int sort_by_study;            /* 1: write <dir>/<StudyInstanceUID>/<SOPInstanceUID>.dcm */
+    /* A program run for each stored instance (storescp's --exec-on-reception), without a
+     * shell: exec_argv[0] is looked up in PATH, and in every argument #p becomes the
+     * directory the file was written to, #f its file name, #a the calling AE title, #c
+     * the called AE title, #r the peer's address. One at a time, on a thread of its own
+     * (never delaying a C-STORE response); stop runs what is still queued. */
+    const char *const *exec_argv;
+    size_t n_exec_argv;           /* 0: none */
 } rtb_dicom_scp_config;
 
 typedef struct rtb_dicom_scp rtb_dicom_scp;
@@ -370,6 +377,8 @@ typedef struct {
     size_t rejected;     /* A-ASSOCIATE-RQs rejected: called or calling AE title */
     size_t dropped;      /* connections closed without an association: no request within
                             request_timeout, failed TLS handshake, not DICOM */
+    size_t exec_ran;     /* reception commands that exited 0 */
+    size_t exec_failed;  /* reception commands that could not start or exited non-zero */
 } rtb_dicom_scp_stats;
 
 /* Binds, then serves on its own threads until rtb_dicom_scp_stop(). Accepts

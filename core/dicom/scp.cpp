@@ -121,6 +121,16 @@ extern "C" int rtb_dicom_scp_start(const rtb_dicom_scp_config *cfg, rtb_dicom_sc
     if (cfg->max_per_host > 0) scp->max_per_host = cfg->max_per_host;
     scp->tls = cfg->tls != 0;
     scp->sort_by_study = cfg->sort_by_study != 0;
+    if (cfg->n_exec_argv > 0) {
+        std::vector<std::string> argv;
+        for (size_t i = 0; i < cfg->n_exec_argv; i++) {
+            if (!cfg->exec_argv || !cfg->exec_argv[i])
+                return fail(err, RTB_DICOM_E_INVALID, "exec_argv[%zu] is NULL", i);
+            argv.push_back(cfg->exec_argv[i]);
+        }
+        if (argv[0].empty()) return fail(err, RTB_DICOM_E_INVALID, "the reception command is empty");
+        scp->executor.reset(new Executor(std::move(argv)));
+    }
 
     scp->listen_fd = open_listener(cfg->port, &scp->port, err);
     if (scp->listen_fd < 0) return -1;
@@ -158,6 +168,8 @@ extern "C" void rtb_dicom_scp_get_stats(const rtb_dicom_scp *scp, rtb_dicom_scp_
     out->refused = scp->refused.load();
     out->rejected = scp->rejected.load();
     out->dropped = scp->dropped.load();
+    out->exec_ran = scp->executor ? scp->executor->ran() : scp->exec_ran;
+    out->exec_failed = scp->executor ? scp->executor->failed() : scp->exec_failed;
 }
 
 extern "C" void rtb_dicom_scp_stop(rtb_dicom_scp *scp)
@@ -190,6 +202,13 @@ extern "C" void rtb_dicom_scp_stop_stats(rtb_dicom_scp *scp, rtb_dicom_scp_stats
             if (c.thread.joinable()) c.thread.join();
         scp->conns.clear();
         scp->per_host.clear();
+    }
+    if (scp->executor) {
+        Executor *ex = scp->executor.get();
+        ex->finish(); // every worker has returned: run what they queued, then stop
+        scp->exec_ran = ex->ran();
+        scp->exec_failed = ex->failed();
+        scp->executor.reset();
     }
     if (final) rtb_dicom_scp_get_stats(scp, final);
     scp_handoff_free(scp);

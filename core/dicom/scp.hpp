@@ -11,12 +11,45 @@
 #include "internal.hpp"
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <list>
 #include <map>
 #include <mutex>
 #include <thread>
 
 class DcmTransportLayer;
+
+namespace rtb {
+
+// One stored instance, for --exec-on-reception (scp_exec.cpp).
+struct ExecJob {
+    std::string dir, file, calling_ae, called_ae, remote;
+};
+
+// Runs the reception command for each stored instance, one at a time, on a
+// thread of its own: the workers only queue.
+class Executor {
+public:
+    explicit Executor(std::vector<std::string> argv);
+    ~Executor(); // finish(), if not done yet
+    void finish(); // runs what is queued, then stops the thread
+    void submit(ExecJob job);
+    size_t ran() const { return ran_; }
+    size_t failed() const { return failed_; }
+
+private:
+    void run();
+    std::vector<std::string> argv_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<ExecJob> queue_;
+    bool stop_ = false;
+    std::atomic<size_t> ran_{0}, failed_{0};
+    std::thread thread_;
+};
+
+} // namespace rtb
 
 struct rtb_dicom_scp {
     // Configuration, copied at start so the caller's strings may go away.
@@ -67,6 +100,8 @@ struct rtb_dicom_scp {
     std::list<Conn> conns;
     std::map<std::string, int> per_host; // live connections by remote address
     std::mutex callback_mu; // on_store calls never overlap
+    std::unique_ptr<rtb::Executor> executor; // --exec-on-reception, or none
+    size_t exec_ran = 0, exec_failed = 0;    // its counts, once it has finished
 };
 
 namespace rtb {

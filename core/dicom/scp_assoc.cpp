@@ -106,7 +106,7 @@ void on_store_progress(void *data, T_DIMSE_StoreProgress *progress, T_DIMSE_C_St
 }
 
 OFCondition handle_store(rtb_dicom_scp *scp, T_ASC_Association *assoc, T_ASC_PresentationContextID pid,
-                         T_DIMSE_C_StoreRQ &req, const std::string &calling_ae)
+                         T_DIMSE_C_StoreRQ &req, const std::string &calling_ae, const std::string &remote)
 {
     StoreCtx ctx;
     ctx.scp = scp;
@@ -140,6 +140,11 @@ OFCondition handle_store(rtb_dicom_scp *scp, T_ASC_Association *assoc, T_ASC_Pre
     if (!ctx.committed) unlink(ctx.tmp.c_str());
     if (ctx.committed) {
         scp->stored++;
+        if (scp->executor) {
+            size_t slash = ctx.final_path.rfind('/');
+            scp->executor->submit({ctx.final_path.substr(0, slash), ctx.final_path.substr(slash + 1), calling_ae,
+                                   scp->aet, remote});
+        }
         if (scp->on_store) {
             T_ASC_PresentationContext pc;
             std::string xfer;
@@ -157,7 +162,8 @@ OFCondition handle_store(rtb_dicom_scp *scp, T_ASC_Association *assoc, T_ASC_Pre
 
 // Serves one acknowledged association until release, abort, idle timeout or
 // stop; destroys it at the end.
-void serve(rtb_dicom_scp *scp, T_ASC_Association *assoc, const std::string &calling_ae)
+void serve(rtb_dicom_scp *scp, T_ASC_Association *assoc, const std::string &calling_ae,
+           const std::string &remote)
 {
     int idle = 0;
     for (;;) {
@@ -186,7 +192,7 @@ void serve(rtb_dicom_scp *scp, T_ASC_Association *assoc, const std::string &call
             cond = DIMSE_sendEchoResponse(assoc, pid, &msg.msg.CEchoRQ, STATUS_Success, nullptr);
             break;
         case DIMSE_C_STORE_RQ:
-            cond = handle_store(scp, assoc, pid, msg.msg.CStoreRQ, calling_ae);
+            cond = handle_store(scp, assoc, pid, msg.msg.CStoreRQ, calling_ae, remote);
             break;
         default:
             // Only verification and storage were negotiated; anything else is a
@@ -204,7 +210,7 @@ void serve(rtb_dicom_scp *scp, T_ASC_Association *assoc, const std::string &call
 }
 
 // An association whose request was read: vet it, acknowledge it, serve it.
-void handle_request(rtb_dicom_scp *scp, T_ASC_Association *assoc)
+void handle_request(rtb_dicom_scp *scp, T_ASC_Association *assoc, const std::string &remote)
 {
     char calling[64] = "", called[64] = "";
     ASC_getAPTitles(assoc->params, calling, sizeof calling, called, sizeof called, nullptr, 0);
@@ -230,7 +236,7 @@ void handle_request(rtb_dicom_scp *scp, T_ASC_Association *assoc)
     }
     scp->associations++;
     set_nodelay(assoc);
-    serve(scp, assoc, calling_ae);
+    serve(scp, assoc, calling_ae, remote);
 }
 
 } // namespace
@@ -256,7 +262,7 @@ void scp_worker(rtb_dicom_scp *scp, rtb_dicom_scp::Conn *conn)
             ASC_destroyAssociation(&assoc);
         }
     } else {
-        handle_request(scp, assoc);
+        handle_request(scp, assoc, conn->host);
     }
     conn->done = true;
 }

@@ -16,7 +16,9 @@ With --env, the environment's settings scp_request_timeout,
 scp_max_associations and scp_max_per_host apply unless an option says otherwise.
   rtbackup listen --env UCLA --out-dir /var/spool/rtbackup --allow ARIA_UCLA
   rtbackup listen --aet BACKUP --port 2762 --out-dir /srv/in \
-      --tls-cert scp.pem --tls-key scp.key --tls-ca ca.pem --require-client-cert]],
+      --tls-cert scp.pem --tls-key scp.key --tls-ca ca.pem --require-client-cert
+  rtbackup listen --aet BACKUP --port 2762 --out-dir /srv/in --sort-by-study \
+      --exec-on-reception "/usr/local/bin/index-instance #p/#f #a"]],
     "130/143 stopped by SIGINT/SIGTERM (the normal end), 1 cannot listen, 2 usage or configuration error")
 parser:option("--env", "environment: our AE title and port from its script_ae, limits from its settings")
 parser:option("--aet", "our AE title")
@@ -32,6 +34,9 @@ parser:option("--tls-key", "DICOM TLS: the private key of --tls-cert (PEM)")
 parser:option("--tls-ca", "DICOM TLS: CA certificates (PEM) a client certificate must chain to")
 parser:flag("--require-client-cert", "DICOM TLS: refuse clients without a certificate signed by --tls-ca")
 parser:flag("--sort-by-study", "write <out-dir>/<StudyInstanceUID>/<SOPInstanceUID>.dcm")
+parser:option("--exec-on-reception", "run CMD for each stored instance, one at a time, without a shell: " ..
+    "words split at blanks ('...' or \"...\" keep one word), #p = its directory, #f = file name, " ..
+    "#a = calling AE, #c = called AE, #r = peer address"):argname("<cmd>")
 local args = cli.parse(parser, {...})
 
 local function usage(message)
@@ -57,6 +62,29 @@ local request_timeout = count("--request-timeout", args.request_timeout or setti
 local max_associations = count("--max-associations", args.max_associations or settings.scp_max_associations, 8, 1)
 local max_per_host = count("--max-per-host", args.max_per_host or settings.scp_max_per_host, 4, 1)
 
+--- The words of a command line: blanks separate, '...' and "..." group (no escapes,
+-- no variables, no globs: it never reaches a shell).
+local function words(cmd)
+    local out, word, quote, has = {}, {}, nil, false
+    for c in cmd:gmatch(".") do
+        if quote then
+            if c == quote then quote = nil else word[#word + 1] = c end
+        elseif c == "'" or c == '"' then
+            quote, has = c, true
+        elseif c:match("%s") then
+            if has or #word > 0 then out[#out + 1] = table.concat(word) end
+            word, has = {}, false
+        else
+            word[#word + 1] = c
+        end
+    end
+    if quote then usage("--exec-on-reception: unmatched " .. quote) end
+    if has or #word > 0 then out[#out + 1] = table.concat(word) end
+    if #out == 0 then usage("--exec-on-reception: empty command") end
+    return out
+end
+local exec = args.exec_on_reception and words(args.exec_on_reception)
+
 local tls
 if args.tls_cert or args.tls_key or args.tls_ca or args.require_client_cert then
     if not (args.tls_cert and args.tls_key) then usage("TLS needs both --tls-cert and --tls-key") end
@@ -69,7 +97,7 @@ local ok, scp = pcall(dicom.listen, {
     aet = aet, port = port, dir = args.out_dir,
     allow = #args.allow > 0 and args.allow or nil,
     request_timeout = request_timeout, max_associations = max_associations, max_per_host = max_per_host,
-    tls = tls, sort_by_study = args.sort_by_study,
+    tls = tls, sort_by_study = args.sort_by_study, exec = exec,
     on_store = function(e)
         log.info("stored", {sop_instance_uid = e.sop_instance_uid, from = e.calling_aet, path = e.path})
     end,
@@ -86,4 +114,5 @@ while not task.stopping() do task.sleep(200) end
 scp:stop()
 local s = scp:stats()
 log.info("stopped", {stored = s.stored, associations = s.associations, refused = s.refused,
-                     rejected = s.rejected, dropped = s.dropped})
+                     rejected = s.rejected, dropped = s.dropped,
+                     exec_ran = exec and s.exec_ran or nil, exec_failed = exec and s.exec_failed or nil})

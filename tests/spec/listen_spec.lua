@@ -69,7 +69,7 @@ local function stopped_line(output)
     local line = output:match("[^\n]*stopped[^\n]*")
     assert.is_not_nil(line, output)
     local t = {}
-    for k, v in line:gmatch("(%w+)=(%d+)") do t[k] = tonumber(v) end
+    for k, v in line:gmatch("([%w_]+)=(%d+)") do t[k] = tonumber(v) end
     return t
 end
 
@@ -262,5 +262,129 @@ describe("rtbackup listen over DICOM TLS", function()
                   "--tls-key", tb.TLS_KEY}
         assert.are.equal(2, r.code, r.output)
         assert.matches("missing.pem", r.stderr)
+    end)
+end)
+
+describe("rtbackup listen with real-world files", function()
+    -- pydicom's corpus, re-identified by tests/testbed/corpus.py (fresh SOP Instance
+    -- UIDs): every transfer syntax the archives use, sent by storescu one file per
+    -- association, each proposed in exactly its own transfer syntax (a storescu
+    -- profile per file), so nothing is converted on the way.
+    it("stores every file storescu can send with its transfer syntax and pixel data bytes unchanged", function()
+        local corpus = work .. "/corpus"
+        local out, code = sh(string.format("%s %s/tests/testbed/corpus.py build %s", PY, h.source, h.quote(corpus)))
+        assert.are.equal(0, code, out)
+        local rows = {}
+        local header
+        for line in io.lines(corpus .. "/index.tsv") do
+            local fields = {}
+            for f in (line .. "\t"):gmatch("([^\t]*)\t") do fields[#fields + 1] = f end
+            if not header then
+                header = fields
+            else
+                local row = {}
+                for i, k in ipairs(header) do row[k] = fields[i] end
+                rows[#rows + 1] = row
+            end
+        end
+        local cfg = {"[[TransferSyntaxes]]"}
+        for i, r in ipairs(rows) do cfg[#cfg + 1] = string.format("[TS%d]\nTransferSyntax1 = %s", i, r.transfer_syntax) end
+        cfg[#cfg + 1] = "[[PresentationContexts]]"
+        for i, r in ipairs(rows) do
+            cfg[#cfg + 1] = string.format("[PC%d]\nPresentationContext1 = %s\\TS%d", i, r.sop_class, i)
+        end
+        cfg[#cfg + 1] = "[[Profiles]]"
+        for i in ipairs(rows) do cfg[#cfg + 1] = string.format("[P%d]\nPresentationContexts = PC%d", i, i) end
+        local cfgfile = h.write_file(work .. "/corpus-storescu.cfg", table.concat(cfg, "\n") .. "\n")
+
+        local l = listen()
+        local sent, refused_by_storescu = {}, {}
+        for i, r in ipairs(rows) do
+            local o, c = storescu(l, h.quote(corpus .. "/" .. r.file), string.format("-xf %s P%d", h.quote(cfgfile), i))
+            if c == 0 and not o:match("Store Failed") and not o:match("[FE]: ") then
+                sent[r.sop_instance_uid] = r
+            else
+                refused_by_storescu[#refused_by_storescu + 1] = r.file .. " (" .. r.kind .. ")"
+                -- only the files broken on purpose may fail to go
+                assert.are_not.equal("good", r.kind, r.file .. ": " .. o)
+            end
+        end
+        local s = stopped_line(stop(l))
+        local n_sent = 0
+        for _ in pairs(sent) do n_sent = n_sent + 1 end
+        assert.are.equal(n_sent, s.stored)
+
+        local report = sh(string.format("%s %s/tests/testbed/corpus.py compare %s %s", PY, h.source,
+                                        h.quote(corpus .. "/index.tsv"), h.quote(l.out)))
+        local syntaxes = {}
+        for uid, verdict, detail in report:gmatch("([%d.]+)\t(%S+)\t([^\n]*)") do
+            if sent[uid] then
+                assert.are.equal("same", verdict, detail)
+                syntaxes[#syntaxes + 1] = sent[uid].transfer_syntax_name
+            end
+        end
+        assert.are.equal(n_sent, #syntaxes)
+        print(string.format("# %d corpus files stored unchanged (%s); storescu could not send: %s", #syntaxes,
+                            table.concat(syntaxes, ", "), table.concat(refused_by_storescu, ", ")))
+    end)
+end)
+
+describe("rtbackup listen with storescp's habits", function()
+    it("--sort-by-study writes each instance under <out-dir>/<StudyInstanceUID>/", function()
+        local l = listen{"--sort-by-study"}
+        local out, code = storescu(l, h.quote(tb.SYNTH_DIR) .. "/*.dcm")
+        assert.are.equal(0, code, out)
+        local s = stopped_line(stop(l))
+        assert.are.equal(tonumber(tb.SYNTH_INSTANCES), s.stored)
+        local listing = sh(string.format("cd %s && find . -type f -name '*.dcm' | sort", h.quote(l.out)))
+        local n, studies = 0, {}
+        for dir, file in listing:gmatch("%./([^/\n]+)/([^/\n]+%.dcm)") do
+            local uid = sh(string.format("dcmdump -q +P 0020,000d %s", h.quote(l.out .. "/" .. dir .. "/" .. file))):match("%[([%d.]+)%]")
+            assert.are.equal(uid, dir)
+            studies[dir] = true
+            n = n + 1
+        end
+        assert.are.equal(tonumber(tb.SYNTH_INSTANCES), n) -- every file is in a study folder
+        local n_studies = 0
+        for _ in pairs(studies) do n_studies = n_studies + 1 end
+        assert.are.equal(tonumber(tb.SYNTH_PATIENTS), n_studies)
+    end)
+
+    it("--exec-on-reception runs the command for each stored instance with #p #f #a #c #r, never through a shell", function()
+        local record = work .. "/record.log"
+        local script = h.write_file(work .. "/record.sh", "#!/bin/sh\nprintf '%s|%s|%s|%s\\n' \"$1\" \"$2\" \"$3\" \"$4\" >>" ..
+                                    h.quote(record) .. "\n")
+        os.execute("chmod +x " .. h.quote(script))
+        local l = listen{"--exec-on-reception", script .. " #a '#p/#f' #c #r"}
+        -- A calling AE title a shell would run: here it must stay one plain argument.
+        local evil = "X;touch PWNED"
+        local files = sh(string.format("ls %s/*.dcm | head -3", h.quote(tb.SYNTH_DIR)))
+        local list = {}
+        for f in files:gmatch("[^\n]+") do list[#list + 1] = h.quote(f) end
+        local out, code = sh(string.format("cd %s && TCP_NODELAY=1 storescu -aet %s -aec RTB_LISTEN 127.0.0.1 %d %s",
+                                           h.quote(work), h.quote(evil), l.port, table.concat(list, " ")))
+        assert.are.equal(0, code, out)
+        local s = stopped_line(stop(l)) -- the commands still queued run before it exits
+        assert.are.equal(3, s.stored)
+        assert.are.equal(3, s.exec_ran)
+        assert.are.equal(0, s.exec_failed)
+        local lines = {}
+        for line in slurp(record):gmatch("[^\n]+") do lines[#lines + 1] = line end
+        assert.are.equal(3, #lines)
+        for _, line in ipairs(lines) do
+            local ae, path, called, remote = line:match("^(.-)|(.-)|(.-)|(.-)$")
+            assert.are.equal(evil, ae)
+            assert.are.equal("RTB_LISTEN", called)
+            assert.are.equal("127.0.0.1", remote)
+            assert.matches("^" .. l.out:gsub("%p", "%%%0") .. "/[%d.]+%.dcm$", path)
+            assert.are.equal(0, select(2, sh("test -f " .. h.quote(path))))
+        end
+        assert.is_nil(io.open(work .. "/PWNED"))
+    end)
+
+    it("exits 2 for an --exec-on-reception with an unmatched quote", function()
+        local r = h.run{"listen", "--aet", "X", "--port", "0", "--out-dir", work .. "/bad", "--exec-on-reception", "echo 'oops"}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("unmatched", r.stderr)
     end)
 end)

@@ -341,7 +341,7 @@ Listener.__index = Listener
 function Listener:port() return self.scp:port() end
 --- Instances stored so far.
 function Listener:stored() return self.scp:stored() end
---- Counters: {stored, associations, refused, rejected, dropped} (final after stop).
+--- Counters: {stored, associations, refused, rejected, dropped, exec_ran, exec_failed} (final after stop).
 function Listener:stats() return self.scp:stats() end
 
 --- Stops accepting, lets running associations end, delivers the last events.
@@ -353,7 +353,8 @@ end
 --- A storage SCP on its own thread: dicom.listen{aet, port (0 = any free), allow =
 -- {calling AE titles}, dir, on_store = function(event) end, request_timeout (s, 5),
 -- max_associations (8), max_per_host (4), sort_by_study = bool, tls = {cert, key, ca,
--- require_client_cert = bool}}. Each event is
+-- require_client_cert = bool}, exec = {program, args...} run per stored instance without a
+-- shell, placeholders #p #f #a #c #r}. Each event is
 -- {path, sop_class_uid, sop_instance_uid, calling_aet, transfer_syntax_uid}; on_store
 -- runs in a task of its own, one event at a time.
 function dicom.listen(opts)
@@ -363,7 +364,7 @@ function dicom.listen(opts)
         dimse_timeout = opts.dimse_timeout, max_pdu = opts.max_pdu,
         max_associations = opts.max_associations,
         request_timeout = opts.request_timeout, max_per_host = opts.max_per_host,
-        tls = opts.tls, sort_by_study = opts.sort_by_study,
+        tls = opts.tls, sort_by_study = opts.sort_by_study, exec = opts.exec,
     }
     local listener = setmetatable({scp = scp}, Listener)
     if opts.on_store then
