@@ -243,14 +243,48 @@ static void read_control_point(reader *r, int t, rtb_rtrecord_control_point *cp)
     cp->mlc = get_numbers(r, t, "mlc", &cp->n_mlc);
 }
 
+/* A list of accessories t[key] ({{id =, type =, name =, accessory_code =, angle =,
+ * orientation =, roi_number =}, ...}) into a new anchored array; *n = 0 if absent. */
+static rtb_rtrecord_accessory *get_accessories(reader *r, int t, const char *key, size_t *n)
+{
+    static const char *const keys[] = {"id", "type", "name", "accessory_code", "angle", "orientation",
+                                       "roi_number", NULL};
+    int list = get_table(r, t, key);
+    *n = 0;
+    if (!list)
+        return NULL;
+    size_t len = (size_t)lua_rawlen(r->L, list);
+    rtb_rtrecord_accessory *a = alloc(r, len * sizeof *a);
+    size_t base = strlen(r->path);
+    for (size_t i = 0; i < len; i++) {
+        snprintf(r->path + base, sizeof r->path - base, ".%s[%zu]", key, i + 1);
+        if (lua_rawgeti(r->L, list, (lua_Integer)i + 1) != LUA_TTABLE)
+            rtb_lua_error_raise(r->L, "invalid", "%s must be a table", r->path);
+        int e = lua_gettop(r->L);
+        check_keys(r, e, keys);
+        a[i].id = get_string(r, e, "id");
+        a[i].type = get_string(r, e, "type");
+        a[i].name = get_string(r, e, "name");
+        a[i].accessory_code = get_string(r, e, "accessory_code");
+        a[i].angle = get_number(r, e, "angle");
+        a[i].orientation = get_number(r, e, "orientation");
+        a[i].roi_number = get_integer(r, e, "roi_number");
+        lua_pop(r->L, 1);
+    }
+    r->path[base] = '\0';
+    lua_pop(r->L, 1);
+    *n = len;
+    return a;
+}
+
 static void read_beam(reader *r, int t, rtb_rtrecord_beam *beam)
 {
     static const char *const keys[] = {
         "number", "name", "description", "beam_type", "radiation_type", "fluence_mode",
         "fluence_mode_id", "delivery_type", "termination_status", "termination_code",
         "verification_status", "current_fraction", "specified_meterset", "delivered_meterset",
-        "delivered_time", "sad", "n_leaf_pairs", "mlc_type", "n_wedges", "n_compensators",
-        "n_boli", "n_blocks", "control_points", NULL};
+        "delivered_time", "sad", "n_leaf_pairs", "mlc_type", "wedges", "compensators",
+        "boli", "blocks", "control_points", NULL};
     check_keys(r, t, keys);
     rtb_rtrecord_beam_init(beam);
     beam->number = get_integer(r, t, "number");
@@ -271,10 +305,10 @@ static void read_beam(reader *r, int t, rtb_rtrecord_beam *beam)
     beam->sad = get_number(r, t, "sad");
     beam->n_leaf_pairs = get_integer(r, t, "n_leaf_pairs");
     beam->mlc_type = get_string(r, t, "mlc_type");
-    beam->n_wedges = get_integer(r, t, "n_wedges");
-    beam->n_compensators = get_integer(r, t, "n_compensators");
-    beam->n_boli = get_integer(r, t, "n_boli");
-    beam->n_blocks = get_integer(r, t, "n_blocks");
+    beam->wedges = get_accessories(r, t, "wedges", &beam->n_wedges);
+    beam->compensators = get_accessories(r, t, "compensators", &beam->n_compensators);
+    beam->boli = get_accessories(r, t, "boli", &beam->n_boli);
+    beam->blocks = get_accessories(r, t, "blocks", &beam->n_blocks);
     int list = get_table(r, t, "control_points");
     if (!list)
         return; /* the builder reports the missing control points */
@@ -335,7 +369,8 @@ static void read_input(reader *r, int t, rtb_rtrecord_input *in)
     static const char *const keys[] = {
         "sop_instance_uid", "creation_datetime", "instance_number", "patient", "study", "series",
         "equipment", "treatment_datetime", "plan_uid", "machine", "fractions_planned",
-        "fraction_group", "primary_dosimeter_unit", "beams", "private_block", NULL};
+        "fraction_group", "primary_dosimeter_unit", "beams", "private_block", "referenced_records",
+        NULL};
     static const char *const patient_keys[] = {"name", "id", "birth_date", "sex", NULL};
     static const char *const study_keys[] = {"instance_uid", "id", "datetime", "description",
                                              "accession_number", "referring_physician", NULL};
@@ -359,6 +394,19 @@ static void read_input(reader *r, int t, rtb_rtrecord_input *in)
     in->fraction_group = get_integer(r, t, "fraction_group");
     in->primary_dosimeter_unit = get_string(r, t, "primary_dosimeter_unit");
     int s;
+    if ((s = get_table(r, t, "referenced_records"))) {
+        size_t n = (size_t)lua_rawlen(L, s);
+        const char **uids = alloc(r, n * sizeof *uids);
+        for (size_t i = 0; i < n; i++) {
+            if (lua_rawgeti(L, s, (lua_Integer)i + 1) != LUA_TSTRING)
+                rtb_lua_error_raise(L, "invalid", "referenced_records[%zu] must be a UID string", i + 1);
+            uids[i] = lua_tostring(L, -1); /* the input table keeps it alive */
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        in->referenced_records = uids;
+        in->n_referenced_records = n;
+    }
     if ((s = get_table(r, t, "patient"))) {
         strcpy(r->path, "patient");
         check_keys(r, s, patient_keys);

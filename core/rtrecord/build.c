@@ -22,7 +22,6 @@ void rtb_rtrecord_beam_init(rtb_rtrecord_beam *beam)
 {
     memset(beam, 0, sizeof *beam);
     beam->number = beam->current_fraction = beam->n_leaf_pairs = RTB_RTRECORD_NO_INT;
-    beam->n_wedges = beam->n_compensators = beam->n_boli = beam->n_blocks = RTB_RTRECORD_NO_INT;
     beam->specified_meterset = beam->delivered_meterset = RTB_RTRECORD_NONE;
     beam->delivered_time = beam->sad = RTB_RTRECORD_NONE;
 }
@@ -155,6 +154,15 @@ static int write_record(rtb_builder *b, rtb_ds *ds, const rtb_rtrecord_input *in
                    RTB_TEXT_STRICT) ||
         rtb_b_text(b, item, "0008,1155", "UI", "plan_uid", in->plan_uid, 1, RTB_TEXT_STRICT))
         return -1;
+    for (size_t i = 0; i < in->n_referenced_records; i++) {
+        char field[48];
+        snprintf(field, sizeof field, "referenced_records[%zu]", i + 1);
+        if (rtb_b_item(b, ds, "3008,0030", &item) ||
+            rtb_b_text(b, item, "0008,1150", "UI", field, RTB_RTRECORD_SOP_CLASS, 1,
+                       RTB_TEXT_STRICT) ||
+            rtb_b_text1(b, item, "0008,1155", "UI", field, in->referenced_records[i]))
+            return -1;
+    }
     return 0;
 }
 

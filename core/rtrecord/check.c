@@ -206,6 +206,20 @@ static void check_beams(report *r, rtb_ds *ds)
         if (declared >= 0 && (size_t)declared != cps)
             problem(r, at, "NumberOfControlPoints is %ld but ControlPointDeliverySequence has %zu items",
                     declared, cps);
+        /* Each accessory count must match its recorded sequence. */
+        static const struct { const char *count, *name, *sequence; } accessories[] = {
+            {"300A,00D0", "NumberOfWedges", "3008,00B0"},
+            {"300A,00E0", "NumberOfCompensators", "3008,00C0"},
+            {"300A,00ED", "NumberOfBoli", "300C,00B0"},
+            {"300A,00F0", "NumberOfBlocks", "3008,00D0"},
+        };
+        for (size_t a = 0; a < sizeof accessories / sizeof accessories[0]; a++) {
+            long count = integer(beam, accessories[a].count);
+            size_t listed = items(beam, accessories[a].sequence);
+            if (count >= 0 && (size_t)count != listed)
+                problem(r, at, "%s is %ld but its recorded sequence has %zu items", accessories[a].name,
+                        count, listed);
+        }
         for (size_t d = 0; d < items(beam, "3008,00A0"); d++) {
             rtb_ds *dev;
             char dat[RTB_RTRECORD_PROBLEM_MAX];

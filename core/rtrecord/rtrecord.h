@@ -102,6 +102,20 @@ typedef struct {
     size_t n_mlc;               /* 0 = no MLC positions at this control point */
 } rtb_rtrecord_control_point;
 
+/* An accessory the beam was delivered with (a wedge, compensator, bolus or block), as
+ * the treatment record keeps it (PS3.3 C.8.8.21: Recorded Wedge / Compensator / Block
+ * Sequence, Referenced Bolus Sequence). */
+typedef struct {
+    const char *id;             /* Wedge ID / Compensator ID / Bolus ID / Block Tray ID */
+    const char *type;           /* wedges: STANDARD | DYNAMIC | MOTORIZED; compensators:
+                                   STANDARD | DYNAMIC; others unused; NULL = empty */
+    const char *name;           /* blocks: Block Name */
+    const char *accessory_code; /* the accessory's bar code, when recorded */
+    double angle;               /* wedges: Wedge Angle, degrees (written as IS) */
+    double orientation;         /* wedges: Wedge Orientation, degrees */
+    long roi_number;            /* boli: Referenced ROI Number; NO_INT = not known (0 is written) */
+} rtb_rtrecord_accessory;
+
 typedef struct {
     long number;                    /* Referenced Beam Number (plan's Beam Number) */
     const char *name;
@@ -122,7 +136,10 @@ typedef struct {
     double sad;                     /* Source-Axis Distance, mm */
     long n_leaf_pairs;              /* MLC leaf pairs; 0 or NO_INT = no MLC */
     const char *mlc_type;           /* MLCX (default) | MLCY */
-    long n_wedges, n_compensators, n_boli, n_blocks; /* NO_INT = 0 */
+    /* Accessories; each list's length is the beam's Number of Wedges / Compensators /
+     * Boli / Blocks. */
+    const rtb_rtrecord_accessory *wedges, *compensators, *boli, *blocks;
+    size_t n_wedges, n_compensators, n_boli, n_blocks;
     const rtb_rtrecord_control_point *control_points; /* at least one */
     size_t n_control_points;
 } rtb_rtrecord_beam;
@@ -163,6 +180,10 @@ typedef struct {
 
     const char *treatment_datetime; /* Treatment Date/Time (Type 2) */
     const char *plan_uid;           /* Referenced RT Plan SOP Instance UID; NULL = none */
+    /* RT Beams Treatment Records this one is significantly related to (Referenced
+     * Treatment Record Sequence): the interrupted delivery a continuation resumes. */
+    const char *const *referenced_records;
+    size_t n_referenced_records;
 
     struct {
         const char *name;           /* Treatment Machine Name (SH, <= 16) */

@@ -1,6 +1,7 @@
 /* The Treatment Session Beam Sequence (RT Beams Session Record, C.8.8.21):
  * one item per beam, its Control Point Delivery Sequence and its beam
  * limiting devices. */
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -268,24 +269,64 @@ static int write_control_point(rtb_builder *b, rtb_ds *cp_item, const rtb_rtreco
 
 /* ---- beams --------------------------------------------------------------------------- */
 
-static int write_counts(rtb_builder *b, rtb_ds *item, const rtb_rtrecord_beam *beam)
+/* The beam's accessories: each Number of ... (Type 1) with its recorded sequence (1C,
+ * one item per accessory). Wedge angles are IS: a fractional angle is rounded. */
+static int write_accessories(rtb_builder *b, rtb_ds *beam_item, const rtb_rtrecord_beam *beam)
 {
-    static const struct { const char *tag, *field; size_t offset; } counts[] = {
-        {"300A,00D0", "n_wedges", offsetof(rtb_rtrecord_beam, n_wedges)},
-        {"300A,00E0", "n_compensators", offsetof(rtb_rtrecord_beam, n_compensators)},
-        {"300A,00ED", "n_boli", offsetof(rtb_rtrecord_beam, n_boli)},
-        {"300A,00F0", "n_blocks", offsetof(rtb_rtrecord_beam, n_blocks)},
-    };
-    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
-        long n = *(const long *)((const char *)beam + counts[i].offset);
-        if (n == RTB_RTRECORD_NO_INT)
-            n = 0;
-        /* A count above zero obliges the recorded accessory sequences (1C),
-         * which this builder has no input for. */
-        if (n != 0)
-            return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, counts[i].field,
-                              "is %ld; recorded accessories are not supported, only 0", n);
-        if (rtb_b_is(b, item, counts[i].tag, counts[i].field, n, 1))
+    static const char *const wedge_types[] = {"STANDARD", "DYNAMIC", "MOTORIZED", NULL};
+    static const char *const compensator_types[] = {"STANDARD", "DYNAMIC", NULL};
+    char field[48];
+    rtb_ds *it;
+    if (rtb_b_is(b, beam_item, "300A,00D0", "wedges", (long)beam->n_wedges, 1))
+        return -1;
+    for (size_t i = 0; i < beam->n_wedges; i++) {
+        const rtb_rtrecord_accessory *w = &beam->wedges[i];
+        snprintf(field, sizeof field, "wedges[%zu]", i + 1);
+        if (rtb_b_item(b, beam_item, "3008,00B0", &it) ||
+            rtb_b_is(b, it, "300A,00D2", field, (long)i + 1, 1) ||
+            rtb_b_term(b, it, "300A,00D3", field, w->type, wedge_types, 2, NULL) ||
+            rtb_b_text(b, it, "300A,00D4", "SH", field, w->id, 0, RTB_TEXT_CLIP) ||
+            rtb_b_text(b, it, "300A,00F9", "LO", field, w->accessory_code, 0, RTB_TEXT_CLIP) ||
+            rtb_b_is(b, it, "300A,00D5", field,
+                     isnan(w->angle) ? RTB_RTRECORD_NO_INT : lround(w->angle), 1) ||
+            rtb_b_ds(b, it, "300A,00D8", field, w->orientation, 1))
+            return -1;
+    }
+    if (rtb_b_is(b, beam_item, "300A,00E0", "compensators", (long)beam->n_compensators, 1))
+        return -1;
+    for (size_t i = 0; i < beam->n_compensators; i++) {
+        const rtb_rtrecord_accessory *c = &beam->compensators[i];
+        snprintf(field, sizeof field, "compensators[%zu]", i + 1);
+        if (rtb_b_item(b, beam_item, "3008,00C0", &it) ||
+            rtb_b_is(b, it, "300C,00D0", field, (long)i + 1, 1) ||
+            rtb_b_term(b, it, "300A,00EE", field, c->type, compensator_types, 3, NULL) ||
+            rtb_b_text(b, it, "300A,00E5", "SH", field, c->id, 0, RTB_TEXT_CLIP) ||
+            rtb_b_text(b, it, "300A,00F9", "LO", field, c->accessory_code, 0, RTB_TEXT_CLIP))
+            return -1;
+    }
+    if (rtb_b_is(b, beam_item, "300A,00ED", "boli", (long)beam->n_boli, 1))
+        return -1;
+    for (size_t i = 0; i < beam->n_boli; i++) {
+        const rtb_rtrecord_accessory *o = &beam->boli[i];
+        snprintf(field, sizeof field, "boli[%zu]", i + 1);
+        /* The ROI a bolus is modelled by lives in the plan's structure set; a record
+         * built from a delivery history that does not name it says 0 (not known). */
+        if (rtb_b_item(b, beam_item, "300C,00B0", &it) ||
+            rtb_b_is(b, it, "3006,0084", field, o->roi_number == RTB_RTRECORD_NO_INT ? 0 : o->roi_number, 1) ||
+            rtb_b_text(b, it, "300A,00DC", "SH", field, o->id, 0, RTB_TEXT_CLIP) ||
+            rtb_b_text(b, it, "300A,00F9", "LO", field, o->accessory_code, 0, RTB_TEXT_CLIP))
+            return -1;
+    }
+    if (rtb_b_is(b, beam_item, "300A,00F0", "blocks", (long)beam->n_blocks, 1))
+        return -1;
+    for (size_t i = 0; i < beam->n_blocks; i++) {
+        const rtb_rtrecord_accessory *k = &beam->blocks[i];
+        snprintf(field, sizeof field, "blocks[%zu]", i + 1);
+        if (rtb_b_item(b, beam_item, "3008,00D0", &it) ||
+            rtb_b_text(b, it, "300A,00F5", "SH", field, k->id, 0, RTB_TEXT_CLIP) ||
+            rtb_b_text(b, it, "300A,00F9", "LO", field, k->accessory_code, 0, RTB_TEXT_CLIP) ||
+            rtb_b_is(b, it, "300C,00E0", field, (long)i + 1, 1) ||
+            rtb_b_text(b, it, "300A,00FE", "LO", field, k->name, 0, RTB_TEXT_CLIP))
             return -1;
     }
     return 0;
@@ -342,7 +383,7 @@ static int write_beam(rtb_builder *b, rtb_ds *item, const rtb_rtrecord_beam *bea
         rtb_b_term(b, item, "300A,00C6", "radiation_type", beam->radiation_type, radiation_types,
                    1, NULL) ||
         rtb_b_term(b, item, "300A,00CE", "delivery_type", delivery, delivery_types, 2, NULL) ||
-        write_counts(b, item, beam) ||
+        write_accessories(b, item, beam) ||
         rtb_b_is(b, item, "300A,0110", "n_control_points", (long)beam->n_control_points, 1) ||
         rtb_b_is(b, item, "300C,0006", "number", beam->number, 0))
         return -1;

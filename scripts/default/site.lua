@@ -42,6 +42,15 @@ return {
         enums = {},
         -- The record series' description.
         series_description = "Treatment records (Mosaiq)",
+        -- The institution's name in the records (Mosaiq's Config.Inst_Name is the
+        -- department's and goes to Institutional Department Name); false: empty.
+        institution_name = false,
+        -- Per treatment machine (its Mosaiq name, Staff.Last_Name, or its model,
+        -- Machine.Source_Model): what Mosaiq does not hold, and how it stores that
+        -- machine's geometry when it differs from mlc above, e.g.
+        --   machines = {TRUEBEAM2 = {manufacturer = "Varian Medical Systems", serial_number = "H192837",
+        --                            mlc = {first_bank = "B"}}}
+        machines = {},
         -- A private block the clinic's own tools read: false, or
         -- { creator = "...", group = 0x3261, elements = { { element = 0x01, vr = "LT",
         --   from = "site.Site_Name" }, ... } } where `from` names a value of the

@@ -19,6 +19,8 @@
 --                serial_number, software_versions}        -- what produced the record
 --   treatment_datetime              Treatment Date/Time
 --   plan_uid              required  the referenced RT Plan's SOP Instance UID
+--   referenced_records              {uid, ...}: records this one is significantly related to
+--                                   (a continuation names the interrupted delivery's record)
 --   machine = {name, manufacturer, model_name, serial_number, institution_name,
 --              department_name}                           -- name: at most 16 characters
 --   fractions_planned, fraction_group
@@ -40,7 +42,11 @@
 --     current_fraction, specified_meterset, delivered_meterset, delivered_time (s),
 --     sad (Source-Axis Distance, mm),
 --     n_leaf_pairs (MLC pairs, 0 = no MLC), mlc_type ("MLCX" default | "MLCY"),
---     n_wedges, n_compensators, n_boli, n_blocks (0 or absent: accessories are not recorded),
+--     wedges = {{id, type = "STANDARD" | "DYNAMIC" | "MOTORIZED", angle, orientation,
+--                accessory_code}, ...},
+--     compensators = {{id, type, accessory_code}, ...}, boli = {{id, roi_number}, ...},
+--     blocks = {{id (tray), name, accessory_code}, ...}   -- absent: none; the Number of ...
+--                                                         -- attributes are the list lengths
 --     control_points = { CP, ... }   required, at least one
 --   }
 --

@@ -58,12 +58,14 @@ local function point(f, index, p)
     return {
         FLD_ID = f.FLD_ID, Point = index, Energy = f.energy, Energy_Unit_Enum = 2,
         Gantry_Ang = round(p.gantry), Gantry_Dir_Enum = p.gantry_dir, Coll_Ang = f.coll,
-        Coll_Dir_Enum = 3, Couch_Ang = 0.0, Couch_Roll_Dir_Enum = 3,
+        Coll_Dir_Enum = 3, Couch_Ang = 0.0, Couch_Ang_Dir_Enum = 3,
+        Couch_Roll_Ang = 0.0, Couch_Roll_Dir_Enum = 3, Couch_Pitch_Ang = 0.0, Couch_Pitch_Dir_Enum = 3,
         Couch_Top_Axis_Distance = 0.0, Couch_Top = 0.0, Couch_Top_Dir_Enum = 3,
         Couch_Vrt = f.couch.vrt, Couch_Lng = f.couch.lng, Couch_Lat = f.couch.lat,
         Coll_X1 = -f.width / 2, Coll_X2 = f.width / 2, Coll_Y1 = -f.height / 2,
         Coll_Y2 = f.height / 2, MLC_Leaves = beams.LEAF_PAIRS, A_Leaf_Set = a, B_Leaf_Set = b,
-        SpecifiedMeterset = round(p.meterset, 2), Meterset = round(p.meterset, 2),
+        -- The cumulative meterset weight, in percent of the beam's (as Monaco writes it).
+        Index = round(p.weight * 100, 4),
         Meterset_Rate = 600.0, Create_DtTm = f.created,
     }
 end
@@ -71,7 +73,8 @@ end
 --- The fields of a plan and their control points. plan = {kind = "static" | "vmat",
 -- first_fld_id, pat_id, site_set_id, plan_uid, machine, created, energy, couch,
 -- leaf_encoding, dose_per_fraction}; rng = the generator's random source.
--- Returns fields (TxField rows, Version 0, without the delivery columns) and points.
+-- Returns fields (TxField rows, Version 0, without the delivery columns) and points
+-- (TxFieldPoint rows without TFP_ID, which the generator numbers).
 function beams.plan_fields(plan, rng)
     local specs
     if plan.kind == "vmat" then
@@ -91,15 +94,17 @@ function beams.plan_fields(plan, rng)
         local vmat = plan.kind == "vmat"
         local mu = vmat and rng.int(2500, 4000) / 10 or rng.int(900, 2200) / 10
         local f = {
-            FLD_ID = plan.first_fld_id + n - 1, Version = 0, Pat_ID1 = plan.pat_id,
+            FLD_ID = plan.first_fld_id + n - 1, FLD_SET_ID = plan.first_fld_id + n - 1, Version = 0,
+            Pat_ID1 = plan.pat_id,
             SIT_Set_ID = plan.site_set_id, OriginalPlanUID = plan.plan_uid,
             OriginalBeamNumber = n, OriginalBeamName = spec.name, Field_Name = spec.name,
             Field_Label = tostring(n), Beam_Type_Flag = vmat and 2 or 1, Modality_Enum = 1,
             Type_Enum = vmat and 13 or (plan.imrt and 14 or 1), IndexReference_Enum = 1,
             ControlPoints = vmat and beams.ARC_POINTS or 2, Meterset = mu,
             Cgray = round(plan.dose_per_fraction / #specs, 1), Sad = 100.0, Mlc = 1,
-            Wdg_Appl = 0, Comp_Fda = 0, Bolus = 0, Block = 0,
-            MachineCharID = plan.machine.name, Machine_ID_Staff_ID = plan.machine.id, Inst_ID = 1,
+            Wdg_Appl = "", Comp_Fda = "", Bolus = "", Block = "", Dyn_Wedge = "",
+            BackupTimer = round(mu / 300 + 0.2, 2),
+            MachineCharID = plan.machine.id, Machine_ID_Staff_ID = plan.machine.id,
         }
         fields[n] = f
         local ctx = {FLD_ID = f.FLD_ID, energy = plan.energy, coll = spec.coll, couch = plan.couch,
@@ -116,7 +121,7 @@ function beams.plan_fields(plan, rng)
             -- VMAT apertures breathe with the gantry; static ones stay put.
             local squeeze = vmat and (0.55 + 0.4 * math.abs(math.sin(3.1 * t + n))) or 1
             points[#points + 1] = point(ctx, i, {
-                gantry = gantry, gantry_dir = spec.dir, meterset = mu * t,
+                gantry = gantry, gantry_dir = spec.dir, weight = t,
                 half = aperture(width, height, squeeze)})
         end
     end

@@ -1,33 +1,35 @@
--- The day's delivered treatments. One parameter: the date, 'YYYY-MM-DD'.
+-- The day's beam deliveries. One parameter: the date, 'YYYY-MM-DD'.
 -- A template: mosaiq.day_query(dialect) puts the dialect's "param" and "tx_day" CTEs
 -- (how the day's bounds are computed, the only part that differs between SQLite,
--- PostgreSQL and SQL Server) in place of the @DAY_WINDOW@ line. The UCLA and TJU
--- environments carry its SQL Server form as settings.mosaiq_backup_sql_query, so a
--- site can adapt it without a new release.
+-- PostgreSQL and SQL Server) in place of the @DAY_WINDOW@ line, and quotes the
+-- reserved column name @INDEX@ the dialect's way. The UCLA and TJU environments carry
+-- its SQL Server form as settings.mosaiq_backup_sql_query, so a site can adapt it
+-- without a new release.
 --
--- One row per (delivered field, control point). rtbackup.mosaiq groups the rows into
--- one delivery per (site, plan, fraction) by the column prefixes: patient__, site__,
--- plan__, machine__, field__, dose__, point__ and the column "fraction". A site may add
--- columns with those prefixes; they appear in the groups under the name after "__".
+-- One row per (beam delivery, planned control point). rtbackup.mosaiq.query groups the
+-- rows into treatment records by the column prefixes: patient__, site__, plan__,
+-- machine__, field__ (the field version in force), dose__ (Dose_Hst: the delivery),
+-- delivered__ (FLD_HST: the field as delivered), point__ (TxFieldPoint: the planned
+-- control point), actual__ (TxFieldPoint_Hst: that control point as delivered) and the
+-- column "fraction". A site may add columns with those prefixes; they appear in the
+-- groups under the name after "__".
 --
--- What makes it right (the old system's bugs, fixed):
---   * deliveries come from Dose_Hst.Tx_DtTm on that day, so a patient treated twice
---     that day gives two fractions, each once, and a patient with only a consult or
---     follow-up appointment gives nothing;
---   * every field joins its current version only (TxField.Version = 0, Site.Version = 0,
---     SiteSetup.Version = 0), so history rows never duplicate a field;
---   * a record carries only its own fraction's dose rows (Dose_Hst.Fractions_Tx);
---   * HDR sites are left out (brachytherapy is not an RT Beams Treatment Record);
+-- What makes it right:
+--   * every Dose_Hst row of the day is listed, with no filter: a delivery that cannot be
+--     turned into an RT Beams Treatment Record (brachytherapy, a QA-mode delivery, a
+--     field version missing) is named and counted by rtbackup, never dropped here;
+--   * the field, site and setup are the versions in force at the delivery (the IDs
+--     Dose_Hst recorded), not today's (Version = 0), so a fraction given before a
+--     mid-course edit is recorded as it was given;
+--   * delivered values come from the delivery (Dose_Hst.Meterset: the MU this delivery
+--     gave; MetersetPrevDelivered: the MU an interrupted delivery gave before it),
+--     planned ones from the plan (TxField, TxFieldPoint), each named as such;
+--   * the machine is the one the delivery names (Dose_Hst.Machine_ID_Staff_ID, MAC_ID),
+--     the department the delivery's (Config by Dose_Hst.Inst_ID);
 --   * the activity comes from that day's appointments on a treatment machine
 --     (Staff.Machine_Type 1 or 2) only, one per patient, so extra appointments never
 --     multiply rows.
---
--- Not yet checked against a real Mosaiq database (the old system assumed them; if one
--- is missing, SQL Server answers 42S22 "Invalid column name" and the site removes it
--- from its copy): the Machine and Config tables, TxFieldPoint.SpecifiedMeterset,
--- TxFieldPoint.Meterset, TxFieldPoint.MLC_Leaves, Dose_Hst.DeliveredTreatmentTimeBeam.
--- Seen in real Mosaiq (pymedphys): Dose_Hst.Tx_DtTm, TxFieldPoint.Coll_X1/X2/Y1/Y2,
--- Meterset_Rate, the leaf sets, TxField's accessory columns.
+-- Where each record attribute comes from, and why: docs/mosaiq.md.
 WITH
 -- @DAY_WINDOW@
 activity AS (
@@ -39,15 +41,17 @@ activity AS (
     WHERE SCH.Version = 0
     GROUP BY SCH.Pat_ID1)
 SELECT
-    PAT.Pat_ID1                 AS "patient__Pat_ID1",
+    DHS.Pat_ID1                 AS "patient__Pat_ID1",
     ID.IDA                      AS "patient__IDA",
     PAT.Last_Name               AS "patient__Last_Name",
     PAT.First_Name              AS "patient__First_Name",
     PAT.MIddle_Name             AS "patient__MIddle_Name",
     PAT.Suffix                  AS "patient__Suffix",
-    PAT.Sex                     AS "patient__Sex",
+    ADM.Gender                  AS "patient__Gender",
     PAT.Birth_DtTm              AS "patient__Birth_DtTm",
+    SIT.SIT_ID                  AS "site__SIT_ID",
     SIT.SIT_SET_ID              AS "site__SIT_SET_ID",
+    SIT.Version                 AS "site__Version",
     SIT.Site_Name               AS "site__Site_Name",
     SIT.Technique               AS "site__Technique",
     SIT.Fractions               AS "site__Fractions",
@@ -64,14 +68,16 @@ SELECT
     SER.SeriesNumber            AS "plan__SeriesNumber",
     SER.SeriesDescription       AS "plan__SeriesDescription",
     SER.Series_DtTm             AS "plan__Series_DtTm",
-    DHS.Fractions_Tx            AS "fraction",
-    STF.Staff_ID                AS "machine__Staff_ID",
+    COALESCE(DHS.Fx_Number_InEffect, DHS.Fractions_Tx) AS "fraction",
+    DHS.Machine_ID_Staff_ID     AS "machine__Staff_ID",
     STF.Last_Name               AS "machine__Last_Name",
     STF.Machine_Type            AS "machine__Machine_Type",
     MAC.Source_Name             AS "machine__Source_Name",
     MAC.Source_Model            AS "machine__Source_Model",
     CFG.Inst_Name               AS "machine__Inst_Name",
     FLD.FLD_ID                  AS "field__FLD_ID",
+    FLD.FLD_SET_ID              AS "field__FLD_SET_ID",
+    FLD.Version                 AS "field__Version",
     FLD.OriginalBeamNumber      AS "field__OriginalBeamNumber",
     FLD.OriginalBeamName        AS "field__OriginalBeamName",
     FLD.Field_Name              AS "field__Field_Name",
@@ -85,22 +91,34 @@ SELECT
     FLD.Cgray                   AS "field__Cgray",
     FLD.Sad                     AS "field__Sad",
     FLD.Mlc                     AS "field__Mlc",
-    FLD.Wdg_Appl                AS "field__Wdg_Appl",
-    FLD.Comp_Fda                AS "field__Comp_Fda",
-    FLD.Bolus                   AS "field__Bolus",
-    FLD.Block                   AS "field__Block",
-    FLD.Start_DtTm              AS "field__Start_DtTm",
-    FLD.Last_Tx_DtTm            AS "field__Last_Tx_DtTm",
-    FLD.MachineCharID           AS "field__MachineCharID",
+    FLD.BackupTimer             AS "field__BackupTimer",
     DHS.DHS_ID                  AS "dose__DHS_ID",
+    DHS.FLD_ID                  AS "dose__FLD_ID",
     DHS.Tx_DtTm                 AS "dose__Tx_DtTm",
+    DHS.Edit_DtTm               AS "dose__Edit_DtTm",
     DHS.Fractions_Tx            AS "dose__Fractions_Tx",
+    DHS.Meterset                AS "dose__Meterset",
+    DHS.MetersetPrevDelivered   AS "dose__MetersetPrevDelivered",
+    DHS.MetersetUnit_Enum       AS "dose__MetersetUnit_Enum",
+    DHS.PartiallyTreated        AS "dose__PartiallyTreated",
+    DHS.WasQAMode               AS "dose__WasQAMode",
+    DHS.Modality_Enum           AS "dose__Modality_Enum",
+    DHS.Type_Enum               AS "dose__Type_Enum",
     DHS.TerminationCode         AS "dose__TerminationCode",
     DHS.Termination_Status_Enum AS "dose__Termination_Status_Enum",
     DHS.Termination_Verify_Status_Enum AS "dose__Termination_Verify_Status_Enum",
     DHS.Dose_Addtl_Projected    AS "dose__Dose_Addtl_Projected",
-    DHS.DeliveredTreatmentTimeBeam AS "dose__DeliveredTreatmentTimeBeam",
+    FH.FHS_ID                   AS "delivered__FHS_ID",
+    FH.Wdg_Appl                 AS "delivered__Wdg_Appl",
+    FH.Dyn_Wedge                AS "delivered__Dyn_Wedge",
+    FH.Block                    AS "delivered__Block",
+    FH.Comp_FDA                 AS "delivered__Comp_FDA",
+    FH.Bolus                    AS "delivered__Bolus",
+    FH.Beam_Type_Flag           AS "delivered__Beam_Type_Flag",
+    FH.BackupTimerDelivered     AS "delivered__BackupTimerDelivered",
+    FH.IsFFF                    AS "delivered__IsFFF",
     TFP.Point                   AS "point__Point",
+    TFP.@INDEX@                 AS "point__Index",
     TFP.Energy                  AS "point__Energy",
     TFP.Energy_Unit_Enum        AS "point__Energy_Unit_Enum",
     TFP.Gantry_Ang              AS "point__Gantry_Ang",
@@ -108,7 +126,11 @@ SELECT
     TFP.Coll_Ang                AS "point__Coll_Ang",
     TFP.Coll_Dir_Enum           AS "point__Coll_Dir_Enum",
     TFP.Couch_Ang               AS "point__Couch_Ang",
+    TFP.Couch_Ang_Dir_Enum      AS "point__Couch_Ang_Dir_Enum",
+    TFP.Couch_Roll_Ang          AS "point__Couch_Roll_Ang",
     TFP.Couch_Roll_Dir_Enum     AS "point__Couch_Roll_Dir_Enum",
+    TFP.Couch_Pitch_Ang         AS "point__Couch_Pitch_Ang",
+    TFP.Couch_Pitch_Dir_Enum    AS "point__Couch_Pitch_Dir_Enum",
     TFP.Couch_Top_Axis_Distance AS "point__Couch_Top_Axis_Distance",
     TFP.Couch_Top               AS "point__Couch_Top",
     TFP.Couch_Top_Dir_Enum      AS "point__Couch_Top_Dir_Enum",
@@ -122,26 +144,29 @@ SELECT
     TFP.MLC_Leaves              AS "point__MLC_Leaves",
     TFP.A_Leaf_Set              AS "point__A_Leaf_Set",
     TFP.B_Leaf_Set              AS "point__B_Leaf_Set",
-    TFP.SpecifiedMeterset       AS "point__SpecifiedMeterset",
-    TFP.Meterset                AS "point__Meterset",
     TFP.Meterset_Rate           AS "point__Meterset_Rate",
-    TFP.Create_DtTm             AS "point__Create_DtTm"
+    TPH.Tx_DtTm                 AS "actual__Tx_DtTm",
+    TPH.Meterset_Rate           AS "actual__Meterset_Rate",
+    TPH.Couch_Vrt               AS "actual__Couch_Vrt",
+    TPH.Couch_Lng               AS "actual__Couch_Lng",
+    TPH.Couch_Lat               AS "actual__Couch_Lat"
 FROM Dose_Hst DHS
 JOIN tx_day ON DHS.Tx_DtTm >= tx_day.day_start AND DHS.Tx_DtTm < tx_day.day_end
-JOIN TxField FLD ON FLD.FLD_ID = DHS.FLD_ID AND FLD.Version = 0
-JOIN Site SIT ON SIT.SIT_SET_ID = FLD.SIT_Set_ID AND SIT.Version = 0
-JOIN Patient PAT ON PAT.Pat_ID1 = FLD.Pat_ID1
-LEFT JOIN Ident ID ON ID.Pat_Id1 = PAT.Pat_ID1
-LEFT JOIN SiteSetup SU ON SU.Sit_Set_ID = SIT.SIT_SET_ID AND SU.Version = 0
-LEFT JOIN activity ACT ON ACT.Pat_ID1 = PAT.Pat_ID1
+LEFT JOIN TxField FLD ON FLD.FLD_ID = DHS.FLD_ID
+LEFT JOIN Site SIT ON SIT.SIT_ID = DHS.SIT_ID
+LEFT JOIN Patient PAT ON PAT.Pat_ID1 = DHS.Pat_ID1
+LEFT JOIN Admin ADM ON ADM.Pat_ID1 = DHS.Pat_ID1
+LEFT JOIN Ident ID ON ID.Pat_Id1 = DHS.Pat_ID1
+LEFT JOIN SiteSetup SU ON SU.SIS_ID = DHS.SIS_ID
+LEFT JOIN activity ACT ON ACT.Pat_ID1 = DHS.Pat_ID1
 LEFT JOIN DCMInstance DCM ON DCM.SOPInstanceUID = FLD.OriginalPlanUID
 LEFT JOIN RtPlan PLN ON PLN.DCMInstance_ID = DCM.DCMInstance_ID
 LEFT JOIN DCMSeries SER ON SER.DCMSeries_ID = DCM.DCMSeries_ID
 LEFT JOIN DCMStudy STU ON STU.DCMStudy_ID = SER.DCMStudy_ID
-LEFT JOIN Staff STF ON STF.Staff_ID = FLD.Machine_ID_Staff_ID
-LEFT JOIN Machine MAC ON MAC.MAC_ID = FLD.Machine_ID_Staff_ID
-LEFT JOIN Config CFG ON CFG.CFG_ID = FLD.Inst_ID
-LEFT JOIN TxFieldPoint TFP ON TFP.FLD_ID = FLD.FLD_ID
-WHERE UPPER(LTRIM(RTRIM(COALESCE(SIT.Technique, '')))) <> 'HDR'
-ORDER BY SIT.SIT_SET_ID, FLD.OriginalPlanUID, DHS.Fractions_Tx, FLD.OriginalBeamNumber,
-         DHS.DHS_ID, TFP.Point
+LEFT JOIN Staff STF ON STF.Staff_ID = DHS.Machine_ID_Staff_ID
+LEFT JOIN Machine MAC ON MAC.MAC_ID = DHS.MAC_ID
+LEFT JOIN Config CFG ON CFG.Inst_ID = DHS.Inst_ID
+LEFT JOIN FLD_HST FH ON FH.DHS_ID = DHS.DHS_ID
+LEFT JOIN TxFieldPoint TFP ON TFP.FLD_ID = DHS.FLD_ID
+LEFT JOIN TxFieldPoint_Hst TPH ON TPH.FHS_ID = FH.FHS_ID AND TPH.Point = TFP.Point
+ORDER BY DHS.Pat_ID1, SIT.SIT_SET_ID, FLD.OriginalPlanUID, DHS.Tx_DtTm, DHS.DHS_ID, TFP.Point

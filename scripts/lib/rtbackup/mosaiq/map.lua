@@ -1,57 +1,36 @@
---- rtbackup.mosaiq.map: one Mosaiq delivery group -> the input of
--- rtbackup.rtrecord.beams_treatment_record (see rtrecord.lua for that table).
+--- rtbackup.mosaiq.map: one Mosaiq record group (rtbackup.mosaiq.query.deliveries) ->
+-- the input of rtbackup.rtrecord.beams_treatment_record (see rtrecord.lua).
 --
 --   local map = require "rtbackup.mosaiq.map"
---   local ds = map.build(group, opts)        -- the RT Beams Treatment Record (a dataset)
---   local input = map.record(group, opts)    -- just the builder input, to inspect or adjust
+--   local ds, warnings = map.build(group, opts)   -- the RT Beams Treatment Record, and what looked wrong
+--   local input, warnings = map.record(group, opts) -- just the builder input
 --
--- group: what mosaiq.deliveries(db, date) yields, exact Mosaiq column names:
---   {patient = {Pat_ID1, IDA, Last_Name, First_Name, MIddle_Name, Suffix, Sex, Birth_DtTm},
---    site = {SIT_SET_ID, Site_Name, Technique, Fractions, Dose_Ttl, Setup_Note, Activity},
---    plan = {OriginalPlanUID, Label, StudyInstanceUID, StudyID, StudyDescription, Study_DtTm},
---    fraction = <delivered fraction number>,
---    machine = {Source_Name or Last_Name, Source_Model, Inst_Name},
---    fields = {{FLD_ID, OriginalBeamNumber, OriginalBeamName, Field_Name, Field_Label,
---               Beam_Type_Flag, Modality_Enum, Type_Enum, Meterset, Sad (cm), Mlc,
---               ControlPoints, IndexReference_Enum, Last_Tx_DtTm,
---               dose = {DHS_ID, Fractions_Tx, TerminationCode, Termination_Status_Enum,
---                       Termination_Verify_Status_Enum, [Tx_DtTm], [Meterset]},
---               points = {{Point, Energy, Energy_Unit_Enum, Gantry_Ang, Gantry_Dir_Enum,
---                          Coll_Ang, Coll_Dir_Enum, Couch_Ang, Couch_Roll_Dir_Enum,
---                          Couch_Top_Axis_Distance, Couch_Top, Couch_Top_Dir_Enum,
---                          Couch_Vrt, Couch_Lng, Couch_Lat (cm), A_Leaf_Set, B_Leaf_Set,
---                          Meterset, Meterset_Rate, Create_DtTm,
---                          [Coll_X1, Coll_X2, Coll_Y1, Coll_Y2 (cm)], [MLC_Leaves], [Index]}}}}}
---   Timestamps are ISO text; nil and opts.null (the ODBC NULL sentinel) mean missing.
+-- What was DELIVERED comes from the delivery history, what was PLANNED from the plan,
+-- and the record never shows one as the other (docs/mosaiq.md has the column of every
+-- attribute and why):
+--   * Delivered Primary Meterset = Dose_Hst.Meterset, the MU this delivery gave. Where
+--     Mosaiq has none, a NORMAL termination means the beam gave the rest of its
+--     planned MU (said in the log); any other termination without it cannot be
+--     recorded truthfully and the group is refused.
+--   * A delivery that continues an interrupted one (Dose_Hst.MetersetPrevDelivered =
+--     MU already given) is Treatment Delivery Type CONTINUATION, and its control points
+--     start from there: PS3.3 C.8.8.21.2.2, DelMS[k] = MAX(StartMS, MIN(SpecMS[k],
+--     EndMS)), so the interrupted and the continuing records add up to the beam once.
+--   * Specified Meterset per control point = TxFieldPoint.[Index] / [Index] of the last
+--     point x TxField.Meterset (the plan's cumulative meterset weight).
+--   * The field and site are the versions in force at the delivery (the query joins the
+--     IDs Dose_Hst recorded).
+--   * Accessories: BLDevices_Hst (wedge angle, orientation, IDs), else FLD_HST's
+--     accessory columns (an ID without details); Number of Wedges/... = list lengths.
+--   * Plausibility: values outside what a linac can do (IEC 61217 ranges) and enum
+--     values the tables do not know are warnings naming patient, plan, fraction, field
+--     and the raw value; an unknown enum is never silently made UNKNOWN.
 --
--- opts: the site's `mosaiq` choices (scripts/default/site.lua lists them) plus:
---   uid_scope         required: a name unique to this Mosaiq database ("UCLA/MOSAIQ"), so two
---                     clinics' keys never give the same UID
---   null              the value that stands for SQL NULL (require("rtbackup.odbc").NULL)
---   energy_unit_enum  "kv1_mv2_mev3" (src convention, default) | "kv0_mv1_mev2" (res convention)
---   mlc = {encoding = "float32_mm" | "int16_0.01cm" (or "float32" | "int16"), leaf_pairs = N,
---          first_bank = "A" | "B", negate_first_bank = false,
---          leaf_order = "as_stored" | "reversed"}    -- layout in DICOM order, verify per site
---   private_block     {creator, group, elements = {{element, vr, from = "site.Site_Name"}}}, or false
---   control_point_time "delivery" (default: the beam's delivery time) | "point" (Create_DtTm
---                     of the TxFieldPoint row, which is most likely its planning time)
---   primary_dosimeter_unit "MU" (default) | "MINUTE"
---   flat_table_top    true: the couch has no pitch/roll axes, record 0 / NONE for both
---   enums             overrides of ENUMS, e.g. {Modality_Enum = {[7] = "PHOTON"}}
---   equipment, series_number, series_description, institution_name
---
--- Choices made here, per the DICOM standard (reference §4.8):
---   * Unknown enum values are never turned into invented terms: Type 2 attributes
---     get an empty value; Termination_Status_Enum falls back to the defined term
---     UNKNOWN; an unknown radiation type (Type 1) is an error for that record.
---   * Beam_Type_Flag other than 1/2 -> STATIC or DYNAMIC by the standard's own
---     definition: DYNAMIC if a control point attribute changes while meterset is
---     delivered. A missing rotation direction -> from the angles of the next
---     control point (CW/CC/NONE), which is what the direction means (C.8.8.14.5).
---   * Type_Enum (VMAT/IMRT...) says nothing about the fluence mode: no
---     PrimaryFluenceModeSequence. IndexReference_Enum is not a dosimeter unit.
---   * KV energies have no DICOM unit term: the energy is left out.
---   * cm -> mm for SAD, table-top positions, eccentric axis distance, jaws, leaves.
+-- opts: the site's `mosaiq` choices (scripts/default/site.lua lists them) plus
+--   uid_scope (required: the Mosaiq database's UID namespace) and null (ODBC's NULL).
+-- The record's SOP Instance UID is derived from its content (with the scope): the same
+-- deliveries always give the same record, bytes included; a corrected delivery row
+-- gives a new record with its own UID.
 local dicom = require "rtbackup.dicom"
 local errors = require "rtbackup.error"
 local leaves = require "rtbackup.mosaiq.leaves"
@@ -60,14 +39,24 @@ local rtrecord = require "rtbackup.rtrecord"
 local M = {}
 
 M.ENUMS = {
-    Modality_Enum = {[1] = "PHOTON", [2] = "ELECTRON", [3] = "PHOTON" --[[ Co-60 ]]},
+    -- X-rays, electrons, Co-60 (pymedphys' tolerance tables). 8 (Ir-192) and the
+    -- other brachytherapy kinds never reach here: the query skips them.
+    Modality_Enum = {[1] = "PHOTON", [2] = "ELECTRON", [3] = "PHOTON", [6] = "PROTON"},
     Beam_Type_Flag = {[1] = "STATIC", [2] = "DYNAMIC"},
     Termination_Status_Enum = {[0] = "UNKNOWN", [1] = "NORMAL", [2] = "OPERATOR", [3] = "MACHINE"},
-    Termination_Verify_Status_Enum = {[1] = "VERIFIED", [2] = "VERIFIED_OVR", [3] = "NOT_VERIFIED"},
+    -- 0 "Unspecified" leaves the Type 2 verification status empty.
+    Termination_Verify_Status_Enum = {[0] = false, [1] = "VERIFIED", [2] = "VERIFIED_OVR", [3] = "NOT_VERIFIED"},
     Dir_Enum = {[1] = "CW", [2] = "CC", [3] = "NONE"},
+    -- 1 MU, 4 minutes; 2 (mAs), 3 (MP) and 5 (seconds) have no DICOM term.
+    MetersetUnit_Enum = {[1] = "MU", [4] = "MINUTE"},
+    -- Which accessory a BLDevices_Hst row is: a site confirms its own values (public
+    -- sources do not document them; docs/mosaiq.md, query V6).
+    Device_Enum = {[1] = "wedge", [2] = "block", [3] = "compensator", [4] = "bolus"},
+    Gender = {Male = "M", MALE = "M", M = "M", Female = "F", FEMALE = "F", F = "F", Other = "O",
+              OTHER = "O", O = "O"},
 }
 
--- The two conventions seen for Energy_Unit_Enum (reference §4.8).
+-- The two conventions seen for Energy_Unit_Enum (pymedphys: 1 KV, 2 MV, 3 MEV).
 M.ENERGY_UNITS = {
     kv1_mv2_mev3 = {[1] = "KV", [2] = "MV", [3] = "MEV"},
     kv0_mv1_mev2 = {[0] = "KV", [1] = "MV", [2] = "MEV"},
@@ -81,7 +70,15 @@ M.DEFAULTS = {
     -- The record series is ours to number; a number (rather than the empty Type 2
     -- value) lets DICOMDIR-minded viewers list it.
     series_number = 1,
-    mlc = {first_bank = "A", negate_first_bank = false},
+    mlc = {first_bank = "A", negate_first_bank = false, leaf_order = "as_stored"},
+    machines = {},
+}
+
+-- What a linac can do (IEC 61217 scales, mm and degrees): outside, a value is a
+-- warning, the record is still written as Mosaiq has it.
+M.PLAUSIBLE = {
+    sad = {500, 1500}, angle = {0, 360}, position = {-2000, 2000}, jaw = {-400, 400}, leaf = {-400, 400},
+    energy = {0.01, 50}, meterset = {0, 10000},
 }
 
 -- ---- values -----------------------------------------------------------------
@@ -100,6 +97,13 @@ function Mapper:fail(where, fmt, ...)
     if where then message = where .. ": " .. message end
     errors.raise{kind = "invalid", message = "Mosaiq record for " .. context(self.group) .. ": " .. message,
                  patient = self.patient_id, plan = self.plan_uid, fraction = self.group.fraction}
+end
+
+--- A warning about the record (it is still built): {patient, plan, fraction, field, message}.
+function Mapper:warn(where, fmt, ...)
+    local message = string.format(fmt, ...)
+    self.warnings[#self.warnings + 1] = {patient = self.patient_id, plan = self.plan_uid,
+                                         fraction = self.group.fraction, field = where, message = message}
 end
 
 local SPACE = {[9] = true, [10] = true, [13] = true, [32] = true}
@@ -132,11 +136,12 @@ function Mapper:text(v)
     return tostring(v)
 end
 
+-- A number, or a failure naming the column and the text that is not one.
 function Mapper:number(v, where, column)
     v = self:value(v)
     if v == nil then return nil end
     local n = tonumber(v)
-    if n == nil then self:fail(where, "%s is not a number: %q", column, tostring(v)) end
+    if n == nil then self:fail(where, "%s is %q, which is not a number", column, tostring(v)) end
     return n
 end
 
@@ -144,7 +149,7 @@ function Mapper:integer(v, where, column)
     local n = self:number(v, where, column)
     if n == nil then return nil end
     local i = math.tointeger(n)
-    if i == nil then self:fail(where, "%s is not an integer: %s", column, tostring(n)) end
+    if i == nil then self:fail(where, "%s is %s, which is not an integer", column, tostring(n)) end
     return i
 end
 
@@ -155,16 +160,27 @@ function Mapper:mm(v, where, column)
     return n and math.floor(n * 10 * 1e3 + 0.5) / 1e3
 end
 
+-- An enum's term. A value the table does not know is a warning with the raw value
+-- (never an invented term): nil is returned, and the caller decides what the record
+-- says (an empty Type 2 value, UNKNOWN where the standard has that term).
 function Mapper:enum(table_name, v, where, column)
     local i = self:integer(v, where, column)
-    return i ~= nil and self.enums[table_name][i] or nil
+    if i == nil then return nil end
+    local term = self.enums[table_name][i]
+    if term == nil then
+        self:warn(where, "%s = %d is not a value rtbackup knows; kept out of the record", column, i)
+        return nil
+    end
+    return term or nil -- false: known, and deliberately empty
 end
 
--- A key for deterministic UIDs: integers without ".0" whatever the driver returned.
-function Mapper:key(v, where, column)
-    local t = self:text(v)
-    if t == nil then self:fail(where, "%s is missing (needed for the record's UID)", column) end
-    return t
+-- Warns when n lies outside the plausible range `range` ({lo, hi}).
+function Mapper:check(n, range, where, column, unit)
+    if n ~= nil and (n < range[1] or n > range[2]) then
+        self:warn(where, "%s = %s%s is outside %s..%s%s: implausible", column, tostring(n), unit or "",
+                  tostring(range[1]), tostring(range[2]), unit or "")
+    end
+    return n
 end
 
 -- ---- MLC leaf sets ----------------------------------------------------------
@@ -172,12 +188,11 @@ end
 --- Decodes one Mosaiq leaf set into positions in mm (see rtbackup.mosaiq.leaves).
 M.decode_leaf_set = leaves.decode
 
-function Mapper:mlc(point, where, field_label)
+function Mapper:mlc(point, where, field_label, mlc)
     local a, b = self:binary(point.A_Leaf_Set), self:binary(point.B_Leaf_Set)
     if a == nil or b == nil then return nil end
-    local mlc = self.opts.mlc or {}
     if not mlc.encoding then
-        self:fail(where, "field %s has MLC leaf sets but the site option mlc.encoding is not set", field_label)
+        self:fail(where, "field %s has MLC leaf sets but the site choice mosaiq.mlc.encoding is not set", field_label)
     end
     local count = self:integer(point.MLC_Leaves, where, "MLC_Leaves") or mlc.leaf_pairs
     -- DICOM order: the first bank's N leaves, then the other bank's N.
@@ -200,6 +215,12 @@ function Mapper:mlc(point, where, field_label)
     elseif mlc.leaf_order ~= nil and mlc.leaf_order ~= "as_stored" then
         self:fail(where, "the site choice mlc.leaf_order must be \"as_stored\" or \"reversed\", got %q",
                   tostring(mlc.leaf_order))
+    end
+    for i = 1, #out do
+        if out[i] < M.PLAUSIBLE.leaf[1] or out[i] > M.PLAUSIBLE.leaf[2] then
+            self:check(out[i], M.PLAUSIBLE.leaf, where, "leaf position " .. i, " mm")
+            break
+        end
     end
     return out, n1
 end
@@ -247,7 +268,7 @@ end
 local function infer_beam_type(cps)
     for k = 1, #cps - 1 do
         local c0, c1 = cps[k], cps[k + 1]
-        if c0.delivered_meterset ~= c1.delivered_meterset then
+        if c0.specified_meterset ~= c1.specified_meterset then
             for _, name in ipairs(MOVING) do
                 if c0[name] ~= c1[name] then return "DYNAMIC" end
             end
@@ -261,8 +282,8 @@ end
 
 -- ---- the record -------------------------------------------------------------
 
--- A site's private block: each element's value read from the delivery group by its
--- `from` path ("site.Site_Name").
+-- A site's private block: each element's value read from the group by its `from`
+-- path ("site.Site_Name").
 function Mapper:private_block(spec)
     if type(spec) ~= "table" or type(spec.creator) ~= "string" or math.type(spec.group) ~= "integer"
        or type(spec.elements) ~= "table" then
@@ -284,110 +305,207 @@ function Mapper:private_block(spec)
 end
 
 function Mapper:delivery_time(field)
-    local dose = field.dose or {}
-    return self:text(dose.Tx_DtTm) or self:text(field.Last_Tx_DtTm)
+    return self:text(field.dose.Tx_DtTm)
 end
 
-function Mapper:control_point(point, field, where, label)
+-- The meterset a delivery started from and ended at, and the planned total: what the
+-- control points' delivered metersets are computed from (C.8.8.21.2.2).
+function Mapper:metersets(field, where, termination)
+    local dose = field.dose
+    local planned = self:number(field.Meterset, where, "TxField.Meterset")
+    if planned == nil then self:fail(where, "TxField.Meterset (the planned MU) is missing") end
+    local start = self:number(dose.MetersetPrevDelivered, where, "Dose_Hst.MetersetPrevDelivered") or 0
+    local delivered = self:number(dose.Meterset, where, "Dose_Hst.Meterset")
+    if delivered == nil then
+        if termination ~= "NORMAL" then
+            self:fail(where, "the delivery ended %s and Mosaiq recorded no delivered meterset (Dose_Hst.Meterset): " ..
+                      "what it gave is not known", termination or "with no termination status")
+        end
+        -- A normal termination gives the rest of the planned meterset.
+        delivered = math.max(0, planned - start)
+        self:warn(where, "Dose_Hst.Meterset is empty: the delivered MU is taken as the planned %s less the %s " ..
+                  "delivered before (normal termination)", tostring(planned), tostring(start))
+    end
+    self:check(planned, M.PLAUSIBLE.meterset, where, "TxField.Meterset", " MU")
+    if delivered < 0 then self:warn(where, "Dose_Hst.Meterset = %s is negative: implausible", tostring(delivered)) end
+    if start + delivered > planned * 1.02 + 0.5 then
+        self:warn(where, "delivered %s MU (+%s before) exceeds the planned %s MU", tostring(delivered),
+                  tostring(start), tostring(planned))
+    end
+    return start, start + delivered, planned, delivered
+end
+
+function Mapper:control_point(point, field, where, label, ms)
+    local actual = type(point.actual) == "table" and point.actual or {}
+    local index = self:number(point.Index, where, "TxFieldPoint.Index")
+    if index == nil then self:fail(where, "TxFieldPoint.Index (the cumulative meterset weight) is missing") end
+    local specified = ms.last_index > 0 and index / ms.last_index * ms.planned or 0
+    specified = math.floor(specified * 1e4 + 0.5) / 1e4
+    local function position(column)
+        -- As delivered where the console recorded it, else as planned.
+        local v = self:mm(actual[column], where, "TxFieldPoint_Hst." .. column)
+        if v == nil then v = self:mm(point[column], where, column) end
+        return self:check(v, M.PLAUSIBLE.position, where, column, " mm")
+    end
+    local function angle(column)
+        return self:check(self:number(point[column], where, column), M.PLAUSIBLE.angle, where, column, "°")
+    end
     local cp = {
         index = self:integer(point.Point, where, "Point"),
-        specified_meterset = self:number(point.SpecifiedMeterset, where, "SpecifiedMeterset"),
-        delivered_meterset = self:number(point.Meterset, where, "Meterset"),
+        specified_meterset = specified,
+        delivered_meterset = math.max(ms.start, math.min(specified, ms.finish)),
         dose_rate_set = self:number(point.Meterset_Rate, where, "Meterset_Rate"),
-        energy = self:number(point.Energy, where, "Energy"),
+        dose_rate_delivered = self:number(actual.Meterset_Rate, where, "TxFieldPoint_Hst.Meterset_Rate"),
+        energy = self:check(self:number(point.Energy, where, "Energy"), M.PLAUSIBLE.energy, where, "Energy"),
         energy_unit = self:enum("Energy_Unit_Enum", point.Energy_Unit_Enum, where, "Energy_Unit_Enum"),
-        gantry_angle = self:number(point.Gantry_Ang, where, "Gantry_Ang"),
+        gantry_angle = angle("Gantry_Ang"),
         gantry_direction = self:enum("Dir_Enum", point.Gantry_Dir_Enum, where, "Gantry_Dir_Enum"),
-        collimator_angle = self:number(point.Coll_Ang, where, "Coll_Ang"),
+        collimator_angle = angle("Coll_Ang"),
         collimator_direction = self:enum("Dir_Enum", point.Coll_Dir_Enum, where, "Coll_Dir_Enum"),
-        couch_angle = self:number(point.Couch_Ang, where, "Couch_Ang"),
-        couch_direction = self:enum("Dir_Enum", point.Couch_Roll_Dir_Enum, where, "Couch_Roll_Dir_Enum"),
+        couch_angle = angle("Couch_Ang"),
+        couch_direction = self:enum("Dir_Enum", point.Couch_Ang_Dir_Enum, where, "Couch_Ang_Dir_Enum"),
         table_top_eccentric_distance = self:mm(point.Couch_Top_Axis_Distance, where, "Couch_Top_Axis_Distance"),
-        table_top_eccentric_angle = self:number(point.Couch_Top, where, "Couch_Top"),
+        table_top_eccentric_angle = angle("Couch_Top"),
         table_top_eccentric_direction = self:enum("Dir_Enum", point.Couch_Top_Dir_Enum, where, "Couch_Top_Dir_Enum"),
-        table_top_vertical = self:mm(point.Couch_Vrt, where, "Couch_Vrt"),
-        table_top_longitudinal = self:mm(point.Couch_Lng, where, "Couch_Lng"),
-        table_top_lateral = self:mm(point.Couch_Lat, where, "Couch_Lat"),
+        table_top_vertical = position("Couch_Vrt"),
+        table_top_longitudinal = position("Couch_Lng"),
+        table_top_lateral = position("Couch_Lat"),
     }
     if cp.index == nil then self:fail(where, "Point (the control point index) is missing") end
     if self.opts.control_point_time == "point" then
         cp.datetime = self:text(point.Create_DtTm)
     else
-        cp.datetime = self:delivery_time(field)
+        cp.datetime = self:text(actual.Tx_DtTm) or self:delivery_time(field)
     end
     if cp.datetime == nil then self:fail(where, "no date/time for the control point") end
-    if cp.specified_meterset == nil then
-        cp.specified_meterset = cp.delivered_meterset
+    local function jaw(column)
+        return self:check(self:mm(point[column], where, column), M.PLAUSIBLE.jaw, where, column, " mm")
     end
-    if cp.delivered_meterset == nil then
-        -- [Index] is the cumulative meterset weight in percent of the beam's.
-        local index, total = self:number(point.Index, where, "Index"), self:number(field.Meterset, where, "Meterset")
-        if index == nil or total == nil then
-            self:fail(where, "field %s has no meterset for control point %d", label, cp.index)
-        end
-        cp.delivered_meterset = index / 100 * total
-    end
-    local x1, x2 = self:mm(point.Coll_X1, where, "Coll_X1"), self:mm(point.Coll_X2, where, "Coll_X2")
-    local y1, y2 = self:mm(point.Coll_Y1, where, "Coll_Y1"), self:mm(point.Coll_Y2, where, "Coll_Y2")
+    local x1, x2, y1, y2 = jaw("Coll_X1"), jaw("Coll_X2"), jaw("Coll_Y1"), jaw("Coll_Y2")
     if x1 and x2 then cp.jaw_x = {x1, x2} end
     if y1 and y2 then cp.jaw_y = {y1, y2} end
     if self.opts.flat_table_top then
         cp.table_top_pitch_angle, cp.table_top_pitch_direction = 0, "NONE"
         cp.table_top_roll_angle, cp.table_top_roll_direction = 0, "NONE"
+    else
+        cp.table_top_pitch_angle = angle("Couch_Pitch_Ang")
+        cp.table_top_pitch_direction = self:enum("Dir_Enum", point.Couch_Pitch_Dir_Enum, where, "Couch_Pitch_Dir_Enum")
+        cp.table_top_roll_angle = angle("Couch_Roll_Ang")
+        cp.table_top_roll_direction = self:enum("Dir_Enum", point.Couch_Roll_Dir_Enum, where, "Couch_Roll_Dir_Enum")
     end
     return cp
 end
 
+local function is_none(text)
+    return text == nil or text:upper() == "NONE" or text == "0"
+end
+
+-- The accessories of a delivery: BLDevices_Hst rows (with details), else FLD_HST's
+-- accessory columns (an ID only). A device of a kind rtbackup cannot tell is a failure:
+-- the record would otherwise say the beam had none.
+function Mapper:accessories(field, beam, where)
+    local kinds = {wedge = {}, block = {}, compensator = {}, bolus = {}}
+    for _, d in ipairs(field.devices or {}) do
+        local n = self:integer(d.Device_Enum, where, "BLDevices_Hst.Device_Enum")
+        local kind = n and self.enums.Device_Enum[n]
+        local id = self:text(d.Device_ID) or self:text(d.Description)
+        if not kind then
+            self:fail(where, "BLDevices_Hst.Device_Enum = %s (device %s) is not a kind of accessory rtbackup knows " ..
+                      "(site choice mosaiq.enums.Device_Enum)", tostring(n), tostring(id))
+        end
+        local a = {id = id, accessory_code = self:text(d.Barcode_String)}
+        if kind == "wedge" then
+            a.type = "STANDARD"
+            a.angle = self:number(d.Wedge_Angle, where, "Wedge_Angle")
+            a.orientation = self:number(d.Wedge_Orientation, where, "Wedge_Orientation")
+        elseif kind == "block" then
+            a.name = self:text(d.Description)
+        end
+        table.insert(kinds[kind], a)
+    end
+    local delivered = field.delivered or {}
+    local columns = {wedge = "Wdg_Appl", block = "Block", compensator = "Comp_FDA", bolus = "Bolus"}
+    for kind, column in pairs(columns) do
+        local text = self:text(delivered[column])
+        if #kinds[kind] == 0 and not is_none(text) then
+            kinds[kind][1] = {id = text, type = kind == "wedge" and "STANDARD" or nil}
+        end
+    end
+    local dynamic = self:text(delivered.Dyn_Wedge)
+    if not is_none(dynamic) then kinds.wedge[#kinds.wedge + 1] = {id = dynamic, type = "DYNAMIC"} end
+    beam.wedges, beam.blocks = kinds.wedge, kinds.block
+    beam.compensators, beam.boli = kinds.compensator, kinds.bolus
+end
+
 function Mapper:beam(field, i)
+    local dose, delivered_row = field.dose, field.delivered or {}
     local number = self:integer(field.OriginalBeamNumber, nil, "OriginalBeamNumber")
     local name = self:text(field.OriginalBeamName) or self:text(field.Field_Name)
     local label = string.format("%s (FLD_ID %s)", name or tostring(number or i),
                                 tostring(self:text(field.FLD_ID) or "?"))
     local where = "field " .. label
-    local dose = field.dose or {}
-    local radiation = self:enum("Modality_Enum", field.Modality_Enum, where, "Modality_Enum")
+    local modality = self:value(dose.Modality_Enum) ~= nil and dose.Modality_Enum or field.Modality_Enum
+    local radiation = self:enum("Modality_Enum", modality, where, "Modality_Enum")
     if radiation == nil then
-        self:fail(where, "Modality_Enum %s has no DICOM radiation type", tostring(self:value(field.Modality_Enum)))
+        self:fail(where, "Modality_Enum %s has no DICOM radiation type", tostring(self:value(modality)))
     end
     local termination = self:enum("Termination_Status_Enum", dose.Termination_Status_Enum, where,
                                   "Termination_Status_Enum") or "UNKNOWN"
-    local meterset = self:number(field.Meterset, where, "Meterset")
-    local delivered = self:number(dose.Meterset, where, "dose.Meterset")
-    if delivered == nil and termination == "NORMAL" then
-        delivered = meterset -- a normally terminated beam delivered its whole meterset
-    end
+    local start, finish, planned, delivered = self:metersets(field, where, termination)
+    local fff = self:value(delivered_row.IsFFF)
+    local timer = self:number(delivered_row.BackupTimerDelivered, where, "FLD_HST.BackupTimerDelivered")
     local beam = {
         number = number,
         name = name,
         description = self:text(field.Field_Label),
         radiation_type = radiation,
-        beam_type = self:enum("Beam_Type_Flag", field.Beam_Type_Flag, where, "Beam_Type_Flag"),
+        beam_type = self:enum("Beam_Type_Flag", self:value(delivered_row.Beam_Type_Flag) ~= nil and
+                              delivered_row.Beam_Type_Flag or field.Beam_Type_Flag, where, "Beam_Type_Flag"),
+        delivery_type = start > 0 and "CONTINUATION" or "TREATMENT",
+        fluence_mode = (fff ~= nil and fff ~= 0) and "NON_STANDARD" or nil,
+        fluence_mode_id = (fff ~= nil and fff ~= 0) and "FFF" or nil,
         termination_status = termination,
         termination_code = self:text(dose.TerminationCode),
-        verification_status = self:enum("Termination_Verify_Status_Enum",
-                                        dose.Termination_Verify_Status_Enum, where,
-                                        "Termination_Verify_Status_Enum"),
+        verification_status = self:enum("Termination_Verify_Status_Enum", dose.Termination_Verify_Status_Enum,
+                                        where, "Termination_Verify_Status_Enum"),
         current_fraction = self:integer(dose.Fractions_Tx, where, "Fractions_Tx")
                            or self:integer(self.group.fraction, where, "fraction"),
-        specified_meterset = meterset,
+        specified_meterset = planned,
         delivered_meterset = delivered,
-        sad = self:mm(field.Sad, where, "Sad"),
+        -- FLD_HST's backup timer is in minutes; the record's time is in seconds.
+        delivered_time = timer and timer * 60 or nil,
+        sad = self:check(self:mm(field.Sad, where, "Sad"), M.PLAUSIBLE.sad, where, "Sad", " mm"),
         n_leaf_pairs = 0,
         control_points = {},
     }
+    self:accessories(field, beam, where)
     local points = {}
     for _, p in ipairs(field.points or {}) do points[#points + 1] = p end
     if #points == 0 then self:fail(where, "field %s has no control points (TxFieldPoint rows)", label) end
-    table.sort(points, function(a, b)
-        return (self:number(a.Point) or -1) < (self:number(b.Point) or -1)
-    end)
+    table.sort(points, function(a, b) return (self:number(a.Point) or -1) < (self:number(b.Point) or -1) end)
+    local ms = {start = start, finish = finish, planned = planned,
+                last_index = self:number(points[#points].Index, where, "TxFieldPoint.Index") or 0}
+    if ms.last_index <= 0 then
+        self:fail(where, "the last control point's Index is %s: the plan's meterset weights cannot be read",
+                  tostring(ms.last_index))
+    end
     local has_mlc = self:value(field.Mlc)
     has_mlc = has_mlc ~= nil and has_mlc ~= 0 and has_mlc ~= false
+    local machine_mlc = self.machine_choice.mlc
+    local mlc_opts = {}
+    for k, v in pairs(self.opts.mlc or {}) do mlc_opts[k] = v end
+    for k, v in pairs(machine_mlc or {}) do mlc_opts[k] = v end
+    local previous
     for k, p in ipairs(points) do
         local cp_where = string.format("%s, control point %s", where, tostring(self:value(p.Point) or k - 1))
-        local cp = self:control_point(p, field, cp_where, label)
+        local cp = self:control_point(p, field, cp_where, label, ms)
+        if previous and cp.specified_meterset < previous then
+            self:warn(cp_where, "the cumulative meterset decreases (%s after %s): implausible",
+                      tostring(cp.specified_meterset), tostring(previous))
+        end
+        previous = cp.specified_meterset
         if has_mlc then
-            local mlc, pairs_ = self:mlc(p, cp_where, label)
+            local mlc, pairs_ = self:mlc(p, cp_where, label, mlc_opts)
             if mlc then
                 if beam.n_leaf_pairs ~= 0 and beam.n_leaf_pairs ~= pairs_ then
                     self:fail(cp_where, "%d MLC leaf pairs, earlier control points had %d", pairs_, beam.n_leaf_pairs)
@@ -417,36 +535,66 @@ local function new_mapper(group, opts)
     local o = {}
     for k, v in pairs(M.DEFAULTS) do o[k] = v end
     for k, v in pairs(opts) do o[k] = v end
-    local self = setmetatable({group = group, opts = o, null = o.null}, Mapper)
+    local self = setmetatable({group = group, opts = o, null = o.null, warnings = {}}, Mapper)
     self.enums = merged_enums(o.enums)
     local units = M.ENERGY_UNITS[o.energy_unit_enum]
     if not units then
-        errors.raise{kind = "config", message = "mosaiq_map: energy_unit_enum must be kv1_mv2_mev3 or kv0_mv1_mev2, got "
+        errors.raise{kind = "config", message = "mosaiq map: energy_unit_enum must be kv1_mv2_mev3 or kv0_mv1_mev2, got "
                      .. tostring(o.energy_unit_enum)}
     end
     self.enums.Energy_Unit_Enum = {}
     for k, v in pairs(units) do self.enums.Energy_Unit_Enum[k] = v end
     for k, v in pairs((o.enums or {}).Energy_Unit_Enum or {}) do self.enums.Energy_Unit_Enum[k] = v end
     if type(o.uid_scope) ~= "string" or o.uid_scope == "" then
-        errors.raise{kind = "config", message = "mosaiq_map: opts.uid_scope is required (a name unique to this "
+        errors.raise{kind = "config", message = "mosaiq map: opts.uid_scope is required (the UID namespace of this "
                      .. "Mosaiq database, e.g. \"UCLA/MOSAIQ\"), so UIDs of two clinics never collide"}
     end
     return self
 end
 
---- The builder input for one delivery group (raises a clear error for a bad group).
+-- A canonical text of a builder input (keys sorted, numbers exact): what the record's
+-- UID is derived from.
+local function canonical(v, out)
+    local t = type(v)
+    if t == "table" then
+        local keys = {}
+        for k in pairs(v) do keys[#keys + 1] = k end
+        table.sort(keys, function(a, b)
+            if type(a) == type(b) then return a < b end
+            return type(a) == "number"
+        end)
+        out[#out + 1] = "{"
+        for _, k in ipairs(keys) do
+            out[#out + 1] = tostring(k)
+            out[#out + 1] = "="
+            canonical(v[k], out)
+            out[#out + 1] = ";"
+        end
+        out[#out + 1] = "}"
+    elseif t == "number" then
+        out[#out + 1] = math.type(v) == "integer" and tostring(v) or string.format("%.17g", v)
+    else
+        out[#out + 1] = string.format("%q", tostring(v))
+    end
+    return out
+end
+
+--- The SOP Instance UID of a record input: from its content and the UID scope.
+function M.uid(input, scope)
+    local copy = {}
+    for k, v in pairs(input) do if k ~= "sop_instance_uid" then copy[k] = v end end
+    return dicom.uid(scope, "rtrecord", table.concat(canonical(copy, {})))
+end
+
+--- The builder input for one group (raises a clear error for a group that cannot be
+-- recorded truthfully), and its warnings. group.referenced_records (UIDs) are carried.
 function M.record(group, opts)
     if type(group) ~= "table" then
         errors.raise{kind = "invalid", message = "Mosaiq record: the delivery group must be a table"}
     end
     local self = new_mapper(group, opts)
     local o = self.opts
-    if group.error ~= nil then
-        -- mosaiq.deliveries found rows that contradict each other: not archivable.
-        self:fail(nil, "%s", tostring(group.error))
-    end
-    local patient, site, plan = group.patient or {}, group.site or {}, group.plan or {}
-    local machine = group.machine or {}
+    local patient, site, plan, machine = group.patient or {}, group.site or {}, group.plan or {}, group.machine or {}
     self.patient_id = self:text(patient.IDA)
     self.plan_uid = self:text(plan.OriginalPlanUID)
     if not self.patient_id then self:fail(nil, "the patient has no MRN (Ident.IDA)") end
@@ -454,53 +602,50 @@ function M.record(group, opts)
     if not self:text(plan.StudyInstanceUID) then self:fail(nil, "the RT Plan's StudyInstanceUID is missing") end
     local fraction = self:integer(group.fraction, nil, "fraction")
     if fraction == nil then self:fail(nil, "the delivered fraction number is missing") end
+    local machine_name = self:text(machine.Last_Name) or self:text(machine.Source_Name)
+    local model = self:text(machine.Source_Model)
+    local choices = o.machines or {}
+    self.machine_choice = (machine_name and choices[machine_name]) or (model and choices[model]) or {}
 
     local fields = {}
     for _, f in ipairs(group.fields or {}) do fields[#fields + 1] = f end
     if #fields == 0 then self:fail(nil, "no delivered fields") end
     table.sort(fields, function(a, b)
-        -- Beam, field, dose-history row: a total order, so the beams come out the
-        -- same way whatever order the rows arrived in.
-        for _, column in ipairs{"OriginalBeamNumber", "FLD_ID"} do
-            local x, y = self:number(a[column]) or math.huge, self:number(b[column]) or math.huge
-            if x ~= y then return x < y end
-        end
-        return (self:number((a.dose or {}).DHS_ID) or 0) < (self:number((b.dose or {}).DHS_ID) or 0)
+        -- Delivery order, then the delivery history row: the beams come out the same
+        -- way whatever order the rows arrived in.
+        local ta, tb = self:text(a.dose.Tx_DtTm) or "", self:text(b.dose.Tx_DtTm) or ""
+        if ta ~= tb then return ta < tb end
+        return (self:number(a.dose.DHS_ID) or 0) < (self:number(b.dose.DHS_ID) or 0)
     end)
 
-    local beams, dose_keys, first_tx, last_tx = {}, {}, nil, nil
+    local beams, first_tx, last_edit = {}, nil, nil
     for i, f in ipairs(fields) do
         beams[i] = self:beam(f, i)
-        local where = "field " .. tostring(beams[i].name or i)
-        dose_keys[#dose_keys + 1] = self:key((f.dose or {}).DHS_ID, where, "Dose_Hst.DHS_ID")
         local t = self:delivery_time(f)
-        if t then
-            if not first_tx or t < first_tx then first_tx = t end
-            if not last_tx or t > last_tx then last_tx = t end
-        end
+        if t and (not first_tx or t < first_tx) then first_tx = t end
+        local e = self:text(f.dose.Edit_DtTm) or t
+        if e and (not last_edit or e > last_edit) then last_edit = e end
     end
-    table.sort(dose_keys, function(a, b)
-        local na, nb = tonumber(a), tonumber(b)
-        if na and nb and na ~= nb then return na < nb end
-        return a < b
-    end)
+    local unit = nil
+    for _, f in ipairs(fields) do
+        local u = self:enum("MetersetUnit_Enum", f.dose.MetersetUnit_Enum, "field " .. tostring(f.FLD_ID),
+                            "MetersetUnit_Enum")
+        unit = unit or u
+    end
 
-    local site_key = self:key(site.SIT_SET_ID, nil, "SIT_SET_ID")
-    local fraction_key = string.format("%d", fraction)
+    local site_key = self:text(site.SIT_SET_ID) or "?"
+    local sex = self:text(patient.Gender) or self:text(patient.Sex)
     local input = {
-        -- Deterministic UIDs from the Mosaiq keys: a rerun of the day gives the same
-        -- instances, so the archive never holds duplicates.
-        sop_instance_uid = dicom.uid(o.uid_scope, "rtrecord", site_key, self.plan_uid, fraction_key,
-                                     table.concat(dose_keys, ",")),
-        creation_datetime = last_tx,
+        -- When the delivery history last changed: deterministic, and a corrected row
+        -- gives the corrected record a later creation time.
+        creation_datetime = last_edit,
         instance_number = fraction,
         patient = {
             name = {family = self:text(patient.Last_Name), given = self:text(patient.First_Name),
                     middle = self:text(patient.MIddle_Name), suffix = self:text(patient.Suffix)},
             id = self.patient_id,
             birth_date = self:text(patient.Birth_DtTm),
-            sex = ({MALE = "M", M = "M", FEMALE = "F", F = "F", OTHER = "O", O = "O"})[
-                (self:text(patient.Sex) or ""):upper()],
+            sex = sex and self.enums.Gender[sex] or nil,
         },
         study = {
             instance_uid = self:text(plan.StudyInstanceUID),
@@ -513,17 +658,27 @@ function M.record(group, opts)
             number = o.series_number,
             description = o.series_description,
         },
-        equipment = o.equipment,
+        equipment = {
+            manufacturer = self.machine_choice.manufacturer,
+            model_name = model,
+            serial_number = self.machine_choice.serial_number,
+            institution_name = o.institution_name or nil,
+            department_name = self:text(machine.Inst_Name),
+        },
         treatment_datetime = first_tx,
         plan_uid = self.plan_uid,
+        referenced_records = group.referenced_records,
         machine = {
             -- Treatment Machine Name is SH: 16 characters at most.
-            name = self:text(machine.Source_Name) or self:text(machine.Last_Name),
-            model_name = self:text(machine.Source_Model),
-            institution_name = o.institution_name or self:text(machine.Inst_Name),
+            name = machine_name,
+            manufacturer = self.machine_choice.manufacturer,
+            model_name = model,
+            serial_number = self.machine_choice.serial_number,
+            institution_name = o.institution_name or nil,
+            department_name = self:text(machine.Inst_Name),
         },
         fractions_planned = self:integer(site.Fractions, nil, "Site.Fractions"),
-        primary_dosimeter_unit = o.primary_dosimeter_unit,
+        primary_dosimeter_unit = unit or o.primary_dosimeter_unit,
         beams = beams,
     }
     local name = input.machine.name
@@ -535,15 +690,16 @@ function M.record(group, opts)
     end
     if o.private_block then input.private_block = self:private_block(o.private_block) end
     if o.adjust_record then input = o.adjust_record(input, group) or input end
-    return input
+    input.sop_instance_uid = M.uid(input, o.uid_scope)
+    return input, self.warnings
 end
 
---- The RT Beams Treatment Record for one delivery group. Errors name the patient,
--- plan, fraction and field, so a caller can log one line per bad record and go on.
+--- The RT Beams Treatment Record for one group, and its warnings. Errors name the
+-- patient, plan, fraction and field, so a caller can name one skipped record and go on.
 function M.build(group, opts)
-    local input = M.record(group, opts)
+    local input, warnings = M.record(group, opts)
     local ok, ds = pcall(rtrecord.beams_treatment_record, input)
-    if ok then return ds end
+    if ok then return ds, warnings end
     local err = ds
     if errors.is(err) and err.field then
         -- "beams[2].control_points[1].gantry_angle" -> the Mosaiq field it came from.

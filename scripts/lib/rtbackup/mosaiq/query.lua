@@ -8,50 +8,61 @@
 --   end
 --   local courses = mosaiq.treatment_summary(db, "MRN0012345", "2025-01-01", "2025-12-31")
 --
--- ## deliveries(db, "YYYY-MM-DD", opts) -> list of deliveries
+-- ## deliveries(db, "YYYY-MM-DD", opts) -> groups, skipped
 --
--- One delivery per (site, plan, delivered fraction) that day: a patient treated twice
--- that day has two, one per fraction; nothing is ever listed twice. Values are RAW
--- Mosaiq values under Mosaiq's exact column names: lengths in cm, angles in degrees,
--- enums as integers, leaf sets as the stored bytes, date/times as ISO-8601 text
--- ("YYYY-MM-DDTHH:MM:SS[.ffffff]"), SQL NULL as mosaiq.NULL (== odbc.NULL; see
--- mosaiq.value). Converting them to DICOM is the mapping's job. Shape:
+-- What Mosaiq recorded as delivered that day (one Dose_Hst row per beam delivery), as
+-- treatment records to build: one group per (patient, site, plan, fraction, session).
+-- A session is what was delivered in one go: a delivery that continues an interrupted
+-- one (Dose_Hst.MetersetPrevDelivered > 0) starts the fraction's next session, so the
+-- interrupted and the continuing parts are two records. Values are RAW Mosaiq values
+-- under Mosaiq's exact column names: lengths in cm, angles in degrees, enums as
+-- integers, leaf sets as the stored bytes, date/times as ISO-8601 text, SQL NULL as
+-- mosaiq.NULL (== odbc.NULL). Converting them to DICOM is the mapping's job. A group:
 --
 --   {
---     patient  = {Pat_ID1, IDA, Last_Name, First_Name, MIddle_Name, Suffix, Sex, Birth_DtTm},
---     site     = {SIT_SET_ID, Site_Name, Technique, Fractions, Dose_Ttl, Setup_Note,
---                 Activity},           -- Activity: CPT.Short_Desc of that day's machine appointment
+--     patient  = {Pat_ID1, IDA, Last_Name, First_Name, MIddle_Name, Suffix, Gender, Birth_DtTm},
+--     site     = {SIT_ID, SIT_SET_ID, Version, Site_Name, Technique, Fractions, Dose_Ttl,
+--                 Setup_Note, Activity},      -- the site version in force at the delivery
 --     plan     = {OriginalPlanUID, Label, StudyInstanceUID, StudyID, StudyDescription,
 --                 Study_DtTm, SeriesInstanceUID, SeriesNumber, SeriesDescription, Series_DtTm},
---                                      -- all but OriginalPlanUID NULL if the plan is not in DCM*
---     fraction = 7,                    -- Dose_Hst.Fractions_Tx of every field below
+--     fraction = 7,                           -- Fx_Number_InEffect (else Fractions_Tx)
+--     session  = 1,                           -- 2, 3, ...: continuations of interrupted beams
 --     machine  = {Staff_ID, Last_Name, Machine_Type, Source_Name, Source_Model, Inst_Name},
---                                      -- Staff (Last_Name = machine name), Machine, Config
---     fields   = {                     -- one per Dose_Hst row, by OriginalBeamNumber, FLD_ID, DHS_ID
---       { FLD_ID, OriginalBeamNumber, OriginalBeamName, Field_Name, Field_Label,
---         Beam_Type_Flag, Modality_Enum, Type_Enum, IndexReference_Enum, ControlPoints,
---         Meterset, Cgray, Sad, Mlc, Wdg_Appl, Comp_Fda, Bolus, Block, Start_DtTm,
---         Last_Tx_DtTm, MachineCharID,                       -- TxField, Version 0
---         dose = {DHS_ID, Tx_DtTm, Fractions_Tx, TerminationCode, Termination_Status_Enum,
---                 Termination_Verify_Status_Enum, Dose_Addtl_Projected,
---                 DeliveredTreatmentTimeBeam},               -- Dose_Hst
---         points = {                                         -- TxFieldPoint, by Point
---           { Point, Energy, Energy_Unit_Enum, Gantry_Ang, Gantry_Dir_Enum, Coll_Ang,
---             Coll_Dir_Enum, Couch_Ang, Couch_Roll_Dir_Enum, Couch_Top_Axis_Distance,
---             Couch_Top, Couch_Top_Dir_Enum, Couch_Vrt, Couch_Lng, Couch_Lat, Coll_X1,
---             Coll_X2, Coll_Y1, Coll_Y2, MLC_Leaves, A_Leaf_Set, B_Leaf_Set,
---             SpecifiedMeterset, Meterset, Meterset_Rate, Create_DtTm }, ... } }, ... },
+--     fields   = {                            -- one per delivery (Dose_Hst row), in time order
+--       { FLD_ID, FLD_SET_ID, Version, OriginalBeamNumber, OriginalBeamName, Field_Name,
+--         Field_Label, Beam_Type_Flag, Modality_Enum, Type_Enum, ControlPoints, Meterset,
+--         Cgray, Sad, Mlc, BackupTimer,               -- TxField: the version in force
+--         dose = {DHS_ID, Tx_DtTm, Edit_DtTm, Fractions_Tx, Meterset, MetersetPrevDelivered,
+--                 MetersetUnit_Enum, PartiallyTreated, WasQAMode, Modality_Enum, Type_Enum,
+--                 TerminationCode, Termination_Status_Enum,
+--                 Termination_Verify_Status_Enum, Dose_Addtl_Projected},  -- Dose_Hst
+--         delivered = {FHS_ID, Wdg_Appl, Dyn_Wedge, Block, Comp_FDA, Bolus, Beam_Type_Flag,
+--                      BackupTimerDelivered, IsFFF},                    -- FLD_HST
+--         devices = {{Device_Enum, Type_Enum, Device_ID, Description, Wedge_Angle,
+--                     Wedge_Orientation, Barcode_String}, ...},        -- BLDevices_Hst
+--         points = {                                                   -- TxFieldPoint, by Point
+--           { Point, Index, Energy, Energy_Unit_Enum, Gantry_Ang, Gantry_Dir_Enum, Coll_Ang,
+--             Coll_Dir_Enum, Couch_Ang, Couch_Ang_Dir_Enum, Couch_Roll_Ang,
+--             Couch_Roll_Dir_Enum, Couch_Pitch_Ang, Couch_Pitch_Dir_Enum,
+--             Couch_Top_Axis_Distance, Couch_Top, Couch_Top_Dir_Enum, Couch_Vrt, Couch_Lng,
+--             Couch_Lat, Coll_X1, Coll_X2, Coll_Y1, Coll_Y2, MLC_Leaves, A_Leaf_Set,
+--             B_Leaf_Set, Meterset_Rate,
+--             actual = {Tx_DtTm, Meterset_Rate, Couch_Vrt, Couch_Lng, Couch_Lat} },  -- TxFieldPoint_Hst
+--           ... } }, ... },
 --   }
 --
--- The list is ordered by the first delivery time, then patient, site, plan, fraction.
--- A delivery whose rows contradict each other (the query's joins multiply rows with
--- different values) carries `error`, a sentence naming the column; its values are then
--- not reliable and it must be reported, not archived. The other deliveries are fine.
+-- skipped: the deliveries of the day that are not turned into records, each named
+-- with its reason: {patient, plan, fraction, dhs_id, day, reason} — a QA-mode
+-- delivery, brachytherapy (an RT Beams Treatment Record cannot describe it), a field
+-- or site version the delivery names but the database lacks, rows that contradict
+-- each other. Nothing the query returns leaves silently.
+--
 -- The query is one SELECT with a single '?' (the date) whose columns are named
--- "<group>__<Column>" (and "fraction"); see mosaiq/day.sql. opts.sql replaces
--- it (a site's settings.mosaiq_backup_sql_query); extra "<group>__X" columns a site
--- adds show up as group.X. Without opts.sql the shipped query for the server's dialect
--- is used (SQLite, PostgreSQL, SQL Server).
+-- "<group>__<Column>" (and "fraction"); see mosaiq/day.sql. opts.sql replaces it (a
+-- site's settings.mosaiq_backup_sql_query); extra "<group>__X" columns a site adds
+-- show up as group.X. Without opts.sql the shipped query for the server's dialect is
+-- used (SQLite, PostgreSQL, SQL Server). The accessories come from a second query
+-- (mosaiq/devices.sql, or opts.devices_sql).
 --
 -- ## treatment_summary(db, mrn, from?, to?) -> list of courses
 --
@@ -114,15 +125,29 @@ tx_day AS (
     FROM param),]],
 }
 
---- The shipped day query for a dialect ("sqlite", "postgres", "sqlserver").
-function mosaiq.day_query(dialect)
+-- "Index" is a reserved word: SQL Server quotes it with brackets.
+local INDEX = {sqlite = '"Index"', postgres = '"Index"', sqlserver = "[Index]"}
+
+-- A shipped query template (day.sql, devices.sql) for a dialect.
+local function shipped(name, dialect, setting)
     local window = DAY_WINDOWS[dialect]
     if not window then
-        errors.raise{kind = "config", message = "no shipped Mosaiq day query for a " ..
-            tostring(dialect) .. " server: set settings.mosaiq_backup_sql_query"}
+        errors.raise{kind = "config", message = "no shipped Mosaiq " .. name .. " query for a " ..
+            tostring(dialect) .. " server: set settings." .. setting}
     end
-    local template = read_file(mosaiq.file("day.sql"))
-    return (template:gsub("%-%- @DAY_WINDOW@", function() return window end))
+    local template = read_file(mosaiq.file(name .. ".sql"))
+    template = template:gsub("%-%- @DAY_WINDOW@", function() return window end)
+    return (template:gsub("@INDEX@", INDEX[dialect]))
+end
+
+--- The shipped day query for a dialect ("sqlite", "postgres", "sqlserver").
+function mosaiq.day_query(dialect)
+    return shipped("day", dialect, "mosaiq_backup_sql_query")
+end
+
+--- The shipped accessories query for a dialect.
+function mosaiq.devices_query(dialect)
+    return shipped("devices", dialect, "mosaiq_devices_sql_query")
 end
 
 -- A configured query counts only if it is more than comments (the shipped environments
@@ -161,9 +186,9 @@ end
 
 -- Columns the grouping cannot do without.
 local REQUIRED = {"fraction", "site__SIT_SET_ID", "plan__OriginalPlanUID", "field__FLD_ID",
-                  "dose__DHS_ID", "patient__Pat_ID1"}
+                  "dose__DHS_ID", "dose__FLD_ID", "patient__Pat_ID1"}
 local GROUPS = {patient = true, site = true, plan = true, machine = true, field = true,
-                dose = true, point = true}
+                dose = true, delivered = true, point = true, actual = true}
 
 -- "group__Column" -> group, Column; checked once per query, not per row.
 local function route_columns(columns, where)
@@ -186,7 +211,8 @@ local function route_columns(columns, where)
 end
 
 local function split(row, routes)
-    local g = {patient = {}, site = {}, plan = {}, machine = {}, field = {}, dose = {}, point = {}}
+    local g = {patient = {}, site = {}, plan = {}, machine = {}, field = {}, dose = {}, delivered = {},
+               point = {}, actual = {}}
     for _, r in ipairs(routes) do g[r[2]][r[3]] = row[r[1]] end
     return g
 end
@@ -211,14 +237,14 @@ local function by(...)
     end
 end
 
-local sort_fields = by(function(f) return f.OriginalBeamNumber end,
-                       function(f) return f.FLD_ID end, function(f) return f.dose.DHS_ID end)
 local sort_points = by(function(p) return p.Point end)
-local sort_deliveries = by(function(d) return d.first_delivery end,
-                           function(d) return d.patient.Pat_ID1 end,
-                           function(d) return d.site.SIT_SET_ID end,
-                           function(d) return d.plan.OriginalPlanUID end,
-                           function(d) return d.fraction end)
+local sort_deliveries = by(function(f) return f.dose.Tx_DtTm end, function(f) return f.dose.DHS_ID end)
+local sort_groups = by(function(g) return g.first_delivery end,
+                       function(g) return g.patient.Pat_ID1 end,
+                       function(g) return g.site.SIT_SET_ID end,
+                       function(g) return g.plan.OriginalPlanUID end,
+                       function(g) return g.fraction end,
+                       function(g) return g.session end)
 
 -- The first column in which `new` (a group from another row) contradicts `old`.
 local function differs(old, new)
@@ -227,27 +253,57 @@ local function differs(old, new)
     end
 end
 
--- Rows of one delivery must agree; a join that multiplies rows with different values
--- (a history version without "Version = 0", a plan stored twice) would otherwise let
--- an arbitrary row win. The delivery is marked, the rest of the day goes on.
-local function check_same(d, what, old, new)
-    local column = not d.error and differs(old, new)
-    if column then
-        d.error = string.format("the rows of this delivery disagree on %s.%s: a join in the " ..
-            "day query multiplies rows (a missing Version = 0 condition, or a plan stored twice?)",
-            what, column)
-    end
+local function present(v)
+    return v ~= nil and v ~= odbc.NULL
 end
 
--- The day's deliveries and the number of rows the query returned.
+local function truthy(v)
+    return present(v) and v ~= 0 and v ~= false and v ~= "0"
+end
+
+-- Why a delivery cannot be an RT Beams Treatment Record, or nil when it can.
+local function reason_to_skip(d)
+    if d.contradiction then return d.contradiction end
+    if truthy(d.dose.WasQAMode) then return "a QA-mode delivery (machine check), not a patient treatment" end
+    local technique = present(d.site.Technique) and tostring(d.site.Technique):upper():match("^%s*(.-)%s*$") or ""
+    local modality, kind = d.dose.Modality_Enum, d.dose.Type_Enum
+    if modality == 8 or kind == 21 or technique == "HDR" or technique == "LDR" or technique == "PDR" then
+        return "brachytherapy (" .. (technique ~= "" and technique or "Ir-192") ..
+               "): an RT Beams Treatment Record cannot describe it"
+    end
+    if not present(d.field.FLD_ID) then
+        return string.format("the field version the delivery names (TxField FLD_ID %s) is not in the database",
+                             key_text(d.dose.FLD_ID))
+    end
+    if not present(d.site.SIT_SET_ID) then
+        return "the site version the delivery names (Site SIT_ID) is not in the database"
+    end
+    if not present(d.plan.OriginalPlanUID) or tostring(d.plan.OriginalPlanUID):match("^%s*$") then
+        return "the field has no OriginalPlanUID: the record could not reference its plan"
+    end
+    return nil
+end
+
+-- The accessories of the day's deliveries, by DHS_ID.
+local function devices_of(db, date, opts)
+    local sql = configured(opts.devices_sql) and opts.devices_sql or mosaiq.devices_query(db:dialect())
+    local by_dhs = {}
+    for row in db:rows(mosaiq.strip_comments(sql), {date}) do
+        local list = by_dhs[row.DHS_ID]
+        if not list then list = {}; by_dhs[row.DHS_ID] = list end
+        list[#list + 1] = row
+    end
+    return by_dhs
+end
+
+-- The day's groups, what was skipped, and the number of rows the query returned.
 local function deliveries_of(db, date, opts)
     opts = opts or {}
     check_date(date, "Mosaiq deliveries")
     local where = configured(opts.sql) and "settings.mosaiq_backup_sql_query"
                   or ("mosaiq/day.sql (" .. tostring(db:dialect()) .. ")")
     local sql = configured(opts.sql) and opts.sql or mosaiq.day_query(db:dialect())
-    local list, by_key, fields_by_dhs, routes = {}, {}, {}, nil
-    local count = 0
+    local deliveries, by_dhs, routes, count = {}, {}, nil, 0
     for row in db:rows(mosaiq.strip_comments(sql), {date}) do
         count = count + 1
         if not routes then
@@ -256,64 +312,81 @@ local function deliveries_of(db, date, opts)
             routes = route_columns(columns, where)
         end
         local g = split(row, routes)
-        local key = table.concat({key_text(g.site.SIT_SET_ID), key_text(g.plan.OriginalPlanUID),
-                                  key_text(row.fraction)}, "\0")
-        local d = by_key[key]
+        local d = by_dhs[g.dose.DHS_ID]
         if not d then
-            d = {patient = g.patient, site = g.site, plan = g.plan, machine = g.machine,
-                 fraction = row.fraction, fields = {}, first_delivery = g.dose.Tx_DtTm}
-            by_key[key] = d
-            list[#list + 1] = d
+            d = {patient = g.patient, site = g.site, plan = g.plan, machine = g.machine, field = g.field,
+                 dose = g.dose, delivered = g.delivered, fraction = row.fraction, points = {}, seen = {}}
+            by_dhs[g.dose.DHS_ID] = d
+            deliveries[#deliveries + 1] = d
         else
-            for _, what in ipairs{"patient", "site", "plan", "machine"} do
-                check_same(d, what, d[what], g[what])
+            -- Rows of one delivery must agree; a join that multiplies rows with different
+            -- values would otherwise let an arbitrary row win.
+            for _, what in ipairs{"patient", "site", "plan", "machine", "field", "dose", "delivered"} do
+                local column = not d.contradiction and differs(d[what], g[what])
+                if column then
+                    d.contradiction = string.format("the rows of this delivery disagree on %s.%s: a join in " ..
+                        "the day query multiplies rows", what, column)
+                end
             end
-        end
-        local f = fields_by_dhs[g.dose.DHS_ID]
-        if not f then
-            f = g.field
-            f.dose, f.points, f.seen = g.dose, {}, {}
-            fields_by_dhs[g.dose.DHS_ID] = f
-            d.fields[#d.fields + 1] = f
-            if g.dose.Tx_DtTm ~= odbc.NULL and (d.first_delivery == odbc.NULL
-                    or g.dose.Tx_DtTm < d.first_delivery) then
-                d.first_delivery = g.dose.Tx_DtTm
-            end
-        else
-            check_same(d, "field", f, g.field)
-            check_same(d, "dose", f.dose, g.dose)
         end
         local point = g.point.Point
-        if point ~= nil and point ~= odbc.NULL then
-            if f.seen[point] then
-                check_same(d, "point", f.seen[point], g.point)
-            else
-                f.seen[point] = g.point
-                f.points[#f.points + 1] = g.point
+        if present(point) and not d.seen[point] then
+            d.seen[point] = true
+            g.point.actual = g.actual
+            d.points[#d.points + 1] = g.point
+        end
+    end
+    local devices = devices_of(db, date, opts)
+    local groups, by_key, skipped = {}, {}, {}
+    table.sort(deliveries, sort_deliveries)
+    for _, d in ipairs(deliveries) do
+        d.seen = nil
+        table.sort(d.points, sort_points)
+        local why = reason_to_skip(d)
+        if why then
+            skipped[#skipped + 1] = {patient = key_text(present(d.patient.IDA) and d.patient.IDA or d.patient.Pat_ID1),
+                                     plan = key_text(d.plan.OriginalPlanUID), fraction = d.fraction,
+                                     dhs_id = d.dose.DHS_ID, day = date, reason = why}
+        else
+            local key = table.concat({key_text(d.patient.Pat_ID1), key_text(d.site.SIT_SET_ID),
+                                      key_text(d.plan.OriginalPlanUID), key_text(d.fraction)}, "\0")
+            local prev = by_key[key]
+            -- The continuation of a beam interrupted in this session starts the
+            -- fraction's next session (its own record).
+            local continues = present(d.dose.MetersetPrevDelivered) and tonumber(d.dose.MetersetPrevDelivered) > 0
+            local beam = key_text(present(d.field.FLD_SET_ID) and d.field.FLD_SET_ID or d.field.FLD_ID)
+            local group = prev
+            if group and continues and group.beams[beam] then group = nil end
+            if not group then
+                group = {patient = d.patient, site = d.site, plan = d.plan, machine = d.machine,
+                         -- a day that starts with a continuation resumes an earlier day's session
+                         fraction = d.fraction, session = prev and prev.session + 1 or (continues and 2 or 1),
+                         fields = {},
+                         beams = {}, first_delivery = d.dose.Tx_DtTm}
+                by_key[key] = group
+                groups[#groups + 1] = group
             end
+            local f = d.field
+            f.dose, f.delivered, f.points = d.dose, d.delivered, d.points
+            f.devices = devices[d.dose.DHS_ID] or {}
+            group.fields[#group.fields + 1] = f
+            group.beams[beam] = true
         end
     end
-    for _, d in ipairs(list) do
-        for _, f in ipairs(d.fields) do
-            f.seen = nil
-            table.sort(f.points, sort_points)
-        end
-        table.sort(d.fields, sort_fields)
-    end
-    table.sort(list, sort_deliveries)
-    for _, d in ipairs(list) do d.first_delivery = nil end
-    return list, count
+    table.sort(groups, sort_groups)
+    for _, g in ipairs(groups) do g.first_delivery, g.beams = nil, nil end
+    return groups, skipped, count
 end
 
---- The day's deliveries (see the top of this file for the shape). opts.sql: the day
--- query to run instead of the shipped one for the server's dialect. Audited (op "sql"),
--- whether it succeeds or not.
+--- The day's record groups and skipped deliveries (see the top of this file).
+-- opts.sql / opts.devices_sql: the queries to run instead of the shipped ones for the
+-- server's dialect. Audited (op "sql"), whether it succeeds or not.
 function mosaiq.deliveries(db, date, opts)
-    local ok, list, count = pcall(deliveries_of, db, date, opts)
+    local ok, groups, skipped, count = pcall(deliveries_of, db, date, opts)
     db:event{op = "sql", query_name = "mosaiq deliveries of the day", params = {date}, rows = count,
-             error = not ok and list or nil}
-    if not ok then error(list, 0) end
-    return list
+             error = not ok and groups or nil}
+    if not ok then error(groups, 0) end
+    return groups, skipped
 end
 
 -- Portable across SQLite, PostgreSQL and SQL Server: no concatenation, no date

@@ -1,23 +1,28 @@
 -- A Mosaiq-shaped schema: the tables and columns rtbackup's queries read, with Mosaiq's
--- own names (reference/original-python-system.md §4.2), for the synthetic test clinics.
--- It is NOT Mosaiq's schema: real Mosaiq has many more tables and columns.
+-- own names and keys, for the synthetic test clinics. It is NOT Mosaiq's schema: real
+-- Mosaiq has hundreds of tables and many more columns. Every table and column here
+-- exists in the column list of a real Mosaiq database that pymedphys' history
+-- published (see docs/mosaiq.md), with the same meaning as far as public sources tell.
 --
 -- Portable subset: runs as is on SQLite and on PostgreSQL (where the BLOB type is a
 -- domain over BYTEA that mosaiq.create_schema() creates first). Statements end with ';'
--- at the end of a line; no ';' anywhere else.
+-- at the end of a line; no ';' anywhere else. "Index" is quoted (a reserved word).
 --
 -- Conventions mirrored from Mosaiq:
---   * Version = 0 is the current row; Version > 0 rows are history (Site, SiteSetup,
---     TxField, Schedule). A TxField keeps its FLD_ID across versions, so a join that
---     forgets "Version = 0" multiplies rows.
+--   * Every version of a field, site or setup is its own row with its own ID (FLD_ID,
+--     SIT_ID, SIS_ID); versions of one share the *_SET_ID. The current row has
+--     Version = 0; superseded rows get 32000, 31999, ... A delivery (Dose_Hst) records
+--     the IDs of the rows in force when it was given.
+--   * Dose_Hst: one row per beam delivery. Meterset = MU this delivery gave;
+--     MetersetPrevDelivered = MU already given to this beam in this fraction by an
+--     interrupted delivery (a continuation); PartiallyTreated = 1 for a delivery that
+--     stopped early; WasQAMode = 1 for a machine QA delivery (no patient treatment).
+--   * FLD_HST (one per Dose_Hst row) and TxFieldPoint_Hst (its control points) hold the
+--     field as delivered; BLDevices_Hst the accessories it was delivered with.
 --   * Lengths and positions are in cm (Sad, Couch_*, Coll_*), angles in degrees.
 --   * TxFieldPoint.A_Leaf_Set / B_Leaf_Set hold one value per leaf, little-endian,
 --     either int16 in 0.01 cm (pymedphys' reading of real data) or float32 in mm (the
---     old Python system's assumption); the generator writes one of them
---     ("int16_0.01cm" or "float32_mm", as rtbackup.mosaiq.map names them).
--- Columns beyond §4.2, all present in real Mosaiq: Site.SIT_ID (the row key of a site
--- version), Dose_Hst.Tx_DtTm (when the field was delivered: what makes "the day's
--- deliveries" exact), TxFieldPoint.Coll_X1/X2/Y1/Y2 (jaws) and MLC_Leaves.
+--     old Python system's assumption); the generator writes one of them.
 
 CREATE TABLE Patient (
     Pat_ID1     INTEGER PRIMARY KEY,
@@ -25,8 +30,12 @@ CREATE TABLE Patient (
     First_Name  VARCHAR(64),
     MIddle_Name VARCHAR(64),
     Suffix      VARCHAR(16),
-    Sex         VARCHAR(16),
     Birth_DtTm  TIMESTAMP
+);
+
+CREATE TABLE Admin (
+    Pat_ID1 INTEGER PRIMARY KEY,
+    Gender  VARCHAR(16)
 );
 
 CREATE TABLE Ident (
@@ -36,22 +45,24 @@ CREATE TABLE Ident (
 CREATE INDEX Ident_IDA ON Ident (IDA);
 CREATE INDEX Ident_Pat ON Ident (Pat_Id1);
 
--- Staff rows are people and places; Machine_Type 1 or 2 marks a treatment machine.
 CREATE TABLE Staff (
     Staff_ID     INTEGER PRIMARY KEY,
     Last_Name    VARCHAR(64),
     Machine_Type SMALLINT
 );
 
--- A treatment machine's details; MAC_ID equals its Staff_ID.
 CREATE TABLE Machine (
     MAC_ID       INTEGER PRIMARY KEY,
+    MAC_Set_ID   INTEGER,
+    Version      INTEGER,
     Source_Name  VARCHAR(64),
-    Source_Model VARCHAR(64)
+    Source_Model VARCHAR(64),
+    Description  VARCHAR(64)
 );
 
 CREATE TABLE Config (
     CFG_ID    INTEGER PRIMARY KEY,
+    Inst_ID   INTEGER,
     Inst_Name VARCHAR(64)
 );
 
@@ -75,11 +86,12 @@ CREATE INDEX Site_Set ON Site (SIT_SET_ID, Version);
 CREATE INDEX Site_Pat ON Site (Pat_ID1);
 
 CREATE TABLE SiteSetup (
-    Sit_Set_ID INTEGER NOT NULL,
+    SIS_ID     INTEGER PRIMARY KEY,
+    SIS_Set_ID INTEGER NOT NULL,
+    SIT_Set_ID INTEGER,
     Version    INTEGER NOT NULL,
     Setup_Note VARCHAR(255)
 );
-CREATE INDEX SiteSetup_Set ON SiteSetup (Sit_Set_ID, Version);
 
 CREATE TABLE Schedule (
     Sch_Id     INTEGER PRIMARY KEY,
@@ -124,8 +136,10 @@ CREATE TABLE RtPlan (
     Label          VARCHAR(64)
 );
 
+-- One row per version of a field; the versions of a field share FLD_SET_ID.
 CREATE TABLE TxField (
-    FLD_ID              INTEGER NOT NULL,
+    FLD_ID              INTEGER PRIMARY KEY,
+    FLD_SET_ID          INTEGER NOT NULL,
     Version             INTEGER NOT NULL,
     Pat_ID1             INTEGER NOT NULL,
     SIT_Set_ID          INTEGER NOT NULL,
@@ -143,23 +157,27 @@ CREATE TABLE TxField (
     Cgray               DOUBLE PRECISION,
     Sad                 DOUBLE PRECISION,
     Mlc                 SMALLINT,
-    Wdg_Appl            SMALLINT,
-    Comp_Fda            SMALLINT,
-    Bolus               SMALLINT,
-    Block               SMALLINT,
+    Wdg_Appl            VARCHAR(32),
+    Comp_Fda            VARCHAR(32),
+    Bolus               VARCHAR(32),
+    Block               VARCHAR(32),
+    Dyn_Wedge           VARCHAR(32),
+    BackupTimer         DOUBLE PRECISION,
     Fractions_Tx        INTEGER,
     Start_DtTm          TIMESTAMP,
     Last_Tx_DtTm        TIMESTAMP,
-    MachineCharID       VARCHAR(16),
-    Machine_ID_Staff_ID INTEGER,
-    Inst_ID             INTEGER,
-    PRIMARY KEY (FLD_ID, Version)
+    MachineCharID       INTEGER,
+    Machine_ID_Staff_ID INTEGER
 );
+CREATE INDEX TxField_Set ON TxField (FLD_SET_ID, Version);
 CREATE INDEX TxField_Site ON TxField (SIT_Set_ID, Version);
 
+-- The planned control points of a field version.
 CREATE TABLE TxFieldPoint (
+    TFP_ID                  INTEGER PRIMARY KEY,
     FLD_ID                  INTEGER NOT NULL,
     Point                   INTEGER NOT NULL,
+    "Index"                 DOUBLE PRECISION,
     Energy                  DOUBLE PRECISION,
     Energy_Unit_Enum        SMALLINT,
     Gantry_Ang              DOUBLE PRECISION,
@@ -167,7 +185,11 @@ CREATE TABLE TxFieldPoint (
     Coll_Ang                DOUBLE PRECISION,
     Coll_Dir_Enum           SMALLINT,
     Couch_Ang               DOUBLE PRECISION,
+    Couch_Ang_Dir_Enum      SMALLINT,
+    Couch_Roll_Ang          DOUBLE PRECISION,
     Couch_Roll_Dir_Enum     SMALLINT,
+    Couch_Pitch_Ang         DOUBLE PRECISION,
+    Couch_Pitch_Dir_Enum    SMALLINT,
     Couch_Top_Axis_Distance DOUBLE PRECISION,
     Couch_Top               DOUBLE PRECISION,
     Couch_Top_Dir_Enum      SMALLINT,
@@ -181,24 +203,88 @@ CREATE TABLE TxFieldPoint (
     MLC_Leaves              INTEGER,
     A_Leaf_Set              BLOB,
     B_Leaf_Set              BLOB,
-    SpecifiedMeterset       DOUBLE PRECISION,
-    Meterset                DOUBLE PRECISION,
     Meterset_Rate           DOUBLE PRECISION,
-    Create_DtTm             TIMESTAMP,
-    PRIMARY KEY (FLD_ID, Point)
+    Create_DtTm             TIMESTAMP
 );
+CREATE INDEX TxFieldPoint_Field ON TxFieldPoint (FLD_ID, Point);
 
--- One row per delivery of a field: Fractions_Tx is the field's fraction number then.
+-- One row per beam delivery (see the top).
 CREATE TABLE Dose_Hst (
     DHS_ID                         INTEGER PRIMARY KEY,
+    Pat_ID1                        INTEGER NOT NULL,
     FLD_ID                         INTEGER NOT NULL,
+    SIT_ID                         INTEGER,
+    SIS_ID                         INTEGER,
     Tx_DtTm                        TIMESTAMP,
+    Create_DtTm                    TIMESTAMP,
+    Edit_DtTm                      TIMESTAMP,
     Fractions_Tx                   INTEGER,
+    Fx_Number_InEffect             INTEGER,
+    Meterset                       DOUBLE PRECISION,
+    MetersetPrevDelivered          DOUBLE PRECISION,
+    MetersetUnit_Enum              SMALLINT,
+    PartiallyTreated               SMALLINT,
+    WasQAMode                      SMALLINT,
+    Modality_Enum                  SMALLINT,
+    Type_Enum                      SMALLINT,
+    Energy                         DOUBLE PRECISION,
+    Energy_Unit_Enum               SMALLINT,
     TerminationCode                INTEGER,
     Termination_Status_Enum        SMALLINT,
     Termination_Verify_Status_Enum SMALLINT,
     Dose_Addtl_Projected           DOUBLE PRECISION,
-    DeliveredTreatmentTimeBeam     DOUBLE PRECISION
+    Machine_ID_Staff_ID            INTEGER,
+    MAC_ID                         INTEGER,
+    Inst_ID                        INTEGER
 );
 CREATE INDEX Dose_Hst_Tx ON Dose_Hst (Tx_DtTm);
 CREATE INDEX Dose_Hst_Field ON Dose_Hst (FLD_ID, Fractions_Tx);
+
+-- The field as delivered, one row per Dose_Hst row.
+CREATE TABLE FLD_HST (
+    FHS_ID               INTEGER PRIMARY KEY,
+    DHS_ID               INTEGER NOT NULL,
+    Tx_DtTm              TIMESTAMP,
+    Wdg_Appl             VARCHAR(32),
+    Dyn_Wedge            VARCHAR(32),
+    Block                VARCHAR(32),
+    Comp_FDA             VARCHAR(32),
+    Bolus                VARCHAR(32),
+    Beam_Type_Flag       SMALLINT,
+    Control_Points       INTEGER,
+    Meterset             DOUBLE PRECISION,
+    BackupTimerDelivered DOUBLE PRECISION,
+    IsFFF                SMALLINT
+);
+CREATE INDEX FLD_HST_DHS ON FLD_HST (DHS_ID);
+
+-- The control points of a delivery, as the console recorded them.
+CREATE TABLE TxFieldPoint_Hst (
+    TPH_ID        INTEGER PRIMARY KEY,
+    FHS_ID        INTEGER NOT NULL,
+    Point         INTEGER NOT NULL,
+    "Index"       DOUBLE PRECISION,
+    Tx_DtTm       TIMESTAMP,
+    Meterset_Rate DOUBLE PRECISION,
+    Gantry_Ang    DOUBLE PRECISION,
+    Coll_Ang      DOUBLE PRECISION,
+    Couch_Ang     DOUBLE PRECISION,
+    Couch_Vrt     DOUBLE PRECISION,
+    Couch_Lng     DOUBLE PRECISION,
+    Couch_Lat     DOUBLE PRECISION
+);
+CREATE INDEX TxFieldPoint_Hst_FHS ON TxFieldPoint_Hst (FHS_ID, Point);
+
+-- Accessories a delivery was given with (wedges, blocks, compensators, boli).
+CREATE TABLE BLDevices_Hst (
+    BDH_ID            INTEGER PRIMARY KEY,
+    FHS_ID            INTEGER NOT NULL,
+    Device_Enum       SMALLINT,
+    Type_Enum         SMALLINT,
+    Device_ID         VARCHAR(32),
+    Description       VARCHAR(64),
+    Wedge_Angle       DOUBLE PRECISION,
+    Wedge_Orientation DOUBLE PRECISION,
+    Barcode_String    VARCHAR(64)
+);
+CREATE INDEX BLDevices_Hst_FHS ON BLDevices_Hst (FHS_ID);
