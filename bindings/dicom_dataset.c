@@ -481,12 +481,13 @@ static int l_uid(lua_State *L)
         rc = rtb_dicom_uid_random(uid, &err);
     } else {
         const char *names[64];
+        size_t lengths[64];
         if (n > 64)
             return luaL_error(L, "dicom.uid: at most 64 names");
         luaL_checkstack(L, n, "dicom.uid: too many names"); /* one text per name */
-        for (int i = 0; i < n; i++)
-            names[i] = luaL_tolstring(L, i + 1, NULL); /* numbers become text too */
-        rc = rtb_dicom_uid_from_names(names, (size_t)n, uid, &err);
+        for (int i = 0; i < n; i++) /* numbers become text too; bytes are hashed whole */
+            names[i] = luaL_tolstring(L, i + 1, &lengths[i]);
+        rc = rtb_dicom_uid_from_bytes(names, lengths, (size_t)n, uid, &err);
     }
     if (rc != 0)
         return rtb_dicom_raise(L, &err);

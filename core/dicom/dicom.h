@@ -156,6 +156,10 @@ int rtb_ds_digest(const rtb_ds *ds, char hex[65], rtb_dicom_error *err);
  * the same UID; names are length-prefixed, so ("ab","c") differs from ("a","bc"). */
 int rtb_dicom_uid_from_names(const char *const *names, size_t count, char out[RTB_DICOM_UID_MAX],
                              rtb_dicom_error *err);
+/* The same over byte strings of the given lengths (names may hold NUL bytes); for
+ * NUL-free names it gives what rtb_dicom_uid_from_names gives. lengths NULL = strlen. */
+int rtb_dicom_uid_from_bytes(const char *const *names, const size_t *lengths, size_t count,
+                             char out[RTB_DICOM_UID_MAX], rtb_dicom_error *err);
 /* "2.25.<decimal>" of a random (version 4) UUID from getrandom(). */
 int rtb_dicom_uid_random(char out[RTB_DICOM_UID_MAX], rtb_dicom_error *err);
 /* 1 if s is a syntactically valid UID (digits and dots, no leading zeros, <= 64). */

@@ -41,6 +41,12 @@ using namespace rtb;
 extern "C" int rtb_dicom_uid_from_names(const char *const *names, size_t count,
                                         char out[RTB_DICOM_UID_MAX], rtb_dicom_error *err)
 {
+    return rtb_dicom_uid_from_bytes(names, nullptr, count, out, err);
+}
+
+extern "C" int rtb_dicom_uid_from_bytes(const char *const *names, const size_t *lengths, size_t count,
+                                        char out[RTB_DICOM_UID_MAX], rtb_dicom_error *err)
+{
     clear_error(err);
     out[0] = '\0';
     if (count == 0 || !names) return fail(err, RTB_DICOM_E_INVALID, "a deterministic UID needs at least one name");
@@ -54,7 +60,7 @@ extern "C" int rtb_dicom_uid_from_names(const char *const *names, size_t count,
         }
         // Length-prefixing each name makes the encoding unambiguous without
         // reserving a separator character that names could contain.
-        size_t len = strlen(names[i]);
+        size_t len = lengths ? lengths[i] : strlen(names[i]);
         unsigned char prefix[8];
         for (int k = 0; k < 8; k++) prefix[k] = static_cast<unsigned char>((uint64_t)len >> (56 - 8 * k));
         ok = EVP_DigestUpdate(ctx, prefix, sizeof prefix) == 1 &&

@@ -28,48 +28,66 @@ end
 local function base(fraction)
     return {
         patient = {Pat_ID1 = 10001, IDA = "MRN0012345", Last_Name = "DOE", First_Name = "JANE",
-                   MIddle_Name = "Q", Suffix = groups.NULL, Sex = "FEMALE", Birth_DtTm = "1961-04-12T00:00:00"},
+                   MIddle_Name = "Q", Suffix = groups.NULL, Gender = "Female", Birth_DtTm = "1961-04-12T00:00:00"},
         site = {SIT_SET_ID = 70001, Site_Name = "PROSTATE", Technique = "IMRT", Fractions = 28,
                 Dose_Ttl = 7000, Setup_Note = "Knee sponge; full bladder", Activity = "Tx Delivery IMRT"},
         plan = {OriginalPlanUID = "1.2.826.0.1.3680043.8.498.1003", Label = "PROS_IMRT",
                 StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1001", StudyID = "PLAN1",
                 StudyDescription = "Prostate IMRT", Study_DtTm = "2025-05-21T10:00:00"},
         fraction = fraction or 12,
-        machine = {Source_Name = "LINAC1", Source_Model = "Versa HD", Inst_Name = "Radiation Oncology"},
+        machine = {Last_Name = "LINAC1", Source_Name = "LINAC1", Source_Model = "Versa HD",
+                   Inst_Name = "Radiation Oncology"},
         fields = {},
     }
 end
 
-local function static_point(point, gantry, meterset, leaves_a, leaves_b)
-    return {Point = point, Energy = 6, Energy_Unit_Enum = 2, Gantry_Ang = gantry, Gantry_Dir_Enum = 3,
-            Coll_Ang = 0, Coll_Dir_Enum = 3, Couch_Ang = 0, Couch_Roll_Dir_Enum = 3,
+-- A planned control point (TxFieldPoint); index = the cumulative meterset weight in
+-- percent. The first point carries what the console recorded (TxFieldPoint_Hst):
+-- the couch where it stood (the plan's position plus the day's shift).
+local function static_point(point, gantry, index, leaves_a, leaves_b, tx)
+    return {Point = point, Index = index, Energy = 6, Energy_Unit_Enum = 2, Gantry_Ang = gantry,
+            Gantry_Dir_Enum = 3, Coll_Ang = 0, Coll_Dir_Enum = 3, Couch_Ang = 0, Couch_Roll_Dir_Enum = 3,
             Couch_Top_Axis_Distance = 0, Couch_Top = 0, Couch_Top_Dir_Enum = 3,
-            Couch_Vrt = -12.4, Couch_Lng = 98.1, Couch_Lat = 0.3,
+            Couch_Vrt = -12.0, Couch_Lng = 98.0, Couch_Lat = 0.0,
             Coll_Y1 = -5.0, Coll_Y2 = 5.0, MLC_Leaves = 60,
-            A_Leaf_Set = leaves_a, B_Leaf_Set = leaves_b,
-            SpecifiedMeterset = meterset, Meterset = meterset, Meterset_Rate = 600,
-            Create_DtTm = "2025-05-21T10:02:00"}
+            A_Leaf_Set = leaves_a, B_Leaf_Set = leaves_b, Meterset_Rate = 600,
+            Create_DtTm = "2025-05-21T10:02:00",
+            actual = point == 0 and {Tx_DtTm = tx, Meterset_Rate = 598, Couch_Vrt = -12.4, Couch_Lng = 98.1,
+                                     Couch_Lat = 0.3} or {}}
 end
 
+-- A delivery (Dose_Hst): `delivered` MU given, NORMAL unless said otherwise.
+local function dose(dhs_id, fraction, tx, delivered, extra)
+    local d = {DHS_ID = dhs_id, Tx_DtTm = tx, Edit_DtTm = tx, Fractions_Tx = fraction, Meterset = delivered,
+               MetersetPrevDelivered = 0, MetersetUnit_Enum = 1, PartiallyTreated = 0, WasQAMode = 0,
+               TerminationCode = 0, Termination_Status_Enum = 1, Termination_Verify_Status_Enum = 1}
+    for k, v in pairs(extra or {}) do d[k] = v end
+    return d
+end
+groups.dose = dose
+
 --- Two static beams with two control points each (reference §9.2), float32 leaves.
+-- The second beam was stopped by the operator after 98.6 of its 147.9 MU.
 function groups.two_beam_static(fraction)
     local g = base(fraction)
     local a = float32_leaves(repeat_value(-20.55, 60))
     local b = float32_leaves(repeat_value(20.55, 60))
-    g.fields[1] = {FLD_ID = 60001, OriginalBeamNumber = 1, OriginalBeamName = "G180", Field_Name = "G180",
+    local t1, t2 = "2025-06-12T09:52:10", "2025-06-12T09:54:40"
+    g.fields[1] = {FLD_ID = 60001, FLD_SET_ID = 60001, Version = 0, OriginalBeamNumber = 1,
+                   OriginalBeamName = "G180", Field_Name = "G180",
                    Field_Label = "1", Beam_Type_Flag = 1, Modality_Enum = 1, Type_Enum = 14,
                    Meterset = 152.3, Sad = 100, Mlc = 1, ControlPoints = 2, IndexReference_Enum = 1,
-                   Last_Tx_DtTm = "2025-06-12T09:52:10",
-                   dose = {DHS_ID = 80012, Fractions_Tx = 12, TerminationCode = 0,
-                           Termination_Status_Enum = 1, Termination_Verify_Status_Enum = 1},
-                   points = {static_point(0, 180, 0, a, b), static_point(1, 180, 152.3, a, b)}}
-    g.fields[2] = {FLD_ID = 60002, OriginalBeamNumber = 2, OriginalBeamName = "G000", Field_Name = "G000",
+                   dose = dose(80012, fraction or 12, t1, 152.3),
+                   delivered = {FHS_ID = 90012, BackupTimerDelivered = 0.254},
+                   points = {static_point(0, 180, 0, a, b, t1), static_point(1, 180, 100, a, b)}}
+    g.fields[2] = {FLD_ID = 60002, FLD_SET_ID = 60002, Version = 0, OriginalBeamNumber = 2,
+                   OriginalBeamName = "G000", Field_Name = "G000",
                    Field_Label = "2", Beam_Type_Flag = 1, Modality_Enum = 1, Type_Enum = 14,
                    Meterset = 147.9, Sad = 100, Mlc = 1, ControlPoints = 2, IndexReference_Enum = 1,
-                   Last_Tx_DtTm = "2025-06-12T09:54:40",
-                   dose = {DHS_ID = 80022, Fractions_Tx = 12, TerminationCode = 0,
-                           Termination_Status_Enum = 2, Termination_Verify_Status_Enum = 1},
-                   points = {static_point(0, 0, 0, a, b), static_point(1, 0, 147.9, a, b)}}
+                   dose = dose(80022, fraction or 12, t2, 98.6, {Termination_Status_Enum = 2, PartiallyTreated = 1,
+                                                                 TerminationCode = 17}),
+                   delivered = {FHS_ID = 90022, BackupTimerDelivered = 0.164},
+                   points = {static_point(0, 0, 0, a, b, t2), static_point(1, 0, 100, a, b)}}
     return g
 end
 
@@ -92,35 +110,37 @@ function groups.vmat(n, fraction)
                 b[leaf] = math.floor((open + 3) * 10) / 10
             end
             points[k + 1] = {
-                Point = k, Energy = 6, Energy_Unit_Enum = 2,
+                Point = k, Index = math.floor(t * 100 * 1e4 + 0.5) / 1e4, Energy = 6, Energy_Unit_Enum = 2,
                 Gantry_Ang = math.floor(gantry * 10 + 0.5) / 10, Gantry_Dir_Enum = arc == 1 and 1 or 2,
                 Coll_Ang = arc == 1 and 30 or 330, Coll_Dir_Enum = 3, Couch_Ang = 0, Couch_Roll_Dir_Enum = 3,
                 Couch_Top_Axis_Distance = 0, Couch_Top = 0, Couch_Top_Dir_Enum = 3,
                 Couch_Vrt = -15.2, Couch_Lng = 102.6, Couch_Lat = -0.8,
                 Coll_X1 = -8.0, Coll_X2 = 8.5, Coll_Y1 = -10.0, Coll_Y2 = 10.0, MLC_Leaves = 60,
-                A_Leaf_Set = int16_leaves(a), B_Leaf_Set = int16_leaves(b),
-                Meterset = math.floor(total * t * 1000 + 0.5) / 1000, Meterset_Rate = 600,
+                A_Leaf_Set = int16_leaves(a), B_Leaf_Set = int16_leaves(b), Meterset_Rate = 600,
                 Create_DtTm = "2025-05-21T10:02:00",
+                actual = k == 0 and {Couch_Vrt = -15.0, Couch_Lng = 102.9, Couch_Lat = -0.8} or {},
             }
         end
-        g.fields[arc] = {FLD_ID = 61000 + arc, OriginalBeamNumber = arc, OriginalBeamName = "ARC" .. arc,
+        local tx = arc == 1 and "2025-06-12T10:15:02.250" or "2025-06-12T10:17:31"
+        g.fields[arc] = {FLD_ID = 61000 + arc, FLD_SET_ID = 61000 + arc, Version = 0, OriginalBeamNumber = arc,
+                         OriginalBeamName = "ARC" .. arc,
                          Field_Name = "ARC" .. arc, Field_Label = arc == 1 and "CW" or "CCW",
                          Beam_Type_Flag = 2, Modality_Enum = 1, Type_Enum = 13, Meterset = total,
                          Sad = 100, Mlc = 1, ControlPoints = n, IndexReference_Enum = 1,
-                         Last_Tx_DtTm = arc == 1 and "2025-06-12T10:15:02.250" or "2025-06-12T10:17:31",
-                         dose = {DHS_ID = 81000 + arc, Fractions_Tx = fraction or 12, TerminationCode = 0,
-                                 Termination_Status_Enum = 1, Termination_Verify_Status_Enum = 1},
+                         dose = dose(81000 + arc, fraction or 12, tx, total),
+                         delivered = {FHS_ID = 91000 + arc},
                          points = points}
     end
     return g
 end
 
 --- Everything optional is NULL: names, birth date, sex, notes, study description and
--- date, directions, verification, dose rates, couch positions, SAD, beam type flag.
+-- date, directions, verification, dose rates, couch positions (none recorded), SAD,
+-- beam type flag, the first beam's termination status.
 function groups.null_heavy()
     local g = groups.two_beam_static()
     local N = groups.NULL
-    g.patient.MIddle_Name, g.patient.Suffix, g.patient.Sex, g.patient.Birth_DtTm = N, N, N, N
+    g.patient.MIddle_Name, g.patient.Suffix, g.patient.Gender, g.patient.Birth_DtTm = N, N, N, N
     g.site.Setup_Note, g.site.Activity, g.site.Fractions = N, N, N
     g.plan.StudyDescription, g.plan.Study_DtTm, g.plan.StudyID, g.plan.Label = N, N, N, N
     g.machine.Source_Model, g.machine.Inst_Name = N, N
@@ -130,7 +150,7 @@ function groups.null_heavy()
         for _, p in ipairs(f.points) do
             p.Gantry_Dir_Enum, p.Coll_Dir_Enum, p.Couch_Roll_Dir_Enum, p.Couch_Top_Dir_Enum = N, N, N, N
             p.Couch_Vrt, p.Couch_Lng, p.Couch_Lat, p.Couch_Top_Axis_Distance = N, N, N, N
-            p.Meterset_Rate, p.SpecifiedMeterset, p.Energy_Unit_Enum = N, N, N
+            p.Meterset_Rate, p.Energy_Unit_Enum, p.actual = N, N, nil
             p.MLC_Leaves = N
         end
     end
@@ -144,7 +164,7 @@ function groups.non_ascii()
     g.patient.Last_Name, g.patient.First_Name, g.patient.MIddle_Name = "Müller-Øster", "José", "Ł"
     g.site.Site_Name, g.site.Setup_Note = "Prostata (Bestrahlung)", "Kniekissen; Blase gefüllt"
     g.fields[1].OriginalBeamName, g.fields[1].Field_Label = "G180°", "Feld ä"
-    g.machine.Source_Name = "Linac-Süd"
+    g.machine.Last_Name = "Linac-Süd"
     return g
 end
 

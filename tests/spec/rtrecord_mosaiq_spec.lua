@@ -62,8 +62,11 @@ describe("Mosaiq delivery groups -> RT Beams Treatment Records", function()
         assert.are.same({1, "G180", "NORMAL", "VERIFIED", 12}, {b1.ReferencedBeamNumber, b1.BeamName,
             b1.TreatmentTerminationStatus, b1.TreatmentVerificationStatus, b1.CurrentFractionNumber})
         assert.are.same({2, "G000", "OPERATOR"}, {b2.ReferencedBeamNumber, b2.BeamName, b2.TreatmentTerminationStatus})
-        assert.are.equal(152.3, b1.DeliveredPrimaryMeterset) -- NORMAL: the whole meterset
-        assert.is_nil(b2.DeliveredPrimaryMeterset)            -- interrupted: unknown
+        assert.are.equal(152.3, b1.DeliveredPrimaryMeterset) -- Dose_Hst.Meterset
+        assert.are.equal(98.6, b2.DeliveredPrimaryMeterset)  -- stopped by the operator: what it gave
+        assert.are.equal(147.9, b2.SpecifiedPrimaryMeterset)
+        local last2 = b2.ControlPointDeliverySequence[2]
+        assert.are.same({147.9, 98.6}, {last2.SpecifiedMeterset, last2.DeliveredMeterset})
         assert.are.equal(1000.0, b1.SourceAxisDistance)       -- 100 cm
         local cp0 = b1.ControlPointDeliverySequence[1]
         assert.are.same({"MV", 6.0, 180.0, -124.0, 981.0, 3.0}, {cp0.NominalBeamEnergyUnit, cp0.NominalBeamEnergy,
@@ -120,7 +123,7 @@ describe("Mosaiq delivery groups -> RT Beams Treatment Records", function()
 
     it("converts cm to mm without binary floating-point residue", function()
         local g = groups.two_beam_static()
-        for _, p in ipairs(g.fields[1].points) do p.Couch_Vrt, p.Couch_Lat = 12.34, -0.07 end
+        g.fields[1].points[1].actual.Couch_Vrt, g.fields[1].points[1].actual.Couch_Lat = 12.34, -0.07
         g.fields[1].Sad = 100.05
         local b1 = map.build(g, options()).TreatmentSessionBeamSequence[1]
         local cp0 = b1.ControlPointDeliverySequence[1]
@@ -177,13 +180,24 @@ describe("Mosaiq delivery groups -> RT Beams Treatment Records", function()
 
     it("writes an unknown enum value as an empty value, never as an invented term", function()
         local g = groups.two_beam_static()
-        g.patient.Sex = "UNSPECIFIED"
+        g.patient.Gender = "UNSPECIFIED"
         g.fields[1].dose.Termination_Verify_Status_Enum = 9
         g.fields[1].dose.Termination_Status_Enum = 9
         for _, p in ipairs(g.fields[1].points) do p.Gantry_Dir_Enum, p.Energy_Unit_Enum = 7, 1 end
-        local ds = map.build(g, options())
+        local ds, warnings = map.build(g, options())
         local b1 = ds.TreatmentSessionBeamSequence[1]
         assert.are.equal("", ds.PatientSex)
+        local said = {}
+        for _, w in ipairs(warnings) do
+            said[#said + 1] = w.message
+            assert.are.same({"MRN0012345", "1.2.826.0.1.3680043.8.498.1003", 12},
+                            {w.patient, w.plan, w.fraction})
+        end
+        said = table.concat(said, "\n")
+        for _, raw in ipairs{'Admin.Gender = "UNSPECIFIED"', "Termination_Verify_Status_Enum = 9",
+                             "Termination_Status_Enum = 9", "Gantry_Dir_Enum = 7"} do
+            assert.matches(raw, said, 1, true)
+        end
         assert.are.equal("", b1.TreatmentVerificationStatus)
         assert.are.equal("UNKNOWN", b1.TreatmentTerminationStatus) -- the standard's own term
         assert.are.equal("NONE", b1.ControlPointDeliverySequence[1].GantryRotationDirection) -- from the angles

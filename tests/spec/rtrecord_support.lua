@@ -123,7 +123,9 @@ local function read_back(ds)
         treatment_datetime = joined(ds, "TreatmentDate", "TreatmentTime"),
         plan_uid = ds.ReferencedRTPlanSequence[1].ReferencedSOPInstanceUID,
         machine = {name = blank(machine.TreatmentMachineName), model_name = blank(machine.ManufacturerModelName),
-                   institution_name = blank(machine.InstitutionName)},
+                   manufacturer = blank(machine.Manufacturer), serial_number = blank(machine.DeviceSerialNumber),
+                   institution_name = blank(machine.InstitutionName),
+                   department_name = blank(machine.InstitutionalDepartmentName)},
         fractions_planned = blank(ds.NumberOfFractionsPlanned),
         primary_dosimeter_unit = ds.PrimaryDosimeterUnit,
         beams = {},
@@ -132,6 +134,12 @@ local function read_back(ds)
         out.private_block = {creator = ds["3261,0010"], group = 0x3261, elements = {}}
         for e = 1, 4 do
             out.private_block.elements[e] = {element = e, vr = "LT", value = blank(ds[string.format("3261,10%02X", e)])}
+        end
+    end
+    if ds.ReferencedTreatmentRecordSequence then
+        out.referenced_records = {}
+        for i, r in ipairs(ds.ReferencedTreatmentRecordSequence) do
+            out.referenced_records[i] = r.ReferencedSOPInstanceUID
         end
     end
     for i, b in ipairs(ds.TreatmentSessionBeamSequence) do
@@ -147,14 +155,33 @@ local function read_back(ds)
             current_fraction = blank(b.CurrentFractionNumber),
             specified_meterset = b.SpecifiedPrimaryMeterset, delivered_meterset = b.DeliveredPrimaryMeterset,
             sad = b.SourceAxisDistance, n_leaf_pairs = pairs_, control_points = {},
+            delivery_type = b.TreatmentDeliveryType, delivered_time = b.DeliveredTreatmentTime,
+            wedges = {}, compensators = {}, boli = {}, blocks = {},
         }
+        for k, w in ipairs(b.RecordedWedgeSequence or {}) do
+            beam.wedges[k] = {id = blank(w.WedgeID), type = blank(w.WedgeType), angle = w.WedgeAngle,
+                              orientation = w.WedgeOrientation, accessory_code = blank(w.AccessoryCode)}
+        end
+        for k, c in ipairs(b.RecordedCompensatorSequence or {}) do
+            beam.compensators[k] = {id = blank(c.CompensatorID), type = blank(c.CompensatorType),
+                                    accessory_code = blank(c.AccessoryCode)}
+        end
+        for k, o in ipairs(b.ReferencedBolusSequence or {}) do
+            beam.boli[k] = {id = blank(o.BolusID), accessory_code = blank(o.AccessoryCode)}
+        end
+        for k, o in ipairs(b.RecordedBlockSequence or {}) do
+            beam.blocks[k] = {id = blank(o.BlockTrayID), name = blank(o.BlockName),
+                              accessory_code = blank(o.AccessoryCode)}
+        end
+        assert.are.same({#beam.wedges, #beam.compensators, #beam.boli, #beam.blocks},
+                        {b.NumberOfWedges, b.NumberOfCompensators, b.NumberOfBoli, b.NumberOfBlocks})
         assert.are.equal(#b.ControlPointDeliverySequence, b.NumberOfControlPoints)
         local carried = {}
         for k, c in ipairs(b.ControlPointDeliverySequence) do
             local cp = {index = c.ReferencedControlPointIndex,
                         datetime = joined(c, "TreatmentControlPointDate", "TreatmentControlPointTime"),
                         specified_meterset = blank(c.SpecifiedMeterset), delivered_meterset = c.DeliveredMeterset,
-                        dose_rate_set = blank(c.DoseRateSet)}
+                        dose_rate_set = blank(c.DoseRateSet), dose_rate_delivered = blank(c.DoseRateDelivered)}
             for _, kv in ipairs(CP_CARRIED) do
                 local v = c[kv[1]]
                 if v ~= nil then carried[kv[2]] = blank(v) end

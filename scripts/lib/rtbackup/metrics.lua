@@ -69,6 +69,8 @@ local FAMILIES = {
      help = "RT Beams Treatment Records the last Mosaiq run built."},
     {name = "rtbackup_deliveries_skipped", type = "gauge", owner = "run", value = "deliveries_skipped",
      help = "Mosaiq deliveries the last run could not turn into records (named in its summary)."},
+    {name = "rtbackup_records_corrected", type = "gauge", owner = "run", value = "records_corrected",
+     help = "Treatment records the last Mosaiq run found corrected in Mosaiq (new versions superseding archived ones)."},
     {name = "rtbackup_references_unresolved", type = "gauge", owner = "run", value = "references_unresolved",
      help = "References of RT objects the archive lacks and the source could not provide (open, not acknowledged)."},
     {name = "rtbackup_association_failures_total", type = "counter", owner = "run",

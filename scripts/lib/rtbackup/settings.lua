@@ -92,6 +92,10 @@ settings.SCHEMA = {
     -- Mosaiq
     {name = "mosaiq_backup_sql_query", type = "string", on = {"settings", "mosaiq"},
      doc = "The day query (one '?', the date) that lists the day's deliveries; unset: the shipped query for the server's dialect."},
+    {name = "mosaiq_devices_sql_query", type = "string", on = {"settings", "mosaiq"},
+     doc = "The accessories query (one '?', the date) that lists the wedges, blocks, compensators and boli of the day's deliveries; unset: the shipped query for the server's dialect."},
+    {name = "mosaiq_remove_superseded", type = "boolean", default = false, on = {"settings", "mosaiq"},
+     doc = "When Mosaiq corrects a delivery, the corrected record is a new version with its own UID. true: once it is verified, the superseded version is deleted from the backup target through its Orthanc REST API (the target's http_url); false: kept and reported."},
     {name = "login_timeout", type = "integer", min = 0, default = 15, on = {"settings", "mosaiq"},
      doc = "Seconds to log in to the database (0: no limit)."},
     {name = "query_timeout", type = "integer", min = 0, default = 300, on = {"settings", "mosaiq"},

@@ -60,11 +60,19 @@ function summary.print(s, out)
         out:write(string.format("  stopped while %s: %s\n", s.error.phase or "running", s.error.message or "?"))
     end
     if s.kind == "mosaiq" then
-        out:write(string.format("  found %d deliveries; built %d records", count(s.found), count(s.records_built)))
+        out:write(string.format("  built %d records from the deliveries", count(s.records_built)))
         if count(s.deliveries_skipped) > 0 then
             out:write(string.format("; %d deliveries not built (see below)", s.deliveries_skipped))
         end
         out:write(string.format("; already backed up %d\n", count(s.already_present)))
+        if count(s.records_corrected) > 0 then
+            out:write(string.format("  %d records corrected in Mosaiq: new versions supersede the archived ones\n",
+                                    s.records_corrected))
+        end
+        if count(s.record_warnings) > 0 then
+            out:write(string.format("  %d warnings about what Mosaiq recorded (see below and the log)\n",
+                                    s.record_warnings))
+        end
     elseif s.found then
         out:write(string.format("  found %d instances in %d studies; already present %d\n", count(s.found),
                                 count(s.studies), count(s.already_present)))
@@ -91,6 +99,21 @@ function summary.print(s, out)
     for i, u in ipairs(s.unresolved or {}) do
         if i > 20 then break end
         out:write(string.format("  unresolved: %s references %s %s\n", u.from or "?", u.kind or "instance", u.uid or "?"))
+    end
+    if count(s.records_content_unchecked) > 0 then
+        out:write(string.format("  %d records checked by presence only: the archive refuses C-GET\n",
+                                s.records_content_unchecked))
+    end
+    for _, c in ipairs(s.superseded_records or {}) do
+        for _, old in ipairs(c.superseded or {}) do
+            out:write(string.format("  superseded: %s %s: %s (%s), current %s\n", c.patient or "?", c.record or "?",
+                                    old.uid or "?", old.state or "kept", c.current or "?"))
+        end
+    end
+    for i, w in ipairs(s.record_warning_list or {}) do
+        if i > 20 then break end
+        out:write(string.format("  warning: %s %s: %s%s\n", w.patient or "?", w.record or "?",
+                                w.field and (w.field .. ": ") or "", w.message or "?"))
     end
     for i, d in ipairs(s.skipped_deliveries or {}) do
         if i > 20 then break end

@@ -147,6 +147,9 @@ SELECT
     TFP.Meterset_Rate           AS "point__Meterset_Rate",
     TPH.Tx_DtTm                 AS "actual__Tx_DtTm",
     TPH.Meterset_Rate           AS "actual__Meterset_Rate",
+    TPH.Gantry_Ang              AS "actual__Gantry_Ang",
+    TPH.Coll_Ang                AS "actual__Coll_Ang",
+    TPH.Couch_Ang               AS "actual__Couch_Ang",
     TPH.Couch_Vrt               AS "actual__Couch_Vrt",
     TPH.Couch_Lng               AS "actual__Couch_Lng",
     TPH.Couch_Lat               AS "actual__Couch_Lat"

@@ -1,16 +1,30 @@
 --- rtbackup.mosaiq.flow: the staged Mosaiq backup, as a flow of rtbackup.run.
 --
---   plan      the days' delivered treatments from Mosaiq (rtbackup.mosaiq.query, one
---             parameterised query per day), one RT Beams Treatment Record per plan and
---             delivered fraction (rtbackup.mosaiq.map: deterministic UIDs, so a rerun
---             gives the same records); a record verified by an earlier run is not sent
---             again; a delivery that cannot be built is named, with its reason
+--   plan      the days' deliveries from Mosaiq (rtbackup.mosaiq.query, one
+--             parameterised query per day), one RT Beams Treatment Record per
+--             (patient, site, plan, fraction, day, session) — its identity — built by
+--             rtbackup.mosaiq.map. Every delivery is built or named as skipped, with
+--             its reason (summary, metrics, exit code 1).
 --   prepare   C-STORE of the run's records to the staging SCP (staging_target_alias)
---             on one association — or straight into the archive without staging
+--             on one association, or straight into the archive without staging
 --   transfer  C-MOVE from staging to the archive, per record series
---   verify    each record found in the archive by its SOP Instance UID
+--   verify    each record retrieved from the archive (C-GET) and its canonical digest
+--             compared with what was built: a target holding other bytes under our
+--             UID is a failure, named. A target that refuses C-GET is checked by
+--             presence (C-FIND) and the summary says the content was not compared.
 --   retry     stored and moved again
--- Units are records (kind "record"), keyed by SOP Instance UID.
+--   finish    superseded versions reported (and removed, mosaiq_remove_superseded)
+--
+-- Units are records (kind "record") keyed by identity, not by UID, so that a record
+-- is tracked across corrections: the journal keeps, per identity, the current
+-- version's UID and digest and the chain of superseded ones. The UID is derived from
+-- the content (rtbackup.mosaiq.map): the same Mosaiq rows always give the same bytes
+-- under the same UID, and a corrected row gives a new version with a new UID, queued
+-- and verified like any record, while the one it supersedes is reported.
+--
+-- A continuation (the rest of an interrupted beam) references the records of the
+-- same fraction before it (Referenced Treatment Record Sequence): built in this run,
+-- or remembered in the journal from the run that built the interrupted part.
 local clock = require "rtbackup.clock"
 local exit = require "rtbackup.exit"
 local log = require "rtbackup.log"
@@ -33,52 +47,129 @@ end
 --- The stable name that scopes the UIDs of this Mosaiq database's records: the
 -- setting uid_namespace, else the one this journal derived and kept the first time
 -- ("ENV/SOURCE" then), so renaming an environment never re-archives a record.
-function flow.uid_namespace(env, alias, journal)
+function flow.uid_namespace(env, alias, journal, read_only)
     local configured = settings.get(env, "uid_namespace", alias)
     if configured then return configured end
     local scope = "mosaiq " .. alias
     local kept = journal and journal:fact(scope, "uid_namespace")
     if kept then return kept end
     local derived = env.name .. "/" .. alias
-    if journal then journal:set_fact(scope, "uid_namespace", derived) end
+    if journal and not read_only then journal:set_fact(scope, "uid_namespace", derived) end
     return derived
 end
 
 --- The mapping's options: the site's mosaiq choices, the UID namespace, ODBC's NULL.
-function flow.map_options(env, alias, choices, journal)
+function flow.map_options(env, alias, choices, journal, read_only)
     local o = {}
     for k, v in pairs(choices.mosaiq) do o[k] = v end
-    o.uid_scope = flow.uid_namespace(env, alias, journal)
+    o.uid_scope = flow.uid_namespace(env, alias, journal, read_only)
     o.null = odbc.NULL
     return o
 end
 
---- The records of the days from since to till: {records = {{ds, key, day, patient,
--- study, series}}, failures = {{key, patient, plan, fraction, day, error}}, found}.
--- opts: patient, shard (function(patient) -> bool), journal (for the UID namespace).
+local function text(v)
+    v = odbc.value(v)
+    if type(v) == "number" and math.type(v) == "float" and v == math.floor(v) then return string.format("%d", v) end
+    return v ~= nil and tostring(v) or "?"
+end
+
+-- patient/site/plan/fraction: the records of one fraction share it.
+local function fraction_key(g)
+    return string.format("%s/%s/%s/%s", text(g.patient.Pat_ID1), text(g.site.SIT_SET_ID),
+                         text(g.plan.OriginalPlanUID), text(g.fraction))
+end
+
+--- A record's identity: what stays the same when Mosaiq corrects its rows.
+function flow.identity(g, day)
+    return string.format("%s/%s/s%d", fraction_key(g), day, g.session or 1)
+end
+
+-- Whether a group ends with a beam that did not finish (a continuation may follow).
+local function interrupted(g)
+    for _, f in ipairs(g.fields or {}) do
+        local partial = odbc.value(f.dose.PartiallyTreated)
+        local status = odbc.value(f.dose.Termination_Status_Enum)
+        if (partial ~= nil and partial ~= 0) or (status ~= nil and status ~= 1) then return true end
+    end
+    return false
+end
+
+local function patient_of(g)
+    return text(odbc.value(g.patient.IDA) ~= nil and g.patient.IDA or g.patient.Pat_ID1)
+end
+
+--- The records of the days from since to till: {records = {{ds, key (identity), uid,
+-- digest, day, patient, study, series, warnings}}, skipped = {{patient, plan,
+-- fraction, day, reason}}, warnings = {...}, found}. opts: patient, shard (function(
+-- patient) -> bool), journal (UID namespace, continuations), read_only (a dry run).
 function flow.build(ctx, env, alias, choices, since, till, opts)
     opts = opts or {}
     local source = env.sources[alias]
     local db = odbc.connect(source, settings.resolve(env, alias), {alias = alias, ctx = ctx})
-    local map_opts = flow.map_options(env, alias, choices, opts.journal)
-    local out = {records = {}, failures = {}, found = 0}
+    local j = opts.journal
+    local map_opts = flow.map_options(env, alias, choices, j, opts.read_only)
+    local fact_scope = "mosaiq " .. alias
+    local out = {records = {}, skipped = {}, warnings = {}, found = 0}
+    local by_fraction = {} -- fraction key -> UIDs built in this run, in order
+    local function wanted(patient)
+        return (not opts.patient or opts.patient == patient) and (not opts.shard or opts.shard(patient))
+    end
+    local query_opts = {sql = settings.get(env, "mosaiq_backup_sql_query", alias),
+                        devices_sql = settings.get(env, "mosaiq_devices_sql_query", alias)}
     local ok, err = pcall(function()
         for _, day in ipairs(clock.days(since, till)) do
-            local deliveries = mosaiq.deliveries(db, day, {sql = settings.get(env, "mosaiq_backup_sql_query", alias)})
-            for _, d in ipairs(deliveries) do
-                local patient = tostring(odbc.value(d.patient.IDA) or odbc.value(d.patient.Pat_ID1) or "?")
-                local plan_uid = tostring(odbc.value(d.plan.OriginalPlanUID))
-                local key = string.format("%s/%s/%s/%s", day, tostring(odbc.value(d.site.SIT_SET_ID)), plan_uid,
-                                          tostring(d.fraction))
-                if (not opts.patient or opts.patient == patient) and (not opts.shard or opts.shard(patient)) then
+            local groups, skipped = mosaiq.deliveries(db, day, query_opts)
+            for _, s in ipairs(skipped) do
+                if wanted(s.patient) then
                     out.found = out.found + 1
-                    local built, ds = pcall(map.build, d, map_opts)
+                    out.skipped[#out.skipped + 1] = s
+                    log.warn("a Mosaiq delivery is not backed up as a treatment record",
+                             {patient = s.patient, plan = s.plan, fraction = s.fraction, day = day,
+                              dhs_id = s.dhs_id, reason = s.reason})
+                end
+            end
+            for _, g in ipairs(groups) do
+                local patient = patient_of(g)
+                if wanted(patient) then
+                    out.found = out.found + 1
+                    local fkey, key = fraction_key(g), flow.identity(g, day)
+                    if (g.session or 1) > 1 then
+                        -- A continuation: the fraction's records before it.
+                        local earlier = by_fraction[fkey]
+                        if not earlier and j then
+                            local kept = j:fact(fact_scope, "interrupted " .. fkey)
+                            if kept then
+                                earlier = {}
+                                for uid in kept:gmatch("%S+") do earlier[#earlier + 1] = uid end
+                            end
+                        end
+                        if earlier and #earlier > 0 then
+                            g.referenced_records = earlier
+                        else
+                            log.warn("a continuation's interrupted part is not known to this journal: its record " ..
+                                     "cannot reference it (back up the earlier day too)", {record = key})
+                        end
+                    end
+                    local built, ds, warnings = pcall(map.build, g, map_opts)
                     if built then
-                        out.records[#out.records + 1] = {ds = ds, key = ds.SOPInstanceUID, day = day, patient = patient,
-                                                         study = ds.StudyInstanceUID, series = ds.SeriesInstanceUID}
+                        local r = {ds = ds, key = key, uid = ds.SOPInstanceUID, digest = ds:digest(), day = day,
+                                   patient = patient, study = ds.StudyInstanceUID, series = ds.SeriesInstanceUID,
+                                   warnings = warnings}
+                        out.records[#out.records + 1] = r
+                        by_fraction[fkey] = by_fraction[fkey] or {}
+                        table.insert(by_fraction[fkey], r.uid)
+                        if interrupted(g) and j and not opts.read_only then
+                            j:set_fact(fact_scope, "interrupted " .. fkey, table.concat(by_fraction[fkey], " "))
+                        end
+                        for _, w in ipairs(warnings) do
+                            w.record, w.day = key, day
+                            out.warnings[#out.warnings + 1] = w
+                            log.warn("treatment record: " .. w.message, {record = key, field = w.field})
+                        end
                     else
-                        out.failures[#out.failures + 1] = {key = key, patient = patient, plan = plan_uid,
-                                                           fraction = d.fraction, day = day, error = tostring(ds)}
+                        out.skipped[#out.skipped + 1] = {patient = patient, plan = text(g.plan.OriginalPlanUID),
+                                                         fraction = g.fraction, day = day, record = key,
+                                                         reason = tostring(ds)}
                         log.error("cannot build a treatment record", {record = key, error = tostring(ds)})
                     end
                 end
@@ -90,39 +181,78 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
     return out
 end
 
+-- The chain of versions a unit's data keeps: {{uid, digest}, ...}, oldest first.
+local function versions_of(data)
+    local list = {}
+    for _, v in ipairs(data.versions or {}) do list[#list + 1] = v end
+    if #list == 0 and data.uid then list[1] = {uid = data.uid, digest = data.digest} end
+    return list
+end
+
 function flow.plan(run)
     local run_mod = require "rtbackup.run"
     local shard = run.opts.shard
-    local built = flow.build(run.ctx, run.env, run.source_alias, run.choices, run.since, run["until"], {
-        patient = run.opts.patient, journal = run.journal,
+    local j, alias, dry = run.journal, run.source_alias, run.opts.dry_run
+    local built = flow.build(run.ctx, run.env, alias, run.choices, run.since, run["until"], {
+        patient = run.opts.patient, journal = j, read_only = dry,
         shard = shard and function(patient) return run_mod.in_shard(shard, patient) end,
     })
     run.records = {}
-    local open, present = {}, 0
+    local open, present, corrected, requeue = {}, 0, {}, {}
     for _, r in ipairs(built.records) do
-        local known = run.journal:get(run.source_alias, r.key)
-        if known and known.state == "verified" then
-            present = present + 1
+        local known = j:get(alias, r.key)
+        local data = known and type(known.data) == "table" and known.data or {}
+        local unit = {key = r.key, kind = "record", expected = 1, present = 0,
+                      data = {uid = r.uid, digest = r.digest, study = r.study, series = r.series,
+                              patient = r.patient, day = r.day}}
+        if known and data.digest == r.digest and data.uid == r.uid then
+            unit.data.versions, unit.data.superseded = data.versions, data.superseded
+            if known.state == "verified" then
+                present = present + 1
+            else
+                run.records[r.key] = r
+                open[#open + 1] = unit
+            end
         else
+            if known and data.uid then
+                -- Mosaiq changed what this record says: a new version supersedes the last.
+                local versions = versions_of(data)
+                versions[#versions + 1] = {uid = r.uid, digest = r.digest}
+                local superseded = {}
+                for _, uid in ipairs(data.superseded or {}) do superseded[#superseded + 1] = uid end
+                superseded[#superseded + 1] = data.uid
+                unit.data.versions, unit.data.superseded = versions, superseded
+                corrected[#corrected + 1] = {record = r.key, patient = r.patient, day = r.day, current = r.uid,
+                                             superseded = data.uid, version = #versions}
+                log.warn("Mosaiq corrected a delivered record: a new version supersedes the archived one",
+                         {record = r.key, patient = r.patient, superseded = data.uid, current = r.uid})
+                if known.state == "verified" then requeue[#requeue + 1] = r.key end
+            end
             run.records[r.key] = r
-            open[#open + 1] = {key = r.key, kind = "record", expected = 1, present = 0,
-                               data = {study = r.study, series = r.series, patient = r.patient, day = r.day}}
+            open[#open + 1] = unit
         end
     end
-    local skipped = {}
-    for _, f in ipairs(built.failures) do
-        skipped[#skipped + 1] = {patient = f.patient, plan = f.plan, fraction = f.fraction, day = f.day,
-                                 reason = f.error}
+    if #requeue > 0 and not dry then j:requeue(alias, requeue) end
+    if #built.skipped > 0 then run.failures.partial = true end
+    run.corrected = corrected
+    local warnings = {}
+    for i, w in ipairs(built.warnings) do
+        if i > 100 then break end -- the log has them all
+        warnings[i] = {record = w.record, patient = w.patient, fraction = w.fraction, field = w.field,
+                       message = w.message}
     end
-    if #skipped > 0 then run.failures.partial = true end
     return {open = open, complete = {}, found = built.found, present = present,
-            summary = {records_built = #built.records, deliveries_skipped = #skipped, skipped_deliveries = skipped}}
+            summary = {records_built = #built.records, deliveries_skipped = #built.skipped,
+                       skipped_deliveries = built.skipped, records_corrected = #corrected,
+                       corrected_records = corrected, record_warnings = #built.warnings,
+                       record_warning_list = warnings}}
 end
 
 function flow.describe(run, units)
     local rows = {}
     for _, u in ipairs(units) do
-        rows[#rows + 1] = {record = u.key, patient = u.data.patient, day = u.data.day, instances = 1, missing = 1}
+        rows[#rows + 1] = {record = u.key, uid = u.data.uid, patient = u.data.patient, day = u.data.day,
+                           instances = 1, missing = 1}
     end
     return rows
 end
@@ -135,6 +265,9 @@ end
 function flow.group(run, units)
     local by_series, jobs = {}, {}
     for _, u in ipairs(units) do
+        u.data = u.data or {}
+        local r = run.records[u.key]
+        u.data.uid = r.uid -- the version built now, whatever the journal had
         local job = by_series[u.data.series]
         if not job then
             job = {series = u.data.series, study = u.data.study, units = {}}
@@ -191,7 +324,7 @@ function flow.transfer(run, job, units)
     local list = {}
     for _, u in ipairs(units) do
         if u.store_error then error(u.store_error, 0) end
-        list[#list + 1] = u.key
+        list[#list + 1] = u.data.uid
     end
     local hop = staging(run)
     if not hop then return #list end -- stored straight into the archive
@@ -212,16 +345,56 @@ function flow.transfer(run, job, units)
     return completed
 end
 
-function flow.verify(run, job, units)
-    local main = run:peer(run.target_alias)
+-- The digests of the records the archive holds, by UID (C-GET), or nil and the error
+-- when the archive refuses C-GET.
+local function archived_digests(main, job, uids, patient)
+    local got = {}
+    local ok, err = pcall(main.get, main, {level = "IMAGE", StudyInstanceUID = job.study,
+        SeriesInstanceUID = job.series, SOPInstanceUID = #uids == 1 and uids[1] or uids, patient = patient},
+        function(ds) got[ds.SOPInstanceUID] = ds:digest() end)
+    if ok then return got end
+    if exit.is_unreachable(err) then error(err, 0) end
+    return nil, err
+end
+
+-- Presence by C-FIND, for an archive that refuses C-GET.
+local function archived_uids(main, job, patient)
     local there = {}
     main:find({level = "IMAGE", StudyInstanceUID = job.study, SeriesInstanceUID = job.series, SOPInstanceUID = "",
-               patient = units[1].data.patient}, function(m) there[m.SOPInstanceUID] = true end)
+               patient = patient}, function(m) there[m.SOPInstanceUID] = true end)
+    return there
+end
+
+function flow.verify(run, job, units)
+    local main = run:peer(run.target_alias)
+    local uids = {}
+    for i, u in ipairs(units) do uids[i] = u.data.uid end
+    local patient = units[1].data.patient
+    local digests, refused = archived_digests(main, job, uids, patient)
+    local there
+    if not digests then
+        there = archived_uids(main, job, patient)
+        if not run.content_unchecked then
+            run.content_unchecked = true
+            run.summary.records_content_unchecked = 0
+            log.warn("the archive refuses C-GET: records are checked by presence, their content is not compared",
+                     {target = run.target_alias, error = tostring(refused)})
+        end
+        run.summary.records_content_unchecked = run.summary.records_content_unchecked + #units
+    end
     local found = {}
     for _, u in ipairs(units) do
-        local missing = {}
-        if not there[u.key] then missing[u.key] = true end
-        found[u.key] = {total = 1, missing = missing, n = there[u.key] and 0 or 1}
+        local uid, f = u.data.uid, {total = 1, missing = {}, n = 0}
+        if digests then
+            if digests[uid] == nil then
+                f.missing[uid], f.n = true, 1
+            elseif digests[uid] ~= u.data.digest then
+                f.missing[uid], f.n, f.different = true, 1, digests[uid]
+            end
+        elseif not there[uid] then
+            f.missing[uid], f.n = true, 1
+        end
+        found[u.key] = f
     end
     return found
 end
@@ -233,7 +406,74 @@ function flow.retry(run, job, units)
 end
 
 function flow.describe_missing(run, u, f, attempts)
-    return string.format("record not found in %s after %d retries", run.target_alias, attempts)
+    if f.different then
+        return string.format("%s holds different content under the record's UID %s (digest %s, built %s) " ..
+                             "after %d retries: its copy is not this record", run.target_alias, u.data.uid,
+                             f.different, u.data.digest, attempts)
+    end
+    return string.format("record %s not found in %s after %d retries", u.data.uid, run.target_alias, attempts)
+end
+
+-- Deletes the instance `uid` from an Orthanc through its REST API; returns true, or
+-- false and why.
+local function remove_from_orthanc(http_url, uid)
+    local http = require "rtbackup.http"
+    local cjson = require "cjson"
+    local base = tostring(http_url):gsub("/+$", "")
+    local ok, r = pcall(http.post, base .. "/tools/lookup", uid, {headers = {["Content-Type"] = "text/plain"}})
+    if not ok then return false, tostring(r) end
+    if r.status ~= 200 then return false, "lookup answered HTTP " .. tostring(r.status) end
+    local decoded, list = pcall(cjson.decode, r.body)
+    if not decoded or type(list) ~= "table" then return false, "lookup answered no JSON list" end
+    local removed = false
+    for _, hit in ipairs(list) do
+        if hit.Type == "Instance" and type(hit.ID) == "string" then
+            local done, d = pcall(http.request, "DELETE", base .. "/instances/" .. hit.ID, {})
+            if not done then return false, tostring(d) end
+            if d.status ~= 200 then return false, "delete answered HTTP " .. tostring(d.status) end
+            removed = true
+        end
+    end
+    return removed, removed and nil or "not in the archive"
+end
+
+--- The superseded versions of the records verified in this run: removed from the
+-- archive (mosaiq_remove_superseded, Orthanc REST), else reported as kept.
+function flow.finish(run)
+    local remove = run:setting("mosaiq_remove_superseded")
+    local http_url = run.target_cfg.http_url
+    if remove and not http_url then
+        log.warn("mosaiq_remove_superseded is set but the backup target has no http_url: superseded records " ..
+                 "are kept", {target = run.target_alias})
+    end
+    local report = {}
+    for _, u in ipairs(run.book.done) do
+        local data = u.data or {}
+        if data.superseded and #data.superseded > 0 and run.records[u.key] then
+            local entry = {record = u.key, patient = data.patient, current = data.uid, superseded = {}}
+            local still = {}
+            for _, uid in ipairs(data.superseded) do
+                local state = "kept"
+                if remove and http_url then
+                    local ok, why = remove_from_orthanc(http_url, uid)
+                    state = ok and "removed" or ("kept: " .. tostring(why))
+                    if not ok and why ~= "not in the archive" then
+                        log.error("cannot remove a superseded record", {record = u.key, uid = uid, error = why})
+                        still[#still + 1] = uid
+                    end
+                else
+                    still[#still + 1] = uid
+                end
+                entry.superseded[#entry.superseded + 1] = {uid = uid, state = state}
+            end
+            if #still ~= #data.superseded then
+                data.superseded = still
+                run.journal:mark(run.source_alias, u.key, "verified", {data = data})
+            end
+            report[#report + 1] = entry
+        end
+    end
+    if #report > 0 then run.summary.superseded_records = report end
 end
 
 return flow

@@ -335,20 +335,31 @@ function Mapper:metersets(field, where, termination)
     return start, start + delivered, planned, delivered
 end
 
-function Mapper:control_point(point, field, where, label, ms)
+-- previous = {point, cp} of the control point before, or nil for the first.
+function Mapper:control_point(point, field, where, label, ms, previous)
     local actual = type(point.actual) == "table" and point.actual or {}
     local index = self:number(point.Index, where, "TxFieldPoint.Index")
     if index == nil then self:fail(where, "TxFieldPoint.Index (the cumulative meterset weight) is missing") end
     local specified = ms.last_index > 0 and index / ms.last_index * ms.planned or 0
     specified = math.floor(specified * 1e4 + 0.5) / 1e4
-    local function position(column)
-        -- As delivered where the console recorded it, else as planned.
+    local function position(column, key)
+        -- Where the console recorded the couch (TxFieldPoint_Hst: the plan's position
+        -- plus the day's image-guided shift). At a point it did not record, the couch
+        -- is where it was if the plan does not move it; otherwise the value stays
+        -- empty (Type 2): the planned position never poses as the delivered one.
         local v = self:mm(actual[column], where, "TxFieldPoint_Hst." .. column)
-        if v == nil then v = self:mm(point[column], where, column) end
+        if v == nil and previous and previous.cp[key] ~= nil
+           and self:mm(point[column], where, column) == self:mm(previous.point[column], where, column) then
+            v = previous.cp[key]
+        end
         return self:check(v, M.PLAUSIBLE.position, where, column, " mm")
     end
     local function angle(column)
-        return self:check(self:number(point[column], where, column), M.PLAUSIBLE.angle, where, column, "°")
+        -- Angles as recorded where the console did, else as planned: record-and-verify
+        -- holds the machine to the planned angle within tolerance before it beams on.
+        local v = self:number(actual[column], where, "TxFieldPoint_Hst." .. column)
+        if v == nil then v = self:number(point[column], where, column) end
+        return self:check(v, M.PLAUSIBLE.angle, where, column, "°")
     end
     local cp = {
         index = self:integer(point.Point, where, "Point"),
@@ -367,9 +378,9 @@ function Mapper:control_point(point, field, where, label, ms)
         table_top_eccentric_distance = self:mm(point.Couch_Top_Axis_Distance, where, "Couch_Top_Axis_Distance"),
         table_top_eccentric_angle = angle("Couch_Top"),
         table_top_eccentric_direction = self:enum("Dir_Enum", point.Couch_Top_Dir_Enum, where, "Couch_Top_Dir_Enum"),
-        table_top_vertical = position("Couch_Vrt"),
-        table_top_longitudinal = position("Couch_Lng"),
-        table_top_lateral = position("Couch_Lat"),
+        table_top_vertical = position("Couch_Vrt", "table_top_vertical"),
+        table_top_longitudinal = position("Couch_Lng", "table_top_longitudinal"),
+        table_top_lateral = position("Couch_Lat", "table_top_lateral"),
     }
     if cp.index == nil then self:fail(where, "Point (the control point index) is missing") end
     if self.opts.control_point_time == "point" then
@@ -498,12 +509,12 @@ function Mapper:beam(field, i)
     local previous
     for k, p in ipairs(points) do
         local cp_where = string.format("%s, control point %s", where, tostring(self:value(p.Point) or k - 1))
-        local cp = self:control_point(p, field, cp_where, label, ms)
-        if previous and cp.specified_meterset < previous then
+        local cp = self:control_point(p, field, cp_where, label, ms, previous)
+        if previous and cp.specified_meterset < previous.cp.specified_meterset then
             self:warn(cp_where, "the cumulative meterset decreases (%s after %s): implausible",
-                      tostring(cp.specified_meterset), tostring(previous))
+                      tostring(cp.specified_meterset), tostring(previous.cp.specified_meterset))
         end
-        previous = cp.specified_meterset
+        previous = {point = p, cp = cp}
         if has_mlc then
             local mlc, pairs_ = self:mlc(p, cp_where, label, mlc_opts)
             if mlc then
@@ -552,29 +563,49 @@ local function new_mapper(group, opts)
     return self
 end
 
--- A canonical text of a builder input (keys sorted, numbers exact): what the record's
--- UID is derived from.
+-- A canonical byte string of a builder input (keys sorted, numbers as their exact
+-- binary value): what the record's UID is derived from. Lists of numbers (leaf
+-- positions, jaws) are packed in one go: a VMAT record holds ~50 000 of them.
 local function canonical(v, out)
     local t = type(v)
     if t == "table" then
-        local keys = {}
-        for k in pairs(v) do keys[#keys + 1] = k end
-        table.sort(keys, function(a, b)
-            if type(a) == type(b) then return a < b end
-            return type(a) == "number"
-        end)
+        local n = #v
+        local numbers = n > 0
+        for i = 1, n do
+            if type(v[i]) ~= "number" then numbers = false; break end
+        end
+        if numbers then -- and nothing but the list
+            local count = 0
+            for _ in pairs(v) do count = count + 1 end
+            numbers = count == n
+        end
+        if numbers then
+            out[#out + 1] = "[" .. string.pack("<I4", n) .. string.pack("<" .. string.rep("n", n), table.unpack(v))
+            return out
+        end
+        local keys, strings = {}, true
+        for k in pairs(v) do
+            keys[#keys + 1] = k
+            if type(k) ~= "string" then strings = false end
+        end
+        if strings then
+            table.sort(keys)
+        else
+            table.sort(keys, function(a, b)
+                if type(a) == type(b) then return a < b end
+                return type(a) == "number"
+            end)
+        end
         out[#out + 1] = "{"
         for _, k in ipairs(keys) do
-            out[#out + 1] = tostring(k)
-            out[#out + 1] = "="
+            out[#out + 1] = string.pack("<s4", tostring(k))
             canonical(v[k], out)
-            out[#out + 1] = ";"
         end
         out[#out + 1] = "}"
     elseif t == "number" then
-        out[#out + 1] = math.type(v) == "integer" and tostring(v) or string.format("%.17g", v)
+        out[#out + 1] = math.type(v) == "integer" and "i" .. string.pack("<j", v) or "n" .. string.pack("<n", v)
     else
-        out[#out + 1] = string.format("%q", tostring(v))
+        out[#out + 1] = string.pack("<s4", t .. ":" .. tostring(v))
     end
     return out
 end
@@ -635,6 +666,10 @@ function M.record(group, opts)
 
     local site_key = self:text(site.SIT_SET_ID) or "?"
     local sex = self:text(patient.Gender) or self:text(patient.Sex)
+    local sex_term = sex and self.enums.Gender[sex]
+    if sex and sex_term == nil then
+        self:warn(nil, "Admin.Gender = %q is not a value rtbackup knows; Patient's Sex left empty", sex)
+    end
     local input = {
         -- When the delivery history last changed: deterministic, and a corrected row
         -- gives the corrected record a later creation time.
@@ -645,7 +680,7 @@ function M.record(group, opts)
                     middle = self:text(patient.MIddle_Name), suffix = self:text(patient.Suffix)},
             id = self.patient_id,
             birth_date = self:text(patient.Birth_DtTm),
-            sex = sex and self.enums.Gender[sex] or nil,
+            sex = sex_term or nil,
         },
         study = {
             instance_uid = self:text(plan.StudyInstanceUID),

@@ -47,7 +47,8 @@
 --             Couch_Top_Axis_Distance, Couch_Top, Couch_Top_Dir_Enum, Couch_Vrt, Couch_Lng,
 --             Couch_Lat, Coll_X1, Coll_X2, Coll_Y1, Coll_Y2, MLC_Leaves, A_Leaf_Set,
 --             B_Leaf_Set, Meterset_Rate,
---             actual = {Tx_DtTm, Meterset_Rate, Couch_Vrt, Couch_Lng, Couch_Lat} },  -- TxFieldPoint_Hst
+--             actual = {Tx_DtTm, Meterset_Rate, Gantry_Ang, Coll_Ang, Couch_Ang, Couch_Vrt,
+--                       Couch_Lng, Couch_Lat} },   -- TxFieldPoint_Hst, where recorded
 --           ... } }, ... },
 --   }
 --
@@ -172,7 +173,7 @@ end
 --- Drops the tables of mosaiq/schema.sql that exist (replacing a synthetic clinic).
 function mosaiq.drop_schema(db)
     local names = {}
-    for name in read_file(mosaiq.file("schema.sql")):gmatch("CREATE TABLE (%w+)") do
+    for name in read_file(mosaiq.file("schema.sql")):gmatch("CREATE TABLE ([%w_]+)") do
         table.insert(names, 1, name)
     end
     for _, name in ipairs(names) do db:exec("DROP TABLE IF EXISTS " .. name) end
