@@ -225,6 +225,22 @@ int rtb_b_ds(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field, dou
     return put1(b, ds, tag, "DS", text);
 }
 
+int rtb_b_fl(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field, double v)
+{
+    if (isnan(v))
+        return 0;
+    if (!isfinite(v))
+        return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "is not a finite number");
+    char text[32];
+    snprintf(text, sizeof text, "%.9g", v); /* a float's 9 digits: the value read back as given */
+    /* Binary VR: the dictionary's FL element, set from its text form. */
+    const char *value = text;
+    rtb_dicom_error derr;
+    if (rtb_ds_set(ds, tag, &value, 1, &derr) != 0)
+        return rtb_b_dicom_fail(b, tag, &derr);
+    return 0;
+}
+
 int rtb_b_ds_list(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field,
                   const double *v, size_t n)
 {

@@ -54,6 +54,8 @@ int rtb_b_name(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field,
                const rtb_rtrecord_name *name, int type2);
 /* DS / IS values. Absent (NaN / NO_INT): empty when type2, nothing otherwise. */
 int rtb_b_ds(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field, double v, int type2);
+/* An FL value (Type 3: NaN writes nothing). */
+int rtb_b_fl(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field, double v);
 int rtb_b_ds_list(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field,
                   const double *v, size_t n);
 int rtb_b_is(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field, long v, int type2);

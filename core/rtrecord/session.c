@@ -20,10 +20,12 @@ typedef struct {
     size_t offset;  /* into rtb_rtrecord_control_point */
     int direction;  /* a CW/CC/NONE term rather than a number */
     int first_type;
+    int fl;         /* VR FL (pitch and roll angles), not DS */
 } cp_attr;
 
-#define NUM(tag, f, t) {tag, #f, offsetof(rtb_rtrecord_control_point, f), 0, t}
-#define DIR(tag, f, t) {tag, #f, offsetof(rtb_rtrecord_control_point, f), 1, t}
+#define NUM(tag, f, t) {tag, #f, offsetof(rtb_rtrecord_control_point, f), 0, t, 0}
+#define FLT(tag, f, t) {tag, #f, offsetof(rtb_rtrecord_control_point, f), 0, t, 1}
+#define DIR(tag, f, t) {tag, #f, offsetof(rtb_rtrecord_control_point, f), 1, t, 0}
 
 static const cp_attr kCpAttrs[] = {
     NUM("300A,011E", gantry_angle, 1),
@@ -40,9 +42,9 @@ static const cp_attr kCpAttrs[] = {
     NUM("300A,012A", table_top_lateral, 2),
     /* 1C in the standard, but many sources (Mosaiq among them) do not record
      * pitch and roll: written when given. */
-    NUM("300A,0140", table_top_pitch_angle, 3),
+    FLT("300A,0140", table_top_pitch_angle, 3),
     DIR("300A,0142", table_top_pitch_direction, 3),
-    NUM("300A,0144", table_top_roll_angle, 3),
+    FLT("300A,0144", table_top_roll_angle, 3),
     DIR("300A,0146", table_top_roll_direction, 3),
 };
 
@@ -260,7 +262,8 @@ static int write_control_point(rtb_builder *b, rtb_ds *cp_item, const rtb_rtreco
             double v = num_at(cp, a);
             if (type == 1 && isnan(v))
                 return rtb_b_fail(b, RTB_RTRECORD_E_MISSING, a->field, "is required");
-            if (rtb_b_ds(b, cp_item, a->tag, a->field, v, type == 2))
+            if (a->fl ? rtb_b_fl(b, cp_item, a->tag, a->field, v)
+                      : rtb_b_ds(b, cp_item, a->tag, a->field, v, type == 2))
                 return -1;
         }
     }

@@ -15,7 +15,8 @@ them to --out as <SOPInstanceUID>.dcm (a directory created 0700: records name
 patients) without sending anything. Useful to inspect records (dcmdump, dciodvfy)
 before a backup.
   rtbackup rtrecord TJU --date 2026-11-20 --out /tmp/records]],
-    "0 every record built, 1 some deliveries could not be turned into records (listed), " ..
+    "0 every record built, 1 some deliveries not turned into records (listed; kinds the site's " ..
+    "mosaiq.accepted_skips lists do not count), " ..
     "2 usage or configuration error, 4 the database unreachable")
 parser:argument("env", "environment")
 parser:argument("source", "Mosaiq source alias (default: default_source, else the first mosaiq source)"):args("?")
@@ -39,8 +40,11 @@ if not ok then
     return require("rtbackup.exit").of_error(built)
 end
 files.private_dir(args.out)
-for _, r in ipairs(built.records) do r.ds:save(args.out .. "/" .. r.key .. ".dcm") end
-for _, f in ipairs(built.failures) do io.stderr:write("not built: ", f.key, ": ", f.error, "\n") end
-io.stdout:write(string.format("%d records written to %s; %d deliveries could not be turned into records\n",
-                              #built.records, args.out, #built.failures))
-return #built.failures == 0 and cli.EXIT.ok or cli.EXIT.failure
+for _, r in ipairs(built.records) do r.ds:save(args.out .. "/" .. r.uid .. ".dcm") end
+for _, f in ipairs(built.skipped) do
+    io.stderr:write(string.format("not built (%s): %s fraction %s: %s\n", f.kind or "?", f.patient or "?",
+                                  tostring(f.fraction or "?"), f.reason or "?"))
+end
+io.stdout:write(string.format("%d records written to %s; %d deliveries not turned into records\n",
+                              #built.records, args.out, #built.skipped))
+return flow.makes_partial(site.choices(env), built.skipped) and cli.EXIT.failure or cli.EXIT.ok

@@ -51,6 +51,12 @@ return {
         --   machines = {TRUEBEAM2 = {manufacturer = "Varian Medical Systems", serial_number = "H192837",
         --                            mlc = {first_bank = "B"}}}
         machines = {},
+        -- Deliveries that are never RT Beams Treatment Records are still counted and
+        -- named in every run's summary; by default they also make the run partial
+        -- (exit 1). Kinds listed here do not: "qa_mode" (machine QA deliveries),
+        -- "brachytherapy" (HDR/LDR/PDR sessions). Other kinds ("missing_version",
+        -- "contradiction", "no_plan", "unmappable") always do: data is missing.
+        accepted_skips = {},
         -- A private block the clinic's own tools read: false, or
         -- { creator = "...", group = 0x3261, elements = { { element = 0x01, vr = "LT",
         --   from = "site.Site_Name" }, ... } } where `from` names a value of the

@@ -1,16 +1,25 @@
 -- requires: testbed
 -- The staged Mosaiq backup against the testbed: a synthetic Mosaiq on SQLite (through
--- its ODBC driver), Orthanc "staging" as the staging SCP, Orthanc "main" as the archive.
+-- its ODBC driver, generated afresh for each test with its situations: interrupted
+-- beams, edits, HDR, QA, a missing field version, rows corrected after the day),
+-- Orthanc "staging" as the staging SCP, Orthanc "main" as the archive.
 local h = require "helpers"
 local cjson = require "cjson"
+local odbc = require "rtbackup.odbc"
+local mosaiq = require "rtbackup.mosaiq.query"
+local synth = require "rtbackup.mosaiq.synth"
+local dicom = require "rtbackup.dicom"
 
 local tb = h.testbed()
 local main, staging = h.orthanc(tb.MAIN_HTTP_URL), h.orthanc(tb.STAGING_HTTP_URL)
 local dir = h.tmpdir()
 local state = dir .. "/state"
-local DAYS = {"--since", "2026-11-02", "--until", "2026-11-06"}
+local START, DAYS = "2026-11-02", 10
+local PERIOD = {"--since", "2026-11-02", "--until", "2026-11-11"}
+local clinic
 
-local function write_env(staging_port, main_aet)
+local function write_env(opts)
+    opts = opts or {}
     h.write_file(dir .. "/mq.toml", string.format([[
 [MQ]
 description = "Mosaiq on the testbed"
@@ -30,6 +39,7 @@ type = "orthanc"
 aet = "%s"
 ip = "%s"
 port = %s
+%s
 [MQ.backup_targets.STAGING]
 type = "dicom_scp"
 aet = "%s"
@@ -37,8 +47,27 @@ ip = "%s"
 port = %s
 [MQ.settings]
 state_dir = "%s"
-]], tb.SCU_AET, tb.TEST_SCP_PORT, dir, main_aet or tb.MAIN_AET, tb.HOST, tb.MAIN_PORT,
-    tb.STAGING_AET, tb.HOST, staging_port or tb.STAGING_PORT, state))
+%s
+]], tb.SCU_AET, tb.TEST_SCP_PORT, dir, opts.main_aet or tb.MAIN_AET, tb.HOST, tb.MAIN_PORT,
+    opts.http and ('http_url = "' .. tb.MAIN_HTTP_URL .. '"') or "",
+    tb.STAGING_AET, tb.HOST, opts.staging_port or tb.STAGING_PORT, state, opts.settings or ""))
+end
+
+-- A fresh synthetic Mosaiq (seed 2: every situation falls in the period).
+local function new_clinic()
+    os.remove(dir .. "/mosaiq.db")
+    local db = odbc.connect({odbc_driver = "SQLite3", db_database = dir .. "/mosaiq.db"}, nil, {create = true})
+    mosaiq.create_schema(db)
+    local c = synth.generate(db, {seed = 2, patients = 8, start_date = START, days = DAYS,
+                                  leaf_encoding = "float32_mm"}) -- the default site's reading
+    db:close()
+    return c
+end
+
+local function apply_corrections()
+    local db = odbc.connect({odbc_driver = "SQLite3", db_database = dir .. "/mosaiq.db"})
+    synth.apply_corrections(db, clinic)
+    db:close()
 end
 
 local function rtb(args)
@@ -46,13 +75,17 @@ local function rtb(args)
     for _, a in ipairs(args) do full[#full + 1] = a end
     return h.run(full)
 end
-local function backup()
-    local r = rtb{"backup", "MQ", table.unpack(DAYS)}
+
+local function backup(extra)
+    local args = {"backup", "MQ"}
+    for _, a in ipairs(extra or PERIOD) do args[#args + 1] = a end
+    local r = rtb(args)
     local f = io.open(state .. "/MQ-MOSAIQ-last-run.json")
     r.summary = f and cjson.decode(f:read("a")) or {}
     if f then f:close() end
     return r
 end
+
 local function records_in(orthanc)
     local n = 0
     for _, id in ipairs(orthanc:get("/series")) do
@@ -62,53 +95,210 @@ local function records_in(orthanc)
     return n
 end
 
-setup(function()
-    write_env()
-    local r = rtb{"mosaiq-db", "create", "MQ", "--patients", "6", "--from", "2026-11-02", "--days", "5",
-                  "--leaf-encoding", "float32_mm"}
-    assert.are.equal(0, r.code, r.output)
-end)
+-- The record with this SOP Instance UID, as the archive holds it (nil: not there).
+local function archived(uid)
+    for _, hit in ipairs(main:lookup(uid)) do
+        if hit.Type == "Instance" then
+            local path = dir .. "/fetched.dcm"
+            os.execute(string.format("curl -s -o %s %s", h.quote(path), h.quote(tb.MAIN_HTTP_URL ..
+                                     "/instances/" .. hit.ID .. "/file")))
+            return dicom.read(path)
+        end
+    end
+end
+
+-- The records of the run: the journal's view, by identity (from the summary's plan of
+-- a dry run, which lists every record the period gives).
+local function planned_records(extra)
+    local args = {"backup", "MQ", "--dry-run", "--format", "json"}
+    for _, a in ipairs(extra or PERIOD) do args[#args + 1] = a end
+    local r = rtb(args)
+    local ok, s = pcall(cjson.decode, r.stdout)
+    assert(ok, r.output)
+    return s.plan or {}, s
+end
+
+local function by_kind(list)
+    local out = {}
+    for _, s in ipairs(list or {}) do out[s.kind] = (out[s.kind] or 0) + 1 end
+    return out
+end
+
 before_each(function()
     main:wipe()
     staging:wipe()
     os.execute("rm -rf " .. h.quote(state))
+    clinic = new_clinic()
     write_env()
 end)
 teardown(function()
+    main:wipe()
     staging:wipe()
     os.execute("rm -rf " .. h.quote(dir))
 end)
 
 describe("the Mosaiq backup", function()
-    it("builds the days' records, stages them, moves them to the archive and verifies them", function()
+    it("backs up every delivery it can and names every one it cannot, with its reason", function()
         local r = backup()
-        assert.are.equal(0, r.code, r.output)
-        assert.is_true(r.summary.records_built > 0)
-        assert.are.equal(r.summary.records_built, r.summary.verified)
-        assert.are.equal(r.summary.records_built, records_in(main))
-        assert.are.equal(r.summary.records_built, records_in(staging))
+        -- a delivery naming a field version Mosaiq no longer has: data is missing, exit 1
+        assert.are.equal(1, r.code, r.output)
+        local s = r.summary
+        assert.is_true(s.records_built > 10, r.output)
+        assert.are.same({s.records_built, 0}, {s.verified, s.failed})
+        assert.are.equal(s.records_built, records_in(main))
+        assert.are.equal(s.records_built, records_in(staging))
+        local kinds = by_kind(s.skipped_deliveries)
+        assert.are.equal(#clinic.situations.missing_field, kinds.missing_version)
+        assert.is_true((kinds.brachytherapy or 0) >= #clinic.situations.hdr, r.output)
+        assert.are.equal(#clinic.situations.qa_mode[1].dhs_ids, kinds.qa_mode)
+        assert.are.equal(#s.skipped_deliveries, s.deliveries_skipped)
+        local missing = clinic.situations.missing_field[1]
+        assert.matches(string.format("not built (missing_version): %s %s (plan unknown) fraction",
+                                     missing.day, missing.mrn), r.stdout, 1, true)
+        assert.matches("FLD_ID " .. missing.fld_id, r.stdout, 1, true)
 
-        -- a rerun sends nothing: the same records (same UIDs) were verified
+        -- a rerun sends nothing: the same records, the same UIDs, the same bytes
         local again = backup()
-        assert.are.equal(0, again.code, again.output)
-        assert.are.equal(0, again.summary.moved)
-        assert.are.equal(r.summary.records_built, again.summary.already_present)
-        assert.are.equal(r.summary.records_built, records_in(main))
+        assert.are.equal(1, again.code, again.output)
+        assert.are.same({0, s.records_built, 0}, {again.summary.moved, again.summary.already_present,
+                                                   again.summary.records_corrected})
+        assert.are.equal(s.records_built, records_in(main))
+    end)
+
+    it("lets a site accept deliveries that are never treatment records, still naming them", function()
+        -- the patient whose plan was checked in QA mode (the missing field version is another's)
+        local qa = clinic.situations.qa_mode[1]
+        assert.are_not.equal(clinic.situations.missing_field[1].mrn, qa.mrn)
+        local scripts = dir .. "/scripts"
+        os.execute(string.format("rm -rf %s && cp -r %s/scripts %s/ && mkdir -p %s/site", h.quote(scripts),
+                                 h.quote(h.source), h.quote(dir), h.quote(scripts)))
+        h.write_file(scripts .. "/site/site.lua",
+                     [[return {mosaiq = {accepted_skips = {"qa_mode", "brachytherapy"}}}]])
+        local toml = io.open(dir .. "/mq.toml"):read("a"):gsub('description = ', 'scripts = "site"\ndescription = ')
+        h.write_file(dir .. "/mq.toml", toml)
+        local r = h.run({"--config", dir .. "/mq.toml", "backup", "MQ", "--patient", qa.mrn, table.unpack(PERIOD)},
+                        {env = {RTBACKUP_SCRIPTS = scripts}})
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("not built %(qa_mode%)", r.stdout)
+        -- and a kind that means missing data cannot be accepted
+        h.write_file(scripts .. "/site/site.lua", [[return {mosaiq = {accepted_skips = {"missing_version"}}}]])
+        r = h.run({"--config", dir .. "/mq.toml", "backup", "MQ", table.unpack(PERIOD)},
+                  {env = {RTBACKUP_SCRIPTS = scripts}})
+        assert.are.equal(2, r.code, r.output)
+        assert.matches('accepted_skips: "missing_version" cannot be accepted', r.output, 1, true)
+    end)
+
+    it("carries a correction to the archive as a new version, and says which one it supersedes", function()
+        local fix = clinic.situations.corrected[1]
+        local only = {"--patient", fix.mrn, "--since", fix.day, "--until", fix.day}
+        local first = backup(only)
+        assert.are.equal(0, first.code, first.output)
+        local before = planned_records(only)
+        assert.are.equal(0, #before) -- all verified
+
+        apply_corrections() -- a late beam charted, a verification status changed after review
+        local r = backup(only)
+        assert.are.equal(0, r.code, r.output)
+        local s = r.summary
+        assert.are.equal(1, s.records_corrected, r.output)
+        local c = s.corrected_records[1]
+        assert.are_not.equal(c.superseded, c.current)
+        assert.matches(fix.plan_uid, c.record, 1, true)
+        assert.are.equal(1, s.moved)
+        -- both versions are in the archive, the new one with the late beam and the new status
+        local old, new = archived(c.superseded), archived(c.current)
+        assert.is_truthy(old, "the superseded version was removed")
+        assert.are.equal(#old.TreatmentSessionBeamSequence + 1, #new.TreatmentSessionBeamSequence)
+        assert.are.equal("VERIFIED_OVR", new.TreatmentSessionBeamSequence[1].TreatmentVerificationStatus)
+        assert.are.equal("kept", s.superseded_records[1].superseded[1].state)
+        assert.matches("superseded: " .. fix.mrn, r.stdout, 1, true)
+        -- the next run has nothing to do
+        local again = backup(only)
+        assert.are.same({0, 0, first.summary.records_built},
+                        {again.code, again.summary.moved, again.summary.already_present})
+    end)
+
+    it("removes the superseded version through Orthanc's REST API when the site asks for it", function()
+        write_env{http = true, settings = "mosaiq_remove_superseded = true"}
+        local fix = clinic.situations.corrected[1]
+        local only = {"--patient", fix.mrn, "--since", fix.day, "--until", fix.day}
+        assert.are.equal(0, backup(only).code)
+        apply_corrections()
+        local r = backup(only)
+        assert.are.equal(0, r.code, r.output)
+        local c = r.summary.corrected_records[1]
+        assert.is_nil(archived(c.superseded))
+        assert.is_truthy(archived(c.current))
+        assert.are.equal("removed", r.summary.superseded_records[1].superseded[1].state)
+    end)
+
+    it("fails, naming it, a record the archive holds with other content under its UID", function()
+        local fix = clinic.situations.corrected[1]
+        local only = {"--patient", fix.mrn, "--since", fix.day, "--until", fix.day}
+        -- what the backup will send, tampered with and put into the archive first
+        local out = h.tmpdir() .. "/records"
+        local w = rtb{"rtrecord", "MQ", "--date", fix.day, "--out", out}
+        assert.is_true(w.code == 0 or w.code == 1, w.output)
+        local plan = planned_records(only)
+        assert.is_true(#plan > 0)
+        local uid = plan[1].uid
+        local ds = dicom.read(out .. "/" .. uid .. ".dcm")
+        ds.TreatmentSessionBeamSequence[1].TreatmentTerminationStatus = "MACHINE"
+        ds:save(dir .. "/tampered.dcm")
+        os.execute(string.format("curl -s -X POST --data-binary @%s %s/instances >/dev/null",
+                                 h.quote(dir .. "/tampered.dcm"), h.quote(tb.MAIN_HTTP_URL)))
+        local r = backup(only)
+        assert.are.equal(1, r.code, r.output)
+        assert.is_true(r.summary.failed >= 1)
+        assert.matches("holds different content under the record's UID " .. uid, r.output, 1, true)
+        -- and it stays failed, not "already backed up", on the next run
+        assert.are.equal(1, backup(only).code)
+    end)
+
+    it("references the interrupted part from its continuation, across runs", function()
+        local cont = clinic.situations.interrupted_next_day[1]
+        assert.is_truthy(cont.continued_day, "the continuation is in the period")
+        local day1 = {"--patient", cont.mrn, "--since", cont.day, "--until", cont.day}
+        local day2 = {"--patient", cont.mrn, "--since", cont.continued_day, "--until", cont.continued_day}
+        assert.are.equal(0, backup(day1).code)
+        local first_uids = {}
+        for _, id in ipairs(main:get("/instances")) do
+            first_uids[main:get("/instances/" .. id .. "/simplified-tags").SOPInstanceUID] = true
+        end
+        local r = backup(day2)
+        assert.are.equal(0, r.code, r.output)
+        -- the continuation (session 2 of the earlier fraction) names the interrupted
+        -- record, which the first run archived
+        local found = 0
+        for _, id in ipairs(main:get("/instances")) do
+            local tags = main:get("/instances/" .. id .. "/simplified-tags")
+            local refs = tags.ReferencedTreatmentRecordSequence
+            if refs then
+                local ds = archived(tags.SOPInstanceUID)
+                assert.are.equal("CONTINUATION", ds.TreatmentSessionBeamSequence[1].TreatmentDeliveryType)
+                local referenced = refs[1].ReferencedSOPInstanceUID
+                assert.is_true(first_uids[referenced], "the referenced record is the first run's")
+                assert.are.equal(ds.InstanceNumber, archived(referenced).InstanceNumber) -- the same fraction
+                found = found + 1
+            end
+        end
+        assert.are.equal(1, found)
     end)
 
     it("exits 4 when staging is down, keeps the records queued, and the next run completes", function()
-        write_env(tb.CLOSED_PORT)
+        write_env{staging_port = tb.CLOSED_PORT}
         local r = backup()
         assert.are.equal(4, r.code, r.output)
         assert.are.equal(0, records_in(main))
         write_env()
         r = backup()
-        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(1, r.code, r.output) -- the missing field version, still
+        assert.are.same({r.summary.records_built, 0}, {r.summary.verified, r.summary.failed})
         assert.are.equal(r.summary.records_built, records_in(main))
     end)
 
     it("reports a failure when the archive's AE title is wrong (staging cannot send to it, it rejects us)", function()
-        write_env(nil, "NOT_KNOWN") -- staging knows no such destination: the C-MOVE fails
+        write_env{main_aet = "NOT_KNOWN"} -- staging knows no such destination: the C-MOVE fails
         local r = backup()
         -- the move is refused, the verification's association rejected: the records stay
         -- queued for a run with the right configuration
@@ -119,9 +309,11 @@ describe("the Mosaiq backup", function()
     end)
 
     it("writes the day's records as files with rtbackup rtrecord", function()
-        local out = dir .. "/records"
-        local r = rtb{"rtrecord", "MQ", "--date", "2026-11-03", "--out", out}
-        assert.are.equal(0, r.code, r.output)
+        local day = clinic.situations.missing_field[1].day
+        local out = h.tmpdir() .. "/records"
+        local r = rtb{"rtrecord", "MQ", "--date", day, "--out", out}
+        assert.are.equal(1, r.code, r.output) -- and names the delivery it could not build
+        assert.matches("not built %(missing_version%)", r.stderr)
         local n = tonumber(r.stdout:match("(%d+) records written"))
         assert.is_true(n > 0)
         local p = io.popen("ls " .. h.quote(out) .. " | wc -l")

@@ -92,13 +92,14 @@ local function recorder(dialect)
     return rec
 end
 
--- The day query as mosaiq.deliveries sends it (opts.sql: a site's own).
+-- The day query and the accessories query as mosaiq.deliveries sends them (opts.sql:
+-- a site's own day query).
 local function day_query_sent(sql)
     local rec = recorder("sqlserver")
     mosaiq.deliveries(rec, "2025-06-12", {sql = sql})
-    assert.are.equal(1, #rec.sent)
-    assert.are.same({"2025-06-12"}, rec.sent[1].params)
-    return rec.sent[1].sql
+    assert.are.equal(2, #rec.sent)
+    for _, sent in ipairs(rec.sent) do assert.are.same({"2025-06-12"}, sent.params) end
+    return rec.sent[1].sql, rec.sent[2].sql
 end
 
 local function summary_sent()
@@ -119,13 +120,15 @@ end
 
 -- Every text rtbackup sends to a Mosaiq (SQL Server) database.
 local function all_texts()
+    local day, devices = day_query_sent(nil)
     local texts = {
-        {name = "day-query-sqlserver", sql = day_query_sent(nil)},
+        {name = "day-query-sqlserver", sql = day},
+        {name = "devices-query-sqlserver", sql = devices},
         {name = "treatment-summary", sql = summary_sent()},
     }
     for _, site in ipairs{"ucla", "tju"} do
         texts[#texts + 1] = {name = site .. "-mosaiq_backup_sql_query",
-                             sql = day_query_sent(environment_query(site))}
+                             sql = (day_query_sent(environment_query(site)))}
     end
     -- `rtbackup health` asks every ODBC source (Mosaiq included) for SELECT 1.
     local health = read(h.source .. "/scripts/lib/rtbackup/health.lua")
@@ -149,7 +152,8 @@ describe("T-SQL parse check", function()
             assert.matches("^ok %(1 statement, ", line, t.name)
         end
         -- The day queries bind the date, the summary the MRN: one marker each.
-        for _, name in ipairs{"day%-query%-sqlserver", "treatment%-summary", "ucla%-mosaiq_backup_sql_query",
+        for _, name in ipairs{"day%-query%-sqlserver", "devices%-query%-sqlserver", "treatment%-summary",
+                              "ucla%-mosaiq_backup_sql_query",
                               "tju%-mosaiq_backup_sql_query"} do
             assert.matches(name .. "%.sql: ok %(1 statement, 1 parameter%)", out)
         end
@@ -157,7 +161,7 @@ describe("T-SQL parse check", function()
 
     it("rejects a broken T-SQL text, naming the line", function()
         -- The live day query with one comma removed between two selected columns.
-        local sql = day_query_sent(nil)
+        local sql = (day_query_sent(nil))
         local at = assert(sql:find("AS \"[%w_]+\",\n"), "no aliased column followed by a comma")
         local comma = sql:find(",", at, true)
         local broken = sql:sub(1, comma - 1) .. sql:sub(comma + 1)
@@ -175,7 +179,7 @@ describe("T-SQL parse check", function()
     end)
 
     it("rejects what the grammar accepts but SQL Server does not", function()
-        local day = day_query_sent(nil)
+        local day = (day_query_sent(nil))
         local code, out = parse{
             {name = "limit", sql = day .. "\nLIMIT 10"},
             {name = "concat", sql = "SELECT PAT.Last_Name || ', ' || PAT.First_Name AS n FROM Patient PAT"},
@@ -209,21 +213,29 @@ describe("T-SQL parse check", function()
     end)
 end)
 
-describe("the day query's three dialects", function()
-    it("come from the one template, differing only in the day window", function()
-        local template = mosaiq.strip_comments(read(mosaiq.file("day.sql")):gsub("%-%- @DAY_WINDOW@", "\1"))
+describe("the Mosaiq queries' three dialects", function()
+    -- The template with the day window and the quoting of the reserved column name
+    -- [Index] marked; every dialect must be the template with only those filled in.
+    local function check(name, build)
+        local template = mosaiq.strip_comments(read(mosaiq.file(name .. ".sql")):gsub("%-%- @DAY_WINDOW@", "\1"))
         local before, after = template:match("^(.-)\1(.*)$")
-        assert.is_truthy(before, "day.sql has no -- @DAY_WINDOW@ line")
+        assert.is_truthy(before, name .. ".sql has no -- @DAY_WINDOW@ line")
         local windows = {}
         for _, dialect in ipairs{"sqlite", "postgres", "sqlserver"} do
-            local sql = mosaiq.strip_comments(mosaiq.day_query(dialect))
+            local index = dialect == "sqlserver" and "[Index]" or '"Index"'
+            local sql = mosaiq.strip_comments(build(dialect))
+            local tail = after:gsub("@INDEX@", index)
             assert.are.equal(before, sql:sub(1, #before), dialect)
-            assert.are.equal(after, sql:sub(-#after), dialect)
-            windows[dialect] = sql:sub(#before + 1, #sql - #after)
+            assert.are.equal(tail, sql:sub(-#tail), dialect)
+            windows[dialect] = sql:sub(#before + 1, #sql - #tail)
             assert.matches("tx_day AS", windows[dialect], dialect)
         end
         assert.are_not.equal(windows.sqlserver, windows.postgres)
         assert.are_not.equal(windows.sqlserver, windows.sqlite)
+    end
+    it("come from one template each, differing only in the day window and quoting", function()
+        check("day", mosaiq.day_query)
+        check("devices", mosaiq.devices_query)
     end)
 end)
 
@@ -232,9 +244,9 @@ describe("the SQL rtbackup sends over ODBC", function()
     -- census fails until it is added (or listed here as never reaching Mosaiq).
     local KNOWN = {
         ["scripts/lib/rtbackup/health.lua"] = 1,     -- SELECT 1: parsed above
-        ["scripts/lib/rtbackup/mosaiq/query.lua"] = 7, -- day query, summary: parsed above; the other
-                                                     -- five build synthetic clinics (SQLite, PostgreSQL)
-        ["scripts/lib/rtbackup/mosaiq/synth.lua"] = 1, -- synthetic clinics only
+        ["scripts/lib/rtbackup/mosaiq/query.lua"] = 8, -- day, devices and summary queries: parsed
+                                                     -- above; the other five build synthetic clinics
+        ["scripts/lib/rtbackup/mosaiq/synth.lua"] = 2, -- synthetic clinics only
     }
 
     it("is sent from the known places only", function()

@@ -117,8 +117,9 @@ function summary.print(s, out)
     end
     for i, d in ipairs(s.skipped_deliveries or {}) do
         if i > 20 then break end
-        out:write(string.format("  not built: %s %s fraction %s: %s\n", d.patient or "?", d.plan or "?",
-                                tostring(d.fraction or "?"), d.reason or "?"))
+        out:write(string.format("  not built (%s): %s %s %s fraction %s: %s\n", d.kind or "?", d.day or "",
+                                d.patient or "?", d.plan or "(plan unknown)", tostring(d.fraction or "?"),
+                                d.reason or "?"))
     end
 end
 

@@ -26,6 +26,7 @@
 -- same fraction before it (Referenced Treatment Record Sequence): built in this run,
 -- or remembered in the journal from the run that built the interrupted part.
 local clock = require "rtbackup.clock"
+local errors = require "rtbackup.error"
 local exit = require "rtbackup.exit"
 local log = require "rtbackup.log"
 local map = require "rtbackup.mosaiq.map"
@@ -169,7 +170,7 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
                     else
                         out.skipped[#out.skipped + 1] = {patient = patient, plan = text(g.plan.OriginalPlanUID),
                                                          fraction = g.fraction, day = day, record = key,
-                                                         reason = tostring(ds)}
+                                                         kind = "unmappable", reason = tostring(ds)}
                         log.error("cannot build a treatment record", {record = key, error = tostring(ds)})
                     end
                 end
@@ -179,6 +180,24 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
     db:close()
     if not ok then error(err, 0) end
     return out
+end
+
+--- Whether skipped deliveries make a run partial (exit 1): any whose kind the site's
+-- mosaiq.accepted_skips does not list.
+function flow.makes_partial(choices, skipped)
+    local accepted = {}
+    for _, kind in ipairs(choices.mosaiq.accepted_skips or {}) do
+        if kind ~= "qa_mode" and kind ~= "brachytherapy" then
+            errors.raise{kind = "config", message = string.format("site choice mosaiq.accepted_skips: %q cannot " ..
+                "be accepted (only \"qa_mode\" and \"brachytherapy\": other skips mean data is missing)",
+                tostring(kind))}
+        end
+        accepted[kind] = true
+    end
+    for _, s in ipairs(skipped) do
+        if not accepted[s.kind] then return true end
+    end
+    return false
 end
 
 -- The chain of versions a unit's data keeps: {{uid, digest}, ...}, oldest first.
@@ -233,7 +252,7 @@ function flow.plan(run)
         end
     end
     if #requeue > 0 and not dry then j:requeue(alias, requeue) end
-    if #built.skipped > 0 then run.failures.partial = true end
+    if flow.makes_partial(run.choices, built.skipped) then run.failures.partial = true end
     run.corrected = corrected
     local warnings = {}
     for i, w in ipairs(built.warnings) do

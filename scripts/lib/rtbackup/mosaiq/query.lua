@@ -53,10 +53,11 @@
 --   }
 --
 -- skipped: the deliveries of the day that are not turned into records, each named
--- with its reason: {patient, plan, fraction, dhs_id, day, reason} — a QA-mode
--- delivery, brachytherapy (an RT Beams Treatment Record cannot describe it), a field
--- or site version the delivery names but the database lacks, rows that contradict
--- each other. Nothing the query returns leaves silently.
+-- with its kind and reason: {patient, plan, fraction, dhs_id, day, kind, reason} —
+-- "qa_mode" (a machine QA delivery), "brachytherapy" (an RT Beams Treatment Record
+-- cannot describe it), "missing_version" (a field or site version the delivery names
+-- but the database lacks), "contradiction" (rows of one delivery disagree), "no_plan".
+-- Nothing the query returns leaves silently.
 --
 -- The query is one SELECT with a single '?' (the date) whose columns are named
 -- "<group>__<Column>" (and "fraction"); see mosaiq/day.sql. opts.sql replaces it (a
@@ -262,25 +263,28 @@ local function truthy(v)
     return present(v) and v ~= 0 and v ~= false and v ~= "0"
 end
 
--- Why a delivery cannot be an RT Beams Treatment Record, or nil when it can.
+-- Why a delivery cannot be an RT Beams Treatment Record: its kind and the reason, or
+-- nil when it can.
 local function reason_to_skip(d)
-    if d.contradiction then return d.contradiction end
-    if truthy(d.dose.WasQAMode) then return "a QA-mode delivery (machine check), not a patient treatment" end
+    if d.contradiction then return "contradiction", d.contradiction end
+    if truthy(d.dose.WasQAMode) then
+        return "qa_mode", "a QA-mode delivery (machine check), not a patient treatment"
+    end
     local technique = present(d.site.Technique) and tostring(d.site.Technique):upper():match("^%s*(.-)%s*$") or ""
     local modality, kind = d.dose.Modality_Enum, d.dose.Type_Enum
     if modality == 8 or kind == 21 or technique == "HDR" or technique == "LDR" or technique == "PDR" then
-        return "brachytherapy (" .. (technique ~= "" and technique or "Ir-192") ..
+        return "brachytherapy", "brachytherapy (" .. (technique ~= "" and technique or "Ir-192") ..
                "): an RT Beams Treatment Record cannot describe it"
     end
     if not present(d.field.FLD_ID) then
-        return string.format("the field version the delivery names (TxField FLD_ID %s) is not in the database",
-                             key_text(d.dose.FLD_ID))
+        return "missing_version", string.format(
+            "the field version the delivery names (TxField FLD_ID %s) is not in the database", key_text(d.dose.FLD_ID))
     end
     if not present(d.site.SIT_SET_ID) then
-        return "the site version the delivery names (Site SIT_ID) is not in the database"
+        return "missing_version", "the site version the delivery names (Site SIT_ID) is not in the database"
     end
     if not present(d.plan.OriginalPlanUID) or tostring(d.plan.OriginalPlanUID):match("^%s*$") then
-        return "the field has no OriginalPlanUID: the record could not reference its plan"
+        return "no_plan", "the field has no OriginalPlanUID: the record could not reference its plan"
     end
     return nil
 end
@@ -343,11 +347,12 @@ local function deliveries_of(db, date, opts)
     for _, d in ipairs(deliveries) do
         d.seen = nil
         table.sort(d.points, sort_points)
-        local why = reason_to_skip(d)
-        if why then
+        local kind, why = reason_to_skip(d)
+        if kind then
             skipped[#skipped + 1] = {patient = key_text(present(d.patient.IDA) and d.patient.IDA or d.patient.Pat_ID1),
-                                     plan = key_text(d.plan.OriginalPlanUID), fraction = d.fraction,
-                                     dhs_id = d.dose.DHS_ID, day = date, reason = why}
+                                     plan = present(d.plan.OriginalPlanUID) and key_text(d.plan.OriginalPlanUID) or nil,
+                                     fraction = d.fraction,
+                                     dhs_id = d.dose.DHS_ID, day = date, kind = kind, reason = why}
         else
             local key = table.concat({key_text(d.patient.Pat_ID1), key_text(d.site.SIT_SET_ID),
                                       key_text(d.plan.OriginalPlanUID), key_text(d.fraction)}, "\0")

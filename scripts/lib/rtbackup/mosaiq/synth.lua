@@ -466,10 +466,16 @@ local function deliver_slot(c, k, slot, carry, rows, ids, rng, opts, situations)
     return out
 end
 
--- Patient-specific QA of a VMAT plan, the working day before the first fraction.
-local function qa_deliveries(c, rows, ids, rng, situations, first_day)
+-- The working day before a course's first fraction: when its plan is checked.
+local function qa_day(c)
     local day = c.first - 1
     while clock.weekday(day) > 5 do day = day - 1 end
+    return day
+end
+
+-- Patient-specific QA of a VMAT plan, the working day before the first fraction.
+local function qa_deliveries(c, rows, ids, rng, situations, first_day)
+    local day = qa_day(c)
     if day < first_day then return end
     local site = in_force(c.site_versions, day)
     local list = {}
@@ -726,7 +732,12 @@ function synth.generate(db, opts)
         c.wedge = c.wedge or {field = 1, angle = 30, orientation = 90}
     end)
     place(function() return true end, function(c) c.bolus = c.bolus or {thickness = 0.5}; c.bolus.device = true end)
-    place(function(c) return c.vmat end, function(c) c.force_qa = true end)
+    for _, c in ipairs(courses) do -- a VMAT course whose plan is checked in the period
+        if c.vmat and c.kind ~= "hdr" and c.kind ~= "followup" and qa_day(c) >= first_day then
+            c.force_qa = true
+            break
+        end
+    end
     for _, c in ipairs(courses) do
         if c ~= edited and c.kind ~= "hdr" and c.kind ~= "followup" and #c.slots >= 4
            and rng.chance(o.history_share) then
