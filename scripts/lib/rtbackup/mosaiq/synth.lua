@@ -16,8 +16,9 @@
 --     accessories (BLDevices_Hst), pointing at the field, site and setup versions in
 --     force that day.
 -- And the situations a truthful record must survive, each listed in
--- result.situations (so a spec can find them) and placed at least once in the period
--- when the clinic has a course that can hold it:
+-- result.situations (so a spec can find them; an entry's `day` may precede the period
+-- for a course already under way) and placed at least once in the period when the
+-- clinic has a course that can hold it:
 --   interrupted_same_day  a beam stops early (PartiallyTreated, MACHINE/OPERATOR) and is
 --                         completed minutes later (MetersetPrevDelivered = MU given)
 --   interrupted_next_day  ... and completed at the next session, before the next fraction
@@ -449,12 +450,13 @@ local function deliver_slot(c, k, slot, carry, rows, ids, rng, opts, situations)
                 log("missing_field", {fraction = k, dhs_id = dhs.DHS_ID, fld_id = dhs.FLD_ID})
             end
             if c.kind == "hdr" and n == 1 then log("hdr", {fraction = k, dhs_id = dhs.DHS_ID}) end
-            if c.wedge and c.wedge.field == n and not situations.wedge_logged[c] then
+            local in_period = slot.day >= opts.start
+            if c.wedge and c.wedge.field == n and in_period and not situations.wedge_logged[c] then
                 situations.wedge_logged[c] = true
                 log("wedge", {fraction = k, dhs_id = dhs.DHS_ID, fld_set_id = field.set, angle = c.wedge.angle,
                               orientation = c.wedge.orientation})
             end
-            if c.bolus and n == 1 and not situations.bolus_logged[c] then
+            if c.bolus and n == 1 and in_period and not situations.bolus_logged[c] then
                 situations.bolus_logged[c] = true
                 log("bolus", {fraction = k, dhs_id = dhs.DHS_ID, text = string.format("%.1f cm bolus",
                                                                                        c.bolus.thickness)})
