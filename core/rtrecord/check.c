@@ -206,12 +206,22 @@ static void check_beams(report *r, rtb_ds *ds)
         if (declared >= 0 && (size_t)declared != cps)
             problem(r, at, "NumberOfControlPoints is %ld but ControlPointDeliverySequence has %zu items",
                     declared, cps);
-        /* Each accessory count must match its recorded sequence. */
-        static const struct { const char *count, *name, *sequence; } accessories[] = {
-            {"300A,00D0", "NumberOfWedges", "3008,00B0"},
-            {"300A,00E0", "NumberOfCompensators", "3008,00C0"},
-            {"300A,00ED", "NumberOfBoli", "300C,00B0"},
-            {"300A,00F0", "NumberOfBlocks", "3008,00D0"},
+        /* Each accessory count must match its recorded sequence, whose items name the
+         * accessory (and a compensator its type, Type 2). */
+        static const rule wedge_item[] = {{"300A,00D2", "WedgeNumber", 1, NULL}};
+        static const rule compensator_item[] = {{"300C,00D0", "ReferencedCompensatorNumber", 1, NULL},
+                                                {"300A,00EE", "CompensatorType", 2, NULL}};
+        static const rule bolus_item[] = {{"3006,0084", "ReferencedROINumber", 1, NULL}};
+        static const rule block_item[] = {{"300C,00E0", "ReferencedBlockNumber", 1, NULL}};
+        static const struct {
+            const char *count, *name, *sequence, *sequence_name;
+            const rule *item;
+            size_t n_item;
+        } accessories[] = {
+            {"300A,00D0", "NumberOfWedges", "3008,00B0", "RecordedWedgeSequence", wedge_item, 1},
+            {"300A,00E0", "NumberOfCompensators", "3008,00C0", "RecordedCompensatorSequence", compensator_item, 2},
+            {"300A,00ED", "NumberOfBoli", "300C,00B0", "ReferencedBolusSequence", bolus_item, 1},
+            {"300A,00F0", "NumberOfBlocks", "3008,00D0", "RecordedBlockSequence", block_item, 1},
         };
         for (size_t a = 0; a < sizeof accessories / sizeof accessories[0]; a++) {
             long count = integer(beam, accessories[a].count);
@@ -219,6 +229,13 @@ static void check_beams(report *r, rtb_ds *ds)
             if (count >= 0 && (size_t)count != listed)
                 problem(r, at, "%s is %ld but its recorded sequence has %zu items", accessories[a].name,
                         count, listed);
+            for (size_t k = 0; k < listed; k++) {
+                rtb_ds *item;
+                char iat[RTB_RTRECORD_PROBLEM_MAX];
+                snprintf(iat, sizeof iat, "%.60s.%s[%zu]", at, accessories[a].sequence_name, k + 1);
+                if (rtb_ds_item(beam, accessories[a].sequence, k, &item, &derr) == 0)
+                    check_rules(r, item, iat, accessories[a].item, accessories[a].n_item);
+            }
         }
         for (size_t d = 0; d < items(beam, "3008,00A0"); d++) {
             rtb_ds *dev;

@@ -302,7 +302,7 @@ static int write_accessories(rtb_builder *b, rtb_ds *beam_item, const rtb_rtreco
         snprintf(field, sizeof field, "compensators[%zu]", i + 1);
         if (rtb_b_item(b, beam_item, "3008,00C0", &it) ||
             rtb_b_is(b, it, "300C,00D0", field, (long)i + 1, 1) ||
-            rtb_b_term(b, it, "300A,00EE", field, c->type, compensator_types, 3, NULL) ||
+            rtb_b_term(b, it, "300A,00EE", field, c->type, compensator_types, 2, NULL) ||
             rtb_b_text(b, it, "300A,00E5", "SH", field, c->id, 0, RTB_TEXT_CLIP) ||
             rtb_b_text(b, it, "300A,00F9", "LO", field, c->accessory_code, 0, RTB_TEXT_CLIP))
             return -1;

@@ -119,6 +119,9 @@ describe("Mosaiq delivery groups -> RT Beams Treatment Records", function()
         assert.are.equal(a.SeriesInstanceUID, c.SeriesInstanceUID) -- the plan's record series
         local d = map.build(groups.two_beam_static(12), options{uid_scope = "OTHER/MOSAIQ"})
         assert.are_not.equal(a.SOPInstanceUID, d.SOPInstanceUID) -- another clinic's database
+        -- names are hashed whole: bytes after a NUL count (the record UID is hashed from
+        -- a binary canonical form)
+        assert.are_not.equal(dicom.uid("scope", "a\0b"), dicom.uid("scope", "a\0c"))
     end)
 
     it("converts cm to mm without binary floating-point residue", function()
@@ -219,6 +222,156 @@ describe("Mosaiq delivery groups -> RT Beams Treatment Records", function()
         ok, err = pcall(map.build, groups.two_beam_static(), options{uid_scope = false})
         assert.is_false(ok)
         assert.are.equal("config", err.kind)
+    end)
+end)
+
+describe("what a Mosaiq record says was delivered", function()
+    local function beam(ds, i) return ds.TreatmentSessionBeamSequence[i or 1] end
+
+    it("continues an interrupted beam from where it stopped, referencing the interrupted record", function()
+        local first = groups.two_beam_static() -- beam 2 stopped by the operator after 98.6 of 147.9 MU
+        local first_ds = map.build(first, options())
+        local rest = groups.two_beam_static()
+        table.remove(rest.fields, 1)
+        rest.session = 2
+        rest.fields[1].dose = groups.dose(80023, 12, "2025-06-12T10:05:00", 49.3, {MetersetPrevDelivered = 98.6})
+        rest.referenced_records = {first_ds.SOPInstanceUID}
+        local ds = map.build(rest, options())
+        local b = beam(ds)
+        assert.are.same({"CONTINUATION", "NORMAL", 49.3, 147.9}, {b.TreatmentDeliveryType,
+            b.TreatmentTerminationStatus, b.DeliveredPrimaryMeterset, b.SpecifiedPrimaryMeterset})
+        local cps = b.ControlPointDeliverySequence
+        assert.are.same({98.6, 147.9}, {cps[1].DeliveredMeterset, cps[2].DeliveredMeterset})
+        assert.are.equal(first_ds.SOPInstanceUID, ds.ReferencedTreatmentRecordSequence[1].ReferencedSOPInstanceUID)
+        assert.are.equal(rtrecord.SOP_CLASS, ds.ReferencedTreatmentRecordSequence[1].ReferencedSOPClassUID)
+        -- the two records of the fraction add up to the beam once
+        assert.is_true(math.abs(147.9 - (beam(first_ds, 2).DeliveredPrimaryMeterset + b.DeliveredPrimaryMeterset)) < 1e-9)
+    end)
+
+    it("refuses a beam that did not end normally when Mosaiq has no delivered meterset", function()
+        local g = groups.two_beam_static()
+        g.fields[2].dose.Meterset = groups.NULL
+        local ok, err = pcall(map.build, g, options())
+        assert.is_false(ok)
+        assert.matches("field G000 %(FLD_ID 60002%): the delivery ended OPERATOR and Mosaiq recorded no delivered " ..
+                       "meterset", err.message)
+        -- a normal termination gives the rest of the plan, and says so
+        g = groups.two_beam_static()
+        g.fields[1].dose.Meterset = groups.NULL
+        local ds, warnings = map.build(g, options())
+        assert.are.equal(152.3, beam(ds).DeliveredPrimaryMeterset)
+        assert.matches("Dose_Hst.Meterset is empty", warnings[1].message, 1, true)
+    end)
+
+    it("maps wedges, compensators, boli and blocks, with the counts matching the sequences", function()
+        local g = groups.two_beam_static()
+        g.fields[1].devices = {
+            {Device_Enum = 1, Device_ID = "W30IN", Wedge_Angle = 30, Wedge_Orientation = 90, Barcode_String = "WDG-30"},
+            {Device_Enum = 2, Device_ID = "TRAY7", Description = "Cerrobend"},
+            {Device_Enum = 3, Device_ID = "COMP1"},
+        }
+        g.fields[1].delivered.Bolus = "1.0 cm bolus"
+        g.fields[2].delivered.Dyn_Wedge = "EDW60"
+        local ds = map.build(g, options())
+        local b1, b2 = beam(ds, 1), beam(ds, 2)
+        assert.are.same({1, 1, 1, 1}, {b1.NumberOfWedges, b1.NumberOfBlocks, b1.NumberOfCompensators, b1.NumberOfBoli})
+        local w = b1.RecordedWedgeSequence[1]
+        assert.are.same({"W30IN", 30, 90, "STANDARD", "WDG-30"}, {w.WedgeID, w.WedgeAngle, w.WedgeOrientation,
+                                                                  w.WedgeType, w.AccessoryCode})
+        assert.are.same({"TRAY7", "Cerrobend"}, {b1.RecordedBlockSequence[1].BlockTrayID,
+                                                 b1.RecordedBlockSequence[1].BlockName})
+        assert.are.equal("COMP1", b1.RecordedCompensatorSequence[1].CompensatorID)
+        assert.are.equal("1.0 cm bolus", b1.ReferencedBolusSequence[1].BolusID)
+        assert.are.same({1, "DYNAMIC", "EDW60"}, {b2.NumberOfWedges, b2.RecordedWedgeSequence[1].WedgeType,
+                                                  b2.RecordedWedgeSequence[1].WedgeID})
+        assert.are.same({0, 0, 0}, {b2.NumberOfBlocks, b2.NumberOfCompensators, b2.NumberOfBoli})
+        local path = helpers.tmpdir() .. "/accessories.dcm"
+        ds:save(path)
+        local problems, out = dciodvfy(path)
+        assert.are.same({}, problems, out)
+        assert.are.same({}, rtrecord.check(dicom.read(path)))
+        -- a device of a kind the tables do not know is refused, not dropped
+        g.fields[1].devices[1].Device_Enum = 9
+        local ok, err = pcall(map.build, g, options())
+        assert.is_false(ok)
+        assert.matches("Device_Enum = 9 (device W30IN)", err.message, 1, true)
+    end)
+
+    it("warns about implausible values, naming patient, plan, fraction, field and value", function()
+        local g = groups.two_beam_static()
+        g.fields[1].Sad = 0
+        g.fields[1].points[1].Gantry_Ang = 720
+        g.fields[1].points[1].actual.Couch_Vrt = 1e9
+        g.fields[2].points[1].Index = 100
+        g.fields[2].points[2].Index = 50
+        g.fields[2].dose.Meterset = -5
+        local ds, warnings = map.build(g, options())
+        assert.is_truthy(ds)
+        local text = {}
+        for _, w in ipairs(warnings) do
+            assert.are.same({"MRN0012345", "1.2.826.0.1.3680043.8.498.1003", 12}, {w.patient, w.plan, w.fraction})
+            text[#text + 1] = (w.field or "") .. ": " .. w.message
+        end
+        text = table.concat(text, "\n")
+        for _, expected in ipairs{"field G180 (FLD_ID 60001): Sad = 0.0 mm is outside 500..1500 mm",
+                                  "control point 0: Gantry_Ang = 720", "Couch_Vrt = 10000000000",
+                                  "the cumulative meterset decreases", "Dose_Hst.Meterset = -5 is negative"} do
+            assert.matches(expected, text, 1, true)
+        end
+    end)
+
+    it("reads leaf order, bank order and sign per machine as the site folder says", function()
+        local g = groups.two_beam_static()
+        local leaves = {}
+        for i = 1, 60 do leaves[i] = i / 10 end -- 0.1 .. 6.0 mm: leaf 1 is the smallest
+        for _, f in ipairs(g.fields) do
+            for _, p in ipairs(f.points) do
+                p.A_Leaf_Set = groups.float32_leaves(leaves)
+                p.B_Leaf_Set = groups.float32_leaves(leaves)
+            end
+        end
+        local function mlc(opts)
+            local cp0 = beam((map.build(g, options(opts)))).ControlPointDeliverySequence[1]
+            for _, d in ipairs(cp0.BeamLimitingDevicePositionSequence) do
+                if d.RTBeamLimitingDeviceType == "MLCX" then return d.LeafJawPositions end
+            end
+        end
+        local plain = mlc{}
+        assert.are.same({0.1, 6.0, 0.1}, {plain[1], plain[60], plain[61]})
+        local reversed = mlc{mlc = {encoding = "float32_mm", leaf_order = "reversed", negate_first_bank = true}}
+        assert.are.same({-6.0, -0.1, 6.0}, {reversed[1], reversed[60], reversed[61]})
+        -- a machine's own convention wins over the site's
+        local per_machine = mlc{machines = {LINAC1 = {mlc = {leaf_order = "reversed"}}}}
+        assert.are.same({6.0, 0.1}, {per_machine[1], per_machine[60]})
+        local ok, err = pcall(mlc, {mlc = {encoding = "float32_mm", leaf_order = "backwards"}})
+        assert.is_false(ok)
+        assert.matches('leaf_order must be "as_stored" or "reversed"', err.message, 1, true)
+    end)
+
+    it("identifies equipment, department and creation from Mosaiq, deterministically", function()
+        local g = groups.two_beam_static()
+        g.fields[2].dose.Edit_DtTm = "2025-06-13T08:30:00" -- reviewed the next morning
+        local ds = map.build(g, options{machines = {LINAC1 = {manufacturer = "Elekta", serial_number = "151234"}},
+                                        institution_name = "Example Cancer Centre"})
+        local m = ds.TreatmentMachineSequence[1]
+        assert.are.same({"LINAC1", "Elekta", "Versa HD", "151234", "Example Cancer Centre", "Radiation Oncology"},
+                        {m.TreatmentMachineName, m.Manufacturer, m.ManufacturerModelName, m.DeviceSerialNumber,
+                         m.InstitutionName, m.InstitutionalDepartmentName})
+        assert.are.same({"Elekta", "Versa HD", "Radiation Oncology"}, {ds.Manufacturer, ds.ManufacturerModelName,
+                                                                       ds.InstitutionalDepartmentName})
+        assert.are.same({"20250613", "083000"}, {ds.InstanceCreationDate, ds.InstanceCreationTime})
+        assert.are.same({"20250612", "095210"}, {ds.TreatmentDate, ds.TreatmentTime})
+        assert.are.equal(15.24, beam(ds).DeliveredTreatmentTime) -- FLD_HST: 0.254 min
+        assert.are.equal(598, beam(ds).ControlPointDeliverySequence[1].DoseRateDelivered)
+        -- the same rows give the same record; a corrected row another one
+        local again = map.build(g, options{machines = {LINAC1 = {manufacturer = "Elekta", serial_number = "151234"}},
+                                           institution_name = "Example Cancer Centre"})
+        assert.are.equal(ds:digest(), again:digest())
+        g.fields[2].dose.Termination_Verify_Status_Enum = 2
+        local corrected = map.build(g, options{machines = {LINAC1 = {manufacturer = "Elekta", serial_number = "151234"}},
+                                               institution_name = "Example Cancer Centre"})
+        assert.are_not.equal(ds.SOPInstanceUID, corrected.SOPInstanceUID)
+        assert.are.equal(ds.SeriesInstanceUID, corrected.SeriesInstanceUID)
     end)
 end)
 
