@@ -159,6 +159,22 @@ describe("T-SQL parse check", function()
         end
     end)
 
+    it("parses the read-only checks a site runs on its Mosaiq (docs/mosaiq-site-checks.sql)", function()
+        local texts = {}
+        local body = mosaiq.strip_comments(read(h.source .. "/docs/mosaiq-site-checks.sql"))
+        for statement in body:gmatch("([^;]+);") do
+            if statement:match("%S") then
+                texts[#texts + 1] = {name = "site-check-" .. (#texts + 1), sql = statement}
+            end
+        end
+        assert.are.equal(7, #texts)
+        local code, out = parse(texts)
+        assert.are.equal(0, code, out)
+        for i, t in ipairs(texts) do
+            assert.matches(string.format("%02d%%-%s%%.sql: ok %%(1 statement", i, t.name:gsub("%-", "%%-")), out)
+        end
+    end)
+
     it("rejects a broken T-SQL text, naming the line", function()
         -- The live day query with one comma removed between two selected columns.
         local sql = (day_query_sent(nil))
