@@ -117,6 +117,12 @@ function M.print_rows(rows, columns, format)
         end
         return
     end
+    io.stdout:write(M.render_table(rows, columns))
+end
+
+--- The text of rows as an aligned table (header, rule, one line per row): what
+-- `find` prints on a terminal, and how the REPL shows C-FIND matches.
+function M.render_table(rows, columns)
     -- Widths in characters, not bytes: names like "Müller" must line up.
     local function width(s) return utf8.len(s) or #s end
     local widths = {}
@@ -124,10 +130,11 @@ function M.print_rows(rows, columns, format)
         widths[i] = width(c)
         for _, r in ipairs(rows) do widths[i] = math.max(widths[i], width(cell(r[c]))) end
     end
+    local out = {}
     local function line(values)
         local parts = {}
         for i, v in ipairs(values) do parts[i] = v .. string.rep(" ", widths[i] - width(v)) end
-        io.stdout:write((table.concat(parts, "  "):gsub("%s+$", "")), "\n")
+        out[#out + 1] = (table.concat(parts, "  "):gsub("%s+$", "")) .. "\n"
     end
     line(columns)
     local rule = {}
@@ -138,6 +145,7 @@ function M.print_rows(rows, columns, format)
         for i, c in ipairs(columns) do values[i] = cell(r[c]) end
         line(values)
     end
+    return table.concat(out)
 end
 
 --- Runs fn; a DICOM error becomes one line on stderr and exit code 1 (2 when the
