@@ -15,7 +15,7 @@ dc.add_peer_options(parser)
 dc.add_query_options(parser, nil)
 parser:option("--out-dir", "directory for the instances (created)")
 dc.add_format_option(parser)
-local args = cli.parse(parser, {...})
+local args = cli.parse(parser, dc.dcmtk_args({...}))
 if not args.out_dir then
     require("rtbackup.error").raise{kind = "usage", message = "--out-dir is required\n" .. parser:get_usage()}
 end

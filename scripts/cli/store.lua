@@ -14,7 +14,7 @@ parser:option("--filepath", "a DICOM file or a directory"):count("+")
 parser:option("--max-reconnects", "associations lost in a row before the rest is given up", "3")
       :convert(tonumber)
 dc.add_format_option(parser)
-local args = cli.parse(parser, {...})
+local args = cli.parse(parser, dc.dcmtk_args({...}))
 
 local function files_under(path)
     local files = {}
