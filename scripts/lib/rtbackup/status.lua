@@ -41,7 +41,8 @@ local function sorted_keys(t)
 end
 
 --- "YYYY-MM-DD" of a unit (data.date "YYYYMMDD" of DICOM units, data.day of Mosaiq
--- records), or nil when it has none (a series followed by reference from another study).
+-- records), or nil when it has none (a series followed by reference: collect then
+-- takes the date of another series of its study, if the journal has one).
 function status.unit_day(u)
     local d = type(u.data) == "table" and (u.data.day or u.data.date) or nil
     if type(d) ~= "string" then return nil end
@@ -104,7 +105,9 @@ local function run_row(r)
     return {id = r.id, command = s.command or "backup", status = r.status, exit_code = s.exit_code,
             started_at = started, finished_at = s.finished_at or r.finished_at, duration_seconds = duration,
             found = s.found, moved = s.moved, verified = s.verified, failed = s.failed, skipped = s.skipped,
-            deferred = s.deferred, compared = s.compared, different = s.different, missing = s.missing,
+            deferred = s.deferred, compared = s.compared, equal = s.equal, different = s.different, missing = s.missing,
+            already_present = s.already_present, records_built = s.records_built,
+            deliveries_skipped = s.deliveries_skipped, references_unresolved = s.references_unresolved,
             shard = s.shard, host = r.host, error = s.error and s.error.message or nil}
 end
 
@@ -143,13 +146,21 @@ local function collect_source(env, alias, journals, since, till, opts)
     local cfg = env.sources[alias]
     local src = {alias = alias, type = cfg.type, unit = cfg.type == "mosaiq" and "records" or "instances",
                  totals = new_row("total"), undated = new_row("undated"), failures = {}, runs = {},
-                 references_open = 0}
+                 references_open = 0, last_success_of = {}}
     local by_day = {}
     local hide = opts.hide_patients
     for _, j in ipairs(journals) do
-        for _, u in ipairs(j:units(alias)) do
-            local v, f, p = status.unit_counts(u)
+        local units = j:units(alias)
+        -- A series the references pass adopted carries no date of its own; another
+        -- series of its study does.
+        local study_day = {}
+        for _, u in ipairs(units) do
             local day = status.unit_day(u)
+            if day and type(u.data) == "table" and u.data.study then study_day[u.data.study] = day end
+        end
+        for _, u in ipairs(units) do
+            local v, f, p = status.unit_counts(u)
+            local day = status.unit_day(u) or (type(u.data) == "table" and study_day[u.data.study] or nil)
             local row
             if day == nil then
                 row = src.undated
@@ -173,17 +184,30 @@ local function collect_source(env, alias, journals, since, till, opts)
                     last_error = u.last_error, since = u.created_at, updated_at = u.updated_at}
             end
         end
-        for _, r in ipairs(j:runs(alias, opts.runs or status.RUNS)) do src.runs[#src.runs + 1] = run_row(r) end
+        local listed = j:runs(alias, opts.runs or status.RUNS)
+        for _, r in ipairs(listed) do src.runs[#src.runs + 1] = run_row(r) end
+        -- The last success of each command (backup, drill): in the runs listed, else
+        -- further back in this journal; the latest over the journals (shards).
+        local found = {}
+        local function successes(list)
+            for _, r in ipairs(list) do
+                local row = run_row(r)
+                if row.exit_code == 0 and not found[row.command] and row.finished_at then
+                    found[row.command] = true
+                    local known = src.last_success_of[row.command]
+                    if not known or row.finished_at > known then src.last_success_of[row.command] = row.finished_at end
+                end
+            end
+        end
+        successes(listed)
+        if not (found.backup and found.drill) and #listed >= (opts.runs or status.RUNS) then
+            successes(j:runs(alias, 200))
+        end
         src.references_open = src.references_open + #j:refs(alias, "open")
     end
     table.sort(src.runs, function(a, b) return (a.started_at or "") > (b.started_at or "") end)
     for i = #src.runs, (opts.runs or status.RUNS) + 1, -1 do src.runs[i] = nil end
-    for _, r in ipairs(src.runs) do
-        if r.command == "backup" and r.exit_code == 0 then
-            src.last_success = r.finished_at
-            break
-        end
-    end
+    src.last_success = src.last_success_of.backup
     table.sort(src.failures, function(a, b)
         if (a.day or "") ~= (b.day or "") then return (a.day or "") > (b.day or "") end
         return a.unit < b.unit
@@ -226,7 +250,10 @@ function status.collect(env, opts)
             local src = collect_source(env, alias, journals, since, till, opts)
             src.last_drill = read_json(string.format("%s/%s-%s-last-drill.json", dir, env.name, alias))
             src.last_validate = read_json(string.format("%s/%s-%s-last-validate.json", dir, env.name, alias))
-            if src.last_drill and opts.hide_patients then src.last_drill = status.without_patients(src.last_drill) end
+            if opts.hide_patients then
+                if src.last_drill then src.last_drill = status.without_patients(src.last_drill) end
+                if src.last_validate then src.last_validate = status.without_patients(src.last_validate) end
+            end
             out.sources[#out.sources + 1] = src
         end
     end)
@@ -236,23 +263,30 @@ function status.collect(env, opts)
     return out
 end
 
---- A copy of a drill summary without patient IDs.
-function status.without_patients(s)
-    local copy = {}
-    for k, v in pairs(s) do copy[k] = v end
-    local function strip(list)
-        if type(list) ~= "table" then return list end
-        local out = {}
-        for i, item in ipairs(list) do
-            local c = {}
-            if type(item) == "table" then for k, v in pairs(item) do c[k] = v end end
-            c.patient = nil
-            out[i] = c
-        end
-        return out
+--- The last `limit` runs of source `alias` of env over its journals, newest first
+-- (the rows of collect's src.runs), without reading the units.
+function status.runs(env, alias, limit)
+    local list = {}
+    for _, path in ipairs(status.journal_paths(env)) do
+        local j = journal.open(path)
+        local ok, runs = pcall(j.runs, j, alias, limit)
+        j:close()
+        if not ok then error(runs, 0) end
+        for _, r in ipairs(runs) do list[#list + 1] = run_row(r) end
     end
-    copy.studies = strip(s.studies)
-    copy.mismatches = strip(s.mismatches)
+    table.sort(list, function(a, b) return (a.started_at or "") > (b.started_at or "") end)
+    for i = #list, limit + 1, -1 do list[i] = nil end
+    return list
+end
+
+--- A copy of a summary (a drill's, a validation's) without patient IDs: every
+-- "patient" field, however deep.
+function status.without_patients(s)
+    if type(s) ~= "table" then return s end
+    local copy = {}
+    for k, v in pairs(s) do
+        if k ~= "patient" then copy[k] = status.without_patients(v) end
+    end
     return copy
 end
 
