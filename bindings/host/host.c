@@ -25,10 +25,12 @@
 
 void rtb_host_install(lua_State *L, const rtb_host_info *info)
 {
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     rtb_lua_set_string(L, "scripts_dir", info->scripts_dir);
     rtb_lua_set_string(L, "command", info->command ? info->command : "");
     rtb_lua_set_string(L, "config_path", info->config_path ? info->config_path : "");
+    if (info->state_dir && *info->state_dir)
+        rtb_lua_set_string(L, "state_dir", info->state_dir);
     rtb_lua_set_string(L, "version", RTBACKUP_VERSION);
     lua_setfield(L, LUA_REGISTRYINDEX, "rtbackup.host.info");
 }
@@ -514,7 +516,7 @@ static int host_fsync_append(lua_State *L)
     return 0;
 }
 
-/* host.info() — {scripts_dir, command, config_path, version}. */
+/* host.info() — {scripts_dir, command, config_path, version, state_dir (installed only)}. */
 static int host_info(lua_State *L)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, "rtbackup.host.info");

@@ -10,7 +10,8 @@ prints what each peer must be told about the others (`config peers ENV`: Orthanc
 DicomModalities entries; the AE titles, hosts and ports ARIA's and MIM's DICOM
 daemons need).
 The configuration is --config PATH (a file or a directory of *.toml), else
-./environments, else /etc/rtbackup.]],
+/etc/rtbackup (<prefix>/etc/rtbackup when installed under a prefix other than /usr
+or /usr/local; in a build tree ./environments, else /etc/rtbackup).]],
     "0 no errors (warnings allowed), 2 usage error or any configuration error")
 parser:command_target("command")
 local check = parser:command("check", "report every problem (secrets are resolved only with ENV)")

@@ -24,7 +24,9 @@ args.query_level = args.query_level or (args.sop_instance_uid and "IMAGE")
 
 return dc.run(function()
     local peer = dc.peer(args)
-    os.execute("mkdir -p '" .. args.out_dir:gsub("'", "'\\''") .. "'")
+    -- The instances name patients: a directory it creates is the owner's only (0700);
+    -- one that exists keeps the mode the operator gave it.
+    require("rtbackup.files").private_dir(args.out_dir)
     local r = peer:get(dc.query(args), args.out_dir)
     if r.message then io.stderr:write("failed: ", r.message, "\n") end
     for _, uid in ipairs(r.failed_uids or {}) do io.stderr:write("not retrieved: ", uid, "\n") end

@@ -48,14 +48,12 @@ Run.__index = Run
 local FLOWS = {aria = "rtbackup.qr.flow", mim = "rtbackup.qr.flow", mosaiq = "rtbackup.mosaiq.flow"}
 
 --- Where journals, locks, summaries and spools live (created 0700): the setting
--- state_dir, else $RTBACKUP_STATE_DIR, else /var/lib/rtbackup for an installed binary
--- and ./state in a development tree.
+-- state_dir, else $RTBACKUP_STATE_DIR, else the installed binary's (/var/lib/rtbackup
+-- under /usr or /usr/local, <prefix>/var/lib/rtbackup under another prefix: the host
+-- decides, by the rule that lays out the install) and ./state in a development tree.
 function run.state_dir(env)
     local dir = settings.get(env, "state_dir") or os.getenv("RTBACKUP_STATE_DIR")
-    if not dir then
-        local scripts = host.info().scripts_dir
-        dir = scripts:find("/share/rtbackup/scripts", 1, true) and "/var/lib/rtbackup" or "state"
-    end
+        or host.info().state_dir or "state"
     return files.private_dir(dir)
 end
 
