@@ -43,12 +43,21 @@ end
 --- "YYYY-MM-DD" of a unit (data.date "YYYYMMDD" of DICOM units, data.day of Mosaiq
 -- records), or nil when it has none (a series followed by reference: collect then
 -- takes the date of another series of its study, if the journal has one).
-function status.unit_day(u)
-    local d = type(u.data) == "table" and (u.data.day or u.data.date) or nil
-    if type(d) ~= "string" then return nil end
+local day_of_text = setmetatable({}, {__index = function(t, d)
+    -- a journal has a few hundred distinct dates and many thousand units: each
+    -- text is parsed once
     local y, m, dd = d:match("^(%d%d%d%d)%-?(%d%d)%-?(%d%d)")
-    if not y then return nil end
-    return y .. "-" .. m .. "-" .. dd
+    local day = y and (y .. "-" .. m .. "-" .. dd) or false
+    rawset(t, d, day)
+    return day
+end})
+
+function status.unit_day(u)
+    local data = u.data
+    if type(data) ~= "table" then return nil end
+    local d = data.day or data.date
+    if type(d) ~= "string" then return nil end
+    return day_of_text[d] or nil
 end
 
 --- How a unit's instances count: verified, failed, pending (see the top of this file).
@@ -153,14 +162,15 @@ local function collect_source(env, alias, journals, since, till, opts)
         local units = j:units(alias)
         -- A series the references pass adopted carries no date of its own; another
         -- series of its study does.
-        local study_day = {}
-        for _, u in ipairs(units) do
+        local study_day, unit_days = {}, {}
+        for i, u in ipairs(units) do
             local day = status.unit_day(u)
-            if day and type(u.data) == "table" and u.data.study then study_day[u.data.study] = day end
+            unit_days[i] = day or false
+            if day and u.data.study then study_day[u.data.study] = day end
         end
-        for _, u in ipairs(units) do
+        for i, u in ipairs(units) do
             local v, f, p = status.unit_counts(u)
-            local day = status.unit_day(u) or (type(u.data) == "table" and study_day[u.data.study] or nil)
+            local day = unit_days[i] or (type(u.data) == "table" and study_day[u.data.study] or nil)
             local row
             if day == nil then
                 row = src.undated

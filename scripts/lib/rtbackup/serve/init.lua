@@ -83,20 +83,8 @@ function serve.app(envs, opts)
     return app
 end
 
---- The cached health of env: {rows, checked_at, checked_unix} (or {error}). Checks
--- again when older than serve_health_cache_seconds; while a check runs, callers wait
--- for it rather than start another.
-function App:health_of(env)
-    local c = self.health[env.name]
-    local now = host.monotonic()
-    if c and not c.running and now - c.at < self.settings.serve_health_cache_seconds then return c.result end
-    if c and c.running then
-        while c.running do task.sleep(20) end
-        return c.result
-    end
-    c = c or {}
+local function check_health(c, env)
     c.running = true
-    self.health[env.name] = c
     local ok, rows = pcall(health.check, env, {timeout = serve.HEALTH_TIMEOUT, min_free_mb = serve.HEALTH_MIN_FREE_MB})
     if ok then
         c.result = {rows = rows, checked_at = clock.iso_utc(), checked_unix = clock.now()}
@@ -106,6 +94,30 @@ function App:health_of(env)
     end
     c.at, c.running = host.monotonic(), false
     return c.result
+end
+
+--- The cached health of env: {rows, checked_at, checked_unix} (or {error}), checked
+-- again once older than serve_health_cache_seconds; one check at a time. `fresh`
+-- (/readyz, /api/health): wait for a result that is not too old. Otherwise (the page,
+-- /metrics) a stale result is returned at once while a check runs in the background,
+-- so a peer that takes its whole timeout to fail never slows the page down.
+function App:health_of(env, fresh)
+    local c = self.health[env.name]
+    if not c then
+        c = {}
+        self.health[env.name] = c
+    end
+    local stale = c.result == nil or host.monotonic() - c.at >= self.settings.serve_health_cache_seconds
+    if not stale then return c.result end
+    if c.result and not fresh then
+        if not c.running then task.spawn(function() check_health(c, env) end) end
+        return c.result
+    end
+    if c.running then
+        while c.running do task.sleep(20) end
+        return c.result
+    end
+    return check_health(c, env)
 end
 
 -- What the status of env is read from, as one string that changes when any of it

@@ -112,20 +112,21 @@ local function envs_of(app, name)
     return env and {env} or nil
 end
 
--- Status and health of every environment listed, gathered at once.
-local function gather(app, envs, days, with_health)
+-- Status and health of every environment listed, gathered at once. with_health:
+-- "fresh" waits for health checks that are not too old, true takes the last ones.
+local function gather(app, envs, days, with_health, no_status)
     local list = {}
     local task = require "rtbackup.task"
     task.map(envs, function(env, i)
-        list[i] = {name = env.name, status = app:status_of(env, days),
-                   health = with_health and app:health_of(env) or nil}
+        list[i] = {name = env.name, status = not no_status and app:status_of(env, days) or nil,
+                   health = with_health and app:health_of(env, with_health == "fresh") or nil}
     end, {concurrency = #envs > 0 and #envs or 1})
     return list
 end
 
 local function health_json(app, envs)
     local out, ready = {}, true
-    for _, e in ipairs(gather(app, envs, app.days, true)) do
+    for _, e in ipairs(gather(app, envs, app.days, "fresh", true)) do
         local healthy = e.health.error == nil
         local checks = {}
         for i, r in ipairs(e.health.rows or {}) do
