@@ -4,6 +4,7 @@
  * branch on err.kind and people read one consistent sentence. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "util.h"
 
@@ -15,10 +16,18 @@ static int error_tostring(lua_State *L)
      * luaL_pushresult the stack must be balanced at every luaL_add* call (only
      * luaL_addvalue takes one value on top), or a buffer that grows past its first
      * 1 KiB is looked for in the wrong slot and freed while still in use. */
-    char status[24] = "";
-    if (lua_getfield(L, 1, "status") == LUA_TNUMBER)
+    char status[24] = "", hex[16] = "";
+    if (lua_getfield(L, 1, "status") == LUA_TNUMBER) {
         snprintf(status, sizeof status, " (status 0x%04llX)", (long long)lua_tointeger(L, -1));
+        snprintf(hex, sizeof hex, "0x%04llX", (long long)lua_tointeger(L, -1));
+    }
     lua_pop(L, 1);
+    /* A message that already names the status ("C-MOVE failed with status 0xA801 (...)")
+     * does not get it a second time. */
+    if (hex[0] && lua_getfield(L, 1, "message") == LUA_TSTRING && strstr(lua_tostring(L, -1), hex))
+        status[0] = '\0';
+    if (hex[0])
+        lua_pop(L, 1);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     if (lua_getfield(L, 1, "peer") == LUA_TSTRING) {

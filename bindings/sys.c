@@ -1,6 +1,7 @@
 /* rtbackup.sys: the operating system facts and file operations the Lua library needs
  * and Lua's standard library lacks: directories, file modes, durable writes, free
- * space, the user and host names, wall-clock time in a time zone.
+ * space, the user and host names, wall-clock time in a time zone, and running a
+ * program without a shell (sys.run).
  *
  * Why here and not a shell command: a shell command costs a process, cannot tell an
  * error from an answer, and quoting a path for it is a bug waiting to happen. Every
@@ -16,19 +17,26 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pwd.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "task.h"
 #include "util.h"
+
+extern char **environ;
 
 static int raise_errno(lua_State *L, const char *what, const char *path, int err)
 {
@@ -500,6 +508,318 @@ static int sys_now(lua_State *L)
     return 1;
 }
 
+/* ---- sys.run: a program, without a shell ------------------------------------------ */
+
+/* sys.run(argv [, {stdin = text, timeout = 60, max_output = 65536}]) ->
+ *     {status = exit code | nil, signal = number | nil, output = text, truncated = bool,
+ *      timed_out = bool}
+ * Runs argv[1] (looked up in PATH) with the other entries as its arguments — no shell,
+ * so nothing in them is ever interpreted. `stdin` is written to its standard input (then
+ * closed; /dev/null without it); standard output and error are captured together, the
+ * first max_output bytes kept. A program still running after `timeout` seconds gets
+ * SIGTERM, then SIGKILL 2 s later, with its whole process group. Raises {kind = "io"}
+ * when the program cannot be started (not found, not executable); bad arguments are
+ * argument errors. Runs on the thread pool: the calling task waits, the loop does not.
+ *
+ * The child starts with default signal dispositions and an empty mask (the host ignores
+ * SIGPIPE, and exec would keep that), in a process group of its own (so a timeout
+ * reaches what it started), and with no descriptor above 2 (journal, sockets). */
+typedef struct {
+    char **argv;
+    char *in;
+    size_t in_len;
+    long timeout_ms;
+    size_t max_output;
+    /* results */
+    int spawn_errno;
+    int status, signal, timed_out, truncated;
+    char *out;
+    size_t out_len;
+} run_job;
+
+static void free_run_job(run_job *j)
+{
+    if (j->argv)
+        for (char **a = j->argv; *a; a++)
+            free(*a);
+    free(j->argv);
+    free(j->in);
+    free(j->out);
+    free(j);
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for pid until deadline (ms, monotonic); 1 when it was reaped. */
+static int reap_until(pid_t pid, int *wstatus, long deadline)
+{
+    for (;;) {
+        pid_t r = waitpid(pid, wstatus, WNOHANG);
+        if (r == pid || (r < 0 && errno != EINTR))
+            return 1;
+        if (now_ms() >= deadline)
+            return 0;
+        struct timespec pause = {0, 10 * 1000000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+static void run_work(void *data)
+{
+    run_job *j = data;
+    int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1};
+    if (pipe2(out_pipe, O_CLOEXEC) != 0 || (j->in && pipe2(in_pipe, O_CLOEXEC) != 0)) {
+        j->spawn_errno = errno;
+        goto fail_pipes;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    if (j->in)
+        posix_spawn_file_actions_adddup2(&fa, in_pipe[0], 0);
+    else
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 2);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                        POSIX_SPAWN_SETPGROUP);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, j->argv[0], &fa, &attr, j->argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    close(out_pipe[1]);
+    out_pipe[1] = -1;
+    if (in_pipe[0] >= 0) {
+        close(in_pipe[0]);
+        in_pipe[0] = -1;
+    }
+    if (rc != 0) {
+        j->spawn_errno = rc;
+        goto fail_pipes;
+    }
+
+    long deadline = now_ms() + j->timeout_ms;
+    size_t written = 0, cap = 0;
+    int out_open = 1;
+    if (in_pipe[1] >= 0)
+        fcntl(in_pipe[1], F_SETFL, O_NONBLOCK);
+    while (out_open) {
+        struct pollfd fds[2];
+        int n = 0;
+        fds[n++] = (struct pollfd){.fd = out_pipe[0], .events = POLLIN};
+        int in_at = -1;
+        if (in_pipe[1] >= 0) {
+            in_at = n;
+            fds[n++] = (struct pollfd){.fd = in_pipe[1], .events = POLLOUT};
+        }
+        long left = deadline - now_ms();
+        if (left <= 0) {
+            j->timed_out = 1;
+            break;
+        }
+        int ready = poll(fds, (nfds_t)n, (int)(left > 1000 ? 1000 : left));
+        if (ready < 0 && errno != EINTR)
+            break;
+        if (ready <= 0)
+            continue;
+        if (fds[0].revents) {
+            char buf[8192];
+            ssize_t got = read(out_pipe[0], buf, sizeof buf);
+            if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN)) {
+                out_open = 0;
+            } else if (got > 0) {
+                size_t keep = j->out_len < j->max_output ? j->max_output - j->out_len : 0;
+                if ((size_t)got > keep)
+                    j->truncated = 1;
+                if (keep > (size_t)got)
+                    keep = (size_t)got;
+                if (keep && j->out_len + keep > cap) {
+                    size_t ncap = cap ? cap * 2 : 8192;
+                    while (ncap < j->out_len + keep)
+                        ncap *= 2;
+                    char *b = realloc(j->out, ncap);
+                    if (b) {
+                        j->out = b;
+                        cap = ncap;
+                    } else {
+                        keep = 0;
+                        j->truncated = 1;
+                    }
+                }
+                if (keep) {
+                    memcpy(j->out + j->out_len, buf, keep);
+                    j->out_len += keep;
+                }
+            }
+        }
+        if (in_at >= 0 && fds[in_at].revents) {
+            /* POLLERR/POLLHUP: the program closed its input without reading it all;
+             * that is its business, not an error. */
+            ssize_t w = (fds[in_at].revents & POLLOUT)
+                            ? write(in_pipe[1], j->in + written, j->in_len - written)
+                            : -1;
+            if (w > 0)
+                written += (size_t)w;
+            if ((w < 0 && errno != EAGAIN && errno != EINTR) || written >= j->in_len ||
+                !(fds[in_at].revents & POLLOUT)) {
+                close(in_pipe[1]);
+                in_pipe[1] = -1;
+            }
+        }
+        if (in_pipe[1] >= 0 && written >= j->in_len) {
+            close(in_pipe[1]);
+            in_pipe[1] = -1;
+        }
+    }
+    if (in_pipe[1] >= 0) {
+        close(in_pipe[1]);
+        in_pipe[1] = -1;
+    }
+    int wstatus = 0;
+    /* Output closed: the program is ending (or left a child holding its output). */
+    if (!j->timed_out && !reap_until(pid, &wstatus, deadline))
+        j->timed_out = 1;
+    if (j->timed_out) {
+        kill(-pid, SIGTERM);
+        if (!reap_until(pid, &wstatus, now_ms() + 2000)) {
+            kill(-pid, SIGKILL);
+            while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+            }
+        }
+    }
+    j->status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+    j->signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
+    close(out_pipe[0]);
+    return;
+
+fail_pipes:
+    for (int i = 0; i < 2; i++) {
+        if (in_pipe[i] >= 0)
+            close(in_pipe[i]);
+        if (out_pipe[i] >= 0)
+            close(out_pipe[i]);
+    }
+}
+
+static int run_done(lua_State *L, void *data)
+{
+    run_job *j = data;
+    if (j->spawn_errno) {
+        rtb_lua_error_push(L, "io", "");
+        lua_pushfstring(L, "cannot run %s: %s", j->argv[0], strerror(j->spawn_errno));
+        lua_setfield(L, -2, "message");
+        rtb_lua_set_string(L, "path", j->argv[0]);
+        rtb_lua_set_integer(L, "errno", j->spawn_errno);
+        free_run_job(j);
+        return lua_error(L);
+    }
+    lua_createtable(L, 0, 5);
+    if (j->status >= 0) {
+        lua_pushinteger(L, j->status);
+        lua_setfield(L, -2, "status");
+    }
+    if (j->signal) {
+        lua_pushinteger(L, j->signal);
+        lua_setfield(L, -2, "signal");
+    }
+    lua_pushlstring(L, j->out ? j->out : "", j->out_len);
+    lua_setfield(L, -2, "output");
+    lua_pushboolean(L, j->truncated);
+    lua_setfield(L, -2, "truncated");
+    lua_pushboolean(L, j->timed_out);
+    lua_setfield(L, -2, "timed_out");
+    free_run_job(j);
+    return 1;
+}
+
+static int sys_run(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer argc = (lua_Integer)lua_rawlen(L, 1);
+    luaL_argcheck(L, argc >= 1 && argc <= 4096, 1, "a list of 1 to 4096 strings (the program first)");
+    for (lua_Integer i = 1; i <= argc; i++) {
+        if (lua_rawgeti(L, 1, i) != LUA_TSTRING)
+            return luaL_argerror(L, 1, "every argument must be a string");
+        size_t len;
+        const char *a = lua_tolstring(L, -1, &len);
+        if (strlen(a) != len)
+            return luaL_argerror(L, 1, "an argument holds a NUL byte");
+        if (i == 1 && len == 0)
+            return luaL_argerror(L, 1, "the program name is empty");
+        lua_pop(L, 1);
+    }
+    const char *in = NULL;
+    size_t in_len = 0;
+    double timeout = 60;
+    lua_Integer max_output = 65536;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        if (lua_getfield(L, 2, "stdin") != LUA_TNIL) {
+            if (lua_type(L, -1) != LUA_TSTRING)
+                return luaL_argerror(L, 2, "stdin must be a string");
+            in = lua_tolstring(L, -1, &in_len);
+        }
+        lua_pop(L, 1); /* the string stays referenced by the options table */
+        if (lua_getfield(L, 2, "timeout") != LUA_TNIL) {
+            timeout = luaL_checknumber(L, -1);
+            luaL_argcheck(L, timeout > 0 && timeout <= 86400, 2, "timeout: 0 to 86400 seconds");
+        }
+        lua_pop(L, 1);
+        if (lua_getfield(L, 2, "max_output") != LUA_TNIL) {
+            max_output = luaL_checkinteger(L, -1);
+            luaL_argcheck(L, max_output >= 0 && max_output <= (64 << 20), 2,
+                          "max_output: 0 to 64 MiB");
+        }
+        lua_pop(L, 1);
+    }
+    /* A program that closes its input early must not kill us with SIGPIPE (DICOM and
+     * HTTP already ignore it; this may run before either). */
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+        sa.sa_handler = SIG_IGN;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = 0;
+        sigaction(SIGPIPE, &sa, NULL);
+    }
+    run_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return luaL_error(L, "out of memory");
+    j->argv = calloc((size_t)argc + 1, sizeof *j->argv);
+    int oom = !j->argv;
+    for (lua_Integer i = 1; !oom && i <= argc; i++) {
+        lua_rawgeti(L, 1, i);
+        oom = !(j->argv[i - 1] = strdup(lua_tostring(L, -1)));
+        lua_pop(L, 1);
+    }
+    if (!oom && in) {
+        j->in = malloc(in_len ? in_len : 1);
+        oom = !j->in;
+        if (!oom)
+            memcpy(j->in, in, in_len);
+        j->in_len = in_len;
+    }
+    if (oom) {
+        free_run_job(j);
+        return luaL_error(L, "out of memory");
+    }
+    j->timeout_ms = (long)(timeout * 1000);
+    j->max_output = (size_t)max_output;
+    return rtb_task_await(L, run_work, run_done, j);
+}
+
 int luaopen_rtbackup_sys(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
@@ -508,6 +828,7 @@ int luaopen_rtbackup_sys(lua_State *L)
         {"chmod", sys_chmod},       {"access", sys_access},       {"write_file", sys_write_file},
         {"append", sys_append},     {"user", sys_user},           {"hostname", sys_hostname},
         {"pid", sys_pid},           {"localtime", sys_localtime}, {"now", sys_now},
+        {"run", sys_run},
         {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;

@@ -513,6 +513,16 @@ static int task_current(lua_State *L)
 static void report_unobserved_failures(lua_State *L)
 {
     for (task *t = sched.failed; t; t = t->next_failed) {
+        /* An evaluation the operator interrupted in the REPL (Ctrl-C) and left behind
+         * failed as asked: nothing to report. */
+        if (!t->observed) {
+            int base = lua_gettop(L);
+            if (lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref_outcome) == LUA_TTABLE &&
+                lua_getfield(L, base + 1, "kind") == LUA_TSTRING &&
+                strcmp(lua_tostring(L, -1), "interrupted") == 0)
+                t->observed = 1;
+            lua_settop(L, base);
+        }
         if (!t->observed) {
             int base = lua_gettop(L);
             lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref_outcome);

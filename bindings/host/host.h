@@ -9,6 +9,7 @@ typedef struct {
     const char *scripts_dir;
     const char *command;     /* the subcommand being run */
     const char *config_path; /* what --config resolved to */
+    const char *state_dir;   /* the installed layout's state dir; "" in a build tree */
 } rtb_host_info;
 
 void rtb_host_install(lua_State *L, const rtb_host_info *info);

@@ -37,7 +37,9 @@ static void usage(FILE *out, const char *scripts_dir)
             "\n"
             "global options:\n"
             "  -c, --config PATH       environments: a TOML file or a directory of them\n"
-            "                          (default ./environments, then /etc/rtbackup)\n"
+            "                          (default /etc/rtbackup, or <prefix>/etc/rtbackup when\n"
+            "                          installed under a prefix other than /usr or /usr/local;\n"
+            "                          ./environments in a build tree)\n"
             "  -l, --log-level LEVEL   debug, info, warn or error (default: $LOG_LEVEL or info)\n"
             "      --log-format FMT    text or json (JSON lines on stderr)\n"
             "  -V, --version           print the version and exit\n"
@@ -60,6 +62,37 @@ static int is_dir(const char *path)
 static int exists(const char *path)
 {
     return access(path, F_OK) == 0;
+}
+
+/* Where an installed rtbackup keeps its environments and its state. Under /usr or
+ * /usr/local (a package, `cmake --install`) that is /etc/rtbackup and /var/lib/rtbackup,
+ * as clinic IT expects; under any other prefix (/opt/rtbackup, a test's temporary
+ * prefix) <prefix>/etc/rtbackup and <prefix>/var/lib/rtbackup, so that the install is
+ * self-contained and needs no root. The same rule creates them in CMakeLists.txt. Both
+ * are empty strings for a binary running from its build tree. */
+static char installed_config_dir[PATH_MAX + 32];
+static char installed_state_dir[PATH_MAX + 32];
+
+static void find_installed_dirs(void)
+{
+    char exe[PATH_MAX], prefix[PATH_MAX], probe[PATH_MAX + 64];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return;
+    snprintf(slash, sizeof exe - (size_t)(slash - exe), "/..");
+    if (!realpath(exe, prefix))
+        return;
+    /* Installed means the scripts are where the install puts them. */
+    snprintf(probe, sizeof probe, "%s/%s", prefix, RTBACKUP_SCRIPTS_RELATIVE);
+    if (!is_dir(probe))
+        return;
+    const char *root = strcmp(prefix, "/usr") == 0 || strcmp(prefix, "/usr/local") == 0 ? "" : prefix;
+    snprintf(installed_config_dir, sizeof installed_config_dir, "%s/etc/rtbackup", root);
+    snprintf(installed_state_dir, sizeof installed_state_dir, "%s/var/lib/rtbackup", root);
 }
 
 /* RTBACKUP_SCRIPTS, then the installed layout next to the binary, then the source
@@ -86,15 +119,18 @@ static const char *find_scripts_dir(char *buf, size_t size)
     return RTBACKUP_INSTALLED_SCRIPTS;
 }
 
+/* --config, else the installed binary's config directory (never ./environments: the
+ * working directory of an installed rtbackup must not choose its environments), else,
+ * in a build tree, ./environments and then /etc/rtbackup. */
 static const char *find_config_path(const char *option)
 {
     if (option)
         return option;
+    if (*installed_config_dir)
+        return installed_config_dir;
     if (exists("environments"))
         return "environments";
-    if (exists("/etc/rtbackup"))
-        return "/etc/rtbackup";
-    return RTBACKUP_INSTALLED_CONFIG;
+    return "/etc/rtbackup";
 }
 
 static int valid_command_name(const char *name)
@@ -168,6 +204,7 @@ int main(int argc, char **argv)
                                             {"help", no_argument, NULL, 'h'},
                                             {NULL, 0, NULL, 0}};
     char scripts_buf[PATH_MAX];
+    find_installed_dirs();
     const char *scripts_dir = find_scripts_dir(scripts_buf, sizeof scripts_buf);
     const char *config_option = NULL;
     rtb_log_level level = RTB_LOG_INFO;
@@ -245,7 +282,7 @@ int main(int argc, char **argv)
     set_package_path(L, scripts_dir);
     rtb_preload_modules(L);
     rtb_lua_config_install(L, cfg, &load_problems, config_path);
-    rtb_host_info info = {scripts_dir, command, config_path};
+    rtb_host_info info = {scripts_dir, command, config_path, installed_state_dir};
     rtb_host_install(L, &info);
 
     /* arg[0] is the command, arg[1..] its arguments, as `lua script args` would.

@@ -6,11 +6,13 @@
 // instance.
 //
 // Durability costs two flushes per file (its data, then its name), and each
-// response waits for them. Concurrent associations flush concurrently: the
-// file system merges flushes that wait at the same time into one journal
-// commit, a group commit done by the kernel. (A committer thread of our own,
-// batching files into one syncfs() or one directory fsync per round, measured
-// no faster on ext4, and syncfs() also flushes everything else on the disk.)
+// response waits for them. Concurrent associations flush concurrently, and the
+// file system and the disk overlap flushes that wait at the same time: on this
+// project's machines (ext4, virtio disk) four threads each making 100 files
+// durable took 0.2-0.4 s, one thread doing all 400 1.3-2.1 s, and a committer
+// thread of our own batching waiting files into one syncfs() per round 0.9-1.3 s
+// (syncfs() also flushes everything else on the disk). So each worker makes its
+// own file durable.
 #include "scp.hpp"
 
 #include <algorithm>

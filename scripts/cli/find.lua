@@ -11,7 +11,7 @@ Matches print as a table on a terminal, as CSV otherwise, or as --format json.
 dc.add_peer_options(parser)
 dc.add_query_options(parser, "STUDY")
 dc.add_format_option(parser)
-local args = cli.parse(parser, {...})
+local args = cli.parse(parser, dc.dcmtk_args({...}))
 
 -- Keys asked back at each level (what an operator wants to see).
 local RETURN_KEYS = {

@@ -15,7 +15,7 @@ dc.add_peer_options(parser)
 dc.add_query_options(parser, nil)
 parser:option("--out-dir", "directory for the instances (created)")
 dc.add_format_option(parser)
-local args = cli.parse(parser, {...})
+local args = cli.parse(parser, dc.dcmtk_args({...}))
 if not args.out_dir then
     require("rtbackup.error").raise{kind = "usage", message = "--out-dir is required\n" .. parser:get_usage()}
 end
@@ -24,7 +24,9 @@ args.query_level = args.query_level or (args.sop_instance_uid and "IMAGE")
 
 return dc.run(function()
     local peer = dc.peer(args)
-    os.execute("mkdir -p '" .. args.out_dir:gsub("'", "'\\''") .. "'")
+    -- The instances name patients: a directory it creates is the owner's only (0700);
+    -- one that exists keeps the mode the operator gave it.
+    require("rtbackup.files").private_dir(args.out_dir)
     local r = peer:get(dc.query(args), args.out_dir)
     if r.message then io.stderr:write("failed: ", r.message, "\n") end
     for _, uid in ipairs(r.failed_uids or {}) do io.stderr:write("not retrieved: ", uid, "\n") end

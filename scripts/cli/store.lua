@@ -14,14 +14,18 @@ parser:option("--filepath", "a DICOM file or a directory"):count("+")
 parser:option("--max-reconnects", "associations lost in a row before the rest is given up", "3")
       :convert(tonumber)
 dc.add_format_option(parser)
-local args = cli.parse(parser, {...})
+local args = cli.parse(parser, dc.dcmtk_args({...}))
 
+-- The regular files under path (or path itself), sorted like `find path -type f | sort`.
+-- A path that does not exist, or a directory that cannot be read, is a usage error:
+-- sending part of a tree without saying so would look like a complete send.
 local function files_under(path)
-    local files = {}
-    local p = io.popen("find '" .. path:gsub("'", "'\\''") .. "' -type f 2>/dev/null | sort")
-    for line in p:lines() do files[#files + 1] = line end
-    p:close()
-    return files
+    local ok, found = pcall(require("rtbackup.sys").walk, path)
+    if not ok then
+        local message = type(found) == "table" and found.message or tostring(found)
+        require("rtbackup.error").raise{kind = "usage", message = "--filepath " .. path .. ": " .. message}
+    end
+    return found
 end
 
 return dc.run(function()

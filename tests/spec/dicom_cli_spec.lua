@@ -105,3 +105,37 @@ describe("rtbackup move and get", function()
         assert.are.equal(1, r.code)
     end)
 end)
+
+describe("rtbackup store and get with directories", function()
+    it("store walks nested directories in path order; a missing path exits 2 and sends nothing", function()
+        local tree = dir .. "/tree"
+        local files = {}
+        for name in io.popen("ls " .. h.quote(synthetic_dir) .. " | grep -v index.txt | head -3"):lines() do
+            files[#files + 1] = synthetic_dir .. "/" .. name
+        end
+        assert.are.equal(3, #files)
+        assert(os.execute(string.format("mkdir -p %s/a/b %s/c && cp %s %s/a/b/ && cp %s %s/c/ && cp %s %s/",
+            h.quote(tree), h.quote(tree), h.quote(files[1]), h.quote(tree), h.quote(files[2]), h.quote(tree),
+            h.quote(files[3]), h.quote(tree))))
+        local r = h.run(with(main, "store", "--filepath", tree, "--format", "json"))
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(3, cjson.decode(r.stdout)[1].stored)
+
+        r = h.run(with(main, "store", "--filepath", tree, "--filepath", dir .. "/no-such-dir"))
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("no-such-dir", r.stderr, 1, true)
+        assert.matches("No such file or directory", r.stderr, 1, true)
+        assert.are.equal("", r.stdout)
+    end)
+
+    it("get creates a missing --out-dir with its parents, readable by the owner only", function()
+        local r = h.run(with(main, "find", "--query-level", "STUDY", "--format", "json"))
+        assert.are.equal(0, r.code, r.output)
+        local study = cjson.decode(r.stdout)[1].StudyInstanceUID
+        local out = dir .. "/deep/er/got"
+        r = h.run(with(main, "get", "--study-uid", study, "--out-dir", out, "--format", "json"))
+        assert.are.equal(0, r.code, r.output)
+        assert.is_true(cjson.decode(r.stdout)[1].completed > 0)
+        assert.are.equal(tonumber("700", 8), require("rtbackup.sys").stat(out).mode)
+    end)
+end)

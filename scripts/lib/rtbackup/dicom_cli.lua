@@ -9,22 +9,64 @@ local M = {}
 M.EXIT_CODES = "0 success, 1 DICOM failure (refused, unreachable, failed sub-operations), " ..
                "2 usage or configuration error"
 
---- --env/--peer, or --aec/--host/--port, and --aet.
+-- DCMTK's spellings (echoscu, findscu, movescu, getscu, storescu), as their users type
+-- them. lua-argparse reads "-aet" as the flags -a -e -t, so they are renamed to ours
+-- before parsing; --help names both.
+local DCMTK = {["-aet"] = "--aet", ["-aec"] = "--aec", ["-aem"] = "--move-dest-aet",
+               ["--move"] = "--move-dest-aet", ["-to"] = "--connect-timeout", ["-ta"] = "--acse-timeout",
+               ["-td"] = "--dimse-timeout", ["--timeout"] = "--connect-timeout",
+               ["--acse-timeout"] = "--acse-timeout", ["--dimse-timeout"] = "--dimse-timeout",
+               ["-od"] = "--out-dir", ["--output-directory"] = "--out-dir"}
+
+--- The command's arguments with DCMTK's option spellings turned into ours.
+function M.dcmtk_args(args)
+    local out = {}
+    for i, a in ipairs(args) do out[i] = DCMTK[a] or a end
+    return out
+end
+
+--- --env/--peer, or --aec/--host/--port (or DCMTK's positional `peer port`), and
+-- --aet; the association timeouts.
 function M.add_peer_options(parser)
+    parser:argument("peer_host", "the peer's host name or IP address (DCMTK style; or --host)"):argname("<peer>"):args("?")
+    parser:argument("peer_port", "the peer's port (DCMTK style; or --port)"):argname("<port>"):args("?")
     parser:option("--env", "environment to take the peer and our AE title from")
     parser:option("--peer", "source or backup target alias in --env (instead of --aec/--host/--port)")
-    parser:option("--aet", "our (calling) AE title (default with --env: its script_ae.aet)")
-    parser:option("--aec", "the peer's (called) AE title")
+    parser:option("--aet", "our (calling) AE title (default with --env: its script_ae.aet); DCMTK: -aet")
+    parser:option("--aec", "the peer's (called) AE title; DCMTK: -aec")
     parser:option("--host", "the peer's host name or IP address")
     parser:option("--port", "the peer's port"):convert(tonumber)
+    parser:option("--connect-timeout", "seconds to connect (default: the setting); DCMTK: -to"):convert(tonumber)
+    parser:option("--acse-timeout", "seconds for association messages; DCMTK: -ta"):convert(tonumber)
+    parser:option("--dimse-timeout", "seconds for DIMSE messages; DCMTK: -td"):convert(tonumber)
 end
 
 local function usage(message)
     errors.raise{kind = "usage", message = message}
 end
 
+local function apply_timeouts(peer, args)
+    for _, k in ipairs{"connect_timeout", "acse_timeout", "dimse_timeout"} do
+        if args[k] then
+            if args[k] <= 0 then usage("--" .. k:gsub("_", "-") .. ": expected a positive number of seconds") end
+            peer[k] = math.ceil(args[k])
+        end
+    end
+    return peer
+end
+
 --- The peer the options describe.
 function M.peer(args)
+    -- DCMTK's positional `peer port`.
+    if args.peer_host then
+        if args.host and args.host ~= args.peer_host then usage("give the host once: --host or the PEER argument") end
+        args.host = args.peer_host
+    end
+    if args.peer_port then
+        local port = tonumber(args.peer_port)
+        if not port then usage("port: expected a number, got " .. args.peer_port) end
+        args.port = port
+    end
     local env = args.env and cli.load_env(args.env)
     -- With an environment, its audit log (setting audit_log) records what we touch,
     -- whichever way the peer is named.
@@ -33,15 +75,15 @@ function M.peer(args)
         if not env then usage("--peer needs --env ENV") end
         local peer = ctx:peer(args.peer)
         if args.aet then peer.calling_aet = args.aet end
-        return peer, env
+        return apply_timeouts(peer, args), env
     end
     for _, opt in ipairs{"aec", "host", "port"} do
         if not args[opt] then usage("give --" .. opt .. " (or --env ENV --peer ALIAS)") end
     end
     local calling = args.aet or (env and env.script_ae and env.script_ae.aet)
     if not calling then usage("give --aet (our calling AE title) or --env ENV") end
-    return dicom.peer{aet = args.aec, host = args.host, port = args.port, calling_aet = calling,
-                      alias = args.aec, ctx = ctx}, env
+    return apply_timeouts(dicom.peer{aet = args.aec, host = args.host, port = args.port, calling_aet = calling,
+                                     alias = args.aec, ctx = ctx}, args), env
 end
 
 --- The query options of find/move/get.
@@ -53,8 +95,8 @@ function M.add_query_options(parser, default_level)
     parser:option("--series-uid", "SeriesInstanceUID")
     parser:option("--sop-instance-uid", "SOPInstanceUID")
     parser:option("--modality", "Modality")
-    parser:option("-k --key", "any attribute as Keyword=value (repeatable; Keyword= asks for it back)")
-          :count("*")
+    parser:option("-k --key", "any attribute as Keyword=value (repeatable; Keyword= asks for it back); DCMTK: -k")
+          :argname("<Keyword=value>"):count("*")
 end
 
 --- A query table from the options; `returns` lists keywords asked back empty.
@@ -117,6 +159,12 @@ function M.print_rows(rows, columns, format)
         end
         return
     end
+    io.stdout:write(M.render_table(rows, columns))
+end
+
+--- The text of rows as an aligned table (header, rule, one line per row): what
+-- `find` prints on a terminal, and how the REPL shows C-FIND matches.
+function M.render_table(rows, columns)
     -- Widths in characters, not bytes: names like "Müller" must line up.
     local function width(s) return utf8.len(s) or #s end
     local widths = {}
@@ -124,10 +172,11 @@ function M.print_rows(rows, columns, format)
         widths[i] = width(c)
         for _, r in ipairs(rows) do widths[i] = math.max(widths[i], width(cell(r[c]))) end
     end
+    local out = {}
     local function line(values)
         local parts = {}
         for i, v in ipairs(values) do parts[i] = v .. string.rep(" ", widths[i] - width(v)) end
-        io.stdout:write((table.concat(parts, "  "):gsub("%s+$", "")), "\n")
+        out[#out + 1] = (table.concat(parts, "  "):gsub("%s+$", "")) .. "\n"
     end
     line(columns)
     local rule = {}
@@ -138,6 +187,7 @@ function M.print_rows(rows, columns, format)
         for i, c in ipairs(columns) do values[i] = cell(r[c]) end
         line(values)
     end
+    return table.concat(out)
 end
 
 --- Runs fn; a DICOM error becomes one line on stderr and exit code 1 (2 when the

@@ -91,7 +91,211 @@ local function free_space(path, min_free_mb)
     return detail, nil, {free_bytes = v.avail, size_bytes = v.size}
 end
 
---- Runs every check of env at once. opts: timeout (seconds), min_free_mb.
+-- ---- --deep: what the first connection to a site usually gets wrong -------------------
+--
+-- C-ECHO proves only that an association opens. A backup also needs: the source to
+-- answer C-FIND from our AE title, the source to know the archive's AE title (and its
+-- host and port) as a C-MOVE destination, the archive to accept the source's stores,
+-- and the archive to answer our C-FIND (verification). Each of those lives in a
+-- different system's configuration, so each failure names the side to fix.
+
+-- The sentence that tells the operator where to add an AE title.
+local function peers_hint(env)
+    return string.format("`rtbackup config peers %s` prints the entry", env.name)
+end
+
+local function with_timeout(peer, timeout)
+    peer.connect_timeout, peer.acse_timeout, peer.dimse_timeout = timeout, timeout, timeout
+    return peer
+end
+
+-- An error raised by a deep check: the peer's own error, translated into which side's
+-- configuration to fix. `side` is the alias whose configuration is at fault.
+local function explain(err, fields)
+    fields.kind = errors.is(err) and err.kind or "error"
+    fields.status = errors.is(err) and err.status or nil
+    fields.cause = tostring(err)
+    fields.message = fields.message .. " (" .. tostring(err) .. ")"
+    errors.raise(fields)
+end
+
+-- Association-level refusals: the called AE title is wrong (our configuration of the
+-- peer), or the peer does not know our calling AE title (the peer's configuration).
+local function association_refusal(err, env, alias, peer, what)
+    local text = tostring(err)
+    if errors.is(err, "rejected") and text:find("Called AE Title Not Recognized", 1, true) then
+        -- dcmqrscp gives this reason too when it does not know the calling AE title.
+        explain(err, {message = string.format(
+            "%s rejects the association: either %s is not its AE title (fix `aet` of [%s.%s.%s]), or it does not accept our AE title %s (on %s, add it; %s)",
+            alias, peer.aet, env.name, (env.sources or {})[alias] and "sources" or "backup_targets", alias,
+            peer.calling_aet, alias, peers_hint(env)), side = alias})
+    end
+    if errors.is(err, "rejected") or errors.is(err, "aborted") or
+       (errors.is(err, "status") and err.status and (err.status & 0xF000) == 0xA000) then
+        explain(err, {message = string.format(
+            "%s refuses %s from our AE title %s: on %s, add %s as a DICOM node allowed to %s; %s",
+            alias, what, peer.calling_aet, alias, peer.calling_aet, what == "C-FIND" and "query" or "retrieve",
+            peers_hint(env)), side = alias})
+    end
+    return nil
+end
+
+-- A STUDY-level C-FIND that stops (C-CANCEL) after `limit` matches: cheap on an
+-- archive of any size. Returns the matches.
+local function study_sample(peer, limit)
+    local matches = {}
+    peer:find({level = "STUDY", StudyInstanceUID = "", StudyDate = "", PatientID = ""}, function(m)
+        matches[#matches + 1] = m
+        return #matches < limit
+    end)
+    return matches
+end
+
+local function first_match(peer, query)
+    local found
+    peer:find(query, function(m) found = m; return false end)
+    return found
+end
+
+local function deep_find(env, ctx, alias, timeout)
+    local peer = with_timeout(ctx:peer(alias), timeout)
+    local ok, result = pcall(study_sample, peer, 5)
+    if not ok then
+        association_refusal(result, env, alias, peer, "C-FIND")
+        explain(result, {message = string.format("%s failed a STUDY-level C-FIND from %s", alias, peer.calling_aet),
+                         side = alias})
+    end
+    return string.format("STUDY-level C-FIND from %s answered (%d match%s sampled)", peer.calling_aet, #result,
+                         #result == 1 and "" or "es"), nil, {sample = result}
+end
+
+-- One instance of the source to move: preferably one the archive already holds (the
+-- source sends it again and the archive keeps what it has, so the probe changes
+-- nothing), else the source's first instance of its first study (the archive then
+-- holds one instance more of what a backup would have moved anyway). A C-MOVE that
+-- matches nothing is no probe: dcmqrscp answers success without looking at the
+-- destination, Orthanc answers 0xC000 whatever the destination (both measured on the
+-- testbed). Returns {study, series, sop, in_archive}, or nil when the source is empty.
+local function pick_instance(source, archive, studies)
+    local fallback
+    for _, study in ipairs(studies) do
+        local uid = study.StudyInstanceUID
+        if type(uid) == "string" and uid ~= "" then
+            local series = first_match(source, {level = "SERIES", StudyInstanceUID = uid, SeriesInstanceUID = ""})
+            -- The series' instances at both ends, in full: which match comes first
+            -- (before a C-CANCEL) differs from one query to the next on dcmqrscp.
+            local images = series and source:find{level = "IMAGE", StudyInstanceUID = uid,
+                                                  SeriesInstanceUID = series.SeriesInstanceUID, SOPInstanceUID = ""} or {}
+            local held = {}
+            if archive and #images > 0 then
+                for _, m in ipairs(archive:find{level = "IMAGE", StudyInstanceUID = uid,
+                                                SeriesInstanceUID = series.SeriesInstanceUID, SOPInstanceUID = ""}) do
+                    held[m.SOPInstanceUID] = true
+                end
+            end
+            table.sort(images, function(a, b) return tostring(a.SOPInstanceUID) < tostring(b.SOPInstanceUID) end)
+            for _, image in ipairs(images) do
+                local candidate = {study = uid, series = series.SeriesInstanceUID, sop = image.SOPInstanceUID,
+                                   patient = study.PatientID, in_archive = held[image.SOPInstanceUID]}
+                if candidate.in_archive then return candidate end
+                fallback = fallback or candidate
+            end
+        end
+    end
+    return fallback
+end
+
+local function deep_move(env, ctx, alias, archive_alias, timeout, sample)
+    local source = with_timeout(ctx:peer(alias), timeout)
+    local archive = with_timeout(ctx:peer(archive_alias), timeout)
+    local studies = sample()
+    if not studies then
+        errors.raise{kind = "skipped", message = string.format(
+            "not tried: %s did not answer the C-FIND (see the c-find check)", alias)}
+    end
+    -- Whether the archive answers C-FIND is its own check; here it only decides
+    -- which instance to use, and whether the arrival can be seen.
+    local archive_finds = pcall(first_match, archive, {level = "STUDY", StudyInstanceUID = ""})
+    local ok, chosen = pcall(pick_instance, source, archive_finds and archive or nil, studies)
+    if not ok then
+        association_refusal(chosen, env, alias, source, "C-FIND")
+        explain(chosen, {message = string.format("%s failed a C-FIND while looking for an instance to move", alias),
+                         side = alias})
+    end
+    if not chosen then
+        return string.format("not tried: %s holds no instance to move (a C-MOVE matching nothing proves nothing)", alias)
+    end
+    local dest = archive.aet
+    local where = string.format("%s at %s port %d", dest, archive.host, archive.port)
+    local moved_ok, r = pcall(source.move, source, {level = "IMAGE", StudyInstanceUID = chosen.study,
+        SeriesInstanceUID = chosen.series, SOPInstanceUID = chosen.sop, destination = dest, patient = chosen.patient})
+    if not moved_ok then
+        local err = r
+        if errors.is(err, "status") and err.status == 0xA801 then
+            explain(err, {message = string.format(
+                "%s does not know the move destination %s: on %s, add %s; %s", alias, dest, alias, where,
+                peers_hint(env)), side = alias})
+        end
+        association_refusal(err, env, alias, source, "C-MOVE")
+        if errors.is(err, "status") then
+            -- Orthanc answers 0xC000 both for a destination it does not know and for
+            -- one that refused the instance: name both places.
+            explain(err, {message = string.format(
+                "%s could not send an instance to %s: on %s, check that %s is a known destination (%s); on %s, that it accepts stores from %s",
+                alias, dest, alias, dest, where, archive_alias, source.aet), side = alias})
+        end
+        explain(err, {message = string.format("%s failed the C-MOVE to %s", alias, dest), side = alias})
+    end
+    if (r.completed or 0) == 0 then
+        errors.raise{kind = "move_failed", side = alias, completed = r.completed, failed = r.failed, message = string.format(
+            "%s accepted the C-MOVE but sent nothing to %s (%d failed): on %s, check the host and port it has for %s (%s); on %s, that it accepts stores from %s",
+            alias, dest, r.failed or 0, alias, dest, where, archive_alias, source.aet)}
+    end
+    -- Arrival seen at the archive, when the archive answers C-FIND at all.
+    local seen_ok, held = pcall(first_match, archive, {level = "IMAGE", StudyInstanceUID = chosen.study,
+                                                       SeriesInstanceUID = chosen.series, SOPInstanceUID = chosen.sop})
+    if seen_ok and not held then
+        errors.raise{kind = "move_failed", side = alias, message = string.format(
+            "%s reported the instance sent to %s, but %s does not hold it: %s sends %s's stores somewhere else (check the host and port it has for %s: %s)",
+            alias, dest, archive_alias, alias, dest, dest, where)}
+    end
+    return string.format("C-MOVE of one instance to %s: %s%s", dest,
+                         chosen.in_archive and "sent again (the archive already held it)" or "sent (now in the archive)",
+                         seen_ok and ", seen in the archive" or ", not verified (the archive refuses C-FIND)")
+end
+
+local function deep_archive_find(env, ctx, alias, timeout)
+    local peer = with_timeout(ctx:peer(alias), timeout)
+    local ok, result = pcall(study_sample, peer, 1)
+    if not ok then
+        association_refusal(result, env, alias, peer, "C-FIND")
+        explain(result, {message = string.format("%s (the archive) failed a STUDY-level C-FIND from %s: verification needs it",
+                                                 alias, peer.calling_aet), side = alias})
+    end
+    return string.format("STUDY-level C-FIND from %s answered (verification can see what arrives)", peer.calling_aet)
+end
+
+-- The deep checks of env: per DICOM source a C-FIND and a C-MOVE round trip into
+-- default_backup, and a C-FIND of default_backup.
+local function add_deep_checks(env, ctx, add, timeout)
+    local archive = env.default_backup
+    for _, alias in ipairs(sorted_keys(env.sources)) do
+        if env.sources[alias].type ~= "mosaiq" then
+            add("c-find", alias, deep_find, env, ctx, alias, timeout)
+            if archive then
+                local function sample()
+                    local ok, r = pcall(study_sample, with_timeout(ctx:peer(alias), timeout), 5)
+                    return ok and r or nil
+                end
+                add("c-move", alias .. "->" .. archive, deep_move, env, ctx, alias, archive, timeout, sample)
+            end
+        end
+    end
+    if archive then add("c-find", archive, deep_archive_find, env, ctx, archive, timeout) end
+end
+
+--- Runs every check of env at once. opts: timeout (seconds), min_free_mb, deep (also
+-- C-FIND at each DICOM source and the archive, and a C-MOVE round trip into the archive).
 function health.check(env, opts)
     local ctx = context.new(env, {command = "health"})
     local checks = {}
@@ -108,6 +312,7 @@ function health.check(env, opts)
         end
     end
     for _, alias in ipairs(sorted_keys(env.backup_targets)) do add("c-echo", alias, echo, ctx, alias, opts.timeout) end
+    if opts.deep then add_deep_checks(env, ctx, add, opts.timeout) end
     local state_dir = require("rtbackup.run").state_dir(env)
     add("state-dir", state_dir, state_dir_writable, state_dir)
     add("free-space", state_dir, free_space, state_dir, opts.min_free_mb)
@@ -127,9 +332,14 @@ function health.check(env, opts)
         elseif errors.is(detail, "permissions") then
             -- Works, but exposes patient data: a warning, not a failure.
             row.ok, row.status, row.detail, row.error_kind = true, "warning", tostring(detail), "permissions"
+        elseif errors.is(detail, "skipped") then
+            -- Could not be tried because another check failed: that one is the failure.
+            row.ok, row.status, row.detail, row.error_kind = true, "skipped", detail.message, "skipped"
         else
-            row.status, row.detail = "failed", tostring(detail)
+            -- A deep check's error names the side to fix in its message; its cause is in it.
+            row.status, row.detail = "failed", (errors.is(detail) and detail.side) and detail.message or tostring(detail)
             row.error_kind = errors.is(detail) and detail.kind or "error"
+            row.fix = errors.is(detail) and detail.side or nil
         end
         row.ms = string.format("%.1f", row.seconds * 1000)
         return row
@@ -145,7 +355,7 @@ function health.print(env, rows, format, timeout)
         local out = {}
         for i, r in ipairs(rows) do
             out[i] = {check = r.check, target = r.target, ok = r.ok, status = r.status, seconds = r.seconds,
-                      detail = r.detail, error_kind = r.error_kind, free_bytes = r.free_bytes,
+                      detail = r.detail, error_kind = r.error_kind, fix = r.fix, free_bytes = r.free_bytes,
                       size_bytes = r.size_bytes}
         end
         io.stdout:write(cjson.encode({env = env.name, healthy = failed == 0, timeout_seconds = timeout, checks = out}), "\n")

@@ -73,6 +73,12 @@ local FAMILIES = {
      help = "Treatment records the last Mosaiq run found corrected in Mosaiq (new versions superseding archived ones)."},
     {name = "rtbackup_references_unresolved", type = "gauge", owner = "run", value = "references_unresolved",
      help = "References of RT objects the archive lacks and the source could not provide (open, not acknowledged)."},
+    {name = "rtbackup_drill_instances_compared", type = "gauge", owner = "run", value = "compared",
+     help = "Instances the last restore drill retrieved from the archive and compared with the source (command=\"drill\")."},
+    {name = "rtbackup_drill_instances_different", type = "gauge", owner = "run", value = "different",
+     help = "Instances of the last restore drill whose content in the archive differs from the source's."},
+    {name = "rtbackup_drill_instances_missing", type = "gauge", owner = "run", value = "missing",
+     help = "Instances verified in the journal that the last restore drill could not retrieve from the archive."},
     {name = "rtbackup_association_failures_total", type = "counter", owner = "run",
      help = "DICOM associations that failed, by peer and kind of failure (cumulative across runs)."},
     {name = "rtbackup_dicom_operation_duration_seconds", type = "histogram", owner = "run",
@@ -213,17 +219,27 @@ local function write_atomically(path, text)
     return path
 end
 
--- The file's text: families in FAMILIES order, each with HELP and TYPE once and
--- its samples together (the format requires a family's lines to be contiguous).
-local function render(samples)
+-- The file's text: families in FAMILIES order (then `extra`'s), each with HELP and
+-- TYPE once and its samples together (the format requires a family's lines to be
+-- contiguous).
+local function render(samples, extra)
+    local families, sample_family = FAMILIES, SAMPLE_FAMILY
+    if extra then
+        families, sample_family = table.move(FAMILIES, 1, #FAMILIES, 1, {}), setmetatable({}, {__index = SAMPLE_FAMILY})
+        for _, f in ipairs(extra) do
+            families[#families + 1] = f
+            sample_family[f.name] = f
+            for _, suffix in ipairs{"_bucket", "_sum", "_count"} do sample_family[f.name .. suffix] = f end
+        end
+    end
     local by_family = {}
     for _, s in ipairs(samples) do
-        local f = SAMPLE_FAMILY[s.name]
+        local f = sample_family[s.name]
         by_family[f.name] = by_family[f.name] or {}
         table.insert(by_family[f.name], s)
     end
     local out = {}
-    for _, f in ipairs(FAMILIES) do
+    for _, f in ipairs(families) do
         local list = by_family[f.name]
         if list then
             out[#out + 1] = "# HELP " .. f.name .. " " .. escape_help(f.help)
@@ -280,6 +296,14 @@ local function with_labels(identity, ...)
 end
 
 metrics.parse_utc = clock.parse_utc
+
+--- For writers that serve metrics instead of writing a file (`rtbackup serve`): the
+-- families this module knows ({name, type, owner, help, value}), and the text format
+-- of samples ({name, labels = {{name, value}, ...}, value}) of those families and of
+-- `extra` ones ({name, type, help}, rendered after them).
+metrics.FAMILIES = FAMILIES
+metrics.render = render
+metrics.format_value = format_value
 
 -- ---- the collector ------------------------------------------------------------------
 

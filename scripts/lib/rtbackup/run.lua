@@ -10,7 +10,8 @@
 --            finish (references)
 --   close    the exit code (rtbackup.exit), the summary (journal run history,
 --            <state_dir>/<ENV>-<SOURCE>[-shardIofN]-last-run.json, stdout), metrics,
---            the last audit batch, the lock
+--            the last audit batch, the lock; then the alert the summary deserves
+--            (rtbackup.alerts), and run history older than run_history_days pruned
 --
 -- A flow is a table: kind, period(run) -> since, till; plan(run) -> {open = units,
 -- complete = units, found, present, errors = {}, summary = {...}}; describe(run,
@@ -22,6 +23,7 @@
 -- An interrupted run (SIGINT/SIGTERM) finishes the jobs in progress, starts none, and
 -- is recorded as interrupted everywhere it is recorded (exit 130/143, summary,
 -- last-run.json, metrics, journal); what it left undone is counted as skipped.
+local alerts = require "rtbackup.alerts"
 local clock = require "rtbackup.clock"
 local context = require "rtbackup.context"
 local errors = require "rtbackup.error"
@@ -46,14 +48,12 @@ Run.__index = Run
 local FLOWS = {aria = "rtbackup.qr.flow", mim = "rtbackup.qr.flow", mosaiq = "rtbackup.mosaiq.flow"}
 
 --- Where journals, locks, summaries and spools live (created 0700): the setting
--- state_dir, else $RTBACKUP_STATE_DIR, else /var/lib/rtbackup for an installed binary
--- and ./state in a development tree.
+-- state_dir, else $RTBACKUP_STATE_DIR, else the installed binary's (/var/lib/rtbackup
+-- under /usr or /usr/local, <prefix>/var/lib/rtbackup under another prefix: the host
+-- decides, by the rule that lays out the install) and ./state in a development tree.
 function run.state_dir(env)
     local dir = settings.get(env, "state_dir") or os.getenv("RTBACKUP_STATE_DIR")
-    if not dir then
-        local scripts = host.info().scripts_dir
-        dir = scripts:find("/share/rtbackup/scripts", 1, true) and "/var/lib/rtbackup" or "state"
-    end
+        or host.info().state_dir or "state"
     return files.private_dir(dir)
 end
 
@@ -382,6 +382,7 @@ function Run:close(code)
         if self.run_id then
             local ok, err = pcall(self.journal.finish_run, self.journal, self.run_id, {status = s.status, summary = s})
             if not ok then log.error("cannot record the run in the journal", {error = tostring(err)}) end
+            run.prune_history(self.env, self.journal)
         end
         self.journal:close()
         if not self.opts.dry_run then
@@ -398,7 +399,27 @@ function Run:close(code)
         local ok, err = pcall(self.metrics.write, self.metrics, self.opts.metrics_file, s)
         if not ok then log.error("cannot write the metrics file", {path = self.opts.metrics_file, error = tostring(err)}) end
     end
+    alerts.notify(self.env, s) -- after everything is recorded; never raises
     return s
+end
+
+--- Deletes the runs of `journal` that started more than run_history_days ago (the
+-- status command and page read the rest). History is for watching: a failure is logged.
+function run.prune_history(env, journal)
+    local days = settings.get(env, "run_history_days")
+    local ok, err = pcall(journal.prune_runs, journal, clock.iso_utc(clock.now() - days * 86400))
+    if not ok then log.error("cannot prune the run history", {error = tostring(err)}) end
+end
+
+-- A run locked out: how long the other run has held the lock, for the summary and the
+-- alert (alert_locked_after_minutes).
+local function note_lock_holder(summary, err)
+    summary.lock_holder_pid = err.holder_pid
+    local since = clock.parse_utc(err.holder_started)
+    if since then
+        summary.lock_held_since = err.holder_started
+        summary.lock_held_seconds = math.max(0, math.floor(clock.now() - since))
+    end
 end
 
 --- Backs up each source in `aliases`, one after the other; prints each summary (as
@@ -416,6 +437,8 @@ function run.backup(env, aliases, opts)
             code = exit.locked
             r.summary.exit_code, r.summary.status = code, exit.status(code)
             r.summary.error = {phase = "locking", kind = "locked", message = tostring(err)}
+            note_lock_holder(r.summary, err)
+            alerts.notify(env, r.summary)
             summaries[#summaries + 1] = r.summary
         else
             code = r:execute()

@@ -107,7 +107,7 @@ settings.SCHEMA = {
      doc = "The site's time zone (tz database name, e.g. America/Los_Angeles): what \"today\" and the window mean. Unset: the host's."},
     -- files
     {name = "state_dir", type = "string", on = ENV_ONLY,
-     doc = "Journal, locks, summaries and spool (created 0700). Unset: /var/lib/rtbackup when installed, ./state in a checkout."},
+     doc = "Journal, locks, summaries and spool (created 0700). Unset: $RTBACKUP_STATE_DIR, else /var/lib/rtbackup when installed (<prefix>/var/lib/rtbackup under a prefix other than /usr and /usr/local), ./state in a checkout."},
     {name = "spool_dir", type = "string", on = ENV_ONLY, doc = "Where received instances wait (default: inside state_dir)."},
     {name = "audit_log", type = "string", on = ENV_ONLY,
      doc = "Append-only JSON-lines audit trail of every operation on patient data (created 0600)."},
@@ -122,6 +122,32 @@ settings.SCHEMA = {
      doc = "A URL the same JSON is POSTed to (10 s timeout, 3 tries). A failing webhook never fails the run."},
     {name = "alert_on_success", type = "boolean", default = false, on = ENV_ONLY,
      doc = "Also alert when a run succeeds."},
+    {name = "alert_locked_after_minutes", type = "integer", min = 1, default = 360, on = ENV_ONLY,
+     doc = "A backup that finds its source locked by another run alerts once that run has held the lock this long (a hung or forgotten run); a shorter overlap is not alerted."},
+    -- restore drills
+    {name = "drill_sample", type = "integer", min = 1, default = 3, on = {"settings", "dicom", "mosaiq"},
+     doc = "Verified studies (Mosaiq: records) a `rtbackup drill` restores and compares when --sample is not given."},
+    {name = "drill_scratch_dir", type = "string", on = ENV_ONLY,
+     doc = "Where a drill writes what it retrieves from the archive (a private directory of its own inside, removed at the end). Unset: inside state_dir."},
+    -- rtbackup serve
+    {name = "serve_address", type = "string", default = "127.0.0.1", on = ENV_ONLY,
+     doc = "Address `rtbackup serve` listens on (status page, /metrics, /healthz, /readyz, /api). Loopback by default; \"0.0.0.0\" or \"::\" for every interface."},
+    {name = "serve_port", type = "integer", min = 1, max = 65535, default = 9110, on = ENV_ONLY,
+     doc = "TCP port of `rtbackup serve`."},
+    {name = "serve_tls_cert", type = "string", on = ENV_ONLY,
+     doc = "PEM certificate (chain) file: `rtbackup serve` speaks HTTPS only. Needs serve_tls_key."},
+    {name = "serve_tls_key", type = "string", on = ENV_ONLY,
+     doc = "PEM private key file of serve_tls_cert."},
+    {name = "serve_user", type = "string", on = ENV_ONLY,
+     doc = "User name of HTTP basic auth for `rtbackup serve` (every path but /healthz). Needs serve_password_hash."},
+    {name = "serve_password_hash", type = "string", secret = true, on = ENV_ONLY,
+     doc = "The password of serve_user as `rtbackup serve --hash-password` prints it (PBKDF2-SHA256), as a secret (\"__NAME__\" or serve_password_hash_env_var)."},
+    {name = "serve_hide_patient_ids", type = "boolean", default = false, on = ENV_ONLY,
+     doc = "Show no patient IDs on the status page and in /api (failures are named by study, series or record only)."},
+    {name = "serve_health_cache_seconds", type = "integer", min = 1, default = 15, on = ENV_ONLY,
+     doc = "How long `rtbackup serve` reuses the result of the health checks (/readyz, the status page, /metrics) before checking the peers again."},
+    {name = "serve_days", type = "integer", min = 1, max = 3660, default = 30, on = ENV_ONLY,
+     doc = "Days of coverage the status page shows (?days=N overrides it per request)."},
 }
 
 local BY_NAME = {}
@@ -211,7 +237,11 @@ function settings.check(env, locate)
             local s = BY_NAME[name]
             local key = path .. "." .. name
             if s == nil then
-                if where_kind == "settings" then add("warning", key, "unknown setting (ignored)") end
+                -- `<setting>_env_var = "NAME"` of a string setting is known: core/config
+                -- checks the variable and resolves it into <setting>.
+                local of = BY_NAME[name:match("^(.+)_env_var$") or ""]
+                local env_var = of and (of.secret or of.type == "string")
+                if where_kind == "settings" and not env_var then add("warning", key, "unknown setting (ignored)") end
             elseif not s.where[where_kind] then
                 local allowed = {}
                 for _, w in ipairs(s.on) do allowed[#allowed + 1] = w == "settings" and "[settings]" or w end

@@ -118,7 +118,15 @@ end
 --- A unit is still incomplete after every retry: `missing` of `total` instances
 -- absent; message names them.
 function Book:failed(u, missing, total, message)
-    self.journal:mark(self.source, u.key, "failed", {error = message})
+    -- data.missing: how many the target lacks, for `rtbackup status` (the rest of the
+    -- unit is there, and counts as backed up).
+    local data
+    if type(u.data) == "table" then
+        data = {}
+        for k, v in pairs(u.data) do data[k] = v end
+        data.missing = missing
+    end
+    self.journal:mark(self.source, u.key, "failed", {error = message, data = data})
     self.counts.failed = self.counts.failed + missing
     self.counts.moved = self.counts.moved + math.max(0, total - missing - present_before(u))
     self.outcomes.failed = self.outcomes.failed + 1

@@ -149,7 +149,30 @@ function validate.run(env, source_alias, target_alias, opts)
             found = ok and result.instances or nil, failed = failed})
         if not wrote then io.stderr:write("rtbackup validate: cannot write the metrics file: ", tostring(err), "\n") end
     end
+    validate.record(env, {env = env.name, source = source_alias, target = target_alias, command = "validate",
+                          started_at = started_at, finished_at = clock.iso_utc(), since = since, ["until"] = till,
+                          patient = opts.patient, study = opts.study, deep = opts.deep or nil,
+                          exit_code = code, status = exit.status(code),
+                          studies = ok and result.studies or nil, found = ok and result.instances or nil,
+                          compared = ok and opts.deep and result.compared or nil,
+                          missing = ok and #result.missing or nil, extra = ok and #result.extra or nil,
+                          different = ok and #result.different or nil,
+                          error = not ok and {kind = type(result) == "table" and result.kind or "internal",
+                                                   message = tostring(result)} or nil})
     return code
+end
+
+--- What a validation found, for `rtbackup status` and the status page
+-- (<state_dir>/<ENV>-<SOURCE>-last-validate.json), and the alert it deserves
+-- (rtbackup.alerts). Neither may change the validation's exit code.
+function validate.record(env, s)
+    local ok, err = pcall(function()
+        local dir = require("rtbackup.run").state_dir(env)
+        require("rtbackup.files").replace(string.format("%s/%s-%s-last-validate.json", dir, env.name, s.source),
+                                          require("rtbackup.summary").json(s) .. "\n")
+    end)
+    if not ok then log.error("cannot record the validation", {error = tostring(err)}) end
+    require("rtbackup.alerts").notify(env, s)
 end
 
 return validate

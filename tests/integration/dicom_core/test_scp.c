@@ -388,6 +388,39 @@ static void scp_refuses_a_connection_over_the_overall_cap_politely_and_serves_ag
     rtb_dicom_scp_stop(scp);
 }
 
+static void scp_cuts_a_client_that_dribbles_its_request_at_the_request_timeout(void **state)
+{
+    const char *dir = testbed_tmpdir("scp-drip");
+    rtb_dicom_scp_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.aet = "RTB_LISTEN";
+    cfg.dir = dir;
+    cfg.request_timeout = 2;
+    rtb_dicom_scp *scp = NULL;
+    OK(rtb_dicom_scp_start(&cfg, &scp, &err));
+    int fd = idle_connection("127.0.0.4", rtb_dicom_scp_port(scp));
+    /* An A-ASSOCIATE-RQ header announcing 200 bytes, then one byte every 200 ms: each
+     * read succeeds in time, so only the deadline on the whole request ends it. */
+    const unsigned char head[6] = {0x01, 0x00, 0x00, 0x00, 0x00, 200};
+    assert_int_equal(send(fd, head, sizeof head, MSG_NOSIGNAL), 6);
+    double t0 = now(), closed = -1;
+    while (closed < 0 && now() - t0 < 20) {
+        unsigned char zero = 0, buf[16];
+        if (send(fd, &zero, 1, MSG_NOSIGNAL) != 1) {
+            closed = now() - t0;
+            break;
+        }
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 200) > 0 && recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0) closed = now() - t0;
+    }
+    close(fd);
+    assert_true(closed >= 0);
+    fprintf(stderr, "# a client dribbling its request was cut after %.2f s (request timeout 2 s)\n", closed);
+    rtb_dicom_scp_stats st;
+    rtb_dicom_scp_stop_stats(scp, &st);
+    assert_int_equal(st.dropped, 1);
+}
+
 static rtb_dicom_scp *start_tls_scp(const char *dir, int require_client_cert)
 {
     static char cert[512], key[512];
@@ -505,6 +538,7 @@ int main(void)
         cmocka_unit_test(scp_serves_several_associations_at_once),
         cmocka_unit_test(scp_answers_echo_while_idle_connections_wait_and_drops_them_after_the_request_timeout),
         cmocka_unit_test(scp_refuses_a_connection_over_the_overall_cap_politely_and_serves_again_later),
+        cmocka_unit_test(scp_cuts_a_client_that_dribbles_its_request_at_the_request_timeout),
         cmocka_unit_test(tls_scp_serves_our_tls_scu_with_a_client_certificate_and_refuses_others),
         cmocka_unit_test(tls_scp_without_required_client_certificates_serves_anonymous_tls_clients),
         cmocka_unit_test(tls_scp_refuses_to_start_without_its_key_or_with_an_unreadable_certificate),
