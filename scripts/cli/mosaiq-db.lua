@@ -25,6 +25,7 @@ create:option("--days", "length of the period in days", "30"):convert(math.toint
 create:option("--seed", "seed of the generator", "1"):convert(math.tointeger)
 create:option("--leaf-encoding", "how MLC leaf sets are stored", "int16_0.01cm")
       :choices{"int16_0.01cm", "float32_mm"}
+create:flag("--faults", "also put in data a clinic must repair (a delivery naming a deleted field version)")
 create:flag("--force", "replace an existing database or tables")
 local args = cli.parse(parser, {...})
 
@@ -51,7 +52,7 @@ local function run()
     local env = cli.load_env(args.env)
     local source = mcli.source(env, args.source)
     local opts = synth.options{seed = args.seed, patients = args.patients, start_date = args.from,
-                               days = args.days, leaf_encoding = args.leaf_encoding}
+                               days = args.days, leaf_encoding = args.leaf_encoding, faults = args.faults}
     local sqlite = (source.odbc_driver or ""):lower():find("sqlite", 1, true)
     if sqlite then prepare_sqlite_file(source.db_database) end
     local db, _, alias = mcli.connect(env, args.source, {create = true})

@@ -265,7 +265,7 @@ describe("rtbackup drill of Mosaiq", function()
         assert.are.equal(3, r.json.equal)
 
         -- a record changed in the archive is named
-        local record = r.json.items[1].record
+        local record = r.json.items[1].uid -- items name the record's identity and the UID archived
         local found = main:lookup(record)
         corrupt(found[1].ID)
         local again = rtb{"drill", "DR", "MOSAIQ", "--study", r.json.items[1].study, "--format", "json"}

@@ -59,7 +59,8 @@ local function new_clinic()
     local db = odbc.connect({odbc_driver = "SQLite3", db_database = dir .. "/mosaiq.db"}, nil, {create = true})
     mosaiq.create_schema(db)
     local c = synth.generate(db, {seed = 2, patients = 8, start_date = START, days = DAYS,
-                                  leaf_encoding = "float32_mm"}) -- the default site's reading
+                                  leaf_encoding = "float32_mm", -- the default site's reading
+                                  faults = true})
     db:close()
     return c
 end

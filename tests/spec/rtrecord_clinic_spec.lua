@@ -31,7 +31,7 @@ local function build_clinic(shape, encoding, out)
     local db = odbc.connect({odbc_driver = "SQLite3", db_database = out .. ".sqlite"}, nil, {create = true})
     mosaiq.create_schema(db)
     local clinic = synth.generate(db, {seed = shape.seed, patients = shape.patients, start_date = shape.start,
-                                       days = shape.days, leaf_encoding = encoding})
+                                       days = shape.days, leaf_encoding = encoding, faults = true})
     os.execute("mkdir -p " .. helpers.quote(out))
     local opts = {uid_scope = "CLINIC/MOSAIQ", null = odbc.NULL, mlc = {encoding = encoding},
                   private_block = support.TJU_BLOCK, machines = MACHINES}

@@ -75,9 +75,10 @@ local function verified_records(j, alias)
     local list = {}
     for _, u in ipairs(j:units(alias, {state = "verified", kind = "record"})) do
         local data = type(u.data) == "table" and u.data or {}
-        if data.day and data.study and data.series then
-            list[#list + 1] = {key = u.key, day = data.day, patient = data.patient, study = data.study,
-                               series = data.series}
+        if data.day and data.study and data.series and data.uid then
+            -- key: the record's identity; uid: the version the archive holds
+            list[#list + 1] = {key = u.key, uid = data.uid, day = data.day, patient = data.patient,
+                               study = data.study, series = data.series}
         end
     end
     return list
@@ -194,7 +195,7 @@ local function drill_study(d, item, index)
     return row
 end
 
--- The records of a Mosaiq drill, rebuilt day by day: {SOP Instance UID -> record}.
+-- The records of a Mosaiq drill, rebuilt day by day: {identity -> record}.
 local function rebuilt_records(d, items)
     local days, list = {}, {}
     for _, r in ipairs(items) do
@@ -211,19 +212,20 @@ local function rebuilt_records(d, items)
 end
 
 local function drill_record(d, item, index, rebuilt)
-    local row = new_row{study = item.study, patient = item.patient, date = item.day, record = item.key}
+    local row = new_row{study = item.study, patient = item.patient, date = item.day, record = item.key, uid = item.uid}
     local into = string.format("%s/%d", d.scratch, index)
     files.private_dir(into)
     d.target:get({level = "IMAGE", StudyInstanceUID = item.study, SeriesInstanceUID = item.series,
-                  SOPInstanceUID = item.key, patient = item.patient}, into)
+                  SOPInstanceUID = item.uid, patient = item.patient}, into)
     local restored = file_digests(into)
     remove_tree(into)
     local expected = {}
     local r = rebuilt[item.key]
-    if r then
-        expected[item.key] = r.ds:digest()
+    if r and r.uid == item.uid then
+        expected[item.uid] = r.ds:digest()
     else
-        -- Mosaiq no longer yields this record (the delivery was changed or deleted since).
+        -- Mosaiq no longer yields this version of the record (the delivery was
+        -- corrected or deleted since; the next backup archives the new version).
         row.not_in_source = 1
         d.result.not_in_source[#d.result.not_in_source + 1] = {record = item.key, day = item.day,
                                                                patient = item.patient}

@@ -76,7 +76,8 @@ end
 local function mosaiq_days(env, ctx, src, since, till)
     local flow = require "rtbackup.mosaiq.flow"
     local facts = read_only_facts(env)
-    local ok, built = pcall(flow.build, ctx, env, src.alias, site.choices(env), since, till, {journal = facts})
+    local ok, built = pcall(flow.build, ctx, env, src.alias, site.choices(env), since, till,
+                            {journal = facts, read_only = true})
     if facts then facts.j:close() end
     if not ok then error(built, 0) end
     local target = ctx:peer(env.default_backup)
@@ -101,9 +102,9 @@ local function mosaiq_days(env, ctx, src, since, till)
     for _, r in ipairs(built.records) do
         local d = day(r.day)
         d.known = d.known + 1
-        if there[r.key] then d.present = d.present + 1 end
+        if there[r.uid] then d.present = d.present + 1 end
     end
-    for _, f in ipairs(built.failures) do
+    for _, f in ipairs(built.skipped) do
         local d = day(f.day)
         d.known, d.not_built = d.known + 1, d.not_built + 1
     end

@@ -30,6 +30,7 @@
 --   qa_mode               patient-specific QA deliveries before a VMAT course (WasQAMode)
 --   wedge, bolus          accessories, as device rows with details and as FLD_HST text
 --   missing_field         a delivery naming a field version the database no longer has
+--                         (only with opts.faults: data a clinic must repair)
 --   corrected, late_row   changes charted after the day (synth.apply_corrections):
 --                         a delivery row corrected after review, and a delivery charted
 --                         late for a fraction already backed up
@@ -39,7 +40,7 @@
 -- two_site_share (0.1), history_share (0.3: courses with a mid-course edit),
 -- interrupted_share (0.01 per beam delivery), wedge_share (0.3 of static fields),
 -- bolus_share (0.2 of courses), qa_share (0.5 of VMAT courses),
--- leaf_encoding ("int16_0.01cm" | "float32_mm").
+-- leaf_encoding ("int16_0.01cm" | "float32_mm"), faults (false: true adds missing data).
 local odbc = require "rtbackup.odbc"
 local errors = require "rtbackup.error"
 local clock = require "rtbackup.clock"
@@ -566,7 +567,9 @@ local function place_situations(courses, first_day, last_day, rng, opts)
     place(function() return true end, function(c, k) c.plans[k] = {interrupt = 1, mode = "same_day"} end)
     -- next day: not at a BID course's morning slot (the next slot is the same day)
     place(function(c) return c.kind ~= "bid" end, function(c, k) c.plans[k] = {interrupt = #c.fields, mode = "next_day"} end)
-    place(function(c) return #c.fields > 1 end, function(c, k) c.plans[k] = {missing_field = 2} end)
+    if opts.faults then
+        place(function(c) return #c.fields > 1 end, function(c, k) c.plans[k] = {missing_field = 2} end)
+    end
     return place
 end
 
