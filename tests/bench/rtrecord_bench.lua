@@ -9,11 +9,13 @@ local groups = require "rtrecord_groups"
 local map = require "rtbackup.mosaiq.map"
 local host = require "rtbackup.host"
 
+-- TJU's private block, as its site folder chooses it.
+local TJU = dofile(here .. "/../../scripts/tju/site.lua").mosaiq.private_block
 local OPTIONS = {
     two_beam_static = {uid_scope = "BENCH/MOSAIQ", null = groups.NULL, mlc = {encoding = "float32_mm"},
-                       private_block = "TJU"},
+                       private_block = TJU},
     vmat = {uid_scope = "BENCH/MOSAIQ", null = groups.NULL, mlc = {encoding = "int16_0.01cm"},
-            private_block = "TJU"},
+            private_block = TJU},
 }
 
 -- A Python literal of a group (dicts, lists, numbers, str, bytes, None for NULL):

@@ -72,8 +72,22 @@ def mm(v):
 
 
 def control_points(field, encoding):
+    # The same reading as rtbackup.mosaiq.map: specified meterset from the plan's
+    # cumulative weights, delivered per PS3.3 C.8.8.21.2.2, couch as recorded (carried
+    # while the plan does not move it).
+    dose = field["dose"]
+    points = sorted(field["points"], key=lambda p: p["Point"])
+    last_index = points[-1]["Index"]
+    start = dose.get("MetersetPrevDelivered") or 0
+    finish = start + dose["Meterset"]
     cps = []
-    for p in sorted(field["points"], key=lambda p: p["Point"]):
+    couch = {}
+    for p in points:
+        actual = p.get("actual") or {}
+        for col in ("Couch_Vrt", "Couch_Lng", "Couch_Lat"):
+            if actual.get(col) is not None:
+                couch[col] = actual[col]
+        specified = round(p["Index"] / last_index * field["Meterset"], 4)
         mlc = None
         if field.get("Mlc") and p.get("A_Leaf_Set") is not None:
             mlc = leaves(p["A_Leaf_Set"], encoding, p.get("MLC_Leaves")) + \
@@ -81,21 +95,21 @@ def control_points(field, encoding):
         jaw_x = [mm(p["Coll_X1"]), mm(p["Coll_X2"])] if p.get("Coll_X1") is not None else None
         jaw_y = [mm(p["Coll_Y1"]), mm(p["Coll_Y2"])] if p.get("Coll_Y1") is not None else None
         cps.append({
-            "index": p["Point"], "time": field["Last_Tx_DtTm"],
-            "specified": p.get("SpecifiedMeterset", p["Meterset"]), "delivered": p["Meterset"],
+            "index": p["Point"], "time": actual.get("Tx_DtTm") or dose["Tx_DtTm"],
+            "specified": specified, "delivered": max(start, min(specified, finish)),
             "rate": p.get("Meterset_Rate"), "energy": p.get("Energy"),
             "unit": ENERGY_UNIT.get(p.get("Energy_Unit_Enum")),
             "GantryAngle": p["Gantry_Ang"], "GantryRotationDirection": DIRECTION.get(p["Gantry_Dir_Enum"]),
             "BeamLimitingDeviceAngle": p["Coll_Ang"],
             "BeamLimitingDeviceRotationDirection": DIRECTION.get(p["Coll_Dir_Enum"]),
             "PatientSupportAngle": p["Couch_Ang"],
-            "PatientSupportRotationDirection": DIRECTION.get(p["Couch_Roll_Dir_Enum"]),
+            "PatientSupportRotationDirection": DIRECTION.get(p.get("Couch_Ang_Dir_Enum")),
             "TableTopEccentricAxisDistance": mm(p.get("Couch_Top_Axis_Distance")),
             "TableTopEccentricAngle": p["Couch_Top"],
             "TableTopEccentricRotationDirection": DIRECTION.get(p["Couch_Top_Dir_Enum"]),
-            "TableTopVerticalPosition": mm(p.get("Couch_Vrt")),
-            "TableTopLongitudinalPosition": mm(p.get("Couch_Lng")),
-            "TableTopLateralPosition": mm(p.get("Couch_Lat")),
+            "TableTopVerticalPosition": mm(couch.get("Couch_Vrt")),
+            "TableTopLongitudinalPosition": mm(couch.get("Couch_Lng")),
+            "TableTopLateralPosition": mm(couch.get("Couch_Lat")),
             "ASYMX": jaw_x, "ASYMY": jaw_y, "MLCX": mlc,
         })
     return cps
@@ -118,8 +132,7 @@ def beam_item(field, group, encoding):
         b.TreatmentTerminationCode = str(dose["TerminationCode"])
     b.TreatmentVerificationStatus = VERIFIED.get(dose.get("Termination_Verify_Status_Enum"), "")
     b.SpecifiedPrimaryMeterset = ds_(field["Meterset"])
-    if b.TreatmentTerminationStatus == "NORMAL":
-        b.DeliveredPrimaryMeterset = ds_(field["Meterset"])
+    b.DeliveredPrimaryMeterset = ds_(dose["Meterset"])
     b.SourceAxisDistance = ds_(field["Sad"] * 10)
     varies = {k: any(cp[k] != cps[0][k] for cp in cps) for k in ANGLES + DIRECTIONS + ["ASYMX", "ASYMY", "MLCX"]}
     energy_varies = any((cp["energy"], cp["unit"]) != (cps[0]["energy"], cps[0]["unit"]) for cp in cps)
@@ -173,7 +186,7 @@ def beam_item(field, group, encoding):
 def record(group, encoding):
     patient, site, plan, machine = group["patient"], group["site"], group["plan"], group["machine"]
     fields = sorted(group["fields"], key=lambda f: f["OriginalBeamNumber"])
-    times = sorted(f["Last_Tx_DtTm"] for f in fields)
+    times = sorted(f["dose"]["Tx_DtTm"] for f in fields)
     dhs = ",".join(str(d) for d in sorted(f["dose"]["DHS_ID"] for f in fields))
     ds = Dataset()
     ds.InstanceCreationDate, ds.InstanceCreationTime = da_tm(times[-1])
@@ -193,7 +206,7 @@ def record(group, encoding):
     ds.PatientName = "^".join(name).rstrip("^")
     ds.PatientID = patient["IDA"]
     ds.PatientBirthDate = patient["Birth_DtTm"][:10].replace("-", "")
-    ds.PatientSex = {"MALE": "M", "FEMALE": "F"}.get(patient["Sex"], "")
+    ds.PatientSex = {"Male": "M", "Female": "F"}.get(patient.get("Gender"), "")
     ds.StudyInstanceUID = plan["StudyInstanceUID"]
     ds.SeriesInstanceUID = uid("BENCH/MOSAIQ", "rtrecord-series", site["SIT_SET_ID"], plan["OriginalPlanUID"])
     ds.StudyID = plan["StudyID"]
