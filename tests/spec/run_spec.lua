@@ -137,7 +137,7 @@ describe("an interrupted run", function()
         local again = rtb{"backup", "RUN", table.unpack(ALL)}
         assert.are.equal(0, again.code, again.output)
         local after = read_json(state .. "/RUN-ODIL-last-run.json")
-        assert.are.equal(tonumber(tb.ODIL_INSTANCES), after.already_present + after.verified)
+        assert.are.equal(tonumber(tb.ODIL_INSTANCES), after.already_present + after.verified, cjson.encode(after) .. "\nFIRST: " .. cjson.encode(s))
     end)
 
     it("interrupted while planning exits 143 and says so (not unreachable)", function()

@@ -33,6 +33,7 @@ local host = require "rtbackup.host"
 local journal = require "rtbackup.journal"
 local log = require "rtbackup.log"
 local metrics = require "rtbackup.metrics"
+local pace = require "rtbackup.pace"
 local progress = require "rtbackup.progress"
 local settings = require "rtbackup.settings"
 local site = require "rtbackup.site"
@@ -192,33 +193,56 @@ function Run:note_failure(err)
     if exit.is_unreachable(err) then self.failures.unreachable = true else self.failures.partial = true end
 end
 
--- Transfers a job's units that are not moved yet, then verifies them all, moving
--- what is still missing again (flow.retry, with backoff) up to max_retries times.
-function Run:process(job, bar)
+-- Errors that say a peer is alive but struggling under this load: the transfer is
+-- tried again later with fewer at once (rtbackup.pace), not given up for the run.
+local STRUGGLING = {rejected = true, aborted = true, timeout = true}
+local MAX_REQUEUES = 2
+
+-- The move stage of a job: transfers its units that are not moved yet. Returns
+-- "verify" (hand it to the verify stage), "done" (nothing more to do: stopped or
+-- unreachable, its units counted as skipped) or "requeue" (try it again later), and
+-- the number of instances it moved (for the pace).
+function Run:move_job(job)
     local book, flow = self.book, self.flow
     local stop = self:must_stop()
     if stop then
         for _, u in ipairs(job.units) do book:skipped(u, stop) end
-        return
+        return "done", 0
     end
     local fresh = {}
     for _, u in ipairs(job.units) do if u.state ~= "moved" then fresh[#fresh + 1] = u end end
-    if #fresh > 0 then
-        local ok, reported = pcall(flow.transfer, self, job, fresh)
-        if ok then
-            book:moved(fresh, reported)
-        elseif exit.is_unreachable(reported) or exit.is_stopped(reported) then
-            self:note_failure(reported)
-            for _, u in ipairs(job.units) do book:skipped(u, reported) end
-            log.error("cannot move", {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
-            return
-        else
-            -- Refused: what the source does accept is found by the retries below (the
-            -- ladder: UID lists, single UIDs, the series), from what is still missing.
-            log.warn("the source refused a move; retrying what is missing the ways it accepts",
-                     {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
-        end
+    if #fresh == 0 then return "verify", 0 end
+    local ok, reported = pcall(flow.transfer, self, job, fresh)
+    if ok then
+        book:moved(fresh, reported)
+        return "verify", tonumber(reported) or 0
     end
+    if type(reported) == "table" and STRUGGLING[reported.kind] and (job.requeues or 0) < MAX_REQUEUES
+       and self.pace and self.pace.adaptive and self.pace.active > 1 then
+        job.requeues = (job.requeues or 0) + 1
+        job.trouble = true
+        log.warn("the source struggles with this many associations; the move is tried again with fewer",
+                 {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
+        return "requeue", 0
+    end
+    if exit.is_unreachable(reported) or exit.is_stopped(reported) then
+        self:note_failure(reported)
+        for _, u in ipairs(job.units) do book:skipped(u, reported) end
+        log.error("cannot move", {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
+        return "done", 0
+    end
+    -- Refused: what the source does accept is found by the retries of the verify
+    -- stage (the ladder: UID lists, single UIDs, the series), from what is missing.
+    log.warn("the source refused a move; retrying what is missing the ways it accepts",
+             {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
+    return "verify", 0
+end
+
+-- The verify stage of a job: verifies all its units, moving what is still missing
+-- again (flow.retry, with backoff) up to max_retries times. Runs beside the next
+-- moves, so verification is off the moves' critical path.
+function Run:verify_job(job, bar)
+    local book, flow = self.book, self.flow
     local ok, found = pcall(flow.verify, self, job, job.units)
     if not ok then
         self:note_failure(found)
@@ -266,6 +290,94 @@ function Run:process(job, bar)
     end
 end
 
+--- Moves and verifies one job now (the references pass: one series at a time).
+function Run:process(job, bar)
+    local outcome
+    repeat outcome = self:move_job(job) until outcome ~= "requeue"
+    if outcome == "verify" then self:verify_job(job, bar) end
+end
+
+-- A job's instances still to move: the order of work, largest first, so that the
+-- last association does not run alone at the end.
+local function job_size(job)
+    local n = 0
+    for _, u in ipairs(job.units) do n = n + math.max(0, (u.expected or 1) - ((u.data and u.data.present) or 0)) end
+    return n
+end
+
+local function traceback(err)
+    if type(err) == "table" then
+        err.traceback = err.traceback or debug.traceback("", 2)
+        return err
+    end
+    return debug.traceback(tostring(err), 2)
+end
+
+-- Moves and verifies the jobs: up to the pace's limit of moves at once (adaptive below
+-- max_associations), each job's verification started as its move ends, beside the
+-- next moves. Returns when every job is moved and verified, or left for later.
+function Run:work(jobs, bar)
+    local cap = self:setting("max_associations")
+    self.pace = pace.new{cap = cap, adaptive = self:setting("adaptive_associations"), name = self.source_alias}
+    local order = {}
+    for i, job in ipairs(jobs) do order[i] = {job = job, size = job_size(job), i = i} end
+    table.sort(order, function(a, b)
+        if a.size ~= b.size then return a.size > b.size end
+        return a.i < b.i
+    end)
+    local queue, next_index, verifiers = {}, 1, {}
+    for i, o in ipairs(order) do queue[i] = o.job end
+    local function failed_job(job, err)
+        -- Not started (the run stopping) or a bug in a job: its units stay for later.
+        if not exit.is_stopped(err) then
+            self.failures.partial = true
+            log.error("a job failed", {source = self.source_alias, error = tostring(err)})
+        end
+        for _, u in ipairs(job.units) do self.book:skipped(u, err) end
+    end
+    -- Verifications wait their turn (as many at once as moves may run); once the run
+    -- is asked to stop, those not begun are left "moved", verified first next time.
+    local verifying = pace.new{cap = cap, adaptive = false}
+    local function verify(job)
+        verifying:enter()
+        local stop = self:must_stop()
+        if stop then
+            for _, u in ipairs(job.units) do self.book:skipped(u, stop) end
+        else
+            local ok, err = xpcall(self.verify_job, traceback, self, job, bar)
+            if not ok then failed_job(job, err) end
+        end
+        verifying:leave()
+        self.ctx:flush() -- a job is an audit batch: on disk before the next starts
+    end
+    local function mover()
+        while next_index <= #queue do
+            local job = queue[next_index]
+            next_index = next_index + 1
+            self.pace:enter()
+            local t0 = host.monotonic()
+            local ok, outcome, moved = xpcall(self.move_job, traceback, self, job)
+            self.pace:leave{instances = ok and moved or 0, seconds = host.monotonic() - t0,
+                            trouble = job.trouble}
+            job.trouble = nil
+            if not ok then
+                failed_job(job, outcome)
+            elseif outcome == "requeue" then
+                queue[#queue + 1] = job
+            elseif outcome == "verify" then
+                verifiers[#verifiers + 1] = task.spawn(verify, job)
+            else
+                self.ctx:flush()
+            end
+        end
+    end
+    local movers = {}
+    for w = 1, math.min(cap, #queue) do movers[w] = task.spawn(mover) end
+    for _, m in ipairs(movers) do task.wait(m) end
+    for _, v in ipairs(verifiers) do task.wait(v) end
+    self.summary.associations_chosen = self.pace:report()
+end
+
 -- Everything between open and close: raises only for bugs and configuration errors
 -- (which then end the run with their own exit code).
 function Run:drive()
@@ -308,19 +420,8 @@ function Run:drive()
     if flow.prepare and #jobs > 0 then flow.prepare(self, jobs) end
     local bar = progress.new(self.source_alias .. " -> " .. self.target_alias, instances,
                              {unit = flow.unit, interval = settings.get(self.env, "progress_interval")})
-    local _, failures = task.map(jobs, function(job)
-        self:process(job, bar)
-        self.ctx:flush() -- a job is an audit batch: on disk before the next starts
-    end, {concurrency = self:setting("max_associations"), errors = "return"})
+    self:work(jobs, bar)
     bar:finish()
-    for i, err in pairs(failures) do
-        -- Not started (the run stopping) or a bug in a job: its units stay for later.
-        if not exit.is_stopped(err) then
-            self.failures.partial = true
-            log.error("a job failed", {source = self.source_alias, error = tostring(err)})
-        end
-        for _, u in ipairs(jobs[i].units) do self.book:skipped(u, err) end
-    end
     self.summary.move_verify_seconds = host.monotonic() - t0
     if flow.finish and not task.stopping() then
         self.phase = "following references"

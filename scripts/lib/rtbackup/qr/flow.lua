@@ -39,6 +39,15 @@ function flow.plan(run)
         shard = shard and function(study) return run_mod.in_shard(shard, study) end,
     })
     run.ctx:flush() -- the planning C-FINDs are one audit batch
+    -- Units the journal still has open (moved by a run that stopped before verifying
+    -- them, say) in a study the target now holds whole: verified, not moved again.
+    if not run.opts.dry_run and next(p.whole) then
+        local done = {}
+        for _, u in ipairs(run.journal:units(run.source_alias, {state = {"moved", "queued", "failed"}})) do
+            if type(u.data) == "table" and p.whole[u.data.study] then done[#done + 1] = u.key end
+        end
+        if #done > 0 then run.journal:mark_many(run.source_alias, done, "verified", {}) end
+    end
     -- The selection's studies: the references pass re-checks the edges of their RT objects.
     run.selected_studies = p.study_uids
     return {open = p.units, complete = p.complete, found = p.found, present = p.present, errors = p.errors,

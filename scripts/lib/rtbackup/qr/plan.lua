@@ -135,7 +135,8 @@ local function complete_studies(tgt_peer, studies)
 end
 
 --- The plan of a selection: {units = {...}, complete = {...}, found, present,
--- studies, errors = {...}}. opts: concurrency, shard (function(study_uid) -> bool),
+-- studies, errors = {...}, whole = {[study uid] = true: complete in the target, its
+-- series not compared}}. opts: concurrency, shard (function(study_uid) -> bool),
 -- accept (function(series, study) -> bool).
 function plan.make(src_peer, tgt_peer, selection, opts)
     opts = opts or {}
@@ -159,7 +160,8 @@ function plan.make(src_peer, tgt_peer, selection, opts)
         end
         return diff_study(src_peer, tgt_peer, study, selection, opts.accept)
     end, {concurrency = opts.concurrency or 4, errors = "return"})
-    local out = {units = {}, complete = {}, found = 0, present = 0, studies = #studies, errors = {}, study_uids = {}}
+    local out = {units = {}, complete = {}, found = 0, present = 0, studies = #studies, errors = {}, study_uids = {},
+                 whole = whole}
     for _, st in ipairs(studies) do out.study_uids[st.StudyInstanceUID] = true end
     for i = 1, #studies do
         local r = results[i]

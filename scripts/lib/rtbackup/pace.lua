@@ -1,0 +1,129 @@
+--- rtbackup.pace: how many transfers a run keeps going at once. Adaptive below the
+-- peer's cap (max_associations): it adds one while throughput grows and halves on
+-- trouble (AIMD, as TCP does), so a local archive that saturates at 4 associations
+-- gets about 4, a distant one more, and a struggling one fewer.
+--
+--   local p = pace.new{cap = 8, start = 4, name = "ARIA"}   -- adaptive = false: fixed at cap
+--   p:enter()                                   -- waits (task suspended) for a free place
+--   ... one transfer of n instances ...
+--   p:leave{instances = n, seconds = 1.8, trouble = false}
+--   p.limit, p.peak, p.changes                  -- what it chose, for the summary and the log
+--
+-- The measure: instances per second over a window of completed transfers (as many
+-- as the current limit, at least 4), so each window sees every place busy at least
+-- once.
+--   * Throughput above the best window seen by more than 5%: one more place (never
+--     above the cap, nor above a ceiling trouble left).
+--   * No gain over the best with more places: back to the limit that gave the best,
+--     and hold there (the probe cost one window).
+--   * Trouble (a transfer that timed out, was refused an association or aborted), or
+--     a transfer's time per instance more than 4 times the fastest seen: half the
+--     places, and that limit less one becomes the ceiling for the rest of the run.
+-- Every change is logged (INFO "associations"), so an operator sees what it chose.
+local host = require "rtbackup.host"
+local log = require "rtbackup.log"
+local task = require "rtbackup.task"
+
+local pace = {}
+
+local Pace = {}
+Pace.__index = Pace
+
+local GAIN, LATENCY_FACTOR = 1.05, 4
+
+--- opts: cap (required, >= 1), start (default min(cap, 4)), adaptive (default true),
+-- name (for the log).
+function pace.new(opts)
+    local cap = math.max(1, math.tointeger(opts.cap) or 1)
+    local adaptive = opts.adaptive ~= false
+    local start = adaptive and math.max(1, math.min(cap, math.tointeger(opts.start) or 4)) or cap
+    return setmetatable({
+        cap = cap, limit = start, ceiling = cap, adaptive = adaptive, name = opts.name,
+        active = 0, peak = 0, waiting = {},
+        best = nil, best_limit = start, held = false, fastest = nil,
+        window = {moves = 0, instances = 0, trouble = false, started = nil},
+        changes = {},
+    }, Pace)
+end
+
+local now = host.monotonic
+
+--- Waits for a place (suspending the task) and takes it.
+function Pace:enter()
+    local me = task.current()
+    while self.active >= self.limit do
+        if not me then break end -- outside a task nothing can wait: go over rather than deadlock
+        self.waiting[#self.waiting + 1] = me
+        task.suspend()
+    end
+    self.active = self.active + 1
+    if self.active > self.peak then self.peak = self.active end
+    if not self.window.started then self.window.started = now() end
+end
+
+-- Wakes as many waiting tasks as there are free places.
+function Pace:wake()
+    local free = self.limit - self.active
+    while free > 0 and #self.waiting > 0 do
+        task.wake(table.remove(self.waiting, 1))
+        free = free - 1
+    end
+end
+
+function Pace:set(limit, why, rate)
+    limit = math.max(1, math.min(self.ceiling, self.cap, limit))
+    if limit == self.limit then return end
+    self.changes[#self.changes + 1] = {from = self.limit, to = limit, why = why}
+    log.info("associations", {source = self.name, from = self.limit, to = limit, why = why,
+                              instances_per_second = rate and math.floor(rate + 0.5) or nil})
+    self.limit = limit
+end
+
+-- A window is complete: decide.
+function Pace:judge()
+    local w = self.window
+    local elapsed = math.max(now() - (w.started or now()), 1e-3)
+    local rate = w.instances / elapsed
+    if w.trouble then
+        self.ceiling = math.max(1, self.limit - 1)
+        self:set(math.floor(self.limit / 2), "trouble", rate)
+        self.best, self.held = nil, false
+    elseif not self.best or rate > self.best * GAIN then
+        self.best, self.best_limit = rate, self.limit
+        if not self.held then self:set(self.limit + 1, "throughput grew", rate) end
+    elseif self.limit > self.best_limit then
+        -- the extra place bought nothing: back to the best, and stay
+        self:set(self.best_limit, "no gain", rate)
+        self.held = true
+    end
+    self.window = {moves = 0, instances = 0, trouble = false, started = self.active > 0 and now() or nil}
+end
+
+--- Gives the place back with what the transfer did: {instances, seconds, trouble}.
+function Pace:leave(sample)
+    sample = sample or {}
+    self.active = math.max(0, self.active - 1)
+    if self.adaptive then
+        local w = self.window
+        local n, seconds = sample.instances or 0, sample.seconds
+        w.moves, w.instances = w.moves + 1, w.instances + n
+        if sample.trouble then w.trouble = true end
+        if n > 0 and seconds and seconds > 0 then
+            local per = seconds / n
+            if self.fastest and per > self.fastest * LATENCY_FACTOR and self.limit > 1 and n >= 10 then
+                w.trouble = true -- the peer slows down under this load
+            end
+            if n >= 10 and (not self.fastest or per < self.fastest) then self.fastest = per end
+        end
+        if w.trouble or w.moves >= math.max(4, self.limit) then self:judge() end
+    end
+    self:wake()
+end
+
+--- What the summary says about it.
+function Pace:report()
+    return {cap = self.cap, final = self.limit, peak = self.peak, adaptive = self.adaptive,
+            changes = #self.changes}
+end
+
+return pace
