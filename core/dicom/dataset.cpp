@@ -4,7 +4,10 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <sstream>
+#include <string>
+#include <unordered_map>
 #include <sys/stat.h>
 
 rtb_ds *rtb_ds::view_of(DcmItem *child)
@@ -38,10 +41,27 @@ bool lookup_tag(const char *keyword, DcmTag &tag, rtb_dicom_error *err)
         return false;
     }
     // findTagFromName accepts dictionary names and "gggg,eeee"; both are useful
-    // (keywords for scripts, numeric tags for private elements).
+    // (keywords for scripts, numeric tags for private elements). It finds a name by
+    // walking the whole dictionary (~0.4 ms, more than building a small record), so
+    // names found once are kept; tags by number are parsed, which is fast.
+    static std::mutex lock;
+    static std::unordered_map<std::string, DcmTagKey> known;
+    bool by_name = strchr(keyword, ',') == nullptr;
+    if (by_name) {
+        std::lock_guard<std::mutex> hold(lock);
+        auto it = known.find(keyword);
+        if (it != known.end()) {
+            tag = DcmTag(it->second);
+            return true;
+        }
+    }
     if (DcmTag::findTagFromName(keyword, tag).bad()) {
         fail(err, RTB_DICOM_E_INVALID, "unknown DICOM keyword '%s'", keyword);
         return false;
+    }
+    if (by_name) {
+        std::lock_guard<std::mutex> hold(lock);
+        known.emplace(keyword, DcmTagKey(tag.getGroup(), tag.getElement()));
     }
     return true;
 }

@@ -14,13 +14,13 @@ local ALIASES = {float32 = "float32_mm", int16 = "int16_0.01cm"}
 local unpack_formats = {} -- "<i2i2..." by type and count: one unpack per leaf set
 local float32_short, float32_cached = {}, 0 -- float32 value -> its short decimal (bounded)
 
---- Decodes a leaf set into out[offset + 1 .. offset + n], each value times sign.
--- count: use only the first count leaves. Returns n, or nil and a message.
--- One pass, no intermediate list: a VMAT record has ~40 000 leaf positions.
-function M.decode_into(out, offset, sign, bytes, encoding, count)
-    if type(bytes) ~= "string" then return nil, "leaf set is not binary data" end
+-- Decoded leaf sets by encoding, count and bytes: every fraction of a course delivers
+-- the same planned control points, so the same leaf sets come back day after day and
+-- field after field. Bounded: emptied when full.
+local decoded, decoded_count, DECODED_MAX = {}, 0, 16000 -- ~20 MB at most
+
+local function decode(bytes, encoding, count)
     local kind, size, scale
-    encoding = ALIASES[encoding] or encoding
     if encoding == "float32_mm" then
         if #bytes % 4 ~= 0 then
             return nil, string.format("%d bytes is not a whole number of float32 leaves", #bytes)
@@ -44,9 +44,10 @@ function M.decode_into(out, offset, sign, bytes, encoding, count)
         unpack_formats[key] = fmt
     end
     local values = table.pack(string.unpack(fmt, bytes))
+    values.n = n
     if scale then
-        for i = 1, n do out[offset + i] = sign * values[i] / scale end
-        return n
+        for i = 1, n do values[i] = values[i] / scale end
+        return values
     end
     -- A float32 has ~7 significant digits: -20.55 stored as float32 reads back
     -- as -20.549999237..., which %.7g turns back into -20.55. Leaves repeat a
@@ -62,9 +63,49 @@ function M.decode_into(out, offset, sign, bytes, encoding, count)
             d = tonumber(string.format("%.7g", v))
             if float32_cached < 4096 then short[v], float32_cached = d, float32_cached + 1 end
         end
-        out[offset + i] = sign * d
+        values[i] = d
     end
-    return n
+    return values
+end
+
+-- The smallest and largest position of a decoded set (kept with it).
+local function range_of(values)
+    local lo, hi = math.huge, -math.huge
+    for i = 1, values.n do
+        local v = values[i]
+        if v < lo then lo = v end
+        if v > hi then hi = v end
+    end
+    values.lo, values.hi = lo, hi
+end
+
+--- Decodes a leaf set into out[offset + 1 .. offset + n], each value times sign.
+-- count: use only the first count leaves. Returns n and the smallest and largest
+-- value written, or nil and a message.
+function M.decode_into(out, offset, sign, bytes, encoding, count)
+    if type(bytes) ~= "string" then return nil, "leaf set is not binary data" end
+    encoding = ALIASES[encoding] or encoding
+    local by_count = decoded[encoding]
+    if not by_count then by_count = {}; decoded[encoding] = by_count end
+    local key = count or 0
+    local by_bytes = by_count[key]
+    if not by_bytes then by_bytes = {}; by_count[key] = by_bytes end
+    local values = by_bytes[bytes]
+    if not values then
+        local err
+        values, err = decode(bytes, encoding, count)
+        if not values then return nil, err end
+        range_of(values)
+        if decoded_count >= DECODED_MAX then decoded, decoded_count = {}, 0 end
+        by_bytes[bytes], decoded_count = values, decoded_count + 1
+    end
+    local n = values.n
+    if sign == 1 then
+        table.move(values, 1, n, offset + 1, out)
+        return n, values.lo, values.hi
+    end
+    for i = 1, n do out[offset + i] = sign * values[i] end
+    return n, -values.hi, -values.lo
 end
 
 --- Decodes one leaf set into a new list of positions in mm (nil and a message if

@@ -30,7 +30,8 @@
 --   uid_scope (required: the Mosaiq database's UID namespace) and null (ODBC's NULL).
 -- The record's SOP Instance UID is derived from its content (with the scope): the same
 -- deliveries always give the same record, bytes included; a corrected delivery row
--- gives a new record with its own UID.
+-- gives a new record with its own UID. map.record leaves sop_instance_uid to the
+-- caller; map.build derives it.
 local dicom = require "rtbackup.dicom"
 local errors = require "rtbackup.error"
 local leaves = require "rtbackup.mosaiq.leaves"
@@ -201,10 +202,10 @@ function Mapper:mlc(point, where, field_label, mlc)
     local first_name = (mlc.first_bank or "A") == "B" and "B_Leaf_Set" or "A_Leaf_Set"
     local second_name = first_name == "A_Leaf_Set" and "B_Leaf_Set" or "A_Leaf_Set"
     local out = {}
-    local n1, err1 = leaves.decode_into(out, 0, mlc.negate_first_bank and -1 or 1, first, mlc.encoding, count)
-    if not n1 then self:fail(where, "%s: %s", first_name, err1) end
-    local n2, err2 = leaves.decode_into(out, n1, 1, second, mlc.encoding, count)
-    if not n2 then self:fail(where, "%s: %s", second_name, err2) end
+    local n1, lo1, hi1 = leaves.decode_into(out, 0, mlc.negate_first_bank and -1 or 1, first, mlc.encoding, count)
+    if not n1 then self:fail(where, "%s: %s", first_name, lo1) end
+    local n2, lo2, hi2 = leaves.decode_into(out, n1, 1, second, mlc.encoding, count)
+    if not n2 then self:fail(where, "%s: %s", second_name, lo2) end
     if n1 ~= n2 then self:fail(where, "%s has %d leaves, %s %d", first_name, n1, second_name, n2) end
     if mlc.leaf_order == "reversed" then
         -- Leaf 1 of a stored set is DICOM's last leaf of that bank.
@@ -216,10 +217,13 @@ function Mapper:mlc(point, where, field_label, mlc)
         self:fail(where, "the site choice mlc.leaf_order must be \"as_stored\" or \"reversed\", got %q",
                   tostring(mlc.leaf_order))
     end
-    for i = 1, #out do
-        if out[i] < M.PLAUSIBLE.leaf[1] or out[i] > M.PLAUSIBLE.leaf[2] then
-            self:check(out[i], M.PLAUSIBLE.leaf, where, "leaf position " .. i, " mm")
-            break
+    local range = M.PLAUSIBLE.leaf
+    if math.min(lo1, lo2) < range[1] or math.max(hi1, hi2) > range[2] then
+        for i = 1, #out do -- name the first leaf out of range
+            if out[i] < range[1] or out[i] > range[2] then
+                self:check(out[i], range, where, "leaf position " .. i, " mm")
+                break
+            end
         end
     end
     return out, n1
@@ -541,80 +545,38 @@ local function merged_enums(overrides)
     return out
 end
 
-local function new_mapper(group, opts)
-    opts = opts or {}
+-- The options with their defaults, and the enum tables they make: worked out once per
+-- options table (a run maps thousands of groups with the same one).
+local prepared = setmetatable({}, {__mode = "k"})
+
+local function prepare(opts)
     local o = {}
     for k, v in pairs(M.DEFAULTS) do o[k] = v end
     for k, v in pairs(opts) do o[k] = v end
-    local self = setmetatable({group = group, opts = o, null = o.null, warnings = {}}, Mapper)
-    self.enums = merged_enums(o.enums)
+    local enums = merged_enums(o.enums)
     local units = M.ENERGY_UNITS[o.energy_unit_enum]
     if not units then
         errors.raise{kind = "config", message = "mosaiq map: energy_unit_enum must be kv1_mv2_mev3 or kv0_mv1_mev2, got "
                      .. tostring(o.energy_unit_enum)}
     end
-    self.enums.Energy_Unit_Enum = {}
-    for k, v in pairs(units) do self.enums.Energy_Unit_Enum[k] = v end
-    for k, v in pairs((o.enums or {}).Energy_Unit_Enum or {}) do self.enums.Energy_Unit_Enum[k] = v end
+    enums.Energy_Unit_Enum = {}
+    for k, v in pairs(units) do enums.Energy_Unit_Enum[k] = v end
+    for k, v in pairs((o.enums or {}).Energy_Unit_Enum or {}) do enums.Energy_Unit_Enum[k] = v end
     if type(o.uid_scope) ~= "string" or o.uid_scope == "" then
         errors.raise{kind = "config", message = "mosaiq map: opts.uid_scope is required (the UID namespace of this "
                      .. "Mosaiq database, e.g. \"UCLA/MOSAIQ\"), so UIDs of two clinics never collide"}
     end
-    return self
+    return {o = o, enums = enums}
 end
 
--- A canonical byte string of a builder input (keys sorted, numbers as their exact
--- binary value): what the record's UID is derived from. Lists of numbers (leaf
--- positions, jaws) are packed in one go: a VMAT record holds ~50 000 of them.
-local function canonical(v, out)
-    local t = type(v)
-    if t == "table" then
-        local n = #v
-        local numbers = n > 0
-        for i = 1, n do
-            if type(v[i]) ~= "number" then numbers = false; break end
-        end
-        if numbers then -- and nothing but the list
-            local count = 0
-            for _ in pairs(v) do count = count + 1 end
-            numbers = count == n
-        end
-        if numbers then
-            out[#out + 1] = "[" .. string.pack("<I4", n) .. string.pack("<" .. string.rep("n", n), table.unpack(v))
-            return out
-        end
-        local keys, strings = {}, true
-        for k in pairs(v) do
-            keys[#keys + 1] = k
-            if type(k) ~= "string" then strings = false end
-        end
-        if strings then
-            table.sort(keys)
-        else
-            table.sort(keys, function(a, b)
-                if type(a) == type(b) then return a < b end
-                return type(a) == "number"
-            end)
-        end
-        out[#out + 1] = "{"
-        for _, k in ipairs(keys) do
-            out[#out + 1] = string.pack("<s4", tostring(k))
-            canonical(v[k], out)
-        end
-        out[#out + 1] = "}"
-    elseif t == "number" then
-        out[#out + 1] = math.type(v) == "integer" and "i" .. string.pack("<j", v) or "n" .. string.pack("<n", v)
-    else
-        out[#out + 1] = string.pack("<s4", t .. ":" .. tostring(v))
+local function new_mapper(group, opts)
+    opts = opts or {}
+    local p = prepared[opts]
+    if not p then
+        p = prepare(opts)
+        prepared[opts] = p
     end
-    return out
-end
-
---- The SOP Instance UID of a record input: from its content and the UID scope.
-function M.uid(input, scope)
-    local copy = {}
-    for k, v in pairs(input) do if k ~= "sop_instance_uid" then copy[k] = v end end
-    return dicom.uid(scope, "rtrecord", table.concat(canonical(copy, {})))
+    return setmetatable({group = group, opts = p.o, null = p.o.null, warnings = {}, enums = p.enums}, Mapper)
 end
 
 --- The builder input for one group (raises a clear error for a group that cannot be
@@ -725,16 +687,25 @@ function M.record(group, opts)
     end
     if o.private_block then input.private_block = self:private_block(o.private_block) end
     if o.adjust_record then input = o.adjust_record(input, group) or input end
-    input.sop_instance_uid = M.uid(input, o.uid_scope)
     return input, self.warnings
 end
 
+-- Built first under this UID, then given the one its content derives.
+local PLACEHOLDER_UID = "2.25.0"
+
 --- The RT Beams Treatment Record for one group, and its warnings. Errors name the
 -- patient, plan, fraction and field, so a caller can name one skipped record and go on.
+-- Its SOP Instance UID is derived (in the UID scope) from the canonical digest of the
+-- record as built: the same rows always give the same UID and bytes, a changed row
+-- another UID.
 function M.build(group, opts)
     local input, warnings = M.record(group, opts)
+    input.sop_instance_uid = PLACEHOLDER_UID
     local ok, ds = pcall(rtrecord.beams_treatment_record, input)
-    if ok then return ds, warnings end
+    if ok then
+        ds.SOPInstanceUID = dicom.uid(opts.uid_scope, "rtrecord", ds:digest())
+        return ds, warnings
+    end
     local err = ds
     if errors.is(err) and err.field then
         -- "beams[2].control_points[1].gantry_angle" -> the Mosaiq field it came from.
