@@ -1,5 +1,5 @@
 /* rtbackup.dicom datasets: dicom.read, dicom.dataset{...}, ds.Keyword get/set,
- * ds:save, ds:totable, tostring(ds), ds:digest, dicom.uid.
+ * ds:save, ds:totable, tostring(ds), ds:digest, ds:free, dicom.uid.
  *
  * Values cross into Lua typed by VR: integer VRs (IS, US, UL, SS, SL, SV, UV) as
  * integers, decimal ones (DS, FL, FD) as floats, everything else as strings; a
@@ -620,6 +620,21 @@ static int ds_newindex(lua_State *L)
     return 0;
 }
 
+/* ds:free(): the dataset's memory now, not when the collector gets to it (which
+ * does not see DCMTK's memory: a run building thousands of records would grow). Its
+ * items and any later use are refused ("dataset was freed"). */
+static int ds_free(lua_State *L)
+{
+    dataset_ud *u = luaL_checkudata(L, 1, RTB_DATASET_MT);
+    if (u->root)
+        return luaL_argerror(L, 1, "free the dataset, not one of its sequence items");
+    if (u->owned && u->ds)
+        rtb_ds_free(u->ds);
+    u->ds = NULL;
+    forget_items(u);
+    return 0;
+}
+
 static int ds_gc(lua_State *L)
 {
     dataset_ud *u = luaL_checkudata(L, 1, RTB_DATASET_MT);
@@ -633,7 +648,8 @@ void rtb_dicom_open_dataset(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"save", ds_save},   {"totable", ds_totable},
                                        {"digest", ds_digest}, {"clone", ds_clone},
-                                       {"dump", ds_dump},   {NULL, NULL}};
+                                       {"dump", ds_dump},   {"free", ds_free},
+                                       {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"dataset", l_dataset},
                                      {"read", l_read},
                                      {"uid", l_uid},

@@ -4,9 +4,10 @@
 --             parameterised query per day), one RT Beams Treatment Record per
 --             (patient, site, plan, fraction, day, session) — its identity — built by
 --             rtbackup.mosaiq.map. Every delivery is built or named as skipped, with
---             its reason (summary, metrics, exit code 1).
---   prepare   C-STORE of the run's records to the staging SCP (staging_target_alias)
---             on one association, or straight into the archive without staging
+--             its reason (summary, metrics, exit code 1). As they are built, the
+--             records to send are C-STOREd to the staging SCP (staging_target_alias;
+--             straight into the archive without staging) in batches, each freed once
+--             stored: memory stays flat over a year of records
 --   transfer  C-MOVE from staging to the archive, per record series
 --   verify    each record retrieved from the archive (C-GET) and its canonical digest
 --             compared with what was built: a target holding other bytes under our
@@ -27,6 +28,7 @@
 -- or remembered in the journal from the run that built the interrupted part.
 local clock = require "rtbackup.clock"
 local errors = require "rtbackup.error"
+local host = require "rtbackup.host"
 local exit = require "rtbackup.exit"
 local log = require "rtbackup.log"
 local map = require "rtbackup.mosaiq.map"
@@ -99,10 +101,19 @@ local function patient_of(g)
     return text(odbc.value(g.patient.IDA) ~= nil and g.patient.IDA or g.patient.Pat_ID1)
 end
 
+local move_records -- defined with transfer
+
+local function staging(run)
+    local alias = run.source_cfg.staging_target_alias
+    return alias and run:peer(alias) or nil
+end
+
 --- The records of the days from since to till: {records = {{ds, key (identity), uid,
 -- digest, day, patient, study, series, warnings}}, skipped = {{patient, plan,
 -- fraction, day, reason}}, warnings = {...}, found}. opts: patient, shard (function(
--- patient) -> bool), journal (UID namespace, continuations), read_only (a dry run).
+-- patient) -> bool), journal (UID namespace, continuations), read_only (a dry run),
+-- on_record (function(r), called as each record is built: it may take r.ds away).
+-- out.seconds = {query, build}: time spent in the day queries and in the mapping.
 function flow.build(ctx, env, alias, choices, since, till, opts)
     opts = opts or {}
     local source = env.sources[alias]
@@ -110,8 +121,9 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
     local j = opts.journal
     local map_opts = flow.map_options(env, alias, choices, j, opts.read_only)
     local fact_scope = "mosaiq " .. alias
-    local out = {records = {}, skipped = {}, warnings = {}, found = 0}
+    local out = {records = {}, skipped = {}, warnings = {}, found = 0, seconds = {query = 0, build = 0}}
     local by_fraction = {} -- fraction key -> UIDs built in this run, in order
+    local now = require("rtbackup.host").monotonic
     local function wanted(patient)
         return (not opts.patient or opts.patient == patient) and (not opts.shard or opts.shard(patient))
     end
@@ -119,7 +131,9 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
                         devices_sql = settings.get(env, "mosaiq_devices_sql_query", alias)}
     local ok, err = pcall(function()
         for _, day in ipairs(clock.days(since, till)) do
+            local t0 = now()
             local groups, skipped = mosaiq.deliveries(db, day, query_opts)
+            out.seconds.query = out.seconds.query + now() - t0
             for _, s in ipairs(skipped) do
                 if wanted(s.patient) then
                     out.found = out.found + 1
@@ -151,11 +165,13 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
                                      "cannot reference it (back up the earlier day too)", {record = key})
                         end
                     end
+                    local t1 = now()
                     local built, ds, warnings = pcall(map.build, g, map_opts)
+                    local r = built and {ds = ds, key = key, uid = ds.SOPInstanceUID, digest = ds:digest(), day = day,
+                                         patient = patient, study = ds.StudyInstanceUID,
+                                         series = ds.SeriesInstanceUID, warnings = warnings}
+                    out.seconds.build = out.seconds.build + now() - t1
                     if built then
-                        local r = {ds = ds, key = key, uid = ds.SOPInstanceUID, digest = ds:digest(), day = day,
-                                   patient = patient, study = ds.StudyInstanceUID, series = ds.SeriesInstanceUID,
-                                   warnings = warnings}
                         out.records[#out.records + 1] = r
                         by_fraction[fkey] = by_fraction[fkey] or {}
                         table.insert(by_fraction[fkey], r.uid)
@@ -167,6 +183,7 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
                             out.warnings[#out.warnings + 1] = w
                             log.warn("treatment record: " .. w.message, {record = key, field = w.field})
                         end
+                        if opts.on_record then opts.on_record(r) end
                     else
                         out.skipped[#out.skipped + 1] = {patient = patient, plan = text(g.plan.OriginalPlanUID),
                                                          fraction = g.fraction, day = day, record = key,
@@ -208,17 +225,49 @@ local function versions_of(data)
     return list
 end
 
+-- Records are staged while they are built, this many per association: the datasets
+-- of a year of records would not fit in memory, and staging overlaps the queries.
+local STAGE_BATCH = 32
+
+-- C-STOREs records to the first hop (staging, else the archive). A record stored is
+-- freed (r.ds = nil: the move takes it from there); one refused keeps its dataset and
+-- its error (r.store_error) for the retries. Raises when the association failed.
+local function stage(run, records)
+    if #records == 0 then return end
+    local hop = staging(run) or run:peer(run.target_alias)
+    local datasets = {}
+    for i, r in ipairs(records) do datasets[i] = r.ds end
+    local t0 = host.monotonic()
+    local ok, res = pcall(hop.store, hop, datasets)
+    run.seconds.store = run.seconds.store + host.monotonic() - t0
+    if not ok or (res.error and res.stored == 0) then
+        local err = ok and res.error or res
+        for _, r in ipairs(records) do r.store_error = err end
+        run:note_failure(err)
+        log.error("cannot store the treatment records", {peer = hop.alias or run.target_alias, error = tostring(err)})
+        return
+    end
+    for i, r in ipairs(records) do
+        local item = res.items[i]
+        if item and item.ok then
+            r.ds:free()
+            r.ds, r.store_error = nil, nil
+        else
+            r.store_error = item and item.error or res.error
+            run.failures.partial = true
+        end
+    end
+end
+
 function flow.plan(run)
     local run_mod = require "rtbackup.run"
     local shard = run.opts.shard
     local j, alias, dry = run.journal, run.source_alias, run.opts.dry_run
-    local built = flow.build(run.ctx, run.env, alias, run.choices, run.since, run["until"], {
-        patient = run.opts.patient, journal = j, read_only = dry,
-        shard = shard and function(patient) return run_mod.in_shard(shard, patient) end,
-    })
-    run.records = {}
-    local open, present, corrected, requeue = {}, 0, {}, {}
-    for _, r in ipairs(built.records) do
+    run.records, run.seconds = {}, {store = 0}
+    local open, present, corrected, requeue, batch = {}, 0, {}, {}, {}
+    -- Each record as it is built: already archived (same identity, same content), new,
+    -- or a new version of one archived before (a correction).
+    local function on_record(r)
         local known = j:get(alias, r.key)
         local data = known and type(known.data) == "table" and known.data or {}
         local unit = {key = r.key, kind = "record", expected = 1, present = 0,
@@ -228,29 +277,42 @@ function flow.plan(run)
             unit.data.versions, unit.data.superseded = data.versions, data.superseded
             if known.state == "verified" then
                 present = present + 1
-            else
-                run.records[r.key] = r
-                open[#open + 1] = unit
+                r.ds:free()
+                r.ds = nil
+                return
             end
+        elseif known and data.uid then
+            -- Mosaiq changed what this record says: a new version supersedes the last.
+            local versions = versions_of(data)
+            versions[#versions + 1] = {uid = r.uid, digest = r.digest}
+            local superseded = {}
+            for _, uid in ipairs(data.superseded or {}) do superseded[#superseded + 1] = uid end
+            superseded[#superseded + 1] = data.uid
+            unit.data.versions, unit.data.superseded = versions, superseded
+            corrected[#corrected + 1] = {record = r.key, patient = r.patient, day = r.day, current = r.uid,
+                                         superseded = data.uid, version = #versions}
+            log.warn("Mosaiq corrected a delivered record: a new version supersedes the archived one",
+                     {record = r.key, patient = r.patient, superseded = data.uid, current = r.uid})
+            if known.state == "verified" then requeue[#requeue + 1] = r.key end
+        end
+        run.records[r.key] = r
+        open[#open + 1] = unit
+        if dry then
+            r.ds:free()
+            r.ds = nil
         else
-            if known and data.uid then
-                -- Mosaiq changed what this record says: a new version supersedes the last.
-                local versions = versions_of(data)
-                versions[#versions + 1] = {uid = r.uid, digest = r.digest}
-                local superseded = {}
-                for _, uid in ipairs(data.superseded or {}) do superseded[#superseded + 1] = uid end
-                superseded[#superseded + 1] = data.uid
-                unit.data.versions, unit.data.superseded = versions, superseded
-                corrected[#corrected + 1] = {record = r.key, patient = r.patient, day = r.day, current = r.uid,
-                                             superseded = data.uid, version = #versions}
-                log.warn("Mosaiq corrected a delivered record: a new version supersedes the archived one",
-                         {record = r.key, patient = r.patient, superseded = data.uid, current = r.uid})
-                if known.state == "verified" then requeue[#requeue + 1] = r.key end
+            batch[#batch + 1] = r
+            if #batch >= STAGE_BATCH then
+                stage(run, batch)
+                batch = {}
             end
-            run.records[r.key] = r
-            open[#open + 1] = unit
         end
     end
+    local built = flow.build(run.ctx, run.env, alias, run.choices, run.since, run["until"], {
+        patient = run.opts.patient, journal = j, read_only = dry, on_record = on_record,
+        shard = shard and function(patient) return run_mod.in_shard(shard, patient) end,
+    })
+    stage(run, batch)
     if #requeue > 0 and not dry then j:requeue(alias, requeue) end
     if flow.makes_partial(run.choices, built.skipped) then run.failures.partial = true end
     run.corrected = corrected
@@ -260,6 +322,7 @@ function flow.plan(run)
         warnings[i] = {record = w.record, patient = w.patient, fraction = w.fraction, field = w.field,
                        message = w.message}
     end
+    run.seconds.query, run.seconds.build = built.seconds.query, built.seconds.build
     return {open = open, complete = {}, found = built.found, present = present,
             summary = {records_built = #built.records, deliveries_skipped = #built.skipped,
                        skipped_deliveries = built.skipped, records_corrected = #corrected,
@@ -298,55 +361,25 @@ function flow.group(run, units)
     return jobs
 end
 
-local function staging(run)
-    local alias = run.source_cfg.staging_target_alias
-    return alias and run:peer(alias) or nil
-end
-
--- C-STOREs the records of `units` to the first hop (staging, else the archive);
--- returns the units that could not be stored, with why.
-local function store(run, units)
-    local hop = staging(run) or run:peer(run.target_alias)
-    local datasets = {}
-    for i, u in ipairs(units) do datasets[i] = run.records[u.key].ds end
-    local r = hop:store(datasets)
-    if r.error and r.stored == 0 then error(r.error, 0) end
-    local failed = {}
-    for i, u in ipairs(units) do
-        local item = r.items[i]
-        if not (item and item.ok) then failed[#failed + 1] = {u, item and item.error or r.error} end
-    end
-    return failed
-end
-
---- One association for all the run's records, before the moves.
-function flow.prepare(run, jobs)
-    local all = {}
-    for _, job in ipairs(jobs) do for _, u in ipairs(job.units) do all[#all + 1] = u end end
-    local ok, failed = pcall(store, run, all)
-    if not ok then
-        run:note_failure(failed)
-        log.error("cannot store the treatment records", {peer = (staging(run) or {}).alias or run.target_alias,
-                                                         error = tostring(failed)})
-        for _, job in ipairs(jobs) do job.store_error = failed end
-        return
-    end
-    for _, f in ipairs(failed) do
-        local u, err = f[1], f[2]
-        u.store_error = err
-        run.failures.partial = true
-    end
-end
-
 function flow.transfer(run, job, units)
-    if job.store_error then error(job.store_error, 0) end
     local list = {}
     for _, u in ipairs(units) do
-        if u.store_error then error(u.store_error, 0) end
+        local r = run.records[u.key]
+        if r.store_error then error(r.store_error, 0) end
         list[#list + 1] = u.data.uid
     end
     local hop = staging(run)
     if not hop then return #list end -- stored straight into the archive
+    local t0 = host.monotonic()
+    local ok, completed = pcall(move_records, run, hop, job, units, list)
+    run.seconds.move = (run.seconds.move or 0) + host.monotonic() - t0
+    if not ok then error(completed, 0) end
+    return completed
+end
+
+-- C-MOVEs the records from staging to the archive: a UID list per series, else one by
+-- one for a staging SCP that refuses lists.
+move_records = function(run, hop, job, units, list)
     local q = {level = "IMAGE", StudyInstanceUID = job.study, SeriesInstanceUID = job.series,
                destination = run:peer(run.target_alias).aet, patient = units[1].data.patient}
     local ok, r = pcall(function()
@@ -370,7 +403,10 @@ local function archived_digests(main, job, uids, patient)
     local got = {}
     local ok, err = pcall(main.get, main, {level = "IMAGE", StudyInstanceUID = job.study,
         SeriesInstanceUID = job.series, SOPInstanceUID = #uids == 1 and uids[1] or uids, patient = patient},
-        function(ds) got[ds.SOPInstanceUID] = ds:digest() end)
+        function(ds)
+            got[ds.SOPInstanceUID] = ds:digest()
+            ds:free()
+        end)
     if ok then return got end
     if exit.is_unreachable(err) then error(err, 0) end
     return nil, err
@@ -385,6 +421,14 @@ local function archived_uids(main, job, patient)
 end
 
 function flow.verify(run, job, units)
+    local t0 = host.monotonic()
+    local found = flow.check(run, job, units)
+    run.seconds.verify = (run.seconds.verify or 0) + host.monotonic() - t0
+    return found
+end
+
+-- Each record of `units` in the archive, with its content (see the top).
+function flow.check(run, job, units)
     local main = run:peer(run.target_alias)
     local uids = {}
     for i, u in ipairs(units) do uids[i] = u.data.uid end
@@ -418,9 +462,17 @@ function flow.verify(run, job, units)
     return found
 end
 
+--- Stores again what staging refused, then moves again.
 function flow.retry(run, job, units)
-    local failed = store(run, units)
-    if #failed > 0 then error(failed[1][2], 0) end
+    local again = {}
+    for _, u in ipairs(units) do
+        local r = run.records[u.key]
+        if r.ds then again[#again + 1] = r end
+    end
+    stage(run, again)
+    for _, r in ipairs(again) do
+        if r.store_error then error(r.store_error, 0) end
+    end
     flow.transfer(run, job, units)
 end
 
@@ -465,6 +517,8 @@ function flow.finish(run)
         log.warn("mosaiq_remove_superseded is set but the backup target has no http_url: superseded records " ..
                  "are kept", {target = run.target_alias})
     end
+    -- Where the time went (busy seconds: moves and verifications overlap).
+    run.summary.phase_seconds = run.seconds
     local report = {}
     for _, u in ipairs(run.book.done) do
         local data = u.data or {}
