@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# A year of a synthetic clinic's Mosaiq history (SQLite through its ODBC driver) backed
+# up in one run: every record built, stored to Orthanc "staging", moved to Orthanc
+# "main" and verified by content (C-GET, canonical digest). Reports the wall time, the
+# records per second, the busy seconds of each phase and the host's CPU and peak memory.
+# Goal: >= 10 000 records in <= 5 minutes on this machine.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+top=$(cd "$here/../.." && pwd)
+work=$(mktemp -d)
+trap 'bash "$top/tests/testbed/testbed.sh" stop "$work/tb" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+PATIENTS=${MOSAIQ_YEAR_PATIENTS:-440}   # one course each (some two): ~10 000 records a year
+DAYS=${MOSAIQ_YEAR_DAYS:-365}
+FROM=2025-01-01
+UNTIL=$(date -u -d "$FROM + $(( DAYS - 1 )) days" +%F)
+
+RTB_GEN_SYNTHETIC=$RTB_BUILD_DIR/tests/testbed/rtb_gen_synthetic RTB_TESTBED_PATIENTS=1 RTB_TESTBED_SLICES=1 \
+  bash "$top/tests/testbed/testbed.sh" start "$work/tb" >/dev/null
+. "$work/tb/testbed.env"
+
+cat >"$work/year.toml" <<TOML
+[YEAR]
+description = "a year of Mosaiq"
+default_source = "MOSAIQ"
+default_backup = "MAIN"
+script_ae = { aet = "$SCU_AET", port = $TEST_SCP_PORT }
+[YEAR.sources.MOSAIQ]
+type = "mosaiq"
+odbc_driver = "SQLite3"
+db_server = "localhost"
+db_database = "$work/mosaiq.db"
+db_username = "bench"
+db_password = ""
+staging_target_alias = "STAGING"
+[YEAR.backup_targets.MAIN]
+type = "orthanc"
+aet = "$MAIN_AET"
+ip = "$HOST"
+port = $MAIN_PORT
+[YEAR.backup_targets.STAGING]
+type = "dicom_scp"
+aet = "$STAGING_AET"
+ip = "$HOST"
+port = $STAGING_PORT
+[YEAR.settings]
+state_dir = "$work/state"
+TOML
+rtb() { "$RTBACKUP_BIN" --config "$work/year.toml" "$@"; }
+
+t0=$(now_ms)
+rtb mosaiq-db create YEAR --patients "$PATIENTS" --from "$FROM" --days "$DAYS" --leaf-encoding float32_mm \
+  >"$work/create.txt"
+gen_ms=$(( $(now_ms) - t0 ))
+
+t0=$(now_ms)
+/usr/bin/time -f "%U %S %M" -o "$work/time" "$RTBACKUP_BIN" --config "$work/year.toml" \
+  backup YEAR --since "$FROM" --until "$UNTIL" --format json >"$work/summary.json" 2>"$work/log.txt" || true
+wall_ms=$(( $(now_ms) - t0 ))
+read -r user sys rss < <(tail -n 1 "$work/time")
+
+/usr/bin/python3 - "$work/summary.json" "$wall_ms" "$user" "$sys" "$rss" "$gen_ms" "$(cat "$work/create.txt")" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+wall, user, system, rss, gen = int(sys.argv[2]) / 1000, float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]) / 1000
+created = sys.argv[7].strip()
+n = s.get("records_built", 0)
+p = s.get("phase_seconds", {})
+goal = "met" if n >= 10000 and wall <= 300 else "missed"
+print("## A year of Mosaiq, end to end\n")
+print(f"The clinic: {created} (generated in {gen:.0f} s). One `rtbackup backup` of the year: every record")
+print("built, stored to Orthanc \"staging\", moved to Orthanc \"main\" and verified by content (C-GET of each")
+print("record, canonical digest compared with what was built). Exit code "
+      f"{s.get('exit_code')} ({s.get('status')}); {s.get('deliveries_skipped', 0)} deliveries named as not "
+      "buildable (HDR, QA mode).\n")
+print("| | value |")
+print("|---|---:|")
+print(f"| records built, moved and verified | {n} built, {s.get('moved', 0)} moved, {s.get('verified', 0)} verified, {s.get('failed', 0)} failed |")
+print(f"| wall time | **{wall:.0f} s** ({n / wall:.0f} records/s) |")
+for name in ("query", "build", "store", "move", "verify"):
+    sec = p.get(name)
+    if sec is not None:
+        print(f"| {name} (busy seconds) | {sec:.1f} s ({n / sec if sec else 0:.0f} records/s) |")
+print(f"| planning (query + build + store, overlapped) | {s.get('plan_seconds', 0):.1f} s |")
+print(f"| moving and verifying (overlapped) | {s.get('move_verify_seconds', 0):.1f} s |")
+print(f"| rtbackup CPU (user + sys) | {user + system:.0f} s ({(user + system) / max(n, 1) * 1000:.1f} ms per record) |")
+print(f"| rtbackup peak memory (max RSS) | {rss // 1024} MiB |")
+print(f"\nGoal: at least 10 000 records in at most 5 minutes on this machine: **{goal}**.")
+PY
