@@ -16,6 +16,8 @@ PACKAGES=(
   tdsodbc
   # tests
   libcmocka-dev lua-busted iproute2 procps curl openssl time postgresql dicom3tools python3-pydicom
+  # system calls a spec must see in order (fsync before rename)
+  strace
   # tests of deploy/ and of the metrics format: yamllint, systemd-analyze, logrotate, promtool
   yamllint systemd logrotate prometheus
   # peers and files the project did not write: an independent DICOM stack (odil) for a
