@@ -6,6 +6,9 @@
  * through an rtb_queue to a task that takes them in batches (see stream_*). The
  * Lua side (scripts/lib/rtbackup/dicom.lua) builds the peer tables from the
  * environment. */
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,63 +20,163 @@
 #include "task.h"
 #include "util.h"
 
-/* ---- peers ------------------------------------------------------------------------ */
+/* ---- arguments --------------------------------------------------------------------- *
+ * Every argument is read and checked before anything is allocated: a bad peer or option
+ * raises with nothing to free. Strings are borrowed meanwhile (left on the Lua stack,
+ * where they live), then copied in one go; only running out of memory can fail after
+ * that, and each request has one function that frees a half-built copy. */
 
-typedef struct {
-    rtb_dicom_peer peer;
-    char *strings[7]; /* owned copies behind the peer's const char * fields */
-} peer_copy;
-
-static const char *copy_field(lua_State *L, int idx, const char *key, peer_copy *p, int slot,
-                              int required)
+static int out_of_memory(lua_State *L, const char *what)
 {
-    lua_getfield(L, idx, key);
-    const char *v = lua_tostring(L, -1);
-    if (!v && required) {
-        lua_pop(L, 1);
-        rtb_lua_error_raise(L, "invalid", "peer: '%s' is required", key);
-    }
-    p->strings[slot] = v ? strdup(v) : NULL;
-    lua_pop(L, 1);
-    return p->strings[slot];
+    return luaL_error(L, "%s: out of memory", what);
 }
 
-static int int_field(lua_State *L, int idx, const char *key)
+/* The offending value, for an error message. */
+static void describe(lua_State *L, int idx, char *buf, size_t size)
 {
-    lua_getfield(L, idx, key);
-    int v = (int)luaL_optinteger(L, -1, 0);
+    if (lua_isinteger(L, idx))
+        snprintf(buf, size, "%lld", (long long)lua_tointeger(L, idx));
+    else if (lua_type(L, idx) == LUA_TNUMBER)
+        snprintf(buf, size, "%.14g", (double)lua_tonumber(L, idx));
+    else if (lua_type(L, idx) == LUA_TSTRING)
+        snprintf(buf, size, "'%.40s'", lua_tostring(L, idx));
+    else
+        snprintf(buf, size, "a %s", luaL_typename(L, idx));
+}
+
+/* Field `key` of the table at idx, an integer in lo..hi; 0 when absent (or, when
+ * required, an error). Never cast down unchecked: a port of 2^32 + 104 must not
+ * become 104. */
+static lua_Integer int_field(lua_State *L, int idx, const char *what, const char *key,
+                             lua_Integer lo, lua_Integer hi, int required)
+{
+    if (lua_getfield(L, idx, key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        if (required)
+            return rtb_lua_error_raise(L, "invalid", "%s: '%s' is required", what, key);
+        return 0;
+    }
+    int ok;
+    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    if (!ok || v < lo || v > hi) {
+        char got[64];
+        describe(L, -1, got, sizeof got);
+        return rtb_lua_error_raise(L, "invalid", "%s: '%s' must be an integer from %lld to %lld (got %s)",
+                                   what, key, (long long)lo, (long long)hi, got);
+    }
     lua_pop(L, 1);
     return v;
 }
 
-static void peer_free(peer_copy *p)
+/* Field `key` of the table at idx as a string, or NULL when absent. The value stays on
+ * the stack (one slot, absent or not), which keeps the string alive until it is copied. */
+static const char *string_field(lua_State *L, int idx, const char *what, const char *key,
+                                int required)
 {
-    for (int i = 0; i < 7; i++)
-        free(p->strings[i]);
+    int type = lua_getfield(L, idx, key);
+    if (type == LUA_TNIL) {
+        if (required)
+            rtb_lua_error_raise(L, "invalid", "%s: '%s' is required", what, key);
+        return NULL;
+    }
+    if (type != LUA_TSTRING && type != LUA_TNUMBER)
+        rtb_lua_error_raise(L, "invalid", "%s: '%s' must be a string (got a %s)", what, key,
+                            luaL_typename(L, -1));
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (strlen(s) != len) /* the C side would see it cut at the NUL */
+        rtb_lua_error_raise(L, "invalid", "%s: '%s' contains a NUL byte", what, key);
+    return s;
 }
 
-/* Reads {aet, host, port, calling_aet, connect_timeout, acse_timeout, dimse_timeout,
- * max_pdu, tls = {cert, key, ca}} at idx. */
-static void check_peer(lua_State *L, int idx, peer_copy *p)
+/* Seconds for a timeout: 0 (the default) up to a day. */
+#define MAX_TIMEOUT 86400
+/* Milliseconds to back off between reconnects: up to an hour. */
+#define MAX_BACKOFF_MS 3600000
+
+/* The peer table at idx: {aet, host, port, calling_aet, connect_timeout, acse_timeout,
+ * dimse_timeout, max_pdu, tls = {cert, key, ca}}. Fills *p with strings borrowed from
+ * the Lua stack, where this leaves up to 7 values: keep them there until peer_copy_init. */
+static void read_peer(lua_State *L, int idx, rtb_dicom_peer *p)
 {
     luaL_checktype(L, idx, LUA_TTABLE);
+    idx = lua_absindex(L, idx);
+    luaL_checkstack(L, 8, "peer");
     memset(p, 0, sizeof *p);
-    p->peer.called_ae = copy_field(L, idx, "aet", p, 0, 1);
-    p->peer.host = copy_field(L, idx, "host", p, 1, 1);
-    p->peer.calling_ae = copy_field(L, idx, "calling_aet", p, 2, 1);
-    p->peer.port = int_field(L, idx, "port");
-    p->peer.connect_timeout = int_field(L, idx, "connect_timeout");
-    p->peer.acse_timeout = int_field(L, idx, "acse_timeout");
-    p->peer.dimse_timeout = int_field(L, idx, "dimse_timeout");
-    p->peer.max_pdu = (unsigned)int_field(L, idx, "max_pdu");
-    if (lua_getfield(L, idx, "tls") == LUA_TTABLE) {
+    p->called_ae = string_field(L, idx, "peer", "aet", 1);
+    p->host = string_field(L, idx, "peer", "host", 1);
+    p->calling_ae = string_field(L, idx, "peer", "calling_aet", 1);
+    p->port = (int)int_field(L, idx, "peer", "port", 1, 65535, 1);
+    p->connect_timeout = (int)int_field(L, idx, "peer", "connect_timeout", 0, MAX_TIMEOUT, 0);
+    p->acse_timeout = (int)int_field(L, idx, "peer", "acse_timeout", 0, MAX_TIMEOUT, 0);
+    p->dimse_timeout = (int)int_field(L, idx, "peer", "dimse_timeout", 0, MAX_TIMEOUT, 0);
+    /* The core checks the PDU size against DCMTK's limits; this only keeps it unwrapped. */
+    p->max_pdu = (unsigned)int_field(L, idx, "peer", "max_pdu", 0, INT32_MAX, 0);
+    int tls = lua_getfield(L, idx, "tls");
+    if (tls == LUA_TTABLE) {
         int t = lua_gettop(L);
-        p->peer.tls = 1;
-        p->peer.tls_cert = copy_field(L, t, "cert", p, 3, 0);
-        p->peer.tls_key = copy_field(L, t, "key", p, 4, 0);
-        p->peer.tls_ca = copy_field(L, t, "ca", p, 5, 0);
+        p->tls = 1;
+        p->tls_cert = string_field(L, t, "peer tls", "cert", 0);
+        p->tls_key = string_field(L, t, "peer tls", "key", 0);
+        p->tls_ca = string_field(L, t, "peer tls", "ca", 0);
+    } else if (tls != LUA_TNIL && !(tls == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+        /* tls = true used to mean plain DICOM, silently */
+        rtb_lua_error_raise(L, "invalid", "peer: 'tls' must be a table {cert, key, ca} (got a %s)",
+                            luaL_typename(L, -1));
     }
-    lua_pop(L, 1);
+}
+
+typedef struct {
+    rtb_dicom_peer peer;
+    char *strings[6]; /* owned copies behind the peer's const char * fields */
+} peer_copy;
+
+static void peer_free(peer_copy *p)
+{
+    for (int i = 0; i < 6; i++)
+        free(p->strings[i]);
+    memset(p, 0, sizeof *p);
+}
+
+static int copy_string(peer_copy *p, int slot, const char **field)
+{
+    if (!*field)
+        return 0;
+    p->strings[slot] = strdup(*field);
+    *field = p->strings[slot];
+    return p->strings[slot] ? 0 : -1;
+}
+
+/* Copies a peer read by read_peer. -1 when out of memory (*dst then holds what to free). */
+static int peer_copy_init(peer_copy *dst, const rtb_dicom_peer *src)
+{
+    memset(dst, 0, sizeof *dst);
+    dst->peer = *src;
+    rtb_dicom_peer *p = &dst->peer;
+    if (copy_string(dst, 0, &p->called_ae) || copy_string(dst, 1, &p->host) ||
+        copy_string(dst, 2, &p->calling_ae) || copy_string(dst, 3, &p->tls_cert) ||
+        copy_string(dst, 4, &p->tls_key) || copy_string(dst, 5, &p->tls_ca))
+        return -1;
+    return 0;
+}
+
+/* rtb_task_await reserves LUA_MINSTACK slots for the done function and raises when it
+ * cannot: reserved here first, before allocating, so it cannot raise once a request
+ * is built (a few more for what a start function pushes before awaiting). */
+static void reserve_for_await(lua_State *L)
+{
+    luaL_checkstack(L, LUA_MINSTACK + 4, "stack overflow (DICOM call)");
+}
+
+/* Runs push(L) with data as its one argument under lua_pcall, leaving one value: the
+ * result, or the error. A done function builds its results this way, so an error while
+ * pushing (out of memory, a match nested too deeply) still comes back to it, and it
+ * frees its request before raising that error again. */
+static int push_protected(lua_State *L, lua_CFunction push, void *data)
+{
+    lua_pushcfunction(L, push);
+    lua_pushlightuserdata(L, data);
+    return lua_pcall(L, 1, 1, 0);
 }
 
 static rtb_dicom_level check_level(lua_State *L, int idx)
@@ -112,25 +215,41 @@ static void echo_work(void *data)
     r->seconds = now_seconds() - start;
 }
 
-static int echo_done(lua_State *L, void *data)
+static int echo_push(lua_State *L)
 {
-    echo_req *r = data;
-    int rc = r->rc;
-    if (rc != 0)
+    echo_req *r = lua_touserdata(L, 1);
+    if (r->rc != 0)
         rtb_dicom_push_error(L, &r->err);
     else
         lua_pushnumber(L, r->seconds);
+    return 1;
+}
+
+static int echo_done(lua_State *L, void *data)
+{
+    echo_req *r = data;
+    int failed = push_protected(L, echo_push, r) != LUA_OK || r->rc != 0;
     peer_free(&r->peer);
     free(r);
-    return rc != 0 ? lua_error(L) : 1;
+    return failed ? lua_error(L) : 1;
 }
 
 /* core.echo(peer) -> seconds the association took */
 static int l_echo(lua_State *L)
 {
+    lua_settop(L, 1); /* read_peer leaves values on the stack: none may pose as an argument */
+    rtb_dicom_peer peer;
+    read_peer(L, 1, &peer);
+    reserve_for_await(L);
     rtb_dicom_ensure_init(L);
     echo_req *r = calloc(1, sizeof *r);
-    check_peer(L, 1, &r->peer);
+    if (!r)
+        return out_of_memory(L, "echo");
+    if (peer_copy_init(&r->peer, &peer) != 0) {
+        peer_free(&r->peer);
+        free(r);
+        return out_of_memory(L, "echo");
+    }
     return rtb_task_await(L, echo_work, echo_done, r);
 }
 
@@ -143,8 +262,10 @@ typedef enum { STREAM_FIND, STREAM_GET } stream_kind;
 
 typedef struct {
     stream_kind kind;
-    int refs;     /* the userdata and the running operation; touched on the loop only */
-    int finished; /* the operation returned */
+    /* The userdata, the running operation, and each next() waiting on the pool. The last
+     * one out frees the stream, on whichever thread: so the queue outlives every
+     * pop_batch blocked in it, even when the userdata is collected meanwhile (lua_close). */
+    atomic_int refs;
     peer_copy peer;
     rtb_dicom_model model;
     rtb_dicom_level level;
@@ -164,7 +285,7 @@ typedef struct {
 
 static void stream_unref(stream *s)
 {
-    if (--s->refs > 0)
+    if (atomic_fetch_sub(&s->refs, 1) > 1)
         return;
     rtb_queue_destroy(&s->queue);
     rtb_ds_free(s->identifier);
@@ -206,26 +327,43 @@ static void stream_work(void *data)
 
 static void stream_after(void *data)
 {
-    stream *s = data;
-    s->finished = 1;
-    stream_unref(s);
+    stream_unref(data);
 }
 
 static stream *check_stream(lua_State *L, int idx)
 {
-    return ((stream_ud *)luaL_checkudata(L, idx, STREAM_MT))->s;
+    stream *s = ((stream_ud *)luaL_checkudata(L, idx, STREAM_MT))->s;
+    if (!s)
+        luaL_argerror(L, idx, "stream was never started");
+    return s;
 }
 
+/* Pushes the stream's userdata and a new stream it owns (its queue ready), before
+ * anything else is allocated: whatever raises afterwards, __gc frees the stream. */
+static stream *new_stream(lua_State *L, stream_kind kind)
+{
+    stream_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->s = NULL;
+    luaL_setmetatable(L, STREAM_MT);
+    stream *s = calloc(1, sizeof *s);
+    if (!s)
+        out_of_memory(L, "stream");
+    atomic_init(&s->refs, 1);
+    s->kind = kind;
+    rtb_queue_init(&s->queue, STREAM_QUEUE, free_ds_item);
+    u->s = s;
+    if (s->queue.capacity == 0) /* rtb_queue_init could not allocate its ring */
+        out_of_memory(L, "stream");
+    return s;
+}
+
+/* Starts the operation of the stream whose userdata is on top of the stack. */
 static int stream_start(lua_State *L, stream *s)
 {
-    rtb_queue_init(&s->queue, STREAM_QUEUE, free_ds_item);
-    stream_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->s = s;
-    luaL_setmetatable(L, STREAM_MT);
-    s->refs = 2;
+    atomic_fetch_add(&s->refs, 1); /* the operation's */
     int rc = rtb_loop_queue_work(stream_work, stream_after, s);
     if (rc < 0) {
-        s->refs = 1;
+        atomic_fetch_sub(&s->refs, 1);
         return rtb_lua_error_raise(L, "internal", "cannot queue DICOM work: %s",
                                    rtb_loop_strerror(rc));
     }
@@ -233,49 +371,84 @@ static int stream_start(lua_State *L, stream *s)
 }
 
 typedef struct {
-    stream *s;
+    stream *s; /* referenced until pop_batch returns, then NULL */
+    stream_kind kind;
+    int rc;
+    rtb_dicom_error err;
     void *items[STREAM_QUEUE];
-    size_t n;
+    size_t n, pushed;
 } batch_req;
+
+static int queue_closed(rtb_queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    int closed = q->closed;
+    pthread_mutex_unlock(&q->lock);
+    return closed;
+}
 
 static void batch_work(void *data)
 {
     batch_req *b = data;
-    b->n = rtb_queue_pop_batch(&b->s->queue, b->items, STREAM_QUEUE);
+    stream *s = b->s;
+    b->n = rtb_queue_pop_batch(&s->queue, b->items, STREAM_QUEUE);
+    /* The end. Closed: the operation set rc and err before closing. Merely cancelled
+     * (stream:cancel()): the operation may still be running, and ends as a success. */
+    if (b->n == 0 && queue_closed(&s->queue)) {
+        b->rc = s->rc;
+        if (b->rc != 0)
+            b->err = s->err;
+    }
+    b->s = NULL;
+    stream_unref(s);
+}
+
+static int batch_push(lua_State *L)
+{
+    batch_req *b = lua_touserdata(L, 1);
+    if (b->n == 0) {
+        if (b->rc != 0)
+            rtb_dicom_push_error(L, &b->err);
+        else
+            lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, (int)b->n, 0);
+    for (; b->pushed < b->n; b->pushed++) {
+        void *item = b->items[b->pushed];
+        if (b->kind == STREAM_FIND) {
+            rtb_dicom_push_table(L, item); /* may raise: the item is still ours */
+            rtb_ds_free(item);
+        } else {
+            rtb_dicom_push_dataset(L, item, 0); /* the userdata owns it now */
+        }
+        lua_rawseti(L, -2, (lua_Integer)b->pushed + 1);
+    }
+    return 1;
 }
 
 static int batch_done(lua_State *L, void *data)
 {
     batch_req *b = data;
-    stream *s = b->s;
-    size_t n = b->n;
-    if (n == 0) {
-        free(b);
-        if (s->rc != 0)
-            return rtb_dicom_raise(L, &s->err);
-        lua_pushnil(L);
-        return 1;
-    }
-    lua_createtable(L, (int)n, 0);
-    for (size_t i = 0; i < n; i++) {
-        if (s->kind == STREAM_FIND) {
-            rtb_dicom_push_table(L, b->items[i]);
-            rtb_ds_free(b->items[i]);
-        } else {
-            rtb_dicom_push_dataset(L, b->items[i], 0); /* the userdata owns it now */
-        }
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
+    int failed = push_protected(L, batch_push, b) != LUA_OK || (b->n == 0 && b->rc != 0);
+    for (size_t i = b->pushed; i < b->n; i++) /* those not handed over when pushing failed */
+        rtb_ds_free(b->items[i]);
     free(b);
-    return 1;
+    return failed ? lua_error(L) : 1;
 }
 
 /* stream:next() -> a list of matches (find: tables; get: datasets), nil at the end.
  * Raises the operation's error at the end if it failed. */
 static int stream_next(lua_State *L)
 {
+    stream *s = check_stream(L, 1);
+    reserve_for_await(L);
     batch_req *b = calloc(1, sizeof *b);
-    b->s = check_stream(L, 1);
+    if (!b)
+        return out_of_memory(L, "stream:next");
+    b->s = s;
+    b->kind = s->kind;
+    atomic_fetch_add(&s->refs, 1);
     return rtb_task_await(L, batch_work, batch_done, b);
 }
 
@@ -325,56 +498,55 @@ static int stream_gc(lua_State *L)
 {
     stream_ud *u = luaL_checkudata(L, 1, STREAM_MT);
     if (u->s) {
-        rtb_queue_cancel(&u->s->queue); /* unblocks a producer waiting for room */
+        /* Unblocks a producer waiting for room and a next() waiting for items; each
+         * holds its own reference, so the queue stays until they are out. */
+        rtb_queue_cancel(&u->s->queue);
         stream_unref(u->s);
         u->s = NULL;
     }
     return 0;
 }
 
-static stream *new_stream(lua_State *L, stream_kind kind)
-{
-    rtb_dicom_ensure_init(L);
-    stream *s = calloc(1, sizeof *s);
-    if (!s)
-        luaL_error(L, "out of memory");
-    s->kind = kind;
-    return s;
-}
-
 /* core.find_start(peer, level, model, identifier_table) -> stream */
 static int l_find_start(lua_State *L)
 {
-    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_settop(L, 4); /* read_peer leaves values on the stack: none may pose as an argument */
+    rtb_dicom_peer peer;
+    read_peer(L, 1, &peer);
     rtb_dicom_level level = check_level(L, 2);
     rtb_dicom_model model = check_model(L, 3);
-    rtb_ds *identifier = rtb_dicom_dataset_from_table(L, 4);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    rtb_dicom_ensure_init(L);
     stream *s = new_stream(L, STREAM_FIND);
     s->level = level;
     s->model = model;
-    s->identifier = identifier;
-    check_peer(L, 1, &s->peer);
+    s->identifier = rtb_dicom_dataset_from_table(L, 4); /* may raise: the stream frees all */
+    if (peer_copy_init(&s->peer, &peer) != 0)
+        return out_of_memory(L, "find");
     return stream_start(L, s);
 }
 
 /* core.get_start(peer, level, model, identifier_table, out_dir|nil, deliver) -> stream */
 static int l_get_start(lua_State *L)
 {
-    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_settop(L, 6); /* read_peer leaves values on the stack: none may pose as an argument */
+    rtb_dicom_peer peer;
+    read_peer(L, 1, &peer);
     rtb_dicom_level level = check_level(L, 2);
     rtb_dicom_model model = check_model(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
     const char *dir = luaL_optstring(L, 5, NULL);
     int deliver = lua_toboolean(L, 6);
     if (!dir && !deliver)
         return rtb_lua_error_raise(L, "invalid", "get: give a directory or a callback");
-    rtb_ds *identifier = rtb_dicom_dataset_from_table(L, 4);
+    rtb_dicom_ensure_init(L);
     stream *s = new_stream(L, STREAM_GET);
     s->level = level;
     s->model = model;
-    s->identifier = identifier;
-    s->out_dir = dir ? strdup(dir) : NULL;
     s->deliver = deliver;
-    check_peer(L, 1, &s->peer);
+    s->identifier = rtb_dicom_dataset_from_table(L, 4); /* may raise: the stream frees all */
+    if ((dir && !(s->out_dir = strdup(dir))) || peer_copy_init(&s->peer, &peer) != 0)
+        return out_of_memory(L, "get");
     return stream_start(L, s);
 }
 
@@ -390,6 +562,15 @@ typedef struct {
     rtb_dicom_retrieve_result result;
     rtb_dicom_error err;
 } move_req;
+
+static void move_req_free(move_req *r)
+{
+    rtb_dicom_retrieve_result_clear(&r->result);
+    rtb_ds_free(r->identifier);
+    peer_free(&r->peer);
+    free(r->destination);
+    free(r);
+}
 
 static void move_work(void *data)
 {
@@ -412,11 +593,10 @@ static void set_retrieve_fields(lua_State *L, const rtb_dicom_retrieve_result *r
     lua_setfield(L, -2, "failed_uids");
 }
 
-static int move_done(lua_State *L, void *data)
+static int move_push(lua_State *L)
 {
-    move_req *r = data;
-    int rc = r->rc;
-    if (rc != 0) {
+    move_req *r = lua_touserdata(L, 1);
+    if (r->rc != 0) {
         rtb_dicom_push_error(L, &r->err);
         if (r->err.kind == RTB_DICOM_E_STATUS)
             set_retrieve_fields(L, &r->result);
@@ -425,30 +605,43 @@ static int move_done(lua_State *L, void *data)
         rtb_lua_set_integer(L, "status", r->result.status);
         set_retrieve_fields(L, &r->result);
     }
-    rtb_dicom_retrieve_result_clear(&r->result);
-    rtb_ds_free(r->identifier);
-    peer_free(&r->peer);
-    free(r->destination);
-    free(r);
-    return rc != 0 ? lua_error(L) : 1;
+    return 1;
+}
+
+static int move_done(lua_State *L, void *data)
+{
+    move_req *r = data;
+    int failed = push_protected(L, move_push, r) != LUA_OK || r->rc != 0;
+    move_req_free(r);
+    return failed ? lua_error(L) : 1;
 }
 
 /* core.move(peer, level, model, identifier_table, destination_ae) -> {status,
  * completed, failed, warning, remaining, failed_uids} */
 static int l_move(lua_State *L)
 {
-    luaL_checktype(L, 4, LUA_TTABLE);
-    const char *destination = luaL_checkstring(L, 5);
+    lua_settop(L, 5); /* read_peer leaves values on the stack: none may pose as an argument */
+    rtb_dicom_peer peer;
+    read_peer(L, 1, &peer);
     rtb_dicom_level level = check_level(L, 2);
     rtb_dicom_model model = check_model(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    const char *destination = luaL_checkstring(L, 5);
     rtb_dicom_ensure_init(L);
-    rtb_ds *identifier = rtb_dicom_dataset_from_table(L, 4);
+    reserve_for_await(L);
+    rtb_ds *identifier = rtb_dicom_dataset_from_table(L, 4); /* raises with nothing to free */
     move_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        rtb_ds_free(identifier);
+        return out_of_memory(L, "move");
+    }
     r->identifier = identifier;
     r->level = level;
     r->model = model;
-    r->destination = strdup(destination);
-    check_peer(L, 1, &r->peer);
+    if (!(r->destination = strdup(destination)) || peer_copy_init(&r->peer, &peer) != 0) {
+        move_req_free(r);
+        return out_of_memory(L, "move");
+    }
     return rtb_task_await(L, move_work, move_done, r);
 }
 
@@ -463,6 +656,17 @@ typedef struct {
     int rc;
     rtb_dicom_error err;
 } store_req;
+
+static void store_req_free(store_req *r)
+{
+    for (size_t i = 0; r->items && i < r->n; i++) {
+        free((char *)r->items[i].path);
+        rtb_ds_free(r->items[i].ds);
+    }
+    free(r->items);
+    peer_free(&r->peer);
+    free(r);
+}
 
 /* A progress line on stderr (the CLI asks for it on a terminal only): rewritten in
  * place, from the storing thread. */
@@ -493,9 +697,9 @@ static void set_uid_fields(lua_State *L, const char *uid_key, const char *name_k
     rtb_lua_set_string(L, name_key, name);
 }
 
-static int store_done(lua_State *L, void *data)
+static int store_push(lua_State *L)
 {
-    store_req *r = data;
+    store_req *r = lua_touserdata(L, 1);
     const rtb_dicom_store_summary *sum = &r->sum;
     lua_createtable(L, 0, 10);
     rtb_lua_set_integer(L, "stored", (lua_Integer)sum->stored);
@@ -507,7 +711,7 @@ static int store_done(lua_State *L, void *data)
     rtb_lua_set_integer(L, "reconnects", (lua_Integer)sum->reconnects);
     lua_pushboolean(L, sum->breaker_open);
     lua_setfield(L, -2, "breaker_open");
-    lua_createtable(L, (int)r->n, 0);
+    lua_createtable(L, r->n <= INT_MAX ? (int)r->n : 0, 0);
     for (size_t i = 0; i < r->n; i++) {
         rtb_dicom_store_item *it = &r->items[i];
         lua_createtable(L, 0, 10);
@@ -526,18 +730,21 @@ static int store_done(lua_State *L, void *data)
             lua_setfield(L, -2, "error");
         }
         lua_rawseti(L, -2, (lua_Integer)i + 1);
-        free((char *)it->path);
-        rtb_ds_free(it->ds);
     }
     lua_setfield(L, -2, "items");
     if (r->rc != 0) {
         rtb_dicom_push_error(L, &r->err);
         lua_setfield(L, -2, "error");
     }
-    free(r->items);
-    peer_free(&r->peer);
-    free(r);
     return 1;
+}
+
+static int store_done(lua_State *L, void *data)
+{
+    store_req *r = data;
+    int failed = push_protected(L, store_push, r) != LUA_OK;
+    store_req_free(r);
+    return failed ? lua_error(L) : 1;
 }
 
 /* core.store(peer, {path-or-dataset, ...}, opts) -> {stored, failed, refused, unreadable,
@@ -547,28 +754,51 @@ static int store_done(lua_State *L, void *data)
  * "unreadable" | "not_sent"; failed counts all but stored. opts (optional) =
  * {max_reconnects, backoff_ms, max_backoff_ms, progress = true: a "done/total files"
  * line rewritten on stderr}. Datasets are copied first, so the
- * caller may go on using them. */
+ * caller may go on using them. The list is read raw (its length without __len). */
 static int l_store(lua_State *L)
 {
+    lua_settop(L, 3); /* read_peer leaves values on the stack: none may pose as an argument */
+    rtb_dicom_peer peer;
+    read_peer(L, 1, &peer);
     luaL_checktype(L, 2, LUA_TTABLE);
     rtb_dicom_store_options opts = {0, 0, 0, NULL, NULL};
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
-        opts.max_reconnects = int_field(L, 3, "max_reconnects");
-        opts.backoff_ms = int_field(L, 3, "backoff_ms");
-        opts.max_backoff_ms = int_field(L, 3, "max_backoff_ms");
+        /* -1: never reconnect */
+        opts.max_reconnects = (int)int_field(L, 3, "store", "max_reconnects", -1, 1000, 0);
+        opts.backoff_ms = (int)int_field(L, 3, "store", "backoff_ms", 0, MAX_BACKOFF_MS, 0);
+        opts.max_backoff_ms = (int)int_field(L, 3, "store", "max_backoff_ms", 0, MAX_BACKOFF_MS, 0);
         lua_getfield(L, 3, "progress");
         if (lua_toboolean(L, -1))
             opts.progress = store_progress;
         lua_pop(L, 1);
-        if (opts.backoff_ms < 0 || opts.max_backoff_ms < 0)
-            return rtb_lua_error_raise(L, "invalid", "store: backoff_ms and max_backoff_ms must be >= 0");
     }
+    /* Every item is checked before any is copied. */
+    size_t n = lua_rawlen(L, 2);
+    for (size_t i = 0; i < n; i++) {
+        int type = lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        size_t len;
+        if (rtb_dicom_test_dataset(L, -1)) {
+            /* a dataset */
+        } else if (type != LUA_TSTRING) {
+            return rtb_lua_error_raise(L, "invalid", "store: item %zu must be a path or a dataset (got a %s)",
+                                       i + 1, luaL_typename(L, -1));
+        } else if (strlen(lua_tolstring(L, -1, &len)) != len) {
+            return rtb_lua_error_raise(L, "invalid", "store: item %zu: the path contains a NUL byte", i + 1);
+        }
+        lua_pop(L, 1);
+    }
+    reserve_for_await(L);
     rtb_dicom_ensure_init(L);
-    size_t n = (size_t)luaL_len(L, 2);
     store_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return out_of_memory(L, "store");
     r->opts = opts;
     r->items = calloc(n ? n : 1, sizeof *r->items);
+    if (!r->items || peer_copy_init(&r->peer, &peer) != 0) {
+        store_req_free(r);
+        return out_of_memory(L, "store");
+    }
     r->n = n;
     for (size_t i = 0; i < n; i++) {
         lua_rawgeti(L, 2, (lua_Integer)i + 1);
@@ -580,21 +810,12 @@ static int l_store(lua_State *L)
                 r->items[i].outcome = RTB_STORE_UNREADABLE;
                 r->items[i].error = err;
             }
-        } else if (lua_type(L, -1) == LUA_TSTRING) {
-            r->items[i].path = strdup(lua_tostring(L, -1));
-        } else {
-            for (size_t k = 0; k < i; k++) {
-                free((char *)r->items[k].path);
-                rtb_ds_free(r->items[k].ds);
-            }
-            free(r->items);
-            free(r);
-            return rtb_lua_error_raise(L, "invalid", "store: item %d must be a path or a dataset",
-                                       (int)i + 1);
+        } else if (!(r->items[i].path = strdup(lua_tostring(L, -1)))) {
+            store_req_free(r);
+            return out_of_memory(L, "store");
         }
         lua_pop(L, 1);
     }
-    check_peer(L, 1, &r->peer);
     return rtb_task_await(L, store_work, store_done, r);
 }
 

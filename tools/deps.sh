@@ -12,8 +12,12 @@ PACKAGES=(
   libdcmtk-dev dcmtk libssl-dev libsndfile1-dev orthanc
   # Mosaiq: ODBC with the SQLite and PostgreSQL drivers; the journal on SQLite
   unixodbc-dev unixodbc libsqliteodbc odbc-postgresql libsqlite3-dev sqlite3
+  # the SQL Server driver the sample environments name (FreeTDS), as in the Docker image
+  tdsodbc
   # tests
   libcmocka-dev lua-busted iproute2 procps curl openssl time postgresql dicom3tools python3-pydicom
+  # system calls a spec must see in order (fsync before rename)
+  strace
   # tests of deploy/ and of the metrics format: yamllint, systemd-analyze, logrotate, promtool
   yamllint systemd logrotate prometheus
   # peers and files the project did not write: an independent DICOM stack (odil) for a
@@ -23,8 +27,8 @@ PACKAGES=(
   libmicrohttpd-dev libcurl4-openssl-dev chromium
   # sanitizer build and fuzzing (clang's libFuzzer and AddressSanitizer runtimes, AFL++)
   clang libclang-rt-14-dev afl++
-  # the Debian package: lintian checks it
-  lintian
+  # the Debian package (cpack -G DEB): lintian checks it, help2man writes its manual page
+  lintian help2man
   # the T-SQL parse check of the Mosaiq queries (tests/tsql): Node.js runs node-sql-parser
   nodejs
 )

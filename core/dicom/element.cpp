@@ -29,6 +29,13 @@ char *dup_string(const OFString &s)
     return p;
 }
 
+// What fill_element reports as binary, and so what rtb_ds_get_bytes must hand out:
+// the two decide from this one place.
+bool is_binary_element(DcmElement *e)
+{
+    return is_binary_vr(e->ident()) || e->getTag() == DCM_PixelData;
+}
+
 int fill_element(DcmElement *e, rtb_ds_element *out, rtb_dicom_error *err)
 {
     rtb_ds_element_clear(out);
@@ -47,7 +54,7 @@ int fill_element(DcmElement *e, rtb_ds_element *out, rtb_dicom_error *err)
         out->count = OFstatic_cast(DcmSequenceOfItems *, e)->card();
         return 0;
     }
-    if (is_binary_vr(e->ident()) || tag == DCM_PixelData) {
+    if (is_binary_element(e)) {
         out->is_binary = 1;
         return 0;
     }
@@ -270,20 +277,22 @@ extern "C" int rtb_ds_get_bytes(const rtb_ds *ds, const char *keyword, void **da
     if (!lookup_tag(keyword, tag, err)) return -1;
     DcmElement *e = nullptr;
     if (ds->item->findAndGetElement(tag, e, OFFalse).bad() || !e || e->getLength() == 0) return 0;
-    const void *src = nullptr;
-    OFCondition cond;
-    switch (e->ident()) {
-    case EVR_OW: { Uint16 *p = nullptr; cond = e->getUint16Array(p); src = p; break; }
-    case EVR_OB: case EVR_UN: { Uint8 *p = nullptr; cond = e->getUint8Array(p); src = p; break; }
-    default:
-        if (tag == DCM_PixelData) {
-            // Pixel data's own class reports its VR through getVR(), not ident().
-            if (e->getVR() == EVR_OW) { Uint16 *p = nullptr; cond = e->getUint16Array(p); src = p; }
-            else { Uint8 *p = nullptr; cond = e->getUint8Array(p); src = p; }
-            break;
-        }
+    if (!is_binary_element(e))
         return fail(err, RTB_DICOM_E_INVALID, "'%s' (VR %s) is not a byte value", keyword,
                     DcmVR(e->ident()).getValidVRName());
+    // By the value's own VR (getVR(): Pixel Data's class reports OB or OW there, not in
+    // ident()), each through the accessor its class implements. Anything else binary
+    // (UN, and the unknown VR of a private element read as implicit VR, such as a private
+    // sequence encoded as UN) is bytes as they are.
+    const void *src = nullptr;
+    OFCondition cond;
+    switch (e->getVR()) {
+    case EVR_OW: { Uint16 *p = nullptr; cond = e->getUint16Array(p); src = p; break; }
+    case EVR_OF: { Float32 *p = nullptr; cond = e->getFloat32Array(p); src = p; break; }
+    case EVR_OD: { Float64 *p = nullptr; cond = e->getFloat64Array(p); src = p; break; }
+    case EVR_OL: { Uint32 *p = nullptr; cond = e->getUint32Array(p); src = p; break; }
+    case EVR_OV: { Uint64 *p = nullptr; cond = e->getUint64Array(p); src = p; break; }
+    default: { Uint8 *p = nullptr; cond = e->getUint8Array(p); src = p; break; }
     }
     if (cond.bad() || !src)
         return fail(err, RTB_DICOM_E_INVALID, "'%s': cannot read bytes (%s)", keyword,

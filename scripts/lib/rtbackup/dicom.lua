@@ -18,7 +18,8 @@
 --
 -- Query keys are DICOM keywords; an unknown keyword is an error, never dropped.
 -- Errors are tables {kind = "connect_failed" | "rejected" | "aborted" | "timeout" |
--- "status" | "negotiation" | "io" | "invalid" | ..., message, peer, alias, status}.
+-- "status" | "negotiation" | "io" | "invalid" | ..., message, peer, alias, status,
+-- operation ("C-FIND", "C-MOVE", ...)}.
 local core = require "rtbackup.dicom.core"
 local errors = require "rtbackup.error"
 local exit = require "rtbackup.exit"
@@ -175,6 +176,7 @@ local function annotated(self, op, query, fn)
     if type(a) == "table" then
         a.alias = a.alias or self.alias
         if a.peer == nil then a.peer = string.format("%s@%s:%d", self.aet, self.host, self.port) end
+        a.operation = a.operation or ("C-" .. op:upper()) -- what was attempted, for summaries
         if ASSOCIATION_FAILURES[a.kind] then self.ctx:count_failure(self.alias or self.aet, a.kind) end
         if breaker and exit.is_unreachable(a) then
             -- A peer that cannot be reached again and again is skipped for the rest of

@@ -44,6 +44,8 @@ end
 --- The exit code an error deserves when it ends a command.
 function exit.of_error(err)
     if errors.is(err, "usage") or errors.is(err, "config") then return exit.usage end
+    -- A journal damaged or written by a newer rtbackup: state the operator must fix.
+    if errors.is(err, "corrupt") or errors.is(err, "version") then return exit.usage end
     if errors.is(err, "locked") then return exit.locked end
     if exit.is_unreachable(err) then return exit.unreachable end
     return exit.partial

@@ -15,10 +15,11 @@
 --
 -- A flow is a table: kind, period(run) -> since, till; plan(run) -> {open = units,
 -- complete = units, found, present, errors = {}, summary = {...}}; describe(run,
--- units) -> dry-run rows; group(run, units) -> jobs ({units = ...}); prepare(run,
--- jobs) (optional); transfer(run, job, units) -> reported count; verify(run, job,
--- units) -> {[key] = {total =, missing = {uid = true}, n =}}; retry(run, job, units,
--- missing, attempt); finish(run) (optional).
+-- units) -> dry-run rows; group(run, units) -> jobs ({units = ...}); transfer(run,
+-- job, units) -> reported count; verify(run, job, units) -> {[key] = {total =,
+-- missing = {uid = true}, n =}}; retry(run, job, units, missing, attempt); selects(run,
+-- unit) (optional); finish(run) (optional). Jobs are moved largest first, up to the
+-- pace's limit at once (rtbackup.pace), each verified beside the next moves.
 --
 -- An interrupted run (SIGINT/SIGTERM) finishes the jobs in progress, starts none, and
 -- is recorded as interrupted everywhere it is recorded (exit 130/143, summary,
@@ -38,6 +39,7 @@ local progress = require "rtbackup.progress"
 local settings = require "rtbackup.settings"
 local site = require "rtbackup.site"
 local summary_mod = require "rtbackup.summary"
+local sys = require "rtbackup.sys"
 local task = require "rtbackup.task"
 local units = require "rtbackup.units"
 
@@ -131,35 +133,92 @@ function Run:open()
     local base = string.format("%s/%s-%s", dir, self.env.name, self.source_alias)
     local suffix = shard_suffix(self.opts.shard)
     self.summary_path = base .. suffix .. "-last-run.json"
+    -- What a run killed between writing and renaming left: gone before this one starts.
+    files.remove_stale_temporaries(self.summary_path)
+    if self.opts.metrics_file then files.remove_stale_temporaries(self.opts.metrics_file) end
     if not self.opts.dry_run then
         -- The source's lock is exclusive for an unsharded run and shared by sharded
         -- ones (each also holds its shard's lock): the two never move the same studies.
-        self.locks = {journal.lock(base .. ".lock", {shared = self.opts.shard ~= nil})}
-        if self.opts.shard then self.locks[2] = journal.lock(base .. suffix .. ".lock") end
+        local ok, lock = pcall(journal.lock, base .. ".lock", {shared = self.opts.shard ~= nil})
+        if not ok then
+            if not self.opts.shard then run.name_shard_holders(dir, base, lock) end
+            error(lock, 0)
+        end
+        self.locks = {lock}
+        if self.opts.shard then
+            local got, shard_lock = pcall(journal.lock, base .. suffix .. ".lock")
+            if not got then
+                self:release_locks()
+                error(shard_lock, 0)
+            end
+            self.locks[2] = shard_lock
+        end
     end
-    local ok, j = pcall(journal.open, string.format("%s/%s%s.journal.sqlite", dir, self.env.name, suffix))
+    -- Opening reads the schema; beginning the run writes: either finds a damaged file.
+    local ok, err = pcall(function()
+        self.journal = journal.open(string.format("%s/%s%s.journal.sqlite", dir, self.env.name, suffix))
+        self.book = units.book(self.journal, self.source_alias)
+        if not self.opts.dry_run then
+            self.run_id = self.journal:begin_run{env = self.env.name, source = self.source_alias}
+        end
+    end)
     if not ok then
+        if self.journal then pcall(self.journal.close, self.journal) end
+        self.journal, self.book = nil, nil
         self:release_locks()
-        run.journal_error(j)
+        run.journal_error(err)
     end
-    self.journal = j
-    self.book = units.book(j, self.source_alias)
-    if not self.opts.dry_run then
-        self.run_id = j:begin_run{env = self.env.name, source = self.source_alias}
-    end
+end
+
+--- The operator's error (kind "config": exit 2, with the way out) for a journal that
+-- cannot be used, whenever the run finds out: damaged, or written by a newer
+-- rtbackup. nil for any other error.
+function run.journal_problem(err)
+    if not (errors.is(err, "corrupt") or errors.is(err, "version")) then return nil end
+    local path = tostring(err.path or "JOURNAL")
+    local why = tostring(err.message or err)
+    if why:sub(1, #path + 10) == "journal " .. path .. ": " then why = why:sub(#path + 11) end
+    local first = errors.is(err, "version")
+        and "Run the rtbackup that wrote it (or put back the state copied before the upgrade); or move"
+        or "Move"
+    return errors.new{kind = "config", path = err.path, message = string.format(
+        "the journal %s cannot be used: %s. %s it aside (mv %s %s.broken) and run again: the next run " ..
+        "rebuilds it by comparing the source with the archive (everything already there is found " ..
+        "complete and not moved again; the run history is lost)", path, why, first, path, path)}
 end
 
 --- A journal that cannot be opened is a state problem for the operator (exit 2), with
 -- the way out.
 function run.journal_error(err)
-    if errors.is(err, "corrupt") or errors.is(err, "version") then
-        errors.raise{kind = "config", message = string.format(
-            "the journal %s cannot be used: %s. Move it aside (mv %s %s.broken) and run again: the next run " ..
-            "rebuilds it by comparing the source with the archive (everything already there is found " ..
-            "complete and not moved again; the run history is lost)", tostring(err.path or "?"),
-            tostring(err.message or err), tostring(err.path or "JOURNAL"), tostring(err.path or "JOURNAL"))}
+    error(run.journal_problem(err) or err, 0)
+end
+
+--- An unsharded run kept out by sharded ones: their shared lock names no one, so the
+-- error gets the PIDs their own shard locks hold (<base>-shardIofN.lock).
+function run.name_shard_holders(dir, base, err)
+    if not errors.is(err, "locked") or (err.holder_pid or 0) ~= 0 then return end
+    local prefix = base:match("[^/]*$") .. "-shard"
+    local ok, names = pcall(sys.list, dir)
+    if not ok then return end
+    table.sort(names)
+    local holders = {}
+    for _, name in ipairs(names) do
+        local i, n = name:match("^(%d+)of(%d+)%.lock$", #prefix + 1)
+        if i and name:sub(1, #prefix) == prefix then
+            local f = io.open(dir .. "/" .. name)
+            local text = f and f:read("a") or ""
+            if f then f:close() end
+            local pid, started = text:match("pid=(%d+)"), text:match("started=(%S+)")
+            -- A killed holder leaves its details behind: only a live PID names a holder.
+            if pid and sys.stat("/proc/" .. pid) then
+                holders[#holders + 1] = string.format("shard %s/%s: PID %s, started %s", i, n, pid, started or "?")
+                if (err.holder_pid or 0) == 0 then
+                    err.holder_pid, err.holder_started = math.tointeger(tonumber(pid)), started
+                end
+            end
+        end
     end
-    error(err, 0)
+    if #holders > 0 then err.message = err.message .. " (" .. table.concat(holders, "; ") .. ")" end
 end
 
 function Run:release_locks()
@@ -328,6 +387,12 @@ function Run:work(jobs, bar)
     local queue, next_index, verifiers = {}, 1, {}
     for i, o in ipairs(order) do queue[i] = o.job end
     local function failed_job(job, err)
+        -- A journal found damaged while recording: nothing after it can be trusted.
+        local trouble = run.journal_problem(err)
+        if trouble then
+            self.journal_trouble = self.journal_trouble or trouble
+            return
+        end
         -- Not started (the run stopping) or a bug in a job: its units stay for later.
         if not exit.is_stopped(err) then
             self.failures.partial = true
@@ -351,7 +416,7 @@ function Run:work(jobs, bar)
         self.ctx:flush() -- a job is an audit batch: on disk before the next starts
     end
     local function mover()
-        while next_index <= #queue do
+        while next_index <= #queue and not self.journal_trouble do
             local job = queue[next_index]
             next_index = next_index + 1
             self.pace:enter()
@@ -376,6 +441,7 @@ function Run:work(jobs, bar)
     for _, m in ipairs(movers) do task.wait(m) end
     for _, v in ipairs(verifiers) do task.wait(v) end
     self.summary.associations_chosen = self.pace:report()
+    if self.journal_trouble then error(self.journal_trouble, 0) end
 end
 
 -- Everything between open and close: raises only for bugs and configuration errors
@@ -417,7 +483,6 @@ function Run:drive()
     end
     local jobs = flow.group(self, work)
     t0 = host.monotonic()
-    if flow.prepare and #jobs > 0 then flow.prepare(self, jobs) end
     local bar = progress.new(self.source_alias .. " -> " .. self.target_alias, instances,
                              {unit = flow.unit, interval = settings.get(self.env, "progress_interval")})
     self:work(jobs, bar)
@@ -454,10 +519,14 @@ function Run:execute()
         return debug.traceback(tostring(e), 2)
     end, self)
     if ok then return self:exit_code() end
+    err = run.journal_problem(err) or err
     local code = exit.stop_code() or exit.of_error(err)
-    self.summary.error = {phase = self.phase, kind = type(err) == "table" and err.kind or "internal",
+    local t = type(err) == "table" and err or {}
+    -- What was being attempted, and with whom: the operation and the peer's address.
+    self.summary.error = {phase = self.phase, kind = t.kind or "internal",
                           message = type(err) == "table" and tostring(err.message or err) or tostring(err),
-                          peer = type(err) == "table" and err.alias or nil}
+                          peer = t.alias, address = type(t.peer) == "string" and t.peer or nil,
+                          operation = t.operation}
     log.error("the backup of a source stopped", {source = self.source_alias, phase = self.phase,
                                                  error = tostring(err)})
     if type(err) ~= "table" and log.enabled("debug") then io.stderr:write(tostring(err), "\n") end

@@ -5,7 +5,8 @@
 -- Fields every run has: env, source, target, command, started_at, finished_at,
 -- duration_seconds, exit_code, status ("ok", "partial", "unreachable", "interrupted",
 -- "locked", "outside_window", "usage"), error (the cause when the run could not go on:
--- {kind, message, peer, phase}), since/until, found, already_present, moved, verified,
+-- {kind, message, phase, and for a peer's error: peer (alias), address (AET@host:port),
+-- operation ("C-FIND", ...)}), since/until, found, already_present, moved, verified,
 -- failed, skipped, deferred, associations, errors ({unit, kind, patient, error}).
 -- A flow adds its own (studies, series_to_move, references; records_built,
 -- deliveries_skipped, ...).
@@ -57,7 +58,13 @@ function summary.print(s, out)
     out = out or io.stdout
     out:write(headline(s), "\n")
     if s.error then
-        out:write(string.format("  stopped while %s: %s\n", s.error.phase or "running", s.error.message or "?"))
+        -- What was being attempted with whom: "C-FIND on ARIA (ARIA_UCLA@10.10.1.100:104): ..."
+        local e, at = s.error, ""
+        if e.operation or e.address then
+            at = string.format("%s%s%s: ", e.operation and (e.operation .. " on ") or "", e.peer or "",
+                               e.address and string.format(" (%s)", e.address) or "")
+        end
+        out:write(string.format("  stopped while %s: %s%s\n", e.phase or "running", at, e.message or "?"))
     end
     if s.kind == "mosaiq" then
         out:write(string.format("  built %d records from the deliveries", count(s.records_built)))
