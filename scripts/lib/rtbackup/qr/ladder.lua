@@ -36,9 +36,16 @@ function ladder.rung(run)
     return rung
 end
 
--- The peer refused the request itself (not: it could not be reached).
+-- Statuses about delivering the sub-operations (to the destination, or the source's
+-- resources), not about the request's form: a move the target could not receive
+-- (it died, it is full) teaches nothing about how the source takes requests.
+local DELIVERY = {[0xA701] = true, [0xA702] = true, [0xA801] = true, [0xB000] = true, [0xFE00] = true}
+
+-- The peer refused the request itself (not: it could not be reached, nor could it
+-- deliver what was asked).
 local function refused(err)
-    return errors.is(err) and not exit.is_unreachable(err) and err.kind ~= "stopped"
+    if not errors.is(err) or exit.is_unreachable(err) or err.kind == "stopped" then return false end
+    return not DELIVERY[tonumber(err.status) or -1]
 end
 ladder.refused = refused
 
