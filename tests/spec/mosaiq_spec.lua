@@ -429,13 +429,16 @@ describe("mosaiq.deliveries on the reference fixture", function()
 
     it("summarises the course for an MRN and nothing for an injection attempt", function()
         local courses = mosaiq.treatment_summary(db, "MRN0012345")
-        assert.are.equal(2, #courses) -- the IMRT course and the HDR course
-        local c = courses[1]
+        assert.are.equal(2, #courses) -- the IMRT course and the HDR course, newest first
+        assert.are.same({"CERVIX", "PROSTATE"}, {courses[1].Site, courses[2].Site})
+        -- dates from the delivery history of every version of the site (not TxField's
+        -- Start_DtTm of the current version, which an edit moves), QA mode left out
         assert.are.same({PatientName = "DOE, JANE Q", MRN = "MRN0012345", Site = "PROSTATE",
-                         SIT_SET_ID = 70001, Start = "2025-05-28", End = "2025-06-18",
-                         TotalDose = 7000.0, Fractions = 28, Delivered = 16}, c)
+                         SIT_SET_ID = 70001, Start = "2025-06-11", End = "2025-06-18",
+                         TotalDose = 7000.0, Fractions = 28, Delivered = 16}, courses[2])
         assert.are.same({}, mosaiq.treatment_summary(db, "x' OR '1'='1"))
-        assert.are.equal(1, #mosaiq.treatment_summary(db, "MRN0012345", "2025-06-12", "2025-06-30"))
+        assert.are.equal(2, #mosaiq.treatment_summary(db, "MRN0012345", "2025-06-12", "2025-06-30"))
+        assert.are.equal(1, #mosaiq.treatment_summary(db, "MRN0012345", "2025-06-13", "2025-06-30"))
         assert.are.same({}, mosaiq.treatment_summary(db, "MRN0012345", "2025-06-19"))
         assert.are.same({}, mosaiq.treatment_summary(db, "MRN0012345", nil, "2025-05-27"))
         assert.are.equal("invalid", failure(mosaiq.treatment_summary, db, "MRN0012345", "2025-02-30").kind)

@@ -68,9 +68,10 @@
 --
 -- ## treatment_summary(db, mrn, from?, to?) -> list of courses
 --
--- One row per course (a current Site of the patient with current fields), newest first:
--- {PatientName, MRN, Site, Start, End, TotalDose, Fractions, Delivered}: Start/End are
--- the first and last treatment dates ("YYYY-MM-DD", nil if none yet), TotalDose is
+-- One row per course (a current Site of the patient), newest first: {PatientName, MRN,
+-- Site, Start, End, TotalDose, Fractions, Delivered}: Start/End are the first and last
+-- treatment dates from the delivery history of every version of the site
+-- ("YYYY-MM-DD", nil if none yet; QA-mode deliveries left out), TotalDose is
 -- Site.Dose_Ttl, Fractions the planned number, Delivered the highest Fractions_Tx.
 -- from/to ("YYYY-MM-DD", inclusive) keep the courses treated in that period.
 local odbc = require "rtbackup.odbc"
@@ -335,10 +336,21 @@ local function deliveries_of(db, date, opts)
             end
         end
         local point = g.point.Point
-        if present(point) and not d.seen[point] then
-            d.seen[point] = true
-            g.point.actual = g.actual
-            d.points[#d.points + 1] = g.point
+        if present(point) then
+            local seen = d.seen[point]
+            if not seen then
+                g.point.actual = g.actual
+                d.seen[point] = g.point
+                d.points[#d.points + 1] = g.point
+            elseif not d.contradiction then
+                -- A join that multiplies control-point rows (every version's points, two
+                -- recorded rows for one point) must not let the first row win.
+                local column = differs(seen, g.point) or differs(seen.actual, g.actual)
+                if column and column ~= "actual" then
+                    d.contradiction = string.format("the rows of this delivery disagree on point.%s (control " ..
+                        "point %s): a join in the day query multiplies rows", column, key_text(point))
+                end
+            end
         end
     end
     local devices = devices_of(db, date, opts)
@@ -404,12 +416,13 @@ SELECT PAT.Last_Name AS "Last_Name", PAT.First_Name AS "First_Name",
        PAT.MIddle_Name AS "MIddle_Name", PAT.Suffix AS "Suffix", ID.IDA AS "IDA",
        SIT.SIT_SET_ID AS "SIT_SET_ID", SIT.Site_Name AS "Site_Name",
        SIT.Dose_Ttl AS "Dose_Ttl", SIT.Fractions AS "Fractions",
-       MIN(FLD.Start_DtTm) AS "Start_DtTm", MAX(FLD.Last_Tx_DtTm) AS "Last_Tx_DtTm",
-       MAX(FLD.Fractions_Tx) AS "Fractions_Tx"
+       MIN(DHS.Tx_DtTm) AS "Start_DtTm", MAX(DHS.Tx_DtTm) AS "Last_Tx_DtTm",
+       MAX(DHS.Fractions_Tx) AS "Fractions_Tx"
 FROM Ident ID
 JOIN Patient PAT ON PAT.Pat_ID1 = ID.Pat_Id1
 JOIN Site SIT ON SIT.Pat_ID1 = PAT.Pat_ID1 AND SIT.Version = 0
-JOIN TxField FLD ON FLD.SIT_Set_ID = SIT.SIT_SET_ID AND FLD.Version = 0
+LEFT JOIN Site SV ON SV.SIT_SET_ID = SIT.SIT_SET_ID
+LEFT JOIN Dose_Hst DHS ON DHS.SIT_ID = SV.SIT_ID AND (DHS.WasQAMode IS NULL OR DHS.WasQAMode = 0)
 WHERE ID.IDA = ?
 GROUP BY PAT.Last_Name, PAT.First_Name, PAT.MIddle_Name, PAT.Suffix, ID.IDA,
          SIT.SIT_SET_ID, SIT.Site_Name, SIT.Dose_Ttl, SIT.Fractions]]
