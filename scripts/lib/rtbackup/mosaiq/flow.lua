@@ -35,6 +35,7 @@ local map = require "rtbackup.mosaiq.map"
 local mosaiq = require "rtbackup.mosaiq.query"
 local odbc = require "rtbackup.odbc"
 local settings = require "rtbackup.settings"
+local task = require "rtbackup.task"
 
 local flow = {kind = "mosaiq", unit = "records"}
 
@@ -129,11 +130,28 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
     end
     local query_opts = {sql = settings.get(env, "mosaiq_backup_sql_query", alias),
                         devices_sql = settings.get(env, "mosaiq_devices_sql_query", alias)}
-    local ok, err = pcall(function()
-        for _, day in ipairs(clock.days(since, till)) do
+    -- The next day's query runs (on a connection of its own) while this day's records
+    -- are built: the database and the mapping work at the same time.
+    local days = clock.days(since, till)
+    local dbs, pending = {db}, nil
+    local function fetch(i)
+        local conn = dbs[(i - 1) % #dbs + 1]
+        return task.spawn(function()
             local t0 = now()
-            local groups, skipped = mosaiq.deliveries(db, day, query_opts)
-            out.seconds.query = out.seconds.query + now() - t0
+            local groups, skipped = mosaiq.deliveries(conn, days[i], query_opts)
+            return {groups, skipped, now() - t0}
+        end)
+    end
+    local ok, err = pcall(function()
+        if #days > 1 then
+            dbs[2] = odbc.connect(source, settings.resolve(env, alias), {alias = alias, ctx = ctx})
+        end
+        pending = #days > 0 and fetch(1) or nil
+        for i, day in ipairs(days) do
+            local fetched = task.wait(pending)
+            pending = days[i + 1] and fetch(i + 1) or nil
+            local groups, skipped = fetched[1], fetched[2]
+            out.seconds.query = out.seconds.query + fetched[3]
             for _, s in ipairs(skipped) do
                 if wanted(s.patient) then
                     out.found = out.found + 1
@@ -194,7 +212,8 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
             end
         end
     end)
-    db:close()
+    if pending then pcall(task.wait, pending) end -- a query still running uses a connection
+    for _, conn in ipairs(dbs) do conn:close() end
     if not ok then error(err, 0) end
     return out
 end
@@ -264,7 +283,7 @@ function flow.plan(run)
     local shard = run.opts.shard
     local j, alias, dry = run.journal, run.source_alias, run.opts.dry_run
     run.records, run.seconds = {}, {store = 0}
-    local open, present, corrected, requeue, batch = {}, 0, {}, {}, {}
+    local open, present, corrected, requeue, batch, storing = {}, 0, {}, {}, {}, {}
     -- Each record as it is built: already archived (same identity, same content), new,
     -- or a new version of one archived before (a correction).
     local function on_record(r)
@@ -303,15 +322,19 @@ function flow.plan(run)
         else
             batch[#batch + 1] = r
             if #batch >= STAGE_BATCH then
-                stage(run, batch)
+                -- Stored while the next records are built; two batches at most in flight.
+                if #storing >= 2 then task.wait(table.remove(storing, 1)) end
+                storing[#storing + 1] = task.spawn(stage, run, batch)
                 batch = {}
             end
         end
     end
-    local built = flow.build(run.ctx, run.env, alias, run.choices, run.since, run["until"], {
+    local ok, built = pcall(flow.build, run.ctx, run.env, alias, run.choices, run.since, run["until"], {
         patient = run.opts.patient, journal = j, read_only = dry, on_record = on_record,
         shard = shard and function(patient) return run_mod.in_shard(shard, patient) end,
     })
+    for _, t in ipairs(storing) do pcall(task.wait, t) end
+    if not ok then error(built, 0) end
     stage(run, batch)
     if #requeue > 0 and not dry then j:requeue(alias, requeue) end
     if flow.makes_partial(run.choices, built.skipped) then run.failures.partial = true end
