@@ -91,6 +91,10 @@ function run.new(env, alias, opts)
                      tostring(source.type))}
     end
     local target = opts.target or env.default_backup
+    if not target then
+        errors.raise{kind = "config", message = env.name .. ": no default_backup (the archive backups go to), " ..
+                     "and none given"}
+    end
     if not (env.backup_targets or {})[target] then
         errors.raise{kind = "config", message = env.name .. ": the backup target " .. tostring(target) ..
                      " is not defined (default_backup)"}

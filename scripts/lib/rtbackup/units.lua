@@ -29,6 +29,7 @@ function units.book(journal, source)
         outcomes = {verified = 0, failed = 0, skipped = 0},
         errors = {},
         done = {}, -- units verified in this run
+        failed_units = {}, -- what each unit failed in this run added to the counts
     }, Book)
 end
 
@@ -90,8 +91,9 @@ local function present_before(u)
 end
 
 local function note_error(self, unit, err)
-    self.errors[#self.errors + 1] = {unit = unit.key, kind = unit.kind, patient = unit.data and unit.data.patient,
-                                     error = tostring(err)}
+    local e = {unit = unit.key, kind = unit.kind, patient = unit.data and unit.data.patient, error = tostring(err)}
+    self.errors[#self.errors + 1] = e
+    return e
 end
 
 --- The move of `list` succeeded; `reported` is what the peer said it completed (nil
@@ -105,8 +107,23 @@ function Book:moved(list, reported)
     end
 end
 
+-- A unit counted as failed earlier in this run and complete now (the references pass
+-- moved it after all): its failure is taken back, so no instance counts twice.
+local function forget_failure(self, u)
+    local f = self.failed_units[u.key]
+    if not f then return end
+    self.failed_units[u.key] = nil
+    self.counts.failed = self.counts.failed - f.failed
+    self.counts.moved = self.counts.moved - f.moved
+    self.outcomes.failed = self.outcomes.failed - 1
+    for i, e in ipairs(self.errors) do
+        if e == f.error then table.remove(self.errors, i) break end
+    end
+end
+
 --- A unit is complete in the target: `total` instances, every one found.
 function Book:verified(u, total)
+    forget_failure(self, u)
     self.journal:mark(self.source, u.key, "verified", {})
     self.counts.verified = self.counts.verified + total
     self.counts.moved = self.counts.moved + math.max(0, total - present_before(u))
@@ -127,10 +144,11 @@ function Book:failed(u, missing, total, message)
         data.missing = missing
     end
     self.journal:mark(self.source, u.key, "failed", {error = message, data = data})
+    local moved = math.max(0, total - missing - present_before(u))
     self.counts.failed = self.counts.failed + missing
-    self.counts.moved = self.counts.moved + math.max(0, total - missing - present_before(u))
+    self.counts.moved = self.counts.moved + moved
     self.outcomes.failed = self.outcomes.failed + 1
-    note_error(self, u, message)
+    self.failed_units[u.key] = {failed = missing, moved = moved, error = note_error(self, u, message)}
     log.error("not completely backed up", {source = self.source, unit = u.key, missing = missing, total = total})
     return "failed"
 end
@@ -142,9 +160,10 @@ function Book:skipped(u, err, refused)
     local expected = u.expected or 0
     if refused then
         self.journal:mark(self.source, u.key, "failed", {error = tostring(err), attempts_increment = true})
-        self.counts.failed = self.counts.failed + expected - present_before(u)
+        local missing = expected - present_before(u)
+        self.counts.failed = self.counts.failed + missing
         self.outcomes.failed = self.outcomes.failed + 1
-        note_error(self, u, err)
+        self.failed_units[u.key] = {failed = missing, moved = 0, error = note_error(self, u, err)}
         return "failed"
     end
     self.journal:mark(self.source, u.key, nil, {error = tostring(err)})
