@@ -8,10 +8,18 @@ outcome: stored, refused by the peer, unreadable (not DICOM, truncated: never se
 not sent (the association was lost and the peer kept failing). A lost association is
 reopened for the remaining files. Compressed files are sent as they are. Exit 1 when
 anything was not stored.
-  rtbackup store --env UCLA --peer ORTHANC_MAIN --filepath /data/export]], dc.EXIT_CODES)
+
+Several associations at once (Orthanc stores them in parallel): the files go in batches
+of consecutive files, one association each. By default as many at once as make it faster
+(adaptive, never above the peer's max_associations, 8 for a peer given by address; the
+choices are logged); --associations N fixes the number (1: one association, as storescu).
+  rtbackup store --env UCLA --peer ORTHANC_MAIN --filepath /data/export
+  rtbackup store --aet ME --aec ORTHANC --host 10.0.0.9 --port 4242 --filepath ./ct --associations 4]], dc.EXIT_CODES)
 dc.add_peer_options(parser)
 parser:option("--filepath", "a DICOM file or a directory"):count("+")
 parser:option("--max-reconnects", "associations lost in a row before the rest is given up", "3")
+      :convert(tonumber)
+parser:option("--associations", "associations at once (default: adaptive up to the peer's max_associations)")
       :convert(tonumber)
 dc.add_format_option(parser)
 local args = cli.parse(parser, dc.dcmtk_args({...}))
@@ -28,8 +36,20 @@ local function files_under(path)
     return found
 end
 
+if args.associations ~= nil and (math.tointeger(args.associations) == nil or args.associations < 1) then
+    require("rtbackup.error").raise{kind = "usage", message = "--associations: expected a whole number of at least 1"}
+end
+
 return dc.run(function()
-    local peer = dc.peer(args)
+    local peer, env = dc.peer(args)
+    -- An environment's peer keeps its configured ceiling (and adaptive_associations);
+    -- a peer given by address takes --associations as asked.
+    local adaptive = true
+    if env and args.peer then
+        adaptive = require("rtbackup.settings").get(env, "adaptive_associations", args.peer)
+    elseif args.associations and args.associations > peer.limiter.cap then
+        peer.limiter.cap = math.tointeger(args.associations)
+    end
     local files = {}
     for _, path in ipairs(args.filepath) do
         local found = files_under(path)
@@ -40,7 +60,9 @@ return dc.run(function()
     end
     -- On a terminal, one progress line rewriting itself; cleared before the report.
     local tty = require("rtbackup.host").isatty(2)
-    local r = peer:store(files, {max_reconnects = args.max_reconnects, progress = tty})
+    local r = require("rtbackup.parallel_store").store(peer, files, {
+        associations = args.associations, adaptive = adaptive,
+        max_reconnects = args.max_reconnects, progress = tty})
     if tty then io.stderr:write("\r\27[K") end
     local label = {refused = "refused", unreadable = "unreadable", not_sent = "not sent"}
     for _, item in ipairs(r.items) do

@@ -123,6 +123,118 @@ describe("rtbackup store of a folder with a truncated file in the middle", funct
     end)
 end)
 
+describe("rtbackup store over several associations", function()
+    -- A relay in front of the peer (tests/bench/delay_relay.py) counts the DICOM
+    -- associations open at once; its 5 ms each way make the batches overlap, as they do
+    -- across a network.
+    local function relay(port)
+        local dir = tmpdir()
+        os.execute(string.format("%s %s --target %s:%s --delay-ms 5 --stats %s >%s 2>%s & echo $! >%s", PY,
+                                 h.quote(h.source .. "/tests/bench/delay_relay.py"), tb.HOST, port,
+                                 h.quote(dir .. "/stats.json"), h.quote(dir .. "/port"),
+                                 h.quote(dir .. "/relay.log"), h.quote(dir .. "/pid")))
+        local listening
+        for _ = 1, 100 do
+            local f = io.open(dir .. "/port")
+            listening = f and f:read("l")
+            if f then f:close() end
+            if listening then break end
+            sh("sleep 0.05")
+        end
+        assert(listening, "the relay did not start")
+        local pid = io.open(dir .. "/pid"):read("l")
+        return {
+            port = listening,
+            stats = function() return cjson.decode(io.open(dir .. "/stats.json"):read("a")) end,
+            stop = function() os.execute("kill " .. pid) end,
+        }
+    end
+    -- The synthetic instances with a truncated file sorting in the middle.
+    local function folder()
+        local dir = tmpdir()
+        local names = {}
+        for name in io.popen("ls " .. h.quote(tb.SYNTH_DIR)):lines() do
+            if name:match("%.dcm$") then names[#names + 1] = name end
+        end
+        table.sort(names)
+        for i, name in ipairs(names) do copy(tb.SYNTH_DIR .. "/" .. name, string.format("%s/%03d.dcm", dir, 2 * i)) end
+        local bad = string.format("%s/%03d.dcm", dir, 2 * (#names // 2) + 1)
+        copy(tb.CORPUS_DIR .. "/mr_truncated.dcm", bad)
+        return dir, #names, bad
+    end
+    local function store_through(r, dir, ...)
+        return h.run(cmd(peer_args(tb.MAIN_AET, r.port), "store", "--filepath", dir, "--format", "json", ...))
+    end
+    local function each_outcome_as_one_association(r, n, bad)
+        assert.are.equal(1, r.code, r.output)
+        assert.are.same({stored = n, refused = 0, unreadable = 1, not_sent = 0, failed = 1}, cjson.decode(r.stdout)[1])
+        assert.matches("unreadable: " .. bad:gsub("%p", "%%%0") .. ": cannot be read whole %(I/O suspension or premature end of stream%)",
+                       r.stderr)
+        assert.are.equal(n, orthanc:count())
+    end
+
+    it("with --associations 1 uses one association, as storescu", function()
+        orthanc:wipe()
+        local dir, n, bad = folder()
+        local rl = relay(tb.MAIN_PORT)
+        local r = store_through(rl, dir, "--associations", "1")
+        local stats = rl.stats()
+        rl.stop()
+        each_outcome_as_one_association(r, n, bad)
+        assert.are.same({1, 1}, {stats.associations, stats.peak})
+    end)
+
+    it("with --associations 4 keeps 4 open at once, every file with its own outcome", function()
+        orthanc:wipe()
+        local dir, n, bad = folder()
+        local rl = relay(tb.MAIN_PORT)
+        local r = store_through(rl, dir, "--associations", "4")
+        local stats = rl.stats()
+        rl.stop()
+        each_outcome_as_one_association(r, n, bad)
+        assert.are.equal(4, stats.peak)
+        -- batches of 8 consecutive files, one association each
+        assert.are.equal(math.ceil((n + 1) / 8), stats.associations)
+    end)
+
+    it("by default adapts several at once, below the peer's max_associations (8), and logs it", function()
+        orthanc:wipe()
+        local dir, n, bad = folder()
+        local rl = relay(tb.MAIN_PORT)
+        local r = store_through(rl, dir)
+        local stats = rl.stats()
+        rl.stop()
+        each_outcome_as_one_association(r, n, bad)
+        assert.is_true(stats.peak >= 2 and stats.peak <= 8, "peak " .. stats.peak)
+        -- it starts at 4 and, the peer keeping up, tries one more
+        assert.matches("associations from=4 [^\n]*to=5 why=\"throughput grew\"", r.stderr)
+    end)
+
+    it("stores everything into a peer that refuses more than 2 associations at once", function()
+        local dir = tmpdir()
+        local out = tmpdir()
+        os.execute("mkdir -p " .. h.quote(dir .. "/a") .. " " .. h.quote(dir .. "/b"))
+        local n = 0
+        for name in io.popen("ls " .. h.quote(tb.SYNTH_DIR)):lines() do
+            if name:match("%.dcm$") then
+                copy(tb.SYNTH_DIR .. "/" .. name, dir .. "/a/" .. name)
+                n = n + 1
+            end
+        end
+        -- the same instances again: the peer overwrites them, every file counts
+        sh("cp " .. h.quote(dir) .. "/a/*.dcm " .. h.quote(dir .. "/b/"))
+        local scp = dicom.listen{aet = "CAPPED", port = 0, dir = out, max_associations = 2}
+        local r = h.run(cmd(peer_args("CAPPED", scp:port()), "store", "--filepath", dir, "--associations", "6",
+                            "--format", "json"))
+        scp:stop()
+        local s = scp:stats()
+        assert.are.equal(0, r.code, r.output)
+        assert.are.same({stored = 2 * n, refused = 0, unreadable = 0, not_sent = 0, failed = 0}, cjson.decode(r.stdout)[1])
+        assert.is_true(s.refused > 0, "the peer never refused an association: the test shows nothing")
+        assert.are.equal(2 * n, s.stored)
+    end)
+end)
+
 describe("rtbackup store to a peer that fails mid-run", function()
     -- A real storescp on the test SCP port: --fork serves each association in a child
     -- process, and --exec-on-reception --exec-sync runs abort_once.sh after the first
@@ -159,8 +271,8 @@ describe("rtbackup store to a peer that fails mid-run", function()
         local dir, n = synthetic_copy()
         h.write_file(dir .. "/abort_once.sh", [[
 #!/bin/sh
-[ -e "$1/aborted" ] && exit 0
-touch "$1/aborted"
+# mkdir is atomic: with several associations at once, only the first file aborts one.
+mkdir "$1/aborted" 2>/dev/null || exit 0
 p=$PPID
 while [ "$p" -gt 1 ]; do
     if [ "$(cat /proc/$p/comm 2>/dev/null)" = storescp ]; then kill -9 "$p"; exit 0; fi

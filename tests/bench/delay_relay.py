@@ -1,0 +1,179 @@
+#!/usr/bin/python3
+"""delay_relay: a TCP relay that adds latency, and counts DICOM associations.
+
+The kernel here has no netem, so a distant archive (a WAN link) is played by this
+relay in front of a local one: every chunk read on one side is written to the other
+side DELAY ms after it arrived (each direction; chunks keep their order and are not
+held back by each other, so the relay adds latency, not a bandwidth limit).
+
+It also reads the DICOM upper-layer PDU headers going through, and counts the
+associations open at once (from the A-ASSOCIATE-AC to the A-RELEASE-RP, A-ABORT or
+the connection's end): the peak is what a test asserts to show how many associations
+a client used, whatever the peer behind the relay is.
+
+    delay_relay.py --target HOST:PORT [--port 0] [--delay-ms 5] [--stats FILE]
+
+Prints the port it listens on (first line of stdout), then runs until SIGTERM/SIGINT.
+--stats FILE is rewritten (atomically) whenever the counts change:
+    {"connections": N, "associations": N, "open": N, "peak": N}
+"""
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+
+A_ASSOCIATE_AC, A_RELEASE_RP, A_ABORT = 0x02, 0x06, 0x07
+CHUNK = 256 * 1024
+
+
+class Stats:
+    def __init__(self, path):
+        self.path = path
+        self.connections = self.associations = self.open = self.peak = 0
+        self.write()
+
+    def write(self):
+        if not self.path:
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"connections": self.connections, "associations": self.associations,
+                       "open": self.open, "peak": self.peak}, f)
+        os.replace(tmp, self.path)
+
+    def associated(self):
+        self.associations += 1
+        self.open += 1
+        self.peak = max(self.peak, self.open)
+        self.write()
+
+    def ended(self):
+        self.open -= 1
+        self.write()
+
+
+class PduWatch:
+    """Follows the PDU boundaries of one direction and reports each PDU type."""
+
+    def __init__(self, on_pdu):
+        self.on_pdu = on_pdu
+        self.header = b""
+        self.skip = 0
+
+    def feed(self, data):
+        i, n = 0, len(data)
+        while i < n:
+            if self.skip:
+                take = min(self.skip, n - i)
+                self.skip -= take
+                i += take
+                continue
+            need = 6 - len(self.header)
+            self.header += data[i:i + need]
+            i += need
+            if len(self.header) == 6:
+                self.on_pdu(self.header[0])
+                self.skip = int.from_bytes(self.header[2:6], "big")
+                self.header = b""
+
+
+class Connection:
+    def __init__(self, stats):
+        self.stats = stats
+        self.in_association = False
+
+    def on_pdu(self, kind):
+        if kind == A_ASSOCIATE_AC and not self.in_association:
+            self.in_association = True
+            self.stats.associated()
+        elif kind in (A_RELEASE_RP, A_ABORT):
+            self.end()
+
+    def end(self):
+        if self.in_association:
+            self.in_association = False
+            self.stats.ended()
+
+
+async def pump(reader, writer, delay, watch):
+    """Copies reader to writer, each chunk `delay` seconds after it arrived."""
+    loop = asyncio.get_running_loop()
+    queue = asyncio.Queue()
+
+    async def send():
+        while True:
+            due, data = await queue.get()
+            if data is None:
+                break
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if watch:
+                watch.feed(data)
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+
+    sender = asyncio.ensure_future(send())
+    try:
+        while True:
+            data = await reader.read(CHUNK)
+            queue.put_nowait((loop.time() + delay, data if data else None))
+            if not data:
+                break
+        await sender
+    except (ConnectionError, OSError):
+        sender.cancel()
+
+
+def nodelay(writer):
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+async def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--target", required=True, help="HOST:PORT to relay to")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--delay-ms", type=float, default=5.0, help="added latency per direction")
+    p.add_argument("--stats", help="JSON file of association counts")
+    args = p.parse_args()
+    target_host, target_port = args.target.rsplit(":", 1)
+    delay = args.delay_ms / 1000.0
+    stats = Stats(args.stats)
+
+    async def handle(client_reader, client_writer):
+        nodelay(client_writer)
+        try:
+            server_reader, server_writer = await asyncio.open_connection(target_host, int(target_port))
+        except OSError:
+            client_writer.close()
+            return
+        nodelay(server_writer)
+        stats.connections += 1
+        stats.write()
+        conn = Connection(stats)
+        try:
+            await asyncio.gather(pump(client_reader, server_writer, delay, PduWatch(conn.on_pdu)),
+                                 pump(server_reader, client_writer, delay, PduWatch(conn.on_pdu)))
+        finally:
+            conn.end()
+            for w in (client_writer, server_writer):
+                w.close()
+
+    server = await asyncio.start_server(handle, args.host, args.port, backlog=128)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
