@@ -340,10 +340,7 @@ function drill.run(env, alias, opts)
         end
         if first then error(first, 0) end
         totals(s, s.items)
-    end, function(e)
-        if type(e) ~= "table" then return debug.traceback(tostring(e), 2) end
-        return e
-    end)
+    end, task.traceback)
     if ok then
         local mismatch = s.different + s.missing > 0
         code = exit.stop_code() or ((mismatch or s.compared == 0) and exit.partial or exit.ok)

@@ -12,12 +12,7 @@ local task = require "rtbackup.task"
 
 local health = {}
 
-local function sorted_keys(t)
-    local keys = {}
-    for k in pairs(t or {}) do keys[#keys + 1] = k end
-    table.sort(keys)
-    return keys
-end
+local sorted_keys = require("rtbackup.pretty").sorted_keys
 
 local function echo(ctx, alias, timeout)
     local peer = ctx:peer(alias)

@@ -29,13 +29,7 @@ local http = {}
 local INTERNAL_ERROR = {status = 500, headers = {["Content-Type"] = "text/plain; charset=utf-8"},
                         body = "internal server error\n"}
 
-local function with_traceback(err)
-    if type(err) == "table" then
-        err.traceback = err.traceback or debug.traceback("", 2)
-        return err
-    end
-    return debug.traceback(tostring(err), 2)
-end
+local with_traceback = task.traceback
 
 local function read_file(path, what)
     local f, err = io.open(path, "rb")

@@ -14,12 +14,7 @@
 --   * The staging target C-MOVEs to the archive the same way.
 local peers = {}
 
-local function sorted_keys(t)
-    local keys = {}
-    for k in pairs(t or {}) do keys[#keys + 1] = k end
-    table.sort(keys)
-    return keys
-end
+local sorted_keys = require("rtbackup.pretty").sorted_keys
 
 local function endpoint(spec)
     return spec.host or spec.ip, spec.port

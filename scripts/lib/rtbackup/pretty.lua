@@ -9,7 +9,7 @@ end
 
 local function sorted_keys(t)
     local keys = {}
-    for k in pairs(t) do keys[#keys + 1] = k end
+    for k in pairs(t or {}) do keys[#keys + 1] = k end
     table.sort(keys, function(a, b)
         local ta, tb = type(a), type(b)
         if ta ~= tb then return ta < tb end
@@ -57,6 +57,9 @@ local function render(v, indent, seen, out)
 end
 
 --- Text for a value.
+--- The keys of t, sorted (numbers before strings, then by value).
+pretty.sorted_keys = sorted_keys
+
 function pretty.format(v)
     local out = {}
     render(v, 0, {}, out)

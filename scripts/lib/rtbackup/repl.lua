@@ -113,13 +113,7 @@ end
 
 -- ---- evaluation ----------------------------------------------------------------------
 
-local function handler(e)
-    if type(e) == "table" then
-        e.traceback = e.traceback or debug.traceback("", 2)
-        return e
-    end
-    return debug.traceback(tostring(e), 2)
-end
+local handler = task.traceback
 
 -- Runs fn as a task that a Ctrl-C interrupts. Returns the packed xpcall results, or
 -- nil when the operator interrupted it while it waited (it then ends by itself when

@@ -368,14 +368,6 @@ local function job_size(job)
     return n
 end
 
-local function traceback(err)
-    if type(err) == "table" then
-        err.traceback = err.traceback or debug.traceback("", 2)
-        return err
-    end
-    return debug.traceback(tostring(err), 2)
-end
-
 -- Moves and verifies the jobs: up to the pace's limit of moves at once (adaptive below
 -- max_associations), each job's verification started as its move ends, beside the
 -- next moves. Returns when every job is moved and verified, or left for later.
@@ -413,7 +405,7 @@ function Run:work(jobs, bar)
         if stop then
             for _, u in ipairs(job.units) do self.book:skipped(u, stop) end
         else
-            local ok, err = xpcall(self.verify_job, traceback, self, job, bar)
+            local ok, err = xpcall(self.verify_job, task.traceback, self, job, bar)
             if not ok then failed_job(job, err) end
         end
         verifying:leave()
@@ -425,7 +417,7 @@ function Run:work(jobs, bar)
             next_index = next_index + 1
             self.pace:enter()
             local t0 = host.monotonic()
-            local ok, outcome, moved = xpcall(self.move_job, traceback, self, job)
+            local ok, outcome, moved = xpcall(self.move_job, task.traceback, self, job)
             self.pace:leave{instances = ok and moved or 0, seconds = host.monotonic() - t0,
                             trouble = job.trouble}
             job.trouble = nil
@@ -515,13 +507,7 @@ end
 
 --- Runs the flow and records how it ended; returns the exit code.
 function Run:execute()
-    local ok, err = xpcall(self.drive, function(e)
-        if type(e) == "table" then
-            e.traceback = e.traceback or debug.traceback("", 2)
-            return e
-        end
-        return debug.traceback(tostring(e), 2)
-    end, self)
+    local ok, err = xpcall(self.drive, task.traceback, self)
     if ok then return self:exit_code() end
     err = run.journal_problem(err) or err
     local code = exit.stop_code() or exit.of_error(err)

@@ -211,12 +211,7 @@ local function check_value(s, v)
     end
 end
 
-local function sorted_keys(t)
-    local keys = {}
-    for k in pairs(t or {}) do keys[#keys + 1] = k end
-    table.sort(keys)
-    return keys
-end
+local sorted_keys = require("rtbackup.pretty").sorted_keys
 
 local function peer_kind(section, entry)
     if section == "backup_targets" then return "target" end

@@ -33,12 +33,7 @@ cjson.encode_invalid_numbers("null")
 
 local status = {RUNS = 10}
 
-local function sorted_keys(t)
-    local keys = {}
-    for k in pairs(t or {}) do keys[#keys + 1] = k end
-    table.sort(keys)
-    return keys
-end
+local sorted_keys = require("rtbackup.pretty").sorted_keys
 
 --- "YYYY-MM-DD" of a unit (data.date "YYYYMMDD" of DICOM units, data.day of Mosaiq
 -- records), or nil when it has none (a series followed by reference: collect then

@@ -37,6 +37,11 @@ local function with_traceback(err)
     return debug.traceback(tostring(err), 2)
 end
 
+--- The error handler for xpcall that every task uses: a table error gets the
+-- traceback of where it was raised (err.traceback), any other error becomes its
+-- message with the traceback.
+task.traceback = with_traceback
+
 local function failure_summary(failures, total)
     local first_index, first = next(failures)
     for i, e in pairs(failures) do

@@ -5,12 +5,7 @@ local odbc = require "rtbackup.odbc"
 
 local M = {}
 
-local function sorted_keys(t)
-    local keys = {}
-    for k in pairs(t or {}) do keys[#keys + 1] = k end
-    table.sort(keys)
-    return keys
-end
+local sorted_keys = require("rtbackup.pretty").sorted_keys
 
 --- The source to use: the alias given, else default_source when it is a Mosaiq source,
 -- else the first Mosaiq source by name. Returns source, alias.
