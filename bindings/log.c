@@ -65,6 +65,16 @@ static int log_level(lua_State *L)
     return 1;
 }
 
+/* log.set_level(name) — "debug", "info", "warn" or "error", from now on. */
+static int log_set_level(lua_State *L)
+{
+    rtb_log_level level;
+    if (rtb_log_level_parse(luaL_checkstring(L, 1), &level) < 0)
+        return luaL_argerror(L, 1, "expected debug, info, warn or error");
+    rtb_log_set_level(level);
+    return 0;
+}
+
 /* log.enabled(level) — lets scripts skip building expensive debug output. */
 static int log_enabled(lua_State *L)
 {
@@ -80,6 +90,7 @@ int luaopen_rtbackup_log(lua_State *L)
     static const luaL_Reg funcs[] = {{"debug", log_debug}, {"info", log_info},
                                      {"warn", log_warn},   {"error", log_error},
                                      {"level", log_level}, {"enabled", log_enabled},
+                                     {"set_level", log_set_level},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;

@@ -59,6 +59,11 @@ void rtb_log_configure(rtb_log_level level, rtb_log_format format, FILE *sink)
     current_sink = sink;
 }
 
+void rtb_log_set_level(rtb_log_level level)
+{
+    current_level = level;
+}
+
 rtb_log_level rtb_log_get_level(void)
 {
     return current_level;

@@ -31,6 +31,8 @@ int rtb_log_format_parse(const char *name, rtb_log_format *out);
 
 void rtb_log_configure(rtb_log_level level, rtb_log_format format, FILE *sink);
 rtb_log_level rtb_log_get_level(void);
+/* Changes the level only (a command's own -v/-d after the global options). */
+void rtb_log_set_level(rtb_log_level level);
 int rtb_log_enabled(rtb_log_level level);
 
 void rtb_log_write(rtb_log_level level, const char *message, const rtb_log_field *fields,

@@ -37,6 +37,17 @@ describe("DCMTK spellings", function()
         end
     end)
 
+    it("-d logs each operation (debug), -v keeps info, whatever the global level", function()
+        local r = h.run({"--log-level", "error", "echo", "-d", "-aet", tb.SCU_AET, "-aec", tb.ARIA_AET,
+                         tb.HOST, tb.ARIA_PORT})
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("DEBUG C%-ECHO ms=%d+ outcome=ok peer=", r.stderr)
+        local quiet = h.run({"--log-level", "error", "echo", "-v", "-aet", tb.SCU_AET, "-aec", tb.ARIA_AET,
+                             tb.HOST, tb.ARIA_PORT})
+        assert.are.equal(0, quiet.code, quiet.output)
+        assert.is_nil(quiet.stderr:find("DEBUG", 1, true))
+    end)
+
     it("a timeout of 0 is a usage error, and --help names both spellings", function()
         local r = h.run({"echo", "-aet", "ME", "-aec", "X", "-to", "0", tb.HOST, tb.CLOSED_PORT})
         assert.are.equal(2, r.code, r.output)

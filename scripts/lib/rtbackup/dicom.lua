@@ -25,6 +25,7 @@ local errors = require "rtbackup.error"
 local exit = require "rtbackup.exit"
 local host = require "rtbackup.host"
 local limits = require "rtbackup.limits"
+local log = require "rtbackup.log"
 local settings = require "rtbackup.settings"
 local task = require "rtbackup.task"
 
@@ -161,7 +162,13 @@ local function annotated(self, op, query, fn)
         self.ctx.associations[op] = self.ctx.associations[op] + 1
         local started = host.monotonic()
         local r = table.pack(pcall(fn, note))
-        self.ctx:observe("c-" .. op, self.alias or self.aet, host.monotonic() - started)
+        local seconds = host.monotonic() - started
+        self.ctx:observe("c-" .. op, self.alias or self.aet, seconds)
+        if log.enabled("debug") then
+            log.debug("C-" .. op:upper(), {peer = tostring(self), level = type(query) == "table" and query.level or nil,
+                                           ms = math.floor(seconds * 1000 + 0.5),
+                                           outcome = r[1] and "ok" or tostring(r[2])})
+        end
         return table.unpack(r, 1, r.n)
     end))
     if results[1] then
@@ -184,7 +191,7 @@ local function annotated(self, op, query, fn)
             breaker.failures = breaker.failures + 1
             if breaker.failures >= breaker.limit and not breaker.open then
                 breaker.open = true
-                require("rtbackup.log").error("peer unreachable, skipping it for the rest of the run",
+                log.error("peer unreachable, skipping it for the rest of the run",
                                               {peer = tostring(self), failures = breaker.failures, error = tostring(a)})
             end
         end

@@ -3,6 +3,7 @@
 local cli = require "rtbackup.cli"
 local dicom = require "rtbackup.dicom"
 local errors = require "rtbackup.error"
+local log = require "rtbackup.log"
 
 local M = {}
 
@@ -16,7 +17,8 @@ local DCMTK = {["-aet"] = "--aet", ["-aec"] = "--aec", ["-aem"] = "--move-dest-a
                ["--move"] = "--move-dest-aet", ["-to"] = "--connect-timeout", ["-ta"] = "--acse-timeout",
                ["-td"] = "--dimse-timeout", ["--timeout"] = "--connect-timeout",
                ["--acse-timeout"] = "--acse-timeout", ["--dimse-timeout"] = "--dimse-timeout",
-               ["-od"] = "--out-dir", ["--output-directory"] = "--out-dir"}
+               ["-od"] = "--out-dir", ["--output-directory"] = "--out-dir",
+               ["-v"] = "--verbose", ["-d"] = "--debug"}
 
 --- The command's arguments with DCMTK's option spellings turned into ours.
 function M.dcmtk_args(args)
@@ -39,6 +41,8 @@ function M.add_peer_options(parser)
     parser:option("--connect-timeout", "seconds to connect (default: the setting); DCMTK: -to"):convert(tonumber)
     parser:option("--acse-timeout", "seconds for association messages; DCMTK: -ta"):convert(tonumber)
     parser:option("--dimse-timeout", "seconds for DIMSE messages; DCMTK: -td"):convert(tonumber)
+    parser:flag("--verbose", "log what happens (level info); DCMTK: -v")
+    parser:flag("--debug", "log everything, associations included (level debug); DCMTK: -d")
 end
 
 local function usage(message)
@@ -55,8 +59,9 @@ local function apply_timeouts(peer, args)
     return peer
 end
 
---- The peer the options describe.
+--- The peer the options describe (and -v/-d applied to the log).
 function M.peer(args)
+    if args.debug then log.set_level("debug") elseif args.verbose then log.set_level("info") end
     -- DCMTK's positional `peer port`.
     if args.peer_host then
         if args.host and args.host ~= args.peer_host then usage("give the host once: --host or the PEER argument") end
