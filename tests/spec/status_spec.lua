@@ -218,6 +218,18 @@ describe("rtbackup status of a DICOM source", function()
     end)
 end)
 
+describe("rtbackup status of a damaged journal", function()
+    it("shows what it can, and exits 2 with the way out", function()
+        os.execute("mkdir -p " .. h.quote(state))
+        h.write_file(state .. "/ST.journal.sqlite", string.rep("not a journal\n", 400))
+        local r = rtb{"status", "ST", "--format", "json"}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("ST.journal.sqlite cannot be used", r.stderr, 1, true)
+        assert.matches("mv ", r.stderr, 1, true)
+        assert.are.equal("{", r.stdout:sub(1, 1), r.output) -- the page is still printed
+    end)
+end)
+
 describe("rtbackup status of Mosaiq", function()
     it("counts records per treatment date as the archive holds them", function()
         main:wipe()

@@ -244,9 +244,12 @@ function status.collect(env, opts)
         if ok then
             journals[#journals + 1] = j
         else
-            log.warn("cannot read a journal", {path = path, error = tostring(j)})
+            -- Shown, and the others still read (serve keeps serving); the command exits 2
+            -- with the way out (rtbackup.run's remedy for a journal that cannot be used).
+            local problem = require("rtbackup.run").journal_problem(j)
+            log.warn("cannot read a journal", {path = path, error = tostring(problem or j)})
             out.errors = out.errors or {}
-            out.errors[#out.errors + 1] = {journal = path, error = tostring(j)}
+            out.errors[#out.errors + 1] = {journal = path, error = tostring(problem or j), state = problem ~= nil}
         end
     end
     local ok, err = pcall(function()
@@ -305,7 +308,8 @@ function status.has_problems(st)
 end
 
 --- The status command: collects, prints, returns the exit code (0 nothing failed, 1
--- failures to look at, 4 --refresh could not reach a peer).
+-- failures to look at, 2 a journal that cannot be used, 4 --refresh could not reach a
+-- peer).
 function status.run(env, opts)
     local exit = require "rtbackup.exit"
     local ok, st = pcall(status.collect, env, opts)
@@ -315,6 +319,12 @@ function status.run(env, opts)
         return exit.stop_code() or exit.unreachable
     end
     status.print(st, opts.format)
+    for _, e in ipairs(st.errors or {}) do
+        if e.state then
+            io.stderr:write("rtbackup status: ", e.error, "\n")
+            return exit.stop_code() or exit.usage
+        end
+    end
     return exit.stop_code() or (status.has_problems(st) and exit.partial or exit.ok)
 end
 
