@@ -166,6 +166,19 @@ describe("the Mosaiq backup", function()
         assert.are.equal(s.records_built, records_in(main))
     end)
 
+    it("says in a dry run which records a real run then sends, as records", function()
+        local plan, s = planned_records()
+        assert.is_true(#plan > 10)
+        assert.are.equal("records", s.kind == "mosaiq" and "records" or s.kind)
+        local text = rtb{"backup", "MQ", "--dry-run", table.unpack(PERIOD)}
+        assert.matches(string.format("dry run: %d records would be moved", #plan), text.stdout, 1, true)
+        assert.are.equal(0, records_in(main) + records_in(staging)) -- nothing sent
+        local r = backup()
+        assert.are.same({#plan, #plan}, {r.summary.moved, r.summary.records_built})
+        local again = planned_records()
+        assert.are.equal(0, #again)
+    end)
+
     it("lets a site accept deliveries that are never treatment records, still naming them", function()
         -- the patient whose plan was checked in QA mode (the missing field version is another's)
         local qa = clinic.situations.qa_mode[1]

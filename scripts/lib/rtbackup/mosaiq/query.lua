@@ -249,13 +249,6 @@ local sort_groups = by(function(g) return g.first_delivery end,
                        function(g) return g.fraction end,
                        function(g) return g.session end)
 
--- The first column in which `new` (a group from another row) contradicts `old`.
-local function differs(old, new)
-    for k, v in pairs(new) do
-        if old[k] ~= v then return k end
-    end
-end
-
 local function present(v)
     return v ~= nil and v ~= odbc.NULL
 end
@@ -309,46 +302,58 @@ local function deliveries_of(db, date, opts)
     local where = configured(opts.sql) and "settings.mosaiq_backup_sql_query"
                   or ("mosaiq/day.sql (" .. tostring(db:dialect()) .. ")")
     local sql = configured(opts.sql) and opts.sql or mosaiq.day_query(db:dialect())
-    local deliveries, by_dhs, routes, count = {}, {}, nil, 0
+    local deliveries, by_dhs, count = {}, {}, 0
+    local routes, once, per_point -- all columns; the delivery's; the control point's
     for row in db:rows(mosaiq.strip_comments(sql), {date}) do
         count = count + 1
         if not routes then
             local columns = {}
             for c in pairs(row) do columns[#columns + 1] = c end
             routes = route_columns(columns, where)
+            once, per_point = {}, {}
+            for _, r in ipairs(routes) do
+                local list = (r[2] == "point" or r[2] == "actual") and per_point or once
+                list[#list + 1] = r
+            end
         end
-        local g = split(row, routes)
-        local d = by_dhs[g.dose.DHS_ID]
+        local dhs = row["dose__DHS_ID"]
+        local d = by_dhs[dhs]
         if not d then
+            local g = split(row, once)
             d = {patient = g.patient, site = g.site, plan = g.plan, machine = g.machine, field = g.field,
-                 dose = g.dose, delivered = g.delivered, fraction = row.fraction, points = {}, seen = {}}
-            by_dhs[g.dose.DHS_ID] = d
+                 dose = g.dose, delivered = g.delivered, fraction = row.fraction, points = {}, seen = {}, first = row}
+            by_dhs[dhs] = d
             deliveries[#deliveries + 1] = d
-        else
+        elseif not d.contradiction then
             -- Rows of one delivery must agree; a join that multiplies rows with different
-            -- values would otherwise let an arbitrary row win.
-            for _, what in ipairs{"patient", "site", "plan", "machine", "field", "dose", "delivered"} do
-                local column = not d.contradiction and differs(d[what], g[what])
-                if column then
+            -- values would otherwise let an arbitrary row win. Compared column by column
+            -- against the first row: a VMAT delivery comes as hundreds of rows.
+            local first = d.first
+            for _, r in ipairs(once) do
+                if row[r[1]] ~= first[r[1]] then
                     d.contradiction = string.format("the rows of this delivery disagree on %s.%s: a join in " ..
-                        "the day query multiplies rows", what, column)
+                        "the day query multiplies rows", r[2], r[3])
+                    break
                 end
             end
         end
-        local point = g.point.Point
+        local point = row["point__Point"]
         if present(point) then
             local seen = d.seen[point]
             if not seen then
+                local g = split(row, per_point)
                 g.point.actual = g.actual
-                d.seen[point] = g.point
+                d.seen[point] = row
                 d.points[#d.points + 1] = g.point
             elseif not d.contradiction then
                 -- A join that multiplies control-point rows (every version's points, two
                 -- recorded rows for one point) must not let the first row win.
-                local column = differs(seen, g.point) or differs(seen.actual, g.actual)
-                if column and column ~= "actual" then
-                    d.contradiction = string.format("the rows of this delivery disagree on point.%s (control " ..
-                        "point %s): a join in the day query multiplies rows", column, key_text(point))
+                for _, r in ipairs(per_point) do
+                    if row[r[1]] ~= seen[r[1]] then
+                        d.contradiction = string.format("the rows of this delivery disagree on %s.%s (control " ..
+                            "point %s): a join in the day query multiplies rows", r[2], r[3], key_text(point))
+                        break
+                    end
                 end
             end
         end
@@ -357,7 +362,7 @@ local function deliveries_of(db, date, opts)
     local groups, by_key, skipped = {}, {}, {}
     table.sort(deliveries, sort_deliveries)
     for _, d in ipairs(deliveries) do
-        d.seen = nil
+        d.seen, d.first = nil, nil
         table.sort(d.points, sort_points)
         local kind, why = reason_to_skip(d)
         if kind then
