@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 work=$(mktemp -d)
 trap 'bash "$top/tests/testbed/testbed.sh" stop "$work/tb" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-PATIENTS=${MOSAIQ_YEAR_PATIENTS:-440}   # one course each (some two): ~10 000 records a year
+PATIENTS=${MOSAIQ_YEAR_PATIENTS:-590}   # one course each (some two): ~10 000 records a year
 DAYS=${MOSAIQ_YEAR_DAYS:-365}
 FROM=2025-01-01
 UNTIL=$(date -u -d "$FROM + $(( DAYS - 1 )) days" +%F)
