@@ -171,29 +171,38 @@ end
 -- matches nothing is no probe: dcmqrscp answers success without looking at the
 -- destination, Orthanc answers 0xC000 whatever the destination (both measured on the
 -- testbed). Returns {study, series, sop, in_archive}, or nil when the source is empty.
+local function by_uid(key)
+    return function(a, b) return tostring(a[key]) < tostring(b[key]) end
+end
+
 local function pick_instance(source, archive, studies)
+    -- Series and instances in UID order, read in full: which match comes first (before
+    -- a C-CANCEL) differs from one query to the next on dcmqrscp, and the probe must
+    -- pick the same instance each time, or a second probe would add another.
     local fallback
     for _, study in ipairs(studies) do
         local uid = study.StudyInstanceUID
         if type(uid) == "string" and uid ~= "" then
-            local series = first_match(source, {level = "SERIES", StudyInstanceUID = uid, SeriesInstanceUID = ""})
-            -- The series' instances at both ends, in full: which match comes first
-            -- (before a C-CANCEL) differs from one query to the next on dcmqrscp.
-            local images = series and source:find{level = "IMAGE", StudyInstanceUID = uid,
-                                                  SeriesInstanceUID = series.SeriesInstanceUID, SOPInstanceUID = ""} or {}
-            local held = {}
-            if archive and #images > 0 then
-                for _, m in ipairs(archive:find{level = "IMAGE", StudyInstanceUID = uid,
-                                                SeriesInstanceUID = series.SeriesInstanceUID, SOPInstanceUID = ""}) do
-                    held[m.SOPInstanceUID] = true
+            local series_list = source:find{level = "SERIES", StudyInstanceUID = uid, SeriesInstanceUID = ""}
+            table.sort(series_list, by_uid("SeriesInstanceUID"))
+            for i = 1, math.min(#series_list, 3) do -- a few series per study: a probe, not an inventory
+                local series = series_list[i]
+                local images = source:find{level = "IMAGE", StudyInstanceUID = uid,
+                                           SeriesInstanceUID = series.SeriesInstanceUID, SOPInstanceUID = ""}
+                local held = {}
+                if archive and #images > 0 then
+                    for _, m in ipairs(archive:find{level = "IMAGE", StudyInstanceUID = uid,
+                                                    SeriesInstanceUID = series.SeriesInstanceUID, SOPInstanceUID = ""}) do
+                        held[m.SOPInstanceUID] = true
+                    end
                 end
-            end
-            table.sort(images, function(a, b) return tostring(a.SOPInstanceUID) < tostring(b.SOPInstanceUID) end)
-            for _, image in ipairs(images) do
-                local candidate = {study = uid, series = series.SeriesInstanceUID, sop = image.SOPInstanceUID,
-                                   patient = study.PatientID, in_archive = held[image.SOPInstanceUID]}
-                if candidate.in_archive then return candidate end
-                fallback = fallback or candidate
+                table.sort(images, by_uid("SOPInstanceUID"))
+                for _, image in ipairs(images) do
+                    local candidate = {study = uid, series = series.SeriesInstanceUID, sop = image.SOPInstanceUID,
+                                       patient = study.PatientID, in_archive = held[image.SOPInstanceUID]}
+                    if candidate.in_archive then return candidate end
+                    fallback = fallback or candidate
+                end
             end
         end
     end
@@ -210,8 +219,17 @@ local function deep_move(env, ctx, alias, archive_alias, timeout, sample)
     end
     -- Whether the archive answers C-FIND is its own check; here it only decides
     -- which instance to use, and whether the arrival can be seen.
-    local archive_finds = pcall(first_match, archive, {level = "STUDY", StudyInstanceUID = ""})
-    local ok, chosen = pcall(pick_instance, source, archive_finds and archive or nil, studies)
+    local archive_finds, held = pcall(study_sample, archive, 20)
+    -- Studies the archive holds first (the source sends one of their instances again
+    -- and nothing changes), then the source's sample.
+    local candidates = {}
+    for _, st in ipairs(archive_finds and held or {}) do candidates[#candidates + 1] = st end
+    table.sort(candidates, by_uid("StudyInstanceUID"))
+    local sample = {}
+    for _, st in ipairs(studies) do sample[#sample + 1] = st end
+    table.sort(sample, by_uid("StudyInstanceUID"))
+    for _, st in ipairs(sample) do candidates[#candidates + 1] = st end
+    local ok, chosen = pcall(pick_instance, source, archive_finds and archive or nil, candidates)
     if not ok then
         association_refusal(chosen, env, alias, source, "C-FIND")
         explain(chosen, {message = string.format("%s failed a C-FIND while looking for an instance to move", alias),
