@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Full backup Orthanc -> Orthanc: rtbackup with its defaults (and with 1, 2, 4, 8
-# associations) against one `TCP_NODELAY=1 movescu` per study run back to back; then
-# the incremental no-op run over a larger source: its time against the full backup,
-# the associations it opened, and the host's peak memory.
+# Full backup Orthanc -> Orthanc, verified, from three sources holding the same data:
+#   local    the source Orthanc itself;
+#   distant  the same behind tests/bench/delay_relay.py adding DELAY_MS each way (a WAN);
+#   capped   the same behind the relay refusing a third association at once (an archive
+#            at its limit of 2, answering A-ASSOCIATE-RJ rejected-transient).
+# For each: rtbackup's defaults (adaptive below max_associations = 8) against fixed
+# numbers of associations, and `xargs -P{2,4,8}` running one `TCP_NODELAY=1 movescu`
+# per study (what a user could script; it verifies nothing). Locally also movescu per
+# study back to back, and the host's CPU (user+sys) per 1000 instances.
+# Then the incremental no-op run over a larger source: its time against the full
+# backup, the associations it opened, and the host's peak memory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 top=$(cd "$here/../.." && pwd)
 work=$(mktemp -d)
-trap 'bash "$top/tests/testbed/testbed.sh" stop "$work/tb" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 PATIENTS=${BACKUP_PATIENTS:-50}       # x (CT + RTSTRUCT + RTPLAN + RTDOSE) each
 SLICES=${BACKUP_SLICES:-97}           # 50 x (97 + 3) = 5000 instances in 200 series
 BIG_PATIENTS=${NOOP_PATIENTS:-200}    # 200 x 100 = 20 000 instances for the no-op run
@@ -30,7 +36,23 @@ seed() { # patients slices: the source (Orthanc "staging") gets a fresh syntheti
   "$gen" "$work/data" --patients "$1" --slices "$2" --date 20261101 >/dev/null
   TCP_NODELAY=1 storescu +sd -aet "$SCU_AET" -aec "$STAGING_AET" "$HOST" "$STAGING_PORT" "$work/data" >/dev/null 2>&1
 }
-envfile() { # max_associations
+DELAY_MS=${DELAY_MS:-5}
+
+# A relay in front of the source: relay NAME ARGS... starts it, its port in ${NAME}_PORT.
+relay() {
+  local name=$1; shift
+  python3 "$here/delay_relay.py" --target "$HOST:$STAGING_PORT" "$@" >"$work/$name.port" 2>"$work/$name.log" &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$work/$name.port" ] && break; sleep 0.05; done
+  printf -v "${name}_PORT" '%s' "$(head -1 "$work/$name.port")"
+}
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; bash "$top/tests/testbed/testbed.sh" stop "$work/tb" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+relay distant --delay-ms "$DELAY_MS"
+relay capped --delay-ms 0 --max-associations 2
+local_PORT=$STAGING_PORT
+
+envfile() { # port max_associations adaptive
   cat >"$work/bench.toml" <<TOML
 [BENCH]
 description = "benchmark"
@@ -41,8 +63,8 @@ script_ae = { aet = "$SCU_AET", port = $TEST_SCP_PORT }
 type = "mim"
 aet = "$STAGING_AET"
 ip = "$HOST"
-port = $STAGING_PORT
-${1:+max_associations = $1}
+port = $1
+${2:+max_associations = $2}
 [BENCH.backup_targets.MAIN]
 type = "orthanc"
 aet = "$MAIN_AET"
@@ -51,19 +73,29 @@ port = $MAIN_PORT
 [BENCH.settings]
 state_dir = "$work/state"
 complete_references = false
+${3:+adaptive_associations = $3}
 TOML
 }
-rtb_backup() { # max_associations (empty: defaults); prints ms
-  envfile "$1"
+# rtb_backup PORT [N]: a full backup, N fixed associations (none: the defaults); prints
+# ms, and the host's user+sys ms into $work/cpu.
+rtb_backup() {
+  if [ -n "${2:-}" ]; then envfile "$1" "$2" false; else envfile "$1"; fi
   wipe "$MAIN_HTTP_URL"; rm -rf "$work/state"
-  local ms
-  ms=$(time_ms "$RTBACKUP_BIN" --config "$work/bench.toml" backup BENCH --since 2026-11-01 --until 2026-11-01)
+  local t0 t1
+  t0=$(now_ms)
+  /usr/bin/time -f "%U %S" -o "$work/time" "$RTBACKUP_BIN" --config "$work/bench.toml" backup BENCH \
+    --since 2026-11-01 --until 2026-11-01 >"$work/backup.log" 2>&1 || { echo "backup failed: $(tail -3 "$work/backup.log")" >&2; exit 1; }
+  t1=$(now_ms)
+  awk '{printf "%d", ($1 + $2) * 1000}' "$work/time" >"$work/cpu"
   [ "$(count "$MAIN_HTTP_URL")" = "$total" ] || { echo "backup incomplete" >&2; exit 1; }
-  echo "$ms"
+  grep -q '"verified":'"$total"'\b' "$work/state/BENCH-SRC-last-run.json" || { echo "not all verified" >&2; exit 1; }
+  sed -n 's/.*"associations_chosen":{[^}]*"final":\([0-9]*\).*/\1/p' "$work/state/BENCH-SRC-last-run.json" >"$work/final"
+  echo $(( t1 - t0 ))
 }
-movescu_parallel() { # what the data path allows: four movescu at a time
-  xargs -P4 -I{} env TCP_NODELAY=1 movescu -S -aet "$SCU_AET" -aec "$STAGING_AET" -aem "$MAIN_AET" \
-    "$HOST" "$STAGING_PORT" -k QueryRetrieveLevel=STUDY -k StudyInstanceUID={} <"$work/studies.txt" >/dev/null 2>&1
+# movescu_parallel PORT P: one movescu per study, P at a time.
+movescu_parallel() {
+  xargs -P"$2" -I{} env TCP_NODELAY=1 movescu -S -aet "$SCU_AET" -aec "$STAGING_AET" -aem "$MAIN_AET" \
+    "$HOST" "$1" -k QueryRetrieveLevel=STUDY -k StudyInstanceUID={} <"$work/studies.txt"
 }
 movescu_loop() {
   while read -r study; do
@@ -71,28 +103,73 @@ movescu_loop() {
       -k QueryRetrieveLevel=STUDY -k StudyInstanceUID="$study" >/dev/null 2>&1
   done <"$work/studies.txt"
 }
+# movescu_timed PORT P: ms, or "incomplete" when the source refused some of them.
+movescu_timed() {
+  wipe "$MAIN_HTTP_URL"
+  local t0 t1
+  t0=$(now_ms)
+  movescu_parallel "$1" "$2" >/dev/null 2>&1 || true
+  t1=$(now_ms)
+  if [ "$(count "$MAIN_HTTP_URL")" = "$total" ]; then echo $(( t1 - t0 )); else echo incomplete; fi
+}
 
 seed "$PATIENTS" "$SLICES"
 total=$(count "$STAGING_HTTP_URL")
 curl -s "$STAGING_HTTP_URL/studies?expand" | grep -o '"StudyInstanceUID" : "[0-9.]*"' | cut -d'"' -f4 >"$work/studies.txt"
 nstudies=$(wc -l <"$work/studies.txt")
 
-tool=() par=() def=() a1=() a2=() a4=() a8=()
+declare -A ms   # ms[source,run] = "runs..."
+cpu=() finals=()
+loop=()
 for _ in $(seq "$RUNS"); do
   wipe "$MAIN_HTTP_URL"
-  tool+=("$(time_ms movescu_loop)")
-  [ "$(count "$MAIN_HTTP_URL")" = "$total" ] || { echo "movescu incomplete" >&2; exit 1; }
-  wipe "$MAIN_HTTP_URL"
-  par+=("$(time_ms movescu_parallel)")
-  def+=("$(rtb_backup "")")
-  a1+=("$(rtb_backup 1)"); a2+=("$(rtb_backup 2)"); a4+=("$(rtb_backup 4)"); a8+=("$(rtb_backup 8)")
+  loop+=("$(time_ms movescu_loop)")
+  for src in local distant capped; do
+    port_var=${src}_PORT; port=${!port_var}
+    for p in 2 4 8; do ms[$src,P$p]+="$(movescu_timed "$port" "$p") "; done
+    ms[$src,def]+="$(rtb_backup "$port") "
+    [ "$src" = local ] && cpu+=("$(cat "$work/cpu")")
+    finals+=("$src:$(cat "$work/final")")
+    for n in 1 2 4 8; do ms[$src,N$n]+="$(rtb_backup "$port" "$n") "; done
+  done
 done
-t=$(median "${tool[@]}"); d=$(median "${def[@]}")
+
+med() { local v; read -ra v <<<"$1"; if printf '%s\n' "${v[@]}" | grep -q incomplete; then echo incomplete; else median "${v[@]}"; fi; }
+best() { # the smallest of the medians given
+  printf '%s\n' "$@" | grep -v incomplete | sort -n | head -1
+}
+section=""
+for src in local distant capped; do
+  d=$(med "${ms[$src,def]}")
+  bp=$(best "$(med "${ms[$src,P2]}")" "$(med "${ms[$src,P4]}")" "$(med "${ms[$src,P8]}")")
+  bn=$(best "$(med "${ms[$src,N1]}")" "$(med "${ms[$src,N2]}")" "$(med "${ms[$src,N4]}")" "$(med "${ms[$src,N8]}")")
+  rows=""
+  for p in 2 4 8; do
+    m=$(med "${ms[$src,P$p]}")
+    rows+="| movescu per study, $p at a time (xargs -P$p) | $m | ${ms[$src,P$p]}| |
+"
+  done
+  for n in 1 2 4 8; do
+    m=$(med "${ms[$src,N$n]}")
+    rows+="| rtbackup, $n associations (fixed) | $m | ${ms[$src,N$n]}| $(ratio "$m" "$d")× |
+"
+  done
+  section+="
+### Source: $src
+
+| run | median ms | runs (ms) | defaults' speed-up over it |
+|---|---:|---|---:|
+| **rtbackup backup, defaults (adaptive, up to 8)** | **$d** | ${ms[$src,def]}| 1.00× |
+$rows
+Defaults against the best \`xargs movescu\` ($bp ms): **$(ratio "$bp" "$d")×**; against the best fixed
+number of associations ($bn ms): **$(ratio "$bn" "$d")×** (goal: at least 0.95).
+"
+done
 
 # The incremental no-op: a larger source, backed up once, then run again.
 seed "$BIG_PATIENTS" 97
 big=$(count "$STAGING_HTTP_URL")
-envfile ""
+envfile "$STAGING_PORT"
 wipe "$MAIN_HTTP_URL"; rm -rf "$work/state"
 full_ms=$(time_ms "$RTBACKUP_BIN" --config "$work/bench.toml" backup BENCH --since 2026-11-01 --until 2026-11-01)
 noop=() rss=()
@@ -110,20 +187,18 @@ cat <<MD
 ## Full and incremental backup, Orthanc to Orthanc
 
 $total instances ($PATIENTS patients: a $SLICES-slice CT, RTSTRUCT, RTPLAN, RTDOSE each; $nstudies studies,
-$(( PATIENTS * 4 )) series) from one Orthanc into another, verified. Reference: one
-\`TCP_NODELAY=1 movescu\` per study, back to back (no verification).
+$(( PATIENTS * 4 )) series) from one Orthanc into another, every instance verified by rtbackup (movescu
+verifies nothing). The same source three ways: \`local\`; \`distant\`, behind a relay adding $DELAY_MS ms each
+way (tests/bench/delay_relay.py); \`capped\`, behind the relay refusing a third association at once
+(A-ASSOCIATE-RJ rejected-transient, as an archive at its limit; a movescu refused so loses its study:
+"incomplete"). Movescu per study, back to back (local): $(median "${loop[@]}") ms (runs ${loop[*]}).
 
-| run | median ms | runs (ms) | speed-up vs movescu |
-|---|---:|---|---:|
-| movescu per study, back to back | $t | ${tool[*]} | 1.00× |
-| movescu per study, 4 at a time (xargs -P4; the data path's limit) | $(median "${par[@]}") | ${par[*]} | $(ratio "$t" "$(median "${par[@]}")")× |
-| rtbackup backup, defaults (4 associations) | $d | ${def[*]} | $(ratio "$t" "$d")× |
-| rtbackup, max_associations = 1 | $(median "${a1[@]}") | ${a1[*]} | $(ratio "$t" "$(median "${a1[@]}")")× |
-| rtbackup, max_associations = 2 | $(median "${a2[@]}") | ${a2[*]} | $(ratio "$t" "$(median "${a2[@]}")")× |
-| rtbackup, max_associations = 4 | $(median "${a4[@]}") | ${a4[*]} | $(ratio "$t" "$(median "${a4[@]}")")× |
-| rtbackup, max_associations = 8 | $(median "${a8[@]}") | ${a8[*]} | $(ratio "$t" "$(median "${a8[@]}")")× |
-
-Goal: at least 2.0× back-to-back movescu with the defaults.
+Goals: the defaults at least as fast as the best \`xargs -P{2,4,8} movescu\` on the local source, and
+at least 0.95× the best fixed number of associations on each source.
+$section
+Associations the adaptive defaults ended with (source:final, every run): ${finals[*]}.
+Host CPU of the full backup with the defaults (user+sys of the rtbackup process, local):
+$(awk -v c="$(median "${cpu[@]}")" -v n="$total" 'BEGIN{printf "%.0f", c*1000/n}') ms per 1000 instances (runs, ms: ${cpu[*]}).
 
 Incremental no-op over $big instances ($BIG_PATIENTS studies): the full backup took $full_ms ms; a rerun
 that finds everything present takes **$n ms** (median; runs ${noop[*]}), $(awk -v a="$n" -v b="$full_ms" 'BEGIN{printf "%.1f", 100*a/b}')% of the full

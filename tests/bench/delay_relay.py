@@ -11,11 +11,17 @@ associations open at once (from the A-ASSOCIATE-AC to the A-RELEASE-RP, A-ABORT 
 the connection's end): the peak is what a test asserts to show how many associations
 a client used, whatever the peer behind the relay is.
 
+With --max-associations N it also plays an archive at its own limit: a connection
+that arrives while N others are relayed gets the A-ASSOCIATE-RJ such an archive sends
+(rejected-transient, DICOM UL service-provider, local-limit-exceeded; PS3.8 9.3.4)
+instead of being relayed, as dcmqrscp does past its MaxAssociations.
+
     delay_relay.py --target HOST:PORT [--port 0] [--delay-ms 5] [--stats FILE]
+                   [--max-associations N]
 
 Prints the port it listens on (first line of stdout), then runs until SIGTERM/SIGINT.
 --stats FILE is rewritten (atomically) whenever the counts change:
-    {"connections": N, "associations": N, "open": N, "peak": N}
+    {"connections": N, "associations": N, "open": N, "peak": N, "refused": N}
 """
 import argparse
 import asyncio
@@ -25,13 +31,17 @@ import signal
 import socket
 
 A_ASSOCIATE_AC, A_RELEASE_RP, A_ABORT = 0x02, 0x06, 0x07
+# A-ASSOCIATE-RJ: type 3, length 4, reserved, result 2 (rejected-transient), source 3
+# (service-provider, presentation related), reason 2 (local-limit-exceeded).
+A_ASSOCIATE_RJ_BUSY = bytes([0x03, 0x00, 0, 0, 0, 4, 0x00, 2, 3, 2])
 CHUNK = 256 * 1024
 
 
 class Stats:
     def __init__(self, path):
         self.path = path
-        self.connections = self.associations = self.open = self.peak = 0
+        self.connections = self.associations = self.open = self.peak = self.refused = 0
+        self.relayed = 0  # connections being relayed now (one association each)
         self.write()
 
     def write(self):
@@ -40,7 +50,7 @@ class Stats:
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"connections": self.connections, "associations": self.associations,
-                       "open": self.open, "peak": self.peak}, f)
+                       "open": self.open, "peak": self.peak, "refused": self.refused}, f)
         os.replace(tmp, self.path)
 
     def associated(self):
@@ -142,13 +152,37 @@ async def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--delay-ms", type=float, default=5.0, help="added latency per direction")
     p.add_argument("--stats", help="JSON file of association counts")
+    p.add_argument("--max-associations", type=int, default=0,
+                   help="refuse (A-ASSOCIATE-RJ, transient) a connection beyond N at once; 0: no limit")
     args = p.parse_args()
     target_host, target_port = args.target.rsplit(":", 1)
     delay = args.delay_ms / 1000.0
     stats = Stats(args.stats)
 
+    async def refuse(client_reader, client_writer):
+        try:
+            header = await client_reader.readexactly(6)  # the A-ASSOCIATE-RQ's header
+            await client_reader.readexactly(int.from_bytes(header[2:6], "big"))
+            client_writer.write(A_ASSOCIATE_RJ_BUSY)
+            await client_writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        stats.refused += 1
+        stats.write()
+        client_writer.close()
+
     async def handle(client_reader, client_writer):
         nodelay(client_writer)
+        if args.max_associations and stats.relayed >= args.max_associations:
+            await refuse(client_reader, client_writer)
+            return
+        stats.relayed += 1
+        try:
+            await relay(client_reader, client_writer)
+        finally:
+            stats.relayed -= 1
+
+    async def relay(client_reader, client_writer):
         try:
             server_reader, server_writer = await asyncio.open_connection(target_host, int(target_port))
         except OSError:

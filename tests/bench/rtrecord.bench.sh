@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 # Debian's python3-pydicom lives under /usr/bin/python3 (not a pyenv/venv python).
 PYTHON=${PYTHON:-/usr/bin/python3}
-N_STATIC=${RTRECORD_N_STATIC:-200}
+N_STATIC=${RTRECORD_N_STATIC:-2000}
 N_VMAT=${RTRECORD_N_VMAT:-20}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -254,6 +254,31 @@ describe("rtbackup backup", function()
         assert.matches(pid, r.stderr)
     end)
 
+    -- An archive serving its maximum of associations rejects one more (A-ASSOCIATE-RJ,
+    -- rejected-transient): played by a relay in front of ARIA that refuses a third.
+    for _, case in ipairs{{"6 at once, fixed", "false"}, {"adaptive up to 6", "true"}} do
+        it("backs everything up from a source at its limit of 2 associations (" .. case[1] .. ")", function()
+            local total = source_total()
+            local rl = h.relay(tb.HOST, tb.ARIA_PORT, {delay_ms = 2, max_associations = 2})
+            write_env(string.format([[
+adaptive_associations = %s
+[TB.sources.BUSY]
+type = "aria"
+aet = "%s"
+ip = "%s"
+port = %s
+max_associations = 6
+]], case[2], tb.ARIA_AET, tb.HOST, rl.port))
+            local r = backup({}, "BUSY")
+            local stats = rl.stats()
+            rl.stop()
+            assert.are.equal(0, r.code, r.output)
+            assert.is_true(stats.refused > 0, "the source never refused an association: the test shows nothing")
+            assert.are.equal(total, r.summary.verified)
+            assert.are.equal(total, main:count())
+        end)
+    end
+
     it("exits 4 when the source is unreachable", function()
         local r = rtb({"backup", "TB", "DEAD", table.unpack(ALL)})
         assert.are.equal(4, r.code, r.output)

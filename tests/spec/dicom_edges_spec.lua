@@ -127,28 +127,7 @@ describe("rtbackup store over several associations", function()
     -- A relay in front of the peer (tests/bench/delay_relay.py) counts the DICOM
     -- associations open at once; its 5 ms each way make the batches overlap, as they do
     -- across a network.
-    local function relay(port)
-        local dir = tmpdir()
-        os.execute(string.format("%s %s --target %s:%s --delay-ms 5 --stats %s >%s 2>%s & echo $! >%s", PY,
-                                 h.quote(h.source .. "/tests/bench/delay_relay.py"), tb.HOST, port,
-                                 h.quote(dir .. "/stats.json"), h.quote(dir .. "/port"),
-                                 h.quote(dir .. "/relay.log"), h.quote(dir .. "/pid")))
-        local listening
-        for _ = 1, 100 do
-            local f = io.open(dir .. "/port")
-            listening = f and f:read("l")
-            if f then f:close() end
-            if listening then break end
-            sh("sleep 0.05")
-        end
-        assert(listening, "the relay did not start")
-        local pid = io.open(dir .. "/pid"):read("l")
-        return {
-            port = listening,
-            stats = function() return cjson.decode(io.open(dir .. "/stats.json"):read("a")) end,
-            stop = function() os.execute("kill " .. pid) end,
-        }
-    end
+    local function relay(port) return h.relay(tb.HOST, port) end
     -- The synthetic instances with a truncated file sorting in the middle.
     local function folder()
         local dir = tmpdir()

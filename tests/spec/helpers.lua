@@ -107,4 +107,33 @@ function helpers.orthanc(url)
     return o
 end
 
+--- tests/bench/delay_relay.py in front of host:port: adds opts.delay_ms (default 5)
+-- each way and counts the DICOM associations open at once; opts.max_associations
+-- makes it refuse (A-ASSOCIATE-RJ, transient) a connection beyond that many, as an
+-- archive at its limit does. Returns {port, stats() -> {associations, peak,
+-- refused, ...}, stop()}.
+function helpers.relay(host, port, opts)
+    opts = opts or {}
+    local dir = helpers.tmpdir()
+    os.execute(string.format("/usr/bin/python3 %s --target %s:%s --delay-ms %s --max-associations %d --stats %s >%s 2>%s & echo $! >%s",
+                             quote(helpers.source .. "/tests/bench/delay_relay.py"), host, port,
+                             opts.delay_ms or 5, opts.max_associations or 0, quote(dir .. "/stats.json"),
+                             quote(dir .. "/port"), quote(dir .. "/relay.log"), quote(dir .. "/pid")))
+    local listening
+    for _ = 1, 100 do
+        local f = io.open(dir .. "/port")
+        listening = f and f:read("l")
+        if f then f:close() end
+        if listening then break end
+        os.execute("sleep 0.05")
+    end
+    assert(listening, "the relay did not start: " .. (io.open(dir .. "/relay.log"):read("a")))
+    local pid = io.open(dir .. "/pid"):read("l")
+    return {
+        port = listening,
+        stats = function() return require("cjson").decode(io.open(dir .. "/stats.json"):read("a")) end,
+        stop = function() os.execute("kill " .. pid) end,
+    }
+end
+
 return helpers

@@ -36,6 +36,14 @@ function exit.is_unreachable(err)
     return type(err) == "table" and UNREACHABLE[err.kind] == true
 end
 
+--- True when err says the peer is there but at its limit for now: an association
+-- rejected-transient (A-ASSOCIATE-RJ result 2, e.g. "local limit exceeded" from an
+-- archive serving its maximum of associations). Asking again later, or with fewer
+-- at once, is the answer; the run does not give the work up for it.
+function exit.is_busy(err)
+    return type(err) == "table" and err.kind == "rejected" and err.result == 2
+end
+
 --- True when err is the "not started: the run is stopping" of task.map.
 function exit.is_stopped(err)
     return type(err) == "table" and err.kind == "stopped"

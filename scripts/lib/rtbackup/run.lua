@@ -105,6 +105,7 @@ function run.new(env, alias, opts)
         flow = require(flow_module), choices = site.choices(env),
         started = host.monotonic(), started_at = clock.iso_utc(), phase = "starting",
         failures = {unreachable = false, partial = false},
+        moves_done = 0, -- moves ended well, so a job requeued by a busy source knows others progress
     }, Run)
     if opts.metrics_file then
         self.metrics = metrics.new{env = env.name, source = alias,
@@ -258,8 +259,26 @@ end
 
 -- Errors that say a peer is alive but struggling under this load: the transfer is
 -- tried again later with fewer at once (rtbackup.pace), not given up for the run.
+-- An archive at its own limit of associations (exit.is_busy) says so plainly, and
+-- is asked again also when the number at once is fixed. A job goes back in the queue
+-- as long as other moves end meanwhile, else at most MAX_REQUEUES times.
 local STRUGGLING = {rejected = true, aborted = true, timeout = true}
-local MAX_REQUEUES = 2
+local MAX_REQUEUES, REQUEUE_WAIT_MS = 2, 200
+
+-- True (and the job marked for the queue) when a failed move is to be tried again.
+function Run:requeue_move(job, err)
+    if type(err) ~= "table" or not STRUGGLING[err.kind] or not self.pace or self.pace.active <= 1 then
+        return false
+    end
+    if not (self.pace.adaptive or exit.is_busy(err)) then return false end
+    local progress = self.moves_done > (job.mark or -1)
+    if not progress and (job.requeues or 0) >= MAX_REQUEUES then return false end
+    job.requeues = progress and 0 or (job.requeues or 0) + 1
+    job.mark = self.moves_done
+    job.wait_ms = REQUEUE_WAIT_MS << math.min(job.requeues, 4)
+    job.trouble = true
+    return true
+end
 
 -- The move stage of a job: transfers its units that are not moved yet. Returns
 -- "verify" (hand it to the verify stage), "done" (nothing more to do: stopped or
@@ -278,12 +297,10 @@ function Run:move_job(job)
     local ok, reported = pcall(flow.transfer, self, job, fresh)
     if ok then
         book:moved(fresh, reported)
+        self.moves_done = self.moves_done + 1
         return "verify", tonumber(reported) or 0
     end
-    if type(reported) == "table" and STRUGGLING[reported.kind] and (job.requeues or 0) < MAX_REQUEUES
-       and self.pace and self.pace.adaptive and self.pace.active > 1 then
-        job.requeues = (job.requeues or 0) + 1
-        job.trouble = true
+    if self:requeue_move(job, reported) then
         log.warn("the source struggles with this many associations; the move is tried again with fewer",
                  {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
         return "requeue", 0
@@ -415,6 +432,7 @@ function Run:work(jobs, bar)
         while next_index <= #queue and not self.journal_trouble do
             local job = queue[next_index]
             next_index = next_index + 1
+            if job.wait_ms then task.sleep(job.wait_ms) end
             self.pace:enter()
             local t0 = host.monotonic()
             local ok, outcome, moved = xpcall(self.move_job, task.traceback, self, job)

@@ -111,8 +111,10 @@ local SPACE = {[9] = true, [10] = true, [13] = true, [32] = true}
 
 -- nil for NULL, missing, and blank text; text trimmed (CHAR columns come padded).
 function Mapper:value(v)
+    local t = type(v)
+    if t == "number" then return v end -- most columns: nothing to look at
     if v == nil or (self.null ~= nil and v == self.null) then return nil end
-    if type(v) == "string" then
+    if t == "string" then
         if v == "" then return nil end
         if SPACE[v:byte(1)] or SPACE[v:byte(-1)] then
             v = v:match("^%s*(.-)%s*$")
@@ -139,6 +141,7 @@ end
 
 -- A number, or a failure naming the column and the text that is not one.
 function Mapper:number(v, where, column)
+    if type(v) == "number" then return v end
     v = self:value(v)
     if v == nil then return nil end
     local n = tonumber(v)
@@ -147,6 +150,7 @@ function Mapper:number(v, where, column)
 end
 
 function Mapper:integer(v, where, column)
+    if math.type(v) == "integer" then return v end
     local n = self:number(v, where, column)
     if n == nil then return nil end
     local i = math.tointeger(n)
