@@ -24,12 +24,17 @@ RTB_GEN_SYNTHETIC=$RTB_BUILD_DIR/tests/testbed/rtb_gen_synthetic RTB_TESTBED_PAT
 . "$work/tb/testbed.env"
 gen=$RTB_BUILD_DIR/tests/testbed/rtb_gen_synthetic
 
-wipe() { # Orthanc HTTP URL
-  curl -s "$1/patients" | tr -d '[]" \n' | tr ',' '\n' | while read -r id; do
-    [ -n "$id" ] && curl -s -X DELETE "$1/patients/$id" >/dev/null
-  done
-}
 count() { curl -s "$1/statistics" | sed -n 's/.*"CountInstances" : \([0-9]*\).*/\1/p'; }
+wipe() { # Orthanc HTTP URL; again until it is empty (a move may still be landing)
+  for _ in $(seq 50); do
+    curl -s "$1/patients" | tr -d '[]" \n' | tr ',' '\n' | while read -r id || [ -n "$id" ]; do
+      [ -n "$id" ] && curl -s -X DELETE "$1/patients/$id" >/dev/null
+    done
+    [ "$(curl -s "$1/patients" | tr -d '[] \n')" = "" ] && return
+    sleep 0.2
+  done
+  echo "cannot empty $1" >&2; exit 1
+}
 seed() { # patients slices: the source (Orthanc "staging") gets a fresh synthetic clinic
   wipe "$STAGING_HTTP_URL"
   rm -rf "$work/data"; mkdir -p "$work/data"
@@ -84,11 +89,11 @@ rtb_backup() {
   local t0 t1
   t0=$(now_ms)
   /usr/bin/time -f "%U %S" -o "$work/time" "$RTBACKUP_BIN" --config "$work/bench.toml" backup BENCH \
-    --since 2026-11-01 --until 2026-11-01 >"$work/backup.log" 2>&1 || { echo "backup failed: $(tail -3 "$work/backup.log")" >&2; exit 1; }
+    --since 2026-11-01 --until 2026-11-01 >"$work/backup.log" 2>&1 || { echo "backup failed (port $1, N ${2:-default}):" >&2; grep -v "^  error" "$work/backup.log" | tail -30 >&2; exit 1; }
   t1=$(now_ms)
   awk '{printf "%d", ($1 + $2) * 1000}' "$work/time" >"$work/cpu"
   [ "$(count "$MAIN_HTTP_URL")" = "$total" ] || { echo "backup incomplete" >&2; exit 1; }
-  grep -q '"verified":'"$total"'\b' "$work/state/BENCH-SRC-last-run.json" || { echo "not all verified" >&2; exit 1; }
+  grep -q '"verified":'"$total"'\b' "$work/state/BENCH-SRC-last-run.json" || { echo "not all verified (port $1): $(cat "$work/state/BENCH-SRC-last-run.json")" >&2; exit 1; }
   sed -n 's/.*"associations_chosen":{[^}]*"final":\([0-9]*\).*/\1/p' "$work/state/BENCH-SRC-last-run.json" >"$work/final"
   echo $(( t1 - t0 ))
 }
@@ -151,7 +156,7 @@ for src in local distant capped; do
   done
   for n in 1 2 4 8; do
     m=$(med "${ms[$src,N$n]}")
-    rows+="| rtbackup, $n associations (fixed) | $m | ${ms[$src,N$n]}| $(ratio "$m" "$d")× |
+    rows+="| rtbackup, $n at once (fixed: max_associations = $n, adaptive off) | $m | ${ms[$src,N$n]}| $(ratio "$m" "$d")× |
 "
   done
   section+="

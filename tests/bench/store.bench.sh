@@ -24,7 +24,7 @@ RTB_GEN_SYNTHETIC=$RTB_BUILD_DIR/tests/testbed/rtb_gen_synthetic RTB_TESTBED_PAT
 . "$work/tb/testbed.env"
 
 wipe() {
-  curl -s "$MAIN_HTTP_URL/patients" | tr -d '[]" \n' | tr ',' '\n' | while read -r id; do
+  curl -s "$MAIN_HTTP_URL/patients" | tr -d '[]" \n' | tr ',' '\n' | while read -r id || [ -n "$id" ]; do
     [ -n "$id" ] && curl -s -X DELETE "$MAIN_HTTP_URL/patients/$id" >/dev/null
   done
 }

@@ -306,6 +306,39 @@ describe("refusals", function()
     end)
 end)
 
+describe("an archive at its limit of associations", function()
+    -- The relay admits one association and refuses the next (A-ASSOCIATE-RJ,
+    -- rejected-transient, local limit exceeded); a bare TCP connection holds the one
+    -- place for 0.6 s, as another client of the archive would.
+    local function hold(port, seconds)
+        os.execute(string.format("%s -c 'import socket,time; s=socket.create_connection((\"%s\", %s)); time.sleep(%s)' &",
+                                 PY, tb.HOST, port, seconds))
+        sh("sleep 0.1")
+    end
+
+    it("is asked again: a C-FIND refused while it is busy gets its answer", function()
+        local rl = h.relay(tb.HOST, tb.MAIN_PORT, {delay_ms = 0, max_associations = 1})
+        hold(rl.port, 0.6)
+        local r = h.run(cmd(peer_args(tb.MAIN_AET, rl.port), "find", "--query-level", "PATIENT", "--format", "json"))
+        local stats = rl.stats()
+        rl.stop()
+        assert.are.equal(0, r.code, r.output)
+        assert.is_true(stats.refused > 0, "the relay never refused: the test shows nothing")
+        assert.are.equal("table", type(cjson.decode(r.stdout)))
+    end)
+
+    it("that stays busy ends the C-FIND with the archive's own reason, after about 3 s", function()
+        local rl = h.relay(tb.HOST, tb.MAIN_PORT, {delay_ms = 0, max_associations = 1})
+        hold(rl.port, 8)
+        local r = h.run(cmd(peer_args(tb.MAIN_AET, rl.port), "find", "--query-level", "PATIENT"))
+        local stats = rl.stats()
+        rl.stop()
+        assert.are.equal(1, r.code, r.output) -- the DICOM tools' "failure"
+        assert.matches("Rejected Transient[^\n]*Local Limit Exceeded", r.stderr)
+        assert.are.equal(6, stats.refused) -- asked 1 + 5 times
+    end)
+end)
+
 describe("rtbackup get of every corpus transfer syntax", function()
     local function get(aet, port)
         local dir = tmpdir()

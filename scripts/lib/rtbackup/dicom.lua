@@ -145,11 +145,19 @@ local function audit_event(self, op, query, seen, r, err)
                    failed = type(r) == "table" and r.failed or nil, error = err}
 end
 
+-- Queries and retrievals an archive refused because it serves its maximum of
+-- associations (exit.is_busy: nothing was done) are asked again after a pause that
+-- doubles, BUSY_RETRIES times (3 s in all). Moves and stores are not: their callers
+-- (rtbackup.run, rtbackup.parallel_store) put the work back in their queue and take
+-- the refusal as a sign to run fewer at once.
+local ASKED_AGAIN_WHEN_BUSY = {echo = true, find = true, get = true}
+local BUSY_RETRIES, BUSY_WAIT_MS = 5, 100
+
 -- Runs fn(seen) as operation `op` of this peer: holds one of the peer's association
 -- slots (rtbackup.limits) for its whole length, counts the association, times it for
 -- the metrics, records an audit event for operations on patient data (`query` says
 -- which; `seen` collects the patients met in the answers), and adds this peer's
--- alias to any error it raises.
+-- alias to any error it raises. A query refused by a busy archive is asked again.
 local function annotated(self, op, query, fn)
     local breaker = self.breaker
     if breaker and breaker.open then
@@ -158,19 +166,28 @@ local function annotated(self, op, query, fn)
             breaker.failures)}
     end
     local seen, note = patient_collector()
-    local results = table.pack(self.limiter:run(function()
-        self.ctx.associations[op] = self.ctx.associations[op] + 1
-        local started = host.monotonic()
-        local r = table.pack(pcall(fn, note))
-        local seconds = host.monotonic() - started
-        self.ctx:observe("c-" .. op, self.alias or self.aet, seconds)
-        if log.enabled("debug") then
-            log.debug("C-" .. op:upper(), {peer = tostring(self), level = type(query) == "table" and query.level or nil,
-                                           ms = math.floor(seconds * 1000 + 0.5),
-                                           outcome = r[1] and "ok" or tostring(r[2])})
-        end
-        return table.unpack(r, 1, r.n)
-    end))
+    local function attempt()
+        return table.pack(self.limiter:run(function()
+            self.ctx.associations[op] = self.ctx.associations[op] + 1
+            local started = host.monotonic()
+            local r = table.pack(pcall(fn, note))
+            local seconds = host.monotonic() - started
+            self.ctx:observe("c-" .. op, self.alias or self.aet, seconds)
+            if log.enabled("debug") then
+                log.debug("C-" .. op:upper(), {peer = tostring(self), level = type(query) == "table" and query.level or nil,
+                                               ms = math.floor(seconds * 1000 + 0.5),
+                                               outcome = r[1] and "ok" or tostring(r[2])})
+            end
+            return table.unpack(r, 1, r.n)
+        end))
+    end
+    local results, wait = attempt(), BUSY_WAIT_MS
+    for _ = 1, ASKED_AGAIN_WHEN_BUSY[op] and BUSY_RETRIES or 0 do
+        if results[1] or not exit.is_busy(results[2]) or task.stopping() then break end
+        task.sleep(wait)
+        wait = wait * 2
+        results = attempt()
+    end
     if results[1] then
         if breaker then breaker.failures = 0 end
         if AUDITED[op] then
@@ -185,9 +202,10 @@ local function annotated(self, op, query, fn)
         if a.peer == nil then a.peer = string.format("%s@%s:%d", self.aet, self.host, self.port) end
         a.operation = a.operation or ("C-" .. op:upper()) -- what was attempted, for summaries
         if ASSOCIATION_FAILURES[a.kind] then self.ctx:count_failure(self.alias or self.aet, a.kind) end
-        if breaker and exit.is_unreachable(a) then
+        if breaker and exit.is_unreachable(a) and not exit.is_busy(a) then
             -- A peer that cannot be reached again and again is skipped for the rest of
-            -- the context (the run), so a dead system is not hammered.
+            -- the context (the run), so a dead system is not hammered. One that answers
+            -- it is at its limit of associations is there: the caller asks again later.
             breaker.failures = breaker.failures + 1
             if breaker.failures >= breaker.limit and not breaker.open then
                 breaker.open = true

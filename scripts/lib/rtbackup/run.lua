@@ -260,19 +260,20 @@ end
 -- Errors that say a peer is alive but struggling under this load: the transfer is
 -- tried again later with fewer at once (rtbackup.pace), not given up for the run.
 -- An archive at its own limit of associations (exit.is_busy) says so plainly, and
--- is asked again also when the number at once is fixed. A job goes back in the queue
--- as long as other moves end meanwhile, else at most MAX_REQUEUES times.
+-- is asked again also when the number at once is fixed: for as long as other moves
+-- are running on it (one of them ending frees the place), and a few times when none
+-- is (its count of associations may lag the ones just released). Other trouble sends
+-- a job back as long as other moves end meanwhile, else at most MAX_REQUEUES times.
 local STRUGGLING = {rejected = true, aborted = true, timeout = true}
-local MAX_REQUEUES, REQUEUE_WAIT_MS = 2, 200
+local MAX_REQUEUES, REQUEUE_WAIT_MS = 3, 200
 
 -- True (and the job marked for the queue) when a failed move is to be tried again.
 function Run:requeue_move(job, err)
-    if type(err) ~= "table" or not STRUGGLING[err.kind] or not self.pace or self.pace.active <= 1 then
-        return false
-    end
-    if not (self.pace.adaptive or exit.is_busy(err)) then return false end
+    if type(err) ~= "table" or not STRUGGLING[err.kind] or not self.pace then return false end
+    local busy, others = exit.is_busy(err), self.pace.active > 1
+    if not (busy or (self.pace.adaptive and others)) then return false end
     local progress = self.moves_done > (job.mark or -1)
-    if not progress and (job.requeues or 0) >= MAX_REQUEUES then return false end
+    if not (progress or (busy and others)) and (job.requeues or 0) >= MAX_REQUEUES then return false end
     job.requeues = progress and 0 or (job.requeues or 0) + 1
     job.mark = self.moves_done
     job.wait_ms = REQUEUE_WAIT_MS << math.min(job.requeues, 4)
@@ -301,7 +302,8 @@ function Run:move_job(job)
         return "verify", tonumber(reported) or 0
     end
     if self:requeue_move(job, reported) then
-        log.warn("the source struggles with this many associations; the move is tried again with fewer",
+        log.warn(exit.is_busy(reported) and "the source is at its limit of associations; the move is tried again later"
+                 or "the source struggles with this many associations; the move is tried again with fewer",
                  {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
         return "requeue", 0
     end
@@ -434,10 +436,12 @@ function Run:work(jobs, bar)
             next_index = next_index + 1
             if job.wait_ms then task.sleep(job.wait_ms) end
             self.pace:enter()
-            local t0 = host.monotonic()
+            local t0, changes = host.monotonic(), #self.pace.changes
             local ok, outcome, moved = xpcall(self.move_job, task.traceback, self, job)
+            -- Trouble met by a move begun before the pace last changed is the old load's:
+            -- it was answered already (one halving per burst of refusals, as TCP does).
             self.pace:leave{instances = ok and moved or 0, seconds = host.monotonic() - t0,
-                            trouble = job.trouble}
+                            trouble = job.trouble and #self.pace.changes == changes}
             job.trouble = nil
             if not ok then
                 failed_job(job, outcome)

@@ -8,7 +8,6 @@
 --              C-FIND per 100 studies) are counted, not compared series by series
 --   diff       per remaining study, SERIES-level C-FIND on both sides; a series the
 --              target lacks (or holds in part) becomes a unit of work
-local exit = require "rtbackup.exit"
 local log = require "rtbackup.log"
 local task = require "rtbackup.task"
 
@@ -135,31 +134,6 @@ local function complete_studies(tgt_peer, studies)
     return complete
 end
 
--- Studies whose comparison an archive refused because it was serving its maximum of
--- associations (exit.is_busy) are compared again one at a time, after a pause that
--- doubles, a few times: a busy archive is not a failed plan.
-local BUSY_RETRIES, BUSY_WAIT_MS = 4, 250
-
-local function retry_busy(studies, compare, results, failures)
-    local wait = BUSY_WAIT_MS
-    for _ = 1, BUSY_RETRIES do
-        local busy = {}
-        for i in pairs(failures) do
-            if exit.is_busy(failures[i]) then busy[#busy + 1] = i end
-        end
-        if #busy == 0 then return end
-        table.sort(busy)
-        log.info("the archive is at its limit of associations; comparing the refused studies again, one at a time",
-                 {studies = #busy, wait_ms = wait})
-        task.sleep(wait)
-        wait = wait * 2
-        for _, i in ipairs(busy) do
-            local ok, r = xpcall(compare, task.traceback, studies[i])
-            if ok then results[i], failures[i] = r, nil else failures[i] = r end
-        end
-    end
-end
-
 --- The plan of a selection: {units = {...}, complete = {...}, found, present,
 -- studies, errors = {...}, whole = {[study uid] = true: complete in the target, its
 -- series not compared}}. opts: concurrency, shard (function(study_uid) -> bool),
@@ -179,15 +153,13 @@ function plan.make(src_peer, tgt_peer, selection, opts)
         if v ~= "" and v ~= "*" then filtered = true end
     end
     local whole = filtered and {} or complete_studies(tgt_peer, studies)
-    local function compare(study)
+    local results, failures = task.map(studies, function(study)
         if whole[study.StudyInstanceUID] then
             local n = study.NumberOfStudyRelatedInstances
             return {units = {}, complete = {}, found = n, present = n}
         end
         return diff_study(src_peer, tgt_peer, study, selection, opts.accept)
-    end
-    local results, failures = task.map(studies, compare, {concurrency = opts.concurrency or 4, errors = "return"})
-    retry_busy(studies, compare, results, failures)
+    end, {concurrency = opts.concurrency or 4, errors = "return"})
     local out = {units = {}, complete = {}, found = 0, present = 0, studies = #studies, errors = {}, study_uids = {},
                  whole = whole}
     for _, st in ipairs(studies) do out.study_uids[st.StudyInstanceUID] = true end
