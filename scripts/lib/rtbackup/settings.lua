@@ -71,7 +71,7 @@ settings.SCHEMA = {
     {name = "window", type = "string", check = check_window, on = {"settings", "dicom", "mosaiq", "target"},
      doc = "Backup window \"HH:MM-HH:MM\" in the site's time zone (may cross midnight). Outside it a backup does nothing (exit 5) and a running one starts no new work."},
     {name = "circuit_breaker_failures", type = "integer", min = 1, default = 3, on = ENV_ONLY,
-     doc = "After this many connection failures in a row, a peer is skipped for the rest of the run."},
+     doc = "After this many connection failures in a row, a peer is skipped for the rest of the run (a peer answering that it is at its limit of associations is not failing: it is asked again)."},
     -- retries
     {name = "max_retries", type = "integer", min = 0, default = 3, on = SOURCES,
      doc = "Times the instances still missing after a move are moved again (with backoff) before they count as failed."},
