@@ -1,6 +1,7 @@
 --- run a storage SCP that writes received instances to a directory
 local cli = require "rtbackup.cli"
 local errors = require "rtbackup.error"
+local files = require "rtbackup.files"
 local log = require "rtbackup.log"
 local task = require "rtbackup.task"
 local dicom = require "rtbackup.dicom"
@@ -92,7 +93,13 @@ if args.tls_cert or args.tls_key or args.tls_ca or args.require_client_cert then
     tls = {cert = args.tls_cert, key = args.tls_key, ca = args.tls_ca, require_client_cert = args.require_client_cert}
 end
 
-os.execute("mkdir -p '" .. args.out_dir:gsub("'", "'\\''") .. "'")
+-- Received instances name patients: a directory we create is private (0700); one that
+-- exists keeps the mode the operator gave it.
+local made, mkdir_err = pcall(files.private_dir, args.out_dir)
+if not made then
+    errors.raise{kind = "config", message = "cannot create --out-dir " .. args.out_dir .. ": " ..
+                 (errors.is(mkdir_err) and mkdir_err.message or tostring(mkdir_err))}
+end
 local ok, scp = pcall(dicom.listen, {
     aet = aet, port = port, dir = args.out_dir,
     allow = #args.allow > 0 and args.allow or nil,

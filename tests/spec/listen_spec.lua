@@ -250,6 +250,17 @@ describe("rtbackup listen over DICOM TLS", function()
         stop(l)
     end)
 
+    it("creates its --out-dir private (received instances name patients), or exits 2 naming it", function()
+        local l = listen()
+        stop(l)
+        local p = io.popen("stat -c %a " .. h.quote(l.out))
+        assert.are.equal("700", p:read("l"))
+        p:close()
+        local r = h.run{"listen", "--aet", "X", "--port", "0", "--out-dir", "/proc/self/no/such"}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("cannot create %-%-out%-dir /proc/self/no/such", r.stderr)
+    end)
+
     it("exits 2 for TLS options that do not go together or a certificate it cannot read", function()
         local r = h.run{"listen", "--aet", "X", "--port", "0", "--out-dir", work .. "/bad", "--tls-cert", tb.TLS_CERT}
         assert.are.equal(2, r.code, r.output)

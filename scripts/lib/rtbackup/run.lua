@@ -375,7 +375,10 @@ end
 --- Moves and verifies one job now (the references pass: one series at a time).
 function Run:process(job, bar)
     local outcome
-    repeat outcome = self:move_job(job) until outcome ~= "requeue"
+    repeat
+        if job.wait_ms then task.sleep(job.wait_ms) end
+        outcome = self:move_job(job)
+    until outcome ~= "requeue"
     if outcome == "verify" then self:verify_job(job, bar) end
 end
 
