@@ -89,7 +89,10 @@ rtb_backup() {
   local t0 t1
   t0=$(now_ms)
   /usr/bin/time -f "%U %S" -o "$work/time" "$RTBACKUP_BIN" --config "$work/bench.toml" backup BENCH \
-    --since 2026-11-01 --until 2026-11-01 >"$work/backup.log" 2>&1 || { echo "backup failed (port $1, N ${2:-default}):" >&2; grep -v "^  error" "$work/backup.log" | tail -30 >&2; exit 1; }
+    --since 2026-11-01 --until 2026-11-01 >"$work/backup.log" 2>&1 || {
+    # Reported in the table as what it was, with the run's own words on stderr.
+    echo "backup failed (port $1, N ${2:-default}):" >&2; grep -v "^  error" "$work/backup.log" | tail -5 >&2
+    echo 0 >"$work/cpu"; echo "-" >"$work/final"; echo "failed"; return; }
   t1=$(now_ms)
   awk '{printf "%d", ($1 + $2) * 1000}' "$work/time" >"$work/cpu"
   [ "$(count "$MAIN_HTTP_URL")" = "$total" ] || { echo "backup incomplete" >&2; exit 1; }
@@ -139,9 +142,15 @@ for _ in $(seq "$RUNS"); do
   done
 done
 
-med() { local v; read -ra v <<<"$1"; if printf '%s\n' "${v[@]}" | grep -q incomplete; then echo incomplete; else median "${v[@]}"; fi; }
+# med "RUNS...": the median, or what went wrong ("incomplete", "failed") in any run.
+med() {
+  local v bad; read -ra v <<<"$1"
+  bad=$(printf '%s\n' "${v[@]}" | grep -v '^[0-9]*$' | head -1)
+  if [ -n "$bad" ]; then echo "$bad"; else median "${v[@]}"; fi
+}
+sratio() { case "$1$2" in ''|*[!0-9]*) echo "–";; *) ratio "$1" "$2";; esac; } # ratio, or – for a failed run
 best() { # the smallest of the medians given
-  printf '%s\n' "$@" | grep -v incomplete | sort -n | head -1
+  printf '%s\n' "$@" | grep '^[0-9][0-9]*$' | sort -n | head -1
 }
 section=""
 for src in local distant capped; do
@@ -156,7 +165,7 @@ for src in local distant capped; do
   done
   for n in 1 2 4 8; do
     m=$(med "${ms[$src,N$n]}")
-    rows+="| rtbackup, $n at once (fixed: max_associations = $n, adaptive off) | $m | ${ms[$src,N$n]}| $(ratio "$m" "$d")× |
+    rows+="| rtbackup, $n at once (fixed: max_associations = $n, adaptive off) | $m | ${ms[$src,N$n]}| $(sratio "$m" "$d")× |
 "
   done
   section+="
@@ -166,8 +175,8 @@ for src in local distant capped; do
 |---|---:|---|---:|
 | **rtbackup backup, defaults (adaptive, up to 8)** | **$d** | ${ms[$src,def]}| 1.00× |
 $rows
-Defaults against the best \`xargs movescu\` ($bp ms): **$(ratio "$bp" "$d")×**; against the best fixed
-number of associations ($bn ms): **$(ratio "$bn" "$d")×** (goal: at least 0.95).
+Defaults against the best \`xargs movescu\` ($bp ms): **$(sratio "$bp" "$d")×**; against the best fixed
+number of associations ($bn ms): **$(sratio "$bn" "$d")×** (goal: at least 0.95).
 "
 done
 

@@ -23,7 +23,8 @@ out=$(mktemp)
   echo "- rtbackup $("$RTBACKUP_BIN" --version | cut -d' ' -f2), DCMTK $(dpkg-query -W -f='${Version}' dcmtk), Orthanc $(dpkg-query -W -f='${Version}' orthanc)"
   for b in "$here"/*.bench.sh; do
     echo
-    bash "$b"
+    # One benchmark failing does not lose the others' figures: it is said in its place.
+    bash "$b" || printf '## %s\n\nFailed (exit %s); its messages went to stderr.\n' "$(basename "$b")" "$?"
   done
 } > "$out"
 mv "$out" "$top/BENCHMARKS.md"

@@ -26,27 +26,11 @@ end
 local function quirks(q) h.write_file(tb.ODIL_QUIRKS, cjson.encode(q or {})) end
 
 local function write_env(extra)
-    h.write_file(dir .. "/alerts.toml", string.format([[
-[AL]
-default_source = "ODIL"
-default_backup = "MAIN"
-script_ae = { aet = "%s" }
-[AL.sources.ODIL]
-type = "mim"
-aet = "%s"
-ip = "%s"
-port = %s
-[AL.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[AL.settings]
-state_dir = "%s"
-retry_backoff_ms = 10
-max_retries = 1
-%s
-]], tb.SCU_AET, tb.ODIL_AET, tb.HOST, tb.ODIL_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT, state, extra or ""))
+    h.write_file(dir .. "/alerts.toml", h.env_toml(tb, "AL", {
+        default_source = "ODIL", default_backup = "MAIN", script_ae = {aet = tb.SCU_AET},
+        sources = {{alias = "ODIL", type = "mim", peer = "ODIL"}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+        settings = {state_dir = state, retry_backoff_ms = 10, max_retries = 1}, extra = extra}))
 end
 
 local function rtb(args, opts)

@@ -15,20 +15,11 @@ local function sh(cmd)
 end
 
 local function write_env(settings)
-    return h.write_file(dir .. "/env.toml", string.format([[
-[AUD]
-description = "audit spec"
-script_ae = { aet = "AUD_SCU", port = 11113 }
-[AUD.sources.MOSAIQ]
-type = "mosaiq"
-odbc_driver = "SQLite3"
-db_server = "localhost"
-db_database = "mosaiq.db"
-db_username = "aud"
-db_password_env_var = "AUD_MOSAIQ_DB_PASSWORD"
-[AUD.settings]
-%s
-]], settings or string.format('audit_log = "%s/audit.jsonl"', dir)))
+    return h.write_file(dir .. "/env.toml", h.env_toml(nil, "AUD", {
+        description = "audit spec", script_ae = {aet = "AUD_SCU", port = 11113},
+        sources = {{alias = "MOSAIQ", type = "mosaiq", odbc_driver = "SQLite3", db_server = "localhost",
+                    db_database = "mosaiq.db", db_username = "aud", db_password_env_var = "AUD_MOSAIQ_DB_PASSWORD"}},
+        settings = settings or {audit_log = dir .. "/audit.jsonl"}}))
 end
 
 -- Runs `body` as a script (env = the AUD environment, audit = rtbackup.audit).

@@ -13,43 +13,14 @@ local dir = h.tmpdir()
 local state = dir .. "/state"
 
 local function write_env(extra_settings)
-    return h.write_file(dir .. "/tb.toml", string.format([[
-[TB]
-description = "testbed"
-default_source = "ARIA"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = %s }
-[TB.sources.ARIA]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.sources.DEAD]
-type = "mim"
-aet = "DEAD"
-ip = "%s"
-port = %s
-[TB.sources.STAGE]
-type = "mim"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.backup_targets.STAGING]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.settings]
-state_dir = "%s"
-retry_backoff_ms = 10
-%s
-]], tb.SCU_AET, tb.TEST_SCP_PORT, tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, tb.HOST, tb.CLOSED_PORT,
-    tb.STAGING_AET, tb.HOST, tb.STAGING_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT, tb.STAGING_AET, tb.HOST, tb.STAGING_PORT, state, extra_settings or ""))
+    return h.write_file(dir .. "/tb.toml", h.env_toml(tb, "TB", {
+        description = "testbed", default_source = "ARIA", default_backup = "MAIN",
+        sources = {{alias = "ARIA", type = "aria", peer = "ARIA"},
+                   {alias = "DEAD", type = "mim", aet = "DEAD", ip = tb.HOST, port = tb.CLOSED_PORT},
+                   {alias = "STAGE", type = "mim", peer = "STAGING"}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"},
+                   {alias = "STAGING", type = "orthanc", peer = "STAGING"}},
+        settings = {state_dir = state, retry_backoff_ms = 10}, extra = extra_settings}))
 end
 
 local ALL = {"--since", "1900-01-01", "--until", "2100-01-01"}

@@ -16,15 +16,11 @@ local synthetic_dir = tb.SYNTH_DIR
 
 -- An environment file pointing at the testbed, for --env/--peer.
 local dir = h.tmpdir()
-local envfile = h.write_file(dir .. "/tb.toml", string.format([[
-[TB]
-description = "testbed"
-default_source = "ARIA"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = 11113 }
-sources.ARIA = { type = "aria", aet = "%s", ip = "%s", port = %s }
-backup_targets.MAIN = { type = "orthanc", aet = "%s", ip = "%s", port = %s }
-]], tb.SCU_AET, tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT))
+local envfile = h.write_file(dir .. "/tb.toml", h.env_toml(tb, "TB", {
+    description = "testbed", default_source = "ARIA", default_backup = "MAIN",
+    script_ae = {aet = tb.SCU_AET, port = 11113},
+    sources = {{alias = "ARIA", type = "aria", peer = "ARIA"}},
+    targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}}}))
 teardown(function() os.execute("rm -rf " .. h.quote(dir)) end)
 
 describe("rtbackup echo", function()

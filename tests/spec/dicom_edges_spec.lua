@@ -393,15 +393,11 @@ describe("rtbackup get of every corpus transfer syntax", function()
         -- dcmqrscp's uncompressed conversions do not count as differences, and no
         -- compressed instance may be missing or decompressed on either side.
         local dir = tmpdir()
-        local envfile = h.write_file(dir .. "/tb.toml", string.format([[
-[TB]
-description = "testbed"
-default_source = "CORPUS"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = 11113 }
-sources.CORPUS = { type = "aria", aet = "%s", ip = "%s", port = %s }
-backup_targets.MAIN = { type = "orthanc", aet = "%s", ip = "%s", port = %s }
-]], tb.SCU_AET, tb.CORPUS_AET, tb.HOST, tb.CORPUS_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT))
+        local envfile = h.write_file(dir .. "/tb.toml", h.env_toml(tb, "TB", {
+            description = "testbed", default_source = "CORPUS", default_backup = "MAIN",
+            script_ae = {aet = tb.SCU_AET, port = 11113},
+            sources = {{alias = "CORPUS", type = "aria", peer = "CORPUS"}},
+            targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}}}))
         local r = h.run{"--config", envfile, "validate", "TB", "--study", study_uid, "--since", "1900-01-01",
                         "--until", "2099-12-31", "--deep", "--format", "json"}
         assert.are.equal(0, r.code, r.output)

@@ -24,42 +24,17 @@ local function slurp(path)
 end
 
 local function write_env(extra)
-    h.write_file(dir .. "/dr.toml", string.format([[
-[DR]
-default_source = "ARIA"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = %s }
-[DR.sources.ARIA]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[DR.sources.MOSAIQ]
-type = "mosaiq"
-odbc_driver = "SQLite3"
-db_server = "localhost"
-db_database = "%s/mosaiq.db"
-db_username = "test"
-db_password = ""
-staging_target_alias = "STAGING"
-[DR.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[DR.backup_targets.STAGING]
-type = "dicom_scp"
-aet = "%s"
-ip = "%s"
-port = %s
-[DR.settings]
-state_dir = "%s"
-drill_scratch_dir = "%s"
-audit_log = "%s/audit.jsonl"
-retry_backoff_ms = 10
-%s
-]], tb.SCU_AET, tb.TEST_SCP_PORT, tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, dir, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT,
-    tb.STAGING_AET, tb.HOST, tb.STAGING_PORT, state, scratch, dir, extra or ""))
+    h.write_file(dir .. "/dr.toml", h.env_toml(tb, "DR", {
+        default_source = "ARIA", default_backup = "MAIN",
+        sources = {{alias = "ARIA", type = "aria", peer = "ARIA"},
+                   {alias = "MOSAIQ", type = "mosaiq", odbc_driver = "SQLite3", db_server = "localhost",
+                    db_database = dir .. "/mosaiq.db", db_username = "test", db_password = "",
+                    staging_target_alias = "STAGING"}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"},
+                   {alias = "STAGING", type = "dicom_scp", peer = "STAGING"}},
+        settings = {state_dir = state, drill_scratch_dir = scratch, audit_log = dir .. "/audit.jsonl",
+                    retry_backoff_ms = 10},
+        extra = extra}))
 end
 
 local function rtb(args)

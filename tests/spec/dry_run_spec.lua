@@ -11,26 +11,11 @@ local main = h.orthanc(tb.MAIN_HTTP_URL)
 local dir = h.tmpdir()
 local state = dir .. "/state"
 
-h.write_file(dir .. "/tb.toml", string.format([[
-[TB]
-description = "testbed"
-default_source = "ARIA"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = %s }
-[TB.sources.ARIA]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.settings]
-state_dir = "%s"
-retry_backoff_ms = 10
-]], tb.SCU_AET, tb.TEST_SCP_PORT, tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT, state))
+h.write_file(dir .. "/tb.toml", h.env_toml(tb, "TB", {
+    description = "testbed", default_source = "ARIA", default_backup = "MAIN",
+    sources = {{alias = "ARIA", type = "aria", peer = "ARIA"}},
+    targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+    settings = {state_dir = state, retry_backoff_ms = 10}}))
 
 local ALL = {"--since", "1900-01-01", "--until", "2100-01-01"}
 

@@ -15,26 +15,12 @@ local qr_port = h.free_port()
 local qr_pid
 
 local function write_env(name, fields)
-    return h.write_file(dir .. "/" .. name .. ".toml", string.format([[
-[TB]
-description = "testbed"
-default_source = "SRC"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = %s }
-[TB.sources.SRC]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.settings]
-state_dir = "%s/state"
-]], fields.calling or tb.SCU_AET, tb.TEST_SCP_PORT, fields.aet, tb.HOST, fields.port, tb.MAIN_AET, tb.HOST,
-        tb.MAIN_PORT, dir))
+    return h.write_file(dir .. "/" .. name .. ".toml", h.env_toml(tb, "TB", {
+        description = "testbed", default_source = "SRC", default_backup = "MAIN",
+        script_ae = {aet = fields.calling or tb.SCU_AET, port = tb.TEST_SCP_PORT},
+        sources = {{alias = "SRC", type = "aria", aet = fields.aet, ip = tb.HOST, port = fields.port}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+        settings = {state_dir = dir .. "/state"}}))
 end
 
 local function deep(config)

@@ -13,34 +13,14 @@ local SECRET = "health-spec-Pa55word"
 
 local function write_env(extra)
     h.write_file(dir .. "/mosaiq.db", "") -- SQLite reads an empty file as an empty database
-    return h.write_file(dir .. "/tb.toml", string.format([[
-[TB]
-description = "testbed"
-default_source = "ARIA"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = %s }
-[TB.sources.ARIA]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.sources.MOSAIQ]
-type = "mosaiq"
-odbc_driver = "SQLite3"
-db_server = "localhost"
-db_database = "%s/mosaiq.db"
-db_username = "health"
-db_password_env_var = "TB_HEALTH_DB_PASSWORD"
-[TB.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.settings]
-state_dir = "%s/state"
-%s
-]], tb.SCU_AET, tb.TEST_SCP_PORT, tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, dir, tb.MAIN_AET, tb.HOST,
-        tb.MAIN_PORT, dir, extra or ""))
+    return h.write_file(dir .. "/tb.toml", h.env_toml(tb, "TB", {
+        description = "testbed", default_source = "ARIA", default_backup = "MAIN",
+        sources = {{alias = "ARIA", type = "aria", peer = "ARIA"},
+                   {alias = "MOSAIQ", type = "mosaiq", odbc_driver = "SQLite3", db_server = "localhost",
+                    db_database = dir .. "/mosaiq.db", db_username = "health",
+                    db_password_env_var = "TB_HEALTH_DB_PASSWORD"}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+        settings = {state_dir = dir .. "/state"}, extra = extra}))
 end
 
 local function health(args)

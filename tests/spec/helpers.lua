@@ -85,6 +85,109 @@ function helpers.testbed()
     return tb
 end
 
+-- A TOML value: strings quoted (escaped), numbers and booleans bare, a list as an
+-- array, any other table as an inline table (keys sorted).
+local toml_value
+local function toml_key(k)
+    return k:match("^[%w_-]+$") and k or toml_value(k)
+end
+function toml_value(v)
+    local t = type(v)
+    if t == "string" then
+        return '"' .. v:gsub('[%c"\\]', function(c)
+            return (c == '"' or c == "\\") and "\\" .. c or string.format("\\u%04X", c:byte())
+        end) .. '"'
+    elseif t == "number" or t == "boolean" then
+        return tostring(v)
+    elseif t == "table" and (#v > 0 or next(v) == nil) then
+        local items = {}
+        for i, x in ipairs(v) do items[i] = toml_value(x) end
+        return "[" .. table.concat(items, ", ") .. "]"
+    elseif t == "table" then
+        local keys = {}
+        for k in pairs(v) do keys[#keys + 1] = k end
+        table.sort(keys)
+        for i, k in ipairs(keys) do keys[i] = toml_key(k) .. " = " .. toml_value(v[k]) end
+        return "{ " .. table.concat(keys, ", ") .. " }"
+    end
+    error("no TOML for a " .. t)
+end
+
+local function port_number(v)
+    return math.tointeger(tonumber(v)) or error("port: not an integer: " .. tostring(v))
+end
+
+-- `key = value` lines for t's fields: those named in `first`, in that order, then the
+-- others sorted. A port is written as an integer even when given as a string.
+local function toml_lines(t, first)
+    local keys, named, rest = {}, {}, {}
+    for _, k in ipairs(first) do
+        if t[k] ~= nil then keys[#keys + 1] = k end
+        named[k] = true
+    end
+    for k in pairs(t) do
+        if not named[k] then rest[#rest + 1] = k end
+    end
+    table.sort(rest)
+    table.move(rest, 1, #rest, #keys + 1, keys)
+    for i, k in ipairs(keys) do
+        local v = t[k]
+        if k == "port" then v = port_number(v) end
+        keys[i] = toml_key(k) .. " = " .. toml_value(v) .. "\n"
+    end
+    return table.concat(keys)
+end
+
+local function copy(t)
+    local c = {}
+    for k, v in pairs(t) do c[k] = v end
+    return c
+end
+
+--- The TOML text of environment `name`, for --config. tb: helpers.testbed() (nil does
+-- when nothing below needs it). spec:
+--   description, default_source, default_backup: written when given;
+--   script_ae: {aet =, port =} as given; left out, {aet = tb.SCU_AET, port =
+--     tb.TEST_SCP_PORT}; false, none;
+--   sources, targets: lists of {alias =, type =, peer =, other fields...}, each a
+--     [name.sources.ALIAS] / [name.backup_targets.ALIAS] table, in the list's order;
+--     peer = "ARIA" stands for aet = tb.ARIA_AET, ip = tb.HOST, port = tb.ARIA_PORT,
+--     and an aet, ip or port given beside it wins;
+--   settings: a table of fields, or raw TOML lines, under [name.settings];
+--   extra: raw TOML appended at the very end (so in [name.settings] if there is one);
+--   any other field: a key of [name] itself (scripts = "site").
+-- Fields are written sorted, after type, aet, ip and port in a peer's table. A port
+-- may be a string, as the testbed's are: it is written as an integer.
+function helpers.env_toml(tb, name, spec)
+    local env = toml_key(name)
+    local top = copy(spec)
+    top.sources, top.targets, top.settings, top.extra = nil, nil, nil, nil
+    local ae = spec.script_ae
+    if ae == nil then ae = {aet = tb.SCU_AET, port = tb.TEST_SCP_PORT} end
+    top.script_ae = ae and {aet = ae.aet, port = ae.port and port_number(ae.port)} or nil
+    local out = {"[" .. env .. "]\n", toml_lines(top, {"description", "default_source", "default_backup", "script_ae"})}
+    for _, list in ipairs{{"sources", spec.sources}, {"backup_targets", spec.targets}} do
+        for _, p in ipairs(list[2] or {}) do
+            local fields = copy(p)
+            fields.alias, fields.peer = nil, nil
+            if p.peer then
+                fields.aet = p.aet or tb[p.peer .. "_AET"] or error("the testbed has no peer " .. p.peer)
+                fields.ip = p.ip or tb.HOST
+                fields.port = p.port or tb[p.peer .. "_PORT"]
+            end
+            out[#out + 1] = string.format("[%s.%s.%s]\n", env, list[1], toml_key(p.alias))
+            out[#out + 1] = toml_lines(fields, {"type", "aet", "ip", "port"})
+        end
+    end
+    local settings = spec.settings
+    if settings then
+        out[#out + 1] = "[" .. env .. ".settings]\n" ..
+                        (type(settings) == "table" and toml_lines(settings, {}) or settings .. "\n")
+    end
+    out[#out + 1] = spec.extra and spec.extra .. "\n" or ""
+    return table.concat(out)
+end
+
 --- Orthanc's REST API, through curl: o:get(path) (decoded JSON), o:post(path, body),
 -- o:delete(path), o:lookup(uid), o:wipe() (every patient), o:count() (instances).
 function helpers.orthanc(url)

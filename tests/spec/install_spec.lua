@@ -26,26 +26,11 @@ end
 -- An environment on the testbed: ARIA (dcmqrscp) backed up into MAIN (Orthanc);
 -- extra: more lines for [TB.settings].
 local function tb_env(extra)
-    return string.format([[
-[TB]
-description = "testbed"
-default_source = "ARIA"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = %s }
-[TB.sources.ARIA]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.settings]
-%s
-]], tb.SCU_AET, tb.TEST_SCP_PORT, tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT,
-        extra or "")
+    return h.env_toml(tb, "TB", {
+        description = "testbed", default_source = "ARIA", default_backup = "MAIN",
+        sources = {{alias = "ARIA", type = "aria", peer = "ARIA"}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+        settings = extra or ""})
 end
 
 local function mode_of(path)

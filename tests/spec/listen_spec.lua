@@ -146,19 +146,12 @@ describe("rtbackup listen under silent clients", function()
     end)
 
     it("takes its limits from the environment's settings with --env", function()
-        local envfile = h.write_file(work .. "/limits.toml", string.format([[
-[TB]
-description = "testbed"
-default_source = "ARIA"
-default_backup = "MAIN"
-script_ae = { aet = "RTB_LISTEN", port = 11113 }
-sources.ARIA = { type = "aria", aet = "%s", ip = "%s", port = %s }
-backup_targets.MAIN = { type = "orthanc", aet = "%s", ip = "%s", port = %s }
-[TB.settings]
-scp_request_timeout = 3
-scp_max_associations = 6
-scp_max_per_host = 2
-]], tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT))
+        local envfile = h.write_file(work .. "/limits.toml", h.env_toml(tb, "TB", {
+            description = "testbed", default_source = "ARIA", default_backup = "MAIN",
+            script_ae = {aet = "RTB_LISTEN", port = 11113},
+            sources = {{alias = "ARIA", type = "aria", peer = "ARIA"}},
+            targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+            settings = {scp_request_timeout = 3, scp_max_associations = 6, scp_max_per_host = 2}}))
         n_listeners = n_listeners + 1
         local logf = string.format("%s/env%d.log", work, n_listeners)
         local p = io.popen(string.format("%s --config %s listen --env TB --port 0 --out-dir %s >%s 2>&1 </dev/null & echo $!",

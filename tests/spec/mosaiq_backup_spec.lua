@@ -20,37 +20,15 @@ local clinic
 
 local function write_env(opts)
     opts = opts or {}
-    h.write_file(dir .. "/mq.toml", string.format([[
-[MQ]
-description = "Mosaiq on the testbed"
-default_source = "MOSAIQ"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = %s }
-[MQ.sources.MOSAIQ]
-type = "mosaiq"
-odbc_driver = "SQLite3"
-db_server = "localhost"
-db_database = "%s/mosaiq.db"
-db_username = "test"
-db_password = ""
-staging_target_alias = "STAGING"
-[MQ.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-%s
-[MQ.backup_targets.STAGING]
-type = "dicom_scp"
-aet = "%s"
-ip = "%s"
-port = %s
-[MQ.settings]
-state_dir = "%s"
-%s
-]], tb.SCU_AET, tb.TEST_SCP_PORT, dir, opts.main_aet or tb.MAIN_AET, tb.HOST, tb.MAIN_PORT,
-    opts.http and ('http_url = "' .. tb.MAIN_HTTP_URL .. '"') or "",
-    tb.STAGING_AET, tb.HOST, opts.staging_port or tb.STAGING_PORT, state, opts.settings or ""))
+    h.write_file(dir .. "/mq.toml", h.env_toml(tb, "MQ", {
+        description = "Mosaiq on the testbed", default_source = "MOSAIQ", default_backup = "MAIN",
+        sources = {{alias = "MOSAIQ", type = "mosaiq", odbc_driver = "SQLite3", db_server = "localhost",
+                    db_database = dir .. "/mosaiq.db", db_username = "test", db_password = "",
+                    staging_target_alias = "STAGING"}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN", aet = opts.main_aet,
+                    http_url = opts.http and tb.MAIN_HTTP_URL or nil},
+                   {alias = "STAGING", type = "dicom_scp", peer = "STAGING", port = opts.staging_port}},
+        settings = {state_dir = state}, extra = opts.settings}))
 end
 
 -- A fresh synthetic Mosaiq (seed 2: every situation falls in the period).

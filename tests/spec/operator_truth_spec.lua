@@ -23,38 +23,13 @@ local tgt_pid
 local destinations -- ODIL_QR's move destinations as the testbed wrote them
 
 local function write_env(default_backup)
-    h.write_file(config, string.format([[
-[RUN]
-default_source = "ODIL"
-default_backup = "%s"
-script_ae = { aet = "%s" }
-[RUN.sources.ODIL]
-type = "mim"
-aet = "%s"
-ip = "%s"
-port = %s
-max_associations = 1
-[RUN.sources.DEAD]
-type = "aria"
-aet = "DEAD"
-ip = "%s"
-port = %s
-[RUN.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[RUN.backup_targets.TGT]
-type = "dicom_scp"
-aet = "TGT"
-ip = "%s"
-port = %d
-[RUN.settings]
-state_dir = "%s"
-audit_log = "%s"
-retry_backoff_ms = 10
-]], default_backup or "MAIN", tb.SCU_AET, tb.ODIL_AET, tb.HOST, tb.ODIL_PORT, tb.HOST, tb.CLOSED_PORT,
-        tb.MAIN_AET, tb.HOST, tb.MAIN_PORT, tb.HOST, tgt_port, state, audit_log))
+    h.write_file(config, h.env_toml(tb, "RUN", {
+        default_source = "ODIL", default_backup = default_backup or "MAIN", script_ae = {aet = tb.SCU_AET},
+        sources = {{alias = "ODIL", type = "mim", peer = "ODIL", max_associations = 1},
+                   {alias = "DEAD", type = "aria", aet = "DEAD", ip = tb.HOST, port = tb.CLOSED_PORT}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"},
+                   {alias = "TGT", type = "dicom_scp", aet = "TGT", ip = tb.HOST, port = tgt_port}},
+        settings = {state_dir = state, audit_log = audit_log, retry_backoff_ms = 10}}))
 end
 
 local function rtb(args, opts)

@@ -9,40 +9,16 @@ local cjson = require "cjson"
 
 local tb = h.testbed()
 local dir = h.tmpdir()
-local config = h.write_file(dir .. "/peers.toml", string.format([[
-[PT]
-description = "config peers spec"
-default_source = "PEERSRC"
-default_backup = "PEERSMAIN"
-script_ae = { aet = "PEERS_SCU", port = %s }
-[PT.sources.PEERSRC]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[PT.sources.MOSAIQ]
-type = "mosaiq"
-odbc_driver = "SQLite3"
-db_server = "localhost"
-db_database = "%s/none.db"
-db_username = "peers"
-db_password_env_var = "PEERS_SPEC_UNSET_PASSWORD"
-staging_target_alias = "PEERSSTAGE"
-[PT.backup_targets.PEERSMAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-http_url = "%s"
-[PT.backup_targets.PEERSSTAGE]
-type = "dicom_scp"
-aet = "PEERS_STAGE"
-ip = "%s"
-port = %s
-[PT.settings]
-state_dir = "%s/state"
-]], tb.TEST_SCP_PORT, tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, dir, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT,
-    tb.MAIN_HTTP_URL, tb.HOST, tb.CLOSED_PORT, dir))
+local config = h.write_file(dir .. "/peers.toml", h.env_toml(tb, "PT", {
+    description = "config peers spec", default_source = "PEERSRC", default_backup = "PEERSMAIN",
+    script_ae = {aet = "PEERS_SCU", port = tb.TEST_SCP_PORT},
+    sources = {{alias = "PEERSRC", type = "aria", peer = "ARIA"},
+               {alias = "MOSAIQ", type = "mosaiq", odbc_driver = "SQLite3", db_server = "localhost",
+                db_database = dir .. "/none.db", db_username = "peers",
+                db_password_env_var = "PEERS_SPEC_UNSET_PASSWORD", staging_target_alias = "PEERSSTAGE"}},
+    targets = {{alias = "PEERSMAIN", type = "orthanc", peer = "MAIN", http_url = tb.MAIN_HTTP_URL},
+               {alias = "PEERSSTAGE", type = "dicom_scp", aet = "PEERS_STAGE", ip = tb.HOST, port = tb.CLOSED_PORT}},
+    settings = {state_dir = dir .. "/state"}}))
 
 local main = h.orthanc(tb.MAIN_HTTP_URL)
 

@@ -16,26 +16,11 @@ local TOTAL = tonumber(tb.ODIL_INSTANCES)
 
 local function quirks(q) h.write_file(tb.ODIL_QUIRKS, cjson.encode(q or {})) end
 
-h.write_file(dir .. "/q.toml", string.format([[
-[Q]
-default_source = "ODIL"
-default_backup = "MAIN"
-script_ae = { aet = "%s" }
-[Q.sources.ODIL]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[Q.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[Q.settings]
-state_dir = "%s"
-retry_backoff_ms = 10
-max_retries = 3
-]], tb.SCU_AET, tb.ODIL_AET, tb.HOST, tb.ODIL_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT, state))
+h.write_file(dir .. "/q.toml", h.env_toml(tb, "Q", {
+    default_source = "ODIL", default_backup = "MAIN", script_ae = {aet = tb.SCU_AET},
+    sources = {{alias = "ODIL", type = "aria", peer = "ODIL"}},
+    targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+    settings = {state_dir = state, retry_backoff_ms = 10, max_retries = 3}}))
 
 local function rtb(args)
     local full = {"--config", dir .. "/q.toml"}

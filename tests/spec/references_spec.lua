@@ -21,25 +21,11 @@ local CLASS = {CT = "1.2.840.10008.5.1.4.1.1.2", RTSTRUCT = "1.2.840.10008.5.1.4
                RTRECORD = "1.2.840.10008.5.1.4.1.1.481.4"}
 
 local function write_env(aet)
-    h.write_file(dir .. "/refs.toml", string.format([[
-[REFS]
-default_source = "SRC"
-default_backup = "MAIN"
-script_ae = { aet = "%s" }
-[REFS.sources.SRC]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[REFS.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[REFS.settings]
-state_dir = "%s"
-retry_backoff_ms = 10
-]], aet or tb.SCU_AET, tb.STAGING_AET, tb.HOST, tb.STAGING_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT, state))
+    h.write_file(dir .. "/refs.toml", h.env_toml(tb, "REFS", {
+        default_source = "SRC", default_backup = "MAIN", script_ae = {aet = aet or tb.SCU_AET},
+        sources = {{alias = "SRC", type = "aria", peer = "STAGING"}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+        settings = {state_dir = state, retry_backoff_ms = 10}}))
 end
 
 local function rtb(args)

@@ -6,25 +6,11 @@ local h = require "helpers"
 
 local tb = h.testbed()
 local dir = h.tmpdir()
-local config = h.write_file(dir .. "/tb.toml", string.format([[
-[TB]
-description = "repl spec"
-default_source = "ARIA"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = %s }
-[TB.sources.ARIA]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[TB.settings]
-state_dir = "%s/state"
-]], tb.SCU_AET, tb.TEST_SCP_PORT, tb.ARIA_AET, tb.HOST, tb.ARIA_PORT, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT, dir))
+local config = h.write_file(dir .. "/tb.toml", h.env_toml(tb, "TB", {
+    description = "repl spec", default_source = "ARIA", default_backup = "MAIN",
+    sources = {{alias = "ARIA", type = "aria", peer = "ARIA"}},
+    targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+    settings = {state_dir = dir .. "/state"}}))
 
 teardown(function() os.execute("rm -rf " .. h.quote(dir)) end)
 

@@ -15,38 +15,12 @@ local ALL = {"--since", "1900-01-01", "--until", "2100-01-01"}
 local function quirks(q) h.write_file(tb.ODIL_QUIRKS, cjson.encode(q or {})) end
 
 local function write_env(extra)
-    h.write_file(dir .. "/run.toml", string.format([[
-[RUN]
-default_source = "ODIL"
-default_backup = "MAIN"
-script_ae = { aet = "%s" }
-[RUN.sources.ODIL]
-type = "mim"
-aet = "%s"
-ip = "%s"
-port = %s
-[RUN.sources.ARIA]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[RUN.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[RUN.backup_targets.STAGING]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[RUN.settings]
-state_dir = "%s"
-audit_log = "%s/audit.jsonl"
-retry_backoff_ms = 10
-%s
-]], tb.SCU_AET, tb.ODIL_AET, tb.HOST, tb.ODIL_PORT, tb.ARIA_AET, tb.HOST, tb.ARIA_PORT,
-    tb.MAIN_AET, tb.HOST, tb.MAIN_PORT, tb.STAGING_AET, tb.HOST, tb.STAGING_PORT, state, dir, extra or ""))
+    h.write_file(dir .. "/run.toml", h.env_toml(tb, "RUN", {
+        default_source = "ODIL", default_backup = "MAIN", script_ae = {aet = tb.SCU_AET},
+        sources = {{alias = "ODIL", type = "mim", peer = "ODIL"}, {alias = "ARIA", type = "aria", peer = "ARIA"}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"},
+                   {alias = "STAGING", type = "orthanc", peer = "STAGING"}},
+        settings = {state_dir = state, audit_log = dir .. "/audit.jsonl", retry_backoff_ms = 10}, extra = extra}))
 end
 
 local function rtb(args)

@@ -45,37 +45,13 @@ end
 local function day_back(n) return os.date("%Y-%m-%d", os.time() - n * 86400) end
 
 local function write_env(path, extra)
-    h.write_file(path, string.format([[
-[CLINIC]
-description = "synthetic clinic on the testbed"
-default_source = "ARIA"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = %s }
-[CLINIC.sources.ARIA]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-[CLINIC.sources.Mosaiq]
-type = "mosaiq"
-odbc_driver = "SQLite3"
-db_server = "localhost"
-db_database = "%s/mosaiq.db"
-db_username = "test"
-db_password = ""
-[CLINIC.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[CLINIC.settings]
-state_dir = "%s"
-retry_backoff_ms = 10
-max_retries = 1
-serve_days = %d
-%s
-]], tb.SCU_AET, tb.TEST_SCP_PORT, tb.STAGING_AET, tb.HOST, tb.STAGING_PORT, dir, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT,
-    state, DAYS, extra or ""))
+    h.write_file(path, h.env_toml(tb, "CLINIC", {
+        description = "synthetic clinic on the testbed", default_source = "ARIA", default_backup = "MAIN",
+        sources = {{alias = "ARIA", type = "aria", peer = "STAGING"},
+                   {alias = "Mosaiq", type = "mosaiq", odbc_driver = "SQLite3", db_server = "localhost",
+                    db_database = dir .. "/mosaiq.db", db_username = "test", db_password = ""}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+        settings = {state_dir = state, retry_backoff_ms = 10, max_retries = 1, serve_days = DAYS}, extra = extra}))
     return path
 end
 

@@ -8,13 +8,8 @@ local function write_site(body)
     os.execute(string.format("rm -rf %s/scripts && cp -r %s/scripts %s/ && mkdir -p %s/scripts/spec",
                              h.quote(dir), h.quote(h.source), h.quote(dir), h.quote(dir)))
     h.write_file(dir .. "/scripts/spec/site.lua", body)
-    h.write_file(dir .. "/env.toml", [[
-[SPEC]
-scripts = "spec"
-script_ae = { aet = "SPEC_SCU" }
-[SPEC.settings]
-max_associations = 2
-]])
+    h.write_file(dir .. "/env.toml", h.env_toml(nil, "SPEC", {
+        scripts = "spec", script_ae = {aet = "SPEC_SCU"}, settings = {max_associations = 2}}))
     h.write_file(dir .. "/show.lua", [[
 local env = require("rtbackup.config").load("SPEC")
 local c = require("rtbackup.site").choices(env)

@@ -17,41 +17,15 @@ local MOSAIQ_DAYS = {"--since", "2026-11-02", "--until", "2026-11-06"}
 local function quirks(q) h.write_file(tb.ODIL_QUIRKS, cjson.encode(q or {})) end
 
 local function write_env(extra)
-    h.write_file(dir .. "/st.toml", string.format([[
-[ST]
-default_source = "ODIL"
-default_backup = "MAIN"
-script_ae = { aet = "%s", port = %s }
-[ST.sources.ODIL]
-type = "mim"
-aet = "%s"
-ip = "%s"
-port = %s
-[ST.sources.MOSAIQ]
-type = "mosaiq"
-odbc_driver = "SQLite3"
-db_server = "localhost"
-db_database = "%s/mosaiq.db"
-db_username = "test"
-db_password = ""
-staging_target_alias = "STAGING"
-[ST.backup_targets.MAIN]
-type = "orthanc"
-aet = "%s"
-ip = "%s"
-port = %s
-[ST.backup_targets.STAGING]
-type = "dicom_scp"
-aet = "%s"
-ip = "%s"
-port = %s
-[ST.settings]
-state_dir = "%s"
-retry_backoff_ms = 10
-max_retries = 1
-%s
-]], tb.SCU_AET, tb.TEST_SCP_PORT, tb.ODIL_AET, tb.HOST, tb.ODIL_PORT, dir, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT,
-    tb.STAGING_AET, tb.HOST, tb.STAGING_PORT, state, extra or ""))
+    h.write_file(dir .. "/st.toml", h.env_toml(tb, "ST", {
+        default_source = "ODIL", default_backup = "MAIN",
+        sources = {{alias = "ODIL", type = "mim", peer = "ODIL"},
+                   {alias = "MOSAIQ", type = "mosaiq", odbc_driver = "SQLite3", db_server = "localhost",
+                    db_database = dir .. "/mosaiq.db", db_username = "test", db_password = "",
+                    staging_target_alias = "STAGING"}},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"},
+                   {alias = "STAGING", type = "dicom_scp", peer = "STAGING"}},
+        settings = {state_dir = state, retry_backoff_ms = 10, max_retries = 1}, extra = extra}))
 end
 
 local function rtb(args)

@@ -261,11 +261,12 @@ end
 -- tried again later with fewer at once (rtbackup.pace), not given up for the run.
 -- An archive at its own limit of associations (exit.is_busy) says so plainly, and
 -- is asked again also when the number at once is fixed: for as long as other moves
--- are running on it (one of them ending frees the place), and a few times when none
--- is (its count of associations may lag the ones just released). Other trouble sends
--- a job back as long as other moves end meanwhile, else at most MAX_REQUEUES times.
+-- are running on it (one of them ending frees the place), and for a while when none
+-- is (its other clients, our own verification queries among them, hold the places):
+-- MAX_BUSY_REQUEUES times in a row without a move ending, about 20 s. Other trouble
+-- sends a job back as long as other moves end meanwhile, else MAX_REQUEUES times.
 local STRUGGLING = {rejected = true, aborted = true, timeout = true}
-local MAX_REQUEUES, REQUEUE_WAIT_MS = 3, 200
+local MAX_REQUEUES, MAX_BUSY_REQUEUES, REQUEUE_WAIT_MS = 3, 8, 200
 
 -- True (and the job marked for the queue) when a failed move is to be tried again.
 function Run:requeue_move(job, err)
@@ -273,7 +274,8 @@ function Run:requeue_move(job, err)
     local busy, others = exit.is_busy(err), self.pace.active > 1
     if not (busy or (self.pace.adaptive and others)) then return false end
     local progress = self.moves_done > (job.mark or -1)
-    if not (progress or (busy and others)) and (job.requeues or 0) >= MAX_REQUEUES then return false end
+    local limit = busy and MAX_BUSY_REQUEUES or MAX_REQUEUES
+    if not (progress or (busy and others)) and (job.requeues or 0) >= limit then return false end
     job.requeues = progress and 0 or (job.requeues or 0) + 1
     job.mark = self.moves_done
     job.wait_ms = REQUEUE_WAIT_MS << math.min(job.requeues, 4)
