@@ -18,6 +18,8 @@ work=$(mktemp -d)
 PATIENTS=${BACKUP_PATIENTS:-50}       # x (CT + RTSTRUCT + RTPLAN + RTDOSE) each
 SLICES=${BACKUP_SLICES:-97}           # 50 x (97 + 3) = 5000 instances in 200 series
 BIG_PATIENTS=${NOOP_PATIENTS:-200}    # 200 x 100 = 20 000 instances for the no-op run
+SOURCES=${BACKUP_SOURCES:-local distant capped} # a subset measures again what a change touched
+NOOP=${BACKUP_NOOP:-1}                # 0: no incremental no-op run
 
 RTB_GEN_SYNTHETIC=$RTB_BUILD_DIR/tests/testbed/rtb_gen_synthetic RTB_TESTBED_PATIENTS=1 RTB_TESTBED_SLICES=1 \
   bash "$top/tests/testbed/testbed.sh" start "$work/tb" >/dev/null
@@ -132,7 +134,7 @@ loop=()
 for _ in $(seq "$RUNS"); do
   wipe "$MAIN_HTTP_URL"
   loop+=("$(time_ms movescu_loop)")
-  for src in local distant capped; do
+  for src in $SOURCES; do
     port_var=${src}_PORT; port=${!port_var}
     for p in 2 4 8; do ms[$src,P$p]+="$(movescu_timed "$port" "$p") "; done
     ms[$src,def]+="$(rtb_backup "$port") "
@@ -153,7 +155,7 @@ best() { # the smallest of the medians given
   printf '%s\n' "$@" | grep '^[0-9][0-9]*$' | sort -n | head -1
 }
 section=""
-for src in local distant capped; do
+for src in $SOURCES; do
   d=$(med "${ms[$src,def]}")
   bp=$(best "$(med "${ms[$src,P2]}")" "$(med "${ms[$src,P4]}")" "$(med "${ms[$src,P8]}")")
   bn=$(best "$(med "${ms[$src,N1]}")" "$(med "${ms[$src,N2]}")" "$(med "${ms[$src,N4]}")" "$(med "${ms[$src,N8]}")")
@@ -180,22 +182,33 @@ number of associations ($bn ms): **$(sratio "$bn" "$d")×** (goal: at least 0.95
 "
 done
 
-# The incremental no-op: a larger source, backed up once, then run again.
-seed "$BIG_PATIENTS" 97
-big=$(count "$STAGING_HTTP_URL")
-envfile "$STAGING_PORT"
-wipe "$MAIN_HTTP_URL"; rm -rf "$work/state"
-full_ms=$(time_ms "$RTBACKUP_BIN" --config "$work/bench.toml" backup BENCH --since 2026-11-01 --until 2026-11-01)
-noop=() rss=()
-for _ in $(seq "$RUNS"); do
-  t0=$(now_ms)
-  /usr/bin/time -f "%M" -o "$work/rss" "$RTBACKUP_BIN" --config "$work/bench.toml" backup BENCH \
-    --since 2026-11-01 --until 2026-11-01 >/dev/null 2>&1
-  noop+=($(( $(now_ms) - t0 ))); rss+=("$(cat "$work/rss")")
-done
-n=$(median "${noop[@]}")
-assoc=$(sed -n 's/.*"associations":\([0-9]*\).*/\1/p' "$work/state/BENCH-SRC-last-run.json")
-moved=$(sed -n 's/.*"moved":\([0-9]*\).*/\1/p' "$work/state/BENCH-SRC-last-run.json")
+noop_md=""
+if [ "$NOOP" = 1 ]; then
+  # The incremental no-op: a larger source, backed up once, then run again.
+  seed "$BIG_PATIENTS" 97
+  big=$(count "$STAGING_HTTP_URL")
+  envfile "$STAGING_PORT"
+  wipe "$MAIN_HTTP_URL"; rm -rf "$work/state"
+  full_ms=$(time_ms "$RTBACKUP_BIN" --config "$work/bench.toml" backup BENCH --since 2026-11-01 --until 2026-11-01)
+  noop=() rss=()
+  for _ in $(seq "$RUNS"); do
+    t0=$(now_ms)
+    /usr/bin/time -f "%M" -o "$work/rss" "$RTBACKUP_BIN" --config "$work/bench.toml" backup BENCH \
+      --since 2026-11-01 --until 2026-11-01 >/dev/null 2>&1
+    noop+=($(( $(now_ms) - t0 ))); rss+=("$(cat "$work/rss")")
+  done
+  n=$(median "${noop[@]}")
+  assoc=$(sed -n 's/.*"associations":\([0-9]*\).*/\1/p' "$work/state/BENCH-SRC-last-run.json")
+  moved=$(sed -n 's/.*"moved":\([0-9]*\).*/\1/p' "$work/state/BENCH-SRC-last-run.json")
+  noop_md="
+Incremental no-op over $big instances ($BIG_PATIENTS studies): the full backup took $full_ms ms; a rerun
+that finds everything present takes **$n ms** (median; runs ${noop[*]}), $(awk -v a="$n" -v b="$full_ms" 'BEGIN{printf "%.1f", 100*a/b}')% of the full
+backup (goal: under 2%), moves $moved instances, and opens $assoc associations. Peak memory
+of the host (max RSS) during that run: $(median "${rss[@]}") KiB."
+fi
+cpu_md=""
+[ "${#cpu[@]}" -gt 0 ] && cpu_md="Host CPU of the full backup with the defaults (user+sys of the rtbackup process, local):
+$(awk -v c="$(median "${cpu[@]}")" -v n="$total" 'BEGIN{printf "%.0f", c*1000/n}') ms per 1000 instances (runs, ms: ${cpu[*]})."
 
 cat <<MD
 ## Full and incremental backup, Orthanc to Orthanc
@@ -211,11 +224,6 @@ Goals: the defaults at least as fast as the best \`xargs -P{2,4,8} movescu\` on 
 at least 0.95× the best fixed number of associations on each source.
 $section
 Associations the adaptive defaults ended with (source:final, every run): ${finals[*]}.
-Host CPU of the full backup with the defaults (user+sys of the rtbackup process, local):
-$(awk -v c="$(median "${cpu[@]}")" -v n="$total" 'BEGIN{printf "%.0f", c*1000/n}') ms per 1000 instances (runs, ms: ${cpu[*]}).
-
-Incremental no-op over $big instances ($BIG_PATIENTS studies): the full backup took $full_ms ms; a rerun
-that finds everything present takes **$n ms** (median; runs ${noop[*]}), $(awk -v a="$n" -v b="$full_ms" 'BEGIN{printf "%.1f", 100*a/b}')% of the full
-backup (goal: under 2%), moves $moved instances, and opens $assoc associations. Peak memory
-of the host (max RSS) during that run: $(median "${rss[@]}") KiB.
+$cpu_md
+$noop_md
 MD

@@ -245,6 +245,7 @@ max_associations = 6
             rl.stop()
             assert.are.equal(0, r.code, r.output)
             assert.is_true(stats.refused > 0, "the source never refused an association: the test shows nothing")
+            assert.matches("the peer admits fewer associations at once; keeping to that[^\n]*associations=[12]", r.stderr)
             assert.are.equal(total, r.summary.verified)
             assert.are.equal(total, main:count())
         end)

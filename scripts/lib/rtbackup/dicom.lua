@@ -171,6 +171,7 @@ local function annotated(self, op, query, fn)
             self.ctx.associations[op] = self.ctx.associations[op] + 1
             local started = host.monotonic()
             local r = table.pack(pcall(fn, note))
+            if r[1] then self.limiter:note_ok() elseif exit.is_busy(r[2]) then self.limiter:note_busy() end
             local seconds = host.monotonic() - started
             self.ctx:observe("c-" .. op, self.alias or self.aet, seconds)
             if log.enabled("debug") then

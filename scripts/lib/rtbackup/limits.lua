@@ -9,7 +9,15 @@
 --   local l = limits.for_peer("ARIA@10.0.0.5:104", 4)
 --   l:run(function() ... end)        -- waits for a slot, runs, frees it (also on error)
 --   l.peak                           -- most slots ever in use at once
+--   l:note_busy() / l:note_ok()      -- the peer refused an association as busy / served one
+--
+-- A peer may admit fewer associations than max_associations says (its own limit, or
+-- other clients holding places). When it refuses one as busy (A-ASSOCIATE-RJ
+-- rejected-transient) while this process holds n, the limiter keeps to n - 1 (at least
+-- 1), so moves, queries and verifications wait here instead of being refused there;
+-- after 4 x that many operations served in a row it tries one more, up to the cap.
 local errors = require "rtbackup.error"
+local log = require "rtbackup.log"
 local task = require "rtbackup.task"
 
 local limits = {}
@@ -39,9 +47,31 @@ function limits.all()
     return registry
 end
 
---- The number of slots in use that the caller may use (the cap).
+--- The number of slots in use that the caller may use: the cap, or fewer once the
+-- peer said it is busy.
 function Limiter:limit()
-    return self.cap
+    return self.learned and math.min(self.cap, self.learned) or self.cap
+end
+
+--- The peer refused an association as busy while this one held a slot.
+function Limiter:note_busy()
+    local learned = math.max(1, self.active - 1)
+    self.served = 0
+    if learned < self:limit() then
+        self.learned = learned
+        log.info("the peer admits fewer associations at once; keeping to that", {peer = self.key, associations = learned})
+    end
+end
+
+--- The peer served an association: after enough in a row, one more is tried.
+function Limiter:note_ok()
+    if not self.learned then return end
+    self.served = (self.served or 0) + 1
+    if self.served >= 4 * self.learned then
+        self.served = 0
+        self.learned = self.learned + 1
+        if self.learned >= self.cap then self.learned = nil end
+    end
 end
 
 local function hold(self, who)
@@ -52,7 +82,10 @@ end
 --- Takes a slot, waiting (the task suspended) while all are in use.
 function Limiter:acquire()
     local me = task.current()
-    if self.active < self:limit() then
+    -- A task that holds a slot and needs another (an operation inside another) may go
+    -- past what the peer was seen to admit, never past the cap.
+    local limit = (me and (self.holders[me] or 0) > 0) and self.cap or self:limit()
+    if self.active < limit then
         self.active = self.active + 1
         hold(self, me)
         return

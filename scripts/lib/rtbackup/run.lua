@@ -279,7 +279,9 @@ function Run:requeue_move(job, err)
     job.requeues = progress and 0 or (job.requeues or 0) + 1
     job.mark = self.moves_done
     job.wait_ms = REQUEUE_WAIT_MS << math.min(job.requeues, 4)
-    job.trouble = true
+    -- A busy refusal already taught the peer's limiter how many it admits
+    -- (rtbackup.limits); the pace halving as well would leave places unused.
+    job.trouble = not busy
     return true
 end
 

@@ -1,0 +1,70 @@
+-- rtbackup.limits: the associations this process keeps open to one peer at once, and
+-- what it learns when the peer says it is busy. The peer here is the limiter's own
+-- bookkeeping (the busy and served notes the DICOM layer gives it); the backup spec
+-- shows the same against an archive that refuses a third association.
+local limits = require "rtbackup.limits"
+local task = require "rtbackup.task"
+
+local n = 0
+local function limiter(cap)
+    n = n + 1
+    return limits.for_peer("SPEC" .. n .. "@127.0.0.1:104", cap)
+end
+
+-- Runs `count` tasks that each hold a slot for `ms`; returns the most held at once.
+local function most_at_once(l, count, ms)
+    local now, most = 0, 0
+    local tasks = {}
+    for i = 1, count do
+        tasks[i] = task.spawn(function()
+            l:run(function()
+                now = now + 1
+                most = math.max(most, now)
+                task.sleep(ms)
+                now = now - 1
+            end)
+        end)
+    end
+    for _, t in ipairs(tasks) do task.wait(t) end
+    return most
+end
+
+describe("a peer's limiter", function()
+    it("holds at most the cap at once", function()
+        assert.are.equal(4, most_at_once(limiter(4), 10, 20))
+    end)
+
+    it("keeps to fewer once the peer refused one as busy, and tries more after serving enough", function()
+        local l = limiter(6)
+        -- refused while this process held 3: the peer admits 2 of ours
+        for _ = 1, 3 do l:acquire() end
+        l:note_busy()
+        for _ = 1, 3 do l:release() end
+        assert.are.equal(2, l:limit())
+        assert.are.equal(2, most_at_once(l, 8, 20))
+        -- 4 x 2 served in a row: one more
+        for _ = 1, 8 do l:note_ok() end
+        assert.are.equal(3, l:limit())
+        -- a refusal resets the count
+        for _ = 1, 11 do l:note_ok() end
+        l:note_busy()
+        assert.are.equal(1, l:limit())
+        -- back to the cap in the end
+        for _ = 1, 100 do l:note_ok() end
+        assert.are.equal(6, l:limit())
+    end)
+
+    it("never goes below one, and lets a task holding a slot take a second up to the cap", function()
+        local l = limiter(2)
+        l:acquire()
+        l:note_busy()
+        assert.are.equal(1, l:limit())
+        local t = task.spawn(function()
+            l:run(function()
+                l:run(function() end) -- an operation inside another on the same peer
+            end)
+        end)
+        l:release()
+        task.wait(t)
+    end)
+end)
