@@ -60,6 +60,23 @@ local function copy(src, dst)
     h.write_file(dst, data)
 end
 
+-- The testbed's synthetic instances: their file names, sorted.
+local function synthetic_names()
+    local names = {}
+    for name in io.popen("ls " .. h.quote(tb.SYNTH_DIR)):lines() do
+        if name:match("%.dcm$") then names[#names + 1] = name end
+    end
+    table.sort(names)
+    return names
+end
+
+-- Copies the synthetic instances into dir (under their own names); returns how many.
+local function copy_synthetic(dir)
+    local names = synthetic_names()
+    for _, name in ipairs(names) do copy(tb.SYNTH_DIR .. "/" .. name, dir .. "/" .. name) end
+    return #names
+end
+
 -- corpus.py compare: {uid = {verdict, detail}} for every good corpus instance.
 local function compare(dir)
     local out = sh(string.format("%s %s compare %s %s", PY, h.quote(corpus_py),
@@ -86,11 +103,7 @@ describe("rtbackup store of a folder with a truncated file in the middle", funct
     it("stores every good file, names the bad one as unreadable and exits 1", function()
         orthanc:wipe()
         local dir = tmpdir()
-        local names = {}
-        for name in io.popen("ls " .. h.quote(tb.SYNTH_DIR)):lines() do
-            if name:match("%.dcm$") then names[#names + 1] = name end
-        end
-        table.sort(names)
+        local names = synthetic_names()
         for i, name in ipairs(names) do
             copy(tb.SYNTH_DIR .. "/" .. name, string.format("%s/%03d.dcm", dir, 2 * i))
         end
@@ -131,11 +144,7 @@ describe("rtbackup store over several associations", function()
     -- The synthetic instances with a truncated file sorting in the middle.
     local function folder()
         local dir = tmpdir()
-        local names = {}
-        for name in io.popen("ls " .. h.quote(tb.SYNTH_DIR)):lines() do
-            if name:match("%.dcm$") then names[#names + 1] = name end
-        end
-        table.sort(names)
+        local names = synthetic_names()
         for i, name in ipairs(names) do copy(tb.SYNTH_DIR .. "/" .. name, string.format("%s/%03d.dcm", dir, 2 * i)) end
         local bad = string.format("%s/%03d.dcm", dir, 2 * (#names // 2) + 1)
         copy(tb.CORPUS_DIR .. "/mr_truncated.dcm", bad)
@@ -193,13 +202,7 @@ describe("rtbackup store over several associations", function()
         local dir = tmpdir()
         local out = tmpdir()
         os.execute("mkdir -p " .. h.quote(dir .. "/a") .. " " .. h.quote(dir .. "/b"))
-        local n = 0
-        for name in io.popen("ls " .. h.quote(tb.SYNTH_DIR)):lines() do
-            if name:match("%.dcm$") then
-                copy(tb.SYNTH_DIR .. "/" .. name, dir .. "/a/" .. name)
-                n = n + 1
-            end
-        end
+        local n = copy_synthetic(dir .. "/a")
         -- the same instances again: the peer overwrites them, every file counts
         sh("cp " .. h.quote(dir) .. "/a/*.dcm " .. h.quote(dir .. "/b/"))
         local scp = dicom.listen{aet = "CAPPED", port = 0, dir = out, max_associations = 2}
@@ -236,14 +239,7 @@ describe("rtbackup store to a peer that fails mid-run", function()
     local function synthetic_copy()
         local dir = tmpdir()
         os.execute("mkdir -p " .. h.quote(dir .. "/in") .. " " .. h.quote(dir .. "/out"))
-        local n = 0
-        for name in io.popen("ls " .. h.quote(tb.SYNTH_DIR)):lines() do
-            if name:match("%.dcm$") then
-                copy(tb.SYNTH_DIR .. "/" .. name, dir .. "/in/" .. name)
-                n = n + 1
-            end
-        end
-        return dir, n
+        return dir, copy_synthetic(dir .. "/in")
     end
 
     it("reopens the association and stores everything", function()
