@@ -20,6 +20,9 @@ typedef struct {
     lua_State *L;
     int anchor;      /* stack index of the table that keeps allocations alive */
     lua_Integer n_anchored;
+    int keys;        /* stack index of the key strings table (see field) */
+    char *chunk;     /* the arena alloc() carves from, and how much of it is used */
+    size_t chunk_used, chunk_size;
     char path[128];  /* "beams[2].control_points[1]" */
 } reader;
 
@@ -35,11 +38,29 @@ static void anchor(reader *r)
     lua_rawseti(r->L, r->anchor, ++r->n_anchored);
 }
 
+/* Zeroed memory that lives as long as the call. Carved from anchored chunks: a record
+ * has two arrays per control point (MLC and jaws), and one userdata each made malloc
+ * the largest cost of reading the input. */
+enum { CHUNK = 16384 };
+
 static void *alloc(reader *r, size_t size)
 {
-    void *p = lua_newuserdatauv(r->L, size ? size : 1, 0);
-    memset(p, 0, size ? size : 1);
-    anchor(r);
+    size = size ? (size + 15) & ~(size_t)15 : 16;
+    if (size > CHUNK / 4) { /* large: its own block */
+        void *p = lua_newuserdatauv(r->L, size, 0);
+        memset(p, 0, size);
+        anchor(r);
+        return p;
+    }
+    if (!r->chunk || r->chunk_size - r->chunk_used < size) {
+        r->chunk = lua_newuserdatauv(r->L, CHUNK, 0);
+        anchor(r);
+        r->chunk_used = 0;
+        r->chunk_size = CHUNK;
+    }
+    void *p = r->chunk + r->chunk_used;
+    r->chunk_used += size;
+    memset(p, 0, size);
     return p;
 }
 
@@ -47,24 +68,51 @@ static void *alloc(reader *r, size_t size)
  * Raw, because the builder keeps pointers to the strings it reads: a value an __index
  * function made up would be referenced by nothing once popped, and could be
  * collected before the builder reads it. check_keys() walks the raw table too. */
-static int field(lua_State *L, int t, const char *key)
+static int field(reader *r, int t, const char *key)
 {
-    lua_pushstring(L, key);
+    /* The key as a Lua string, found by the address of its C literal: cheaper than
+     * lua_pushstring's hashing, a few hundred times per record. */
+    lua_State *L = r->L;
+    if (lua_rawgetp(L, r->keys, key) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_pushstring(L, key);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, r->keys, key);
+    }
     return lua_rawget(L, t);
+}
+
+/* Pushes the set {key = true, ...} of a known-keys list, made once per list and kept in
+ * the registry under the list's address: a record checks every key of every control
+ * point, and one table look-up beats comparing it with each known name. */
+static void push_key_set(lua_State *L, const char *const *known)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, known) == LUA_TTABLE)
+        return;
+    lua_pop(L, 1);
+    lua_newtable(L);
+    for (size_t i = 0; known[i]; i++) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, known[i]);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, known);
 }
 
 /* Rejects keys the builder does not know: a typo must not silently drop data. */
 static void check_keys(reader *r, int t, const char *const *known)
 {
     lua_State *L = r->L;
+    push_key_set(L, known);
+    int set = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, t)) {
         lua_pop(L, 1);
         int ok = 0;
         if (lua_type(L, -1) == LUA_TSTRING) {
-            const char *k = lua_tostring(L, -1);
-            for (size_t i = 0; known[i] && !ok; i++)
-                ok = strcmp(known[i], k) == 0;
+            lua_pushvalue(L, -1);
+            ok = lua_rawget(L, set) != LUA_TNIL;
+            lua_pop(L, 1);
         }
         if (!ok) {
             const char *k = luaL_tolstring(L, -1, NULL);
@@ -72,12 +120,13 @@ static void check_keys(reader *r, int t, const char *const *known)
                                 r->path[0] ? ": " : "", k);
         }
     }
+    lua_pop(L, 1);
 }
 
 static const char *get_string(reader *r, int t, const char *key)
 {
     lua_State *L = r->L;
-    switch (field(L, t, key)) {
+    switch (field(r, t, key)) {
     case LUA_TNIL:
         lua_pop(L, 1);
         return NULL;
@@ -100,7 +149,7 @@ static const char *get_string(reader *r, int t, const char *key)
 static double get_number(reader *r, int t, const char *key)
 {
     lua_State *L = r->L;
-    int type = field(L, t, key);
+    int type = field(r, t, key);
     double v = NAN; /* NaN is how the builder spells "absent" */
     if (type == LUA_TNUMBER) {
         v = lua_tonumber(L, -1);
@@ -116,7 +165,7 @@ static double get_number(reader *r, int t, const char *key)
 static long get_integer(reader *r, int t, const char *key)
 {
     lua_State *L = r->L;
-    int type = field(L, t, key);
+    int type = field(r, t, key);
     long v = RTB_RTRECORD_NO_INT;
     if (type == LUA_TNUMBER) {
         lua_Integer i;
@@ -139,7 +188,7 @@ static long get_integer(reader *r, int t, const char *key)
 /* Pushes t[key] if it is a table (returns its index), nothing and 0 if nil. */
 static int get_table(reader *r, int t, const char *key)
 {
-    int type = field(r->L, t, key);
+    int type = field(r, t, key);
     if (type == LUA_TTABLE)
         return lua_gettop(r->L);
     if (type != LUA_TNIL)
@@ -499,7 +548,14 @@ static int l_beams_treatment_record(lua_State *L)
     lua_settop(L, 1);
     rtb_dicom_ensure_init(L);
     lua_newtable(L);
-    reader r = {.L = L, .anchor = 2};
+    static const char keys_key = 0; /* the registry slot of field()'s key strings */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &keys_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &keys_key);
+    }
+    reader r = {.L = L, .anchor = 2, .keys = 3};
     rtb_rtrecord_input in;
     read_input(&r, 1, &in);
     rtb_rtrecord_error err;

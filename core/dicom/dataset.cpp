@@ -42,16 +42,17 @@ bool lookup_tag(const char *keyword, DcmTag &tag, rtb_dicom_error *err)
     }
     // findTagFromName accepts dictionary names and "gggg,eeee"; both are useful
     // (keywords for scripts, numeric tags for private elements). It finds a name by
-    // walking the whole dictionary (~0.4 ms, more than building a small record), so
-    // names found once are kept; tags by number are parsed, which is fast.
+    // walking the whole dictionary (~0.4 ms, more than building a small record), and
+    // reads a number with sscanf and looks its VR up in the dictionary (under the
+    // dictionary's lock): so every keyword and tag found is kept, with its VR. A
+    // record builder appends hundreds of sequence items by tag.
     static std::mutex lock;
-    static std::unordered_map<std::string, DcmTagKey> known;
-    bool by_name = strchr(keyword, ',') == nullptr;
-    if (by_name) {
+    static std::unordered_map<std::string, DcmTag> known;
+    {
         std::lock_guard<std::mutex> hold(lock);
         auto it = known.find(keyword);
         if (it != known.end()) {
-            tag = DcmTag(it->second);
+            tag = it->second;
             return true;
         }
     }
@@ -59,10 +60,11 @@ bool lookup_tag(const char *keyword, DcmTag &tag, rtb_dicom_error *err)
         fail(err, RTB_DICOM_E_INVALID, "unknown DICOM keyword '%s'", keyword);
         return false;
     }
-    if (by_name) {
-        std::lock_guard<std::mutex> hold(lock);
-        known.emplace(keyword, DcmTagKey(tag.getGroup(), tag.getElement()));
-    }
+    // Kept as a look-up by key gives it (for a tag by number, what findTagFromName
+    // gave): the same for every later call. Bounded: scripts name a few hundred.
+    DcmTag kept(DcmTagKey(tag.getGroup(), tag.getElement()));
+    std::lock_guard<std::mutex> hold(lock);
+    if (known.size() < 65536) known.emplace(keyword, kept);
     return true;
 }
 

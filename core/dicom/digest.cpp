@@ -15,6 +15,9 @@
 // Encapsulated (compressed) pixel data is hashed as its fragments, as stored.
 #include "internal.hpp"
 
+#include <cstring>
+#include <memory>
+
 #include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcwcache.h>
 
@@ -22,6 +25,9 @@
 
 namespace {
 
+// SHA-256 fed through a buffer: a record's digest is a few hundred small pieces
+// (tags, lengths, short values), and one EVP_DigestUpdate per piece cost more than
+// the hashing.
 class Sha256 {
 public:
     Sha256() : ctx_(EVP_MD_CTX_new()) { ok_ = ctx_ && EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) == 1; }
@@ -29,7 +35,15 @@ public:
     bool ok() const { return ok_; }
     void update(const void *p, size_t n)
     {
-        if (ok_ && n) ok_ = EVP_DigestUpdate(ctx_, p, n) == 1;
+        if (n > sizeof buf_ - used_) {
+            flush();
+            if (n >= sizeof buf_) {
+                if (ok_) ok_ = EVP_DigestUpdate(ctx_, p, n) == 1;
+                return;
+            }
+        }
+        memcpy(buf_ + used_, p, n);
+        used_ += n;
     }
     void u16(Uint16 v)
     {
@@ -44,6 +58,7 @@ public:
     }
     bool hex(char out[65])
     {
+        flush();
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned int len = 0;
         if (!ok_ || EVP_DigestFinal_ex(ctx_, md, &len) != 1 || len != 32) return false;
@@ -57,8 +72,27 @@ public:
     }
 
 private:
+    void flush()
+    {
+        if (ok_ && used_) ok_ = EVP_DigestUpdate(ctx_, buf_, used_) == 1;
+        used_ = 0;
+    }
     EVP_MD_CTX *ctx_;
     bool ok_;
+    size_t used_ = 0;
+    unsigned char buf_[16384];
+};
+
+// One digest's encoder: DCMTK's own element writer, streaming into the hash 64 KiB
+// at a time (multi-hundred-megabyte pixel data never needs a second copy in memory),
+// set up once per digest rather than once per element.
+struct Encoder {
+    Sha256 h;
+    E_TransferSyntax orig = EXS_LittleEndianExplicit;
+    unsigned char buf[65536];
+    DcmOutputBufferStream out{buf, sizeof buf};
+    DcmWriteCache wcache;
+    OFCondition cond = EC_Normal;
 };
 
 bool skipped(const DcmTagKey &tag, bool top_level)
@@ -68,57 +102,90 @@ bool skipped(const DcmTagKey &tag, bool top_level)
     return tag == DCM_DataSetTrailingPadding;
 }
 
-// Streams DCMTK's own encoder output for one element into the hash, 64 KiB at a
-// time, so multi-hundred-megabyte pixel data never needs a second copy in memory.
-bool hash_encoded(DcmElement *e, E_TransferSyntax xfer, Sha256 &h, OFCondition &cond)
+bool hash_encoded(DcmElement *e, E_TransferSyntax xfer, Encoder &enc)
 {
-    unsigned char buf[65536];
-    DcmOutputBufferStream out(buf, sizeof buf);
-    DcmWriteCache wcache;
     e->transferInit();
     do {
-        cond = e->write(out, xfer, EET_UndefinedLength, &wcache);
+        enc.cond = e->write(enc.out, xfer, EET_UndefinedLength, &enc.wcache);
         void *p = nullptr;
         offile_off_t len = 0;
-        out.flushBuffer(p, len);
-        h.update(p, static_cast<size_t>(len));
-    } while (cond == EC_StreamNotifyClient);
+        enc.out.flushBuffer(p, len);
+        enc.h.update(p, static_cast<size_t>(len));
+    } while (enc.cond == EC_StreamNotifyClient);
     e->transferEnd();
-    return cond.good();
+    return enc.cond.good();
 }
 
-bool hash_item(DcmItem *item, bool top_level, E_TransferSyntax orig, Sha256 &h, OFCondition &cond);
+// The string VRs, whose classes all derive from DcmByteString; UI pads with NUL.
+bool is_byte_string(DcmEVR vr)
+{
+    switch (vr) {
+    case EVR_AE: case EVR_AS: case EVR_CS: case EVR_DA: case EVR_DS: case EVR_DT: case EVR_IS:
+    case EVR_LO: case EVR_LT: case EVR_PN: case EVR_SH: case EVR_ST: case EVR_TM: case EVR_UC:
+    case EVR_UI: case EVR_UR: case EVR_UT:
+        return true;
+    default:
+        return false;
+    }
+}
 
-bool hash_element(DcmElement *e, E_TransferSyntax orig, Sha256 &h, OFCondition &cond)
+// A text element encoded as DcmByteString::write encodes it in implicit VR little
+// endian, without going through DCMTK's writer (most of a record's digest time):
+// tag, even length, the value as getString gives it (trailing padding removed, as
+// makeDicomByteString does first) and one padding character if its length is odd.
+// false when the value is not in memory (empty, or unreadable): the writer decides.
+bool hash_text(DcmElement *e, Encoder &enc)
+{
+    char *value = nullptr;
+    Uint32 len = 0;
+    if (e->getString(value, len).bad() || !value) return false;
+    const DcmTag &tag = e->getTag();
+    const bool odd = len & 1;
+    enc.h.u16(tag.getGroup());
+    enc.h.u16(tag.getElement());
+    enc.h.u32(len + odd);
+    enc.h.update(value, len);
+    if (odd) {
+        const char pad = e->ident() == EVR_UI ? '\0' : ' ';
+        enc.h.update(&pad, 1);
+    }
+    return true;
+}
+
+bool hash_item(DcmItem *item, bool top_level, Encoder &enc);
+
+bool hash_element(DcmElement *e, Encoder &enc)
 {
     const DcmTag &tag = e->getTag();
+    Sha256 &h = enc.h;
     if (e->ident() == EVR_SQ) {
         DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, e);
         h.u16(tag.getGroup()); h.u16(tag.getElement()); h.u32(0xFFFFFFFFu);
         for (unsigned long i = 0; i < sq->card(); i++) {
             h.u16(0xFFFE); h.u16(0xE000); h.u32(0xFFFFFFFFu);
-            if (!hash_item(sq->getItem(i), false, orig, h, cond)) return false;
+            if (!hash_item(sq->getItem(i), false, enc)) return false;
             h.u16(0xFFFE); h.u16(0xE00D); h.u32(0);
         }
         h.u16(0xFFFE); h.u16(0xE0DD); h.u32(0);
         return true;
     }
+    if (is_byte_string(e->ident()) && hash_text(e, enc)) return true;
     E_TransferSyntax xfer = EXS_LittleEndianImplicit;
     if (tag == DCM_PixelData && e->ident() != EVR_UNKNOWN) {
         // Compressed pixel data cannot be written as implicit VR without
         // decompressing; hash it encapsulated, as it was received.
         DcmPixelData *pd = OFdynamic_cast(DcmPixelData *, e);
-        if (pd && !pd->canWriteXfer(EXS_LittleEndianImplicit, orig)) xfer = orig;
+        if (pd && !pd->canWriteXfer(EXS_LittleEndianImplicit, enc.orig)) xfer = enc.orig;
     }
-    return hash_encoded(e, xfer, h, cond);
+    return hash_encoded(e, xfer, enc);
 }
 
-bool hash_item(DcmItem *item, bool top_level, E_TransferSyntax orig, Sha256 &h, OFCondition &cond)
+bool hash_item(DcmItem *item, bool top_level, Encoder &enc)
 {
     for (unsigned long i = 0; i < item->card(); i++) {
         DcmElement *e = item->getElement(i);
         if (skipped(e->getTag(), top_level)) continue;
-        if (!hash_element(e, orig, h, cond)) return false;
+        if (!hash_element(e, enc)) return false;
     }
     return true;
 }
@@ -132,14 +199,12 @@ extern "C" int rtb_ds_digest(const rtb_ds *ds, char hex[65], rtb_dicom_error *er
     clear_error(err);
     hex[0] = '\0';
     if (!ds) return fail(err, RTB_DICOM_E_INVALID, "no dataset");
-    Sha256 h;
-    if (!h.ok()) return fail(err, RTB_DICOM_E_INTERNAL, "SHA-256 unavailable in OpenSSL");
-    E_TransferSyntax orig = EXS_LittleEndianExplicit;
+    std::unique_ptr<Encoder> enc(new Encoder());
+    if (!enc->h.ok()) return fail(err, RTB_DICOM_E_INTERNAL, "SHA-256 unavailable in OpenSSL");
     if (DcmDataset *d = ds->root->dataset())
-        if (d->getOriginalXfer() != EXS_Unknown) orig = d->getOriginalXfer();
-    OFCondition cond = EC_Normal;
-    if (!hash_item(ds->item, ds->root == ds, orig, h, cond))
-        return fail(err, RTB_DICOM_E_IO, "cannot encode dataset for digest: %s", cond.text());
-    if (!h.hex(hex)) return fail(err, RTB_DICOM_E_INTERNAL, "SHA-256 failed");
+        if (d->getOriginalXfer() != EXS_Unknown) enc->orig = d->getOriginalXfer();
+    if (!hash_item(ds->item, ds->root == ds, *enc))
+        return fail(err, RTB_DICOM_E_IO, "cannot encode dataset for digest: %s", enc->cond.text());
+    if (!enc->h.hex(hex)) return fail(err, RTB_DICOM_E_INTERNAL, "SHA-256 failed");
     return 0;
 }

@@ -79,10 +79,10 @@ local function range_of(values)
     values.lo, values.hi = lo, hi
 end
 
---- Decodes a leaf set into out[offset + 1 .. offset + n], each value times sign.
--- count: use only the first count leaves. Returns n and the smallest and largest
--- value written, or nil and a message.
-function M.decode_into(out, offset, sign, bytes, encoding, count)
+--- The decoded leaf set, shared and kept: {positions in mm..., n =, lo =, hi =} (n
+-- positions, the smallest and largest). Read it, never change it. count: use only the
+-- first count leaves. nil and a message if bytes cannot be read as encoding.
+function M.decoded(bytes, encoding, count)
     if type(bytes) ~= "string" then return nil, "leaf set is not binary data" end
     encoding = ALIASES[encoding] or encoding
     local by_count = decoded[encoding]
@@ -99,6 +99,15 @@ function M.decode_into(out, offset, sign, bytes, encoding, count)
         if decoded_count >= DECODED_MAX then decoded, decoded_count = {}, 0 end
         by_bytes[bytes], decoded_count = values, decoded_count + 1
     end
+    return values
+end
+
+--- Decodes a leaf set into out[offset + 1 .. offset + n], each value times sign.
+-- count: use only the first count leaves. Returns n and the smallest and largest
+-- value written, or nil and a message.
+function M.decode_into(out, offset, sign, bytes, encoding, count)
+    local values, err = M.decoded(bytes, encoding, count)
+    if not values then return nil, err end
     local n = values.n
     if sign == 1 then
         table.move(values, 1, n, offset + 1, out)

@@ -93,8 +93,18 @@ end
 local Mapper = {}
 Mapper.__index = Mapper
 
+-- Where a message points. A control point's place is a reusable table {field =, point =}
+-- (see Mapper:beam), made into text only when a message names it.
+local function where_text(where)
+    if type(where) == "table" then
+        return string.format("%s, control point %s", where.field, tostring(where.point))
+    end
+    return where
+end
+
 function Mapper:fail(where, fmt, ...)
     local message = string.format(fmt, ...)
+    where = where_text(where)
     if where then message = where .. ": " .. message end
     errors.raise{kind = "invalid", message = "Mosaiq record for " .. context(self.group) .. ": " .. message,
                  patient = self.patient_id, plan = self.plan_uid, fraction = self.group.fraction}
@@ -104,10 +114,12 @@ end
 function Mapper:warn(where, fmt, ...)
     local message = string.format(fmt, ...)
     self.warnings[#self.warnings + 1] = {patient = self.patient_id, plan = self.plan_uid,
-                                         fraction = self.group.fraction, field = where, message = message}
+                                         fraction = self.group.fraction, field = where_text(where),
+                                         message = message}
 end
 
 local SPACE = {[9] = true, [10] = true, [13] = true, [32] = true}
+local byte, floor, mathtype, unpack = string.byte, math.floor, math.type, table.unpack
 
 -- nil for NULL, missing, and blank text; text trimmed (CHAR columns come padded).
 function Mapper:value(v)
@@ -116,7 +128,7 @@ function Mapper:value(v)
     if v == nil or (self.null ~= nil and v == self.null) then return nil end
     if t == "string" then
         if v == "" then return nil end
-        if SPACE[v:byte(1)] or SPACE[v:byte(-1)] then
+        if SPACE[byte(v, 1)] or SPACE[byte(v, -1)] then
             v = v:match("^%s*(.-)%s*$")
             if v == "" then return nil end
         end
@@ -142,6 +154,7 @@ end
 -- A number, or a failure naming the column and the text that is not one.
 function Mapper:number(v, where, column)
     if type(v) == "number" then return v end
+    if v == nil then return nil end
     v = self:value(v)
     if v == nil then return nil end
     local n = tonumber(v)
@@ -150,7 +163,7 @@ function Mapper:number(v, where, column)
 end
 
 function Mapper:integer(v, where, column)
-    if math.type(v) == "integer" then return v end
+    if mathtype(v) == "integer" then return v end
     local n = self:number(v, where, column)
     if n == nil then return nil end
     local i = math.tointeger(n)
@@ -161,8 +174,9 @@ end
 -- Mosaiq stores cm. The product is rounded to 1 µm: 12.34 * 10 is
 -- 123.40000000000001 in binary floating point, and the record should say 123.4.
 function Mapper:mm(v, where, column)
-    local n = self:number(v, where, column)
-    return n and math.floor(n * 10 * 1e3 + 0.5) / 1e3
+    local n = v
+    if type(n) ~= "number" then n = self:number(v, where, column) end
+    return n and floor(n * 10 * 1e3 + 0.5) / 1e3
 end
 
 -- An enum's term. A value the table does not know is a warning with the raw value
@@ -205,12 +219,20 @@ function Mapper:mlc(point, where, field_label, mlc)
     if (mlc.first_bank or "A") == "B" then first, second = b, a end
     local first_name = (mlc.first_bank or "A") == "B" and "B_Leaf_Set" or "A_Leaf_Set"
     local second_name = first_name == "A_Leaf_Set" and "B_Leaf_Set" or "A_Leaf_Set"
-    local out = {}
-    local n1, lo1, hi1 = leaves.decode_into(out, 0, mlc.negate_first_bank and -1 or 1, first, mlc.encoding, count)
-    if not n1 then self:fail(where, "%s: %s", first_name, lo1) end
-    local n2, lo2, hi2 = leaves.decode_into(out, n1, 1, second, mlc.encoding, count)
-    if not n2 then self:fail(where, "%s: %s", second_name, lo2) end
+    -- The decoded sets are shared (leaves.decoded): copied into a list of the record's
+    -- own, the first bank in one step, the second appended.
+    local v1, err1 = leaves.decoded(first, mlc.encoding, count)
+    if not v1 then self:fail(where, "%s: %s", first_name, err1) end
+    local v2, err2 = leaves.decoded(second, mlc.encoding, count)
+    if not v2 then self:fail(where, "%s: %s", second_name, err2) end
+    local n1, lo1, hi1, n2, lo2, hi2 = v1.n, v1.lo, v1.hi, v2.n, v2.lo, v2.hi
     if n1 ~= n2 then self:fail(where, "%s has %d leaves, %s %d", first_name, n1, second_name, n2) end
+    local out = {unpack(v1, 1, n1)}
+    if mlc.negate_first_bank then
+        for i = 1, n1 do out[i] = -1 * out[i] end
+        lo1, hi1 = -hi1, -lo1
+    end
+    table.move(v2, 1, n2, n1 + 1, out)
     if mlc.leaf_order == "reversed" then
         -- Leaf 1 of a stored set is DICOM's last leaf of that bank.
         for bank = 0, 1 do
@@ -290,6 +312,13 @@ end
 
 -- ---- the record -------------------------------------------------------------
 
+-- A `from` path ("site.Site_Name") -> {group name, column} ({} if it is not one), read once.
+local FROM = setmetatable({}, {__index = function(t, from)
+    local parsed = {from:match("^(%a+)%.([%w_]+)$")}
+    t[from] = parsed
+    return parsed
+end})
+
 -- A site's private block: each element's value read from the group by its `from`
 -- path ("site.Site_Name").
 function Mapper:private_block(spec)
@@ -300,7 +329,8 @@ function Mapper:private_block(spec)
     end
     local elements = {}
     for i, e in ipairs(spec.elements) do
-        local group_name, column = tostring(e.from or ""):match("^(%a+)%.([%w_]+)$")
+        local from = FROM[tostring(e.from or "")]
+        local group_name, column = from[1], from[2]
         local g = group_name and self.group[group_name]
         if type(g) ~= "table" then
             errors.raise{kind = "config", message = string.format(
@@ -343,32 +373,48 @@ function Mapper:metersets(field, where, termination)
     return start, start + delivered, planned, delivered
 end
 
--- previous = {point, cp} of the control point before, or nil for the first.
-function Mapper:control_point(point, field, where, label, ms, previous)
-    local actual = type(point.actual) == "table" and point.actual or {}
+-- "TxFieldPoint_Hst.<column>": the name of a column the console recorded.
+local RECORDED = setmetatable({}, {__index = function(t, column)
+    local name = "TxFieldPoint_Hst." .. column
+    t[column] = name
+    return name
+end})
+
+-- Where the console recorded the couch (TxFieldPoint_Hst: the plan's position plus the
+-- day's image-guided shift). At a point it did not record, the couch is where it was if
+-- the plan does not move it; otherwise the value stays empty (Type 2): the planned
+-- position never poses as the delivered one.
+function Mapper:position(point, actual, previous_point, previous_cp, column, key, where)
+    local v = self:mm(actual[column], where, RECORDED[column])
+    if v == nil and previous_point and previous_cp[key] ~= nil
+       and self:mm(point[column], where, column) == self:mm(previous_point[column], where, column) then
+        v = previous_cp[key]
+    end
+    return self:check(v, M.PLAUSIBLE.position, where, column, " mm")
+end
+
+-- Angles as recorded where the console did, else as planned: record-and-verify holds
+-- the machine to the planned angle within tolerance before it beams on.
+function Mapper:angle(point, actual, column, where)
+    local v = self:number(actual[column], where, RECORDED[column])
+    if v == nil then v = self:number(point[column], where, column) end
+    return self:check(v, M.PLAUSIBLE.angle, where, column, "°")
+end
+
+function Mapper:jaw(point, column, where)
+    return self:check(self:mm(point[column], where, column), M.PLAUSIBLE.jaw, where, column, " mm")
+end
+
+local NO_ACTUAL = {} -- a point the console recorded nothing for (only read)
+
+-- previous_point, previous_cp: the control point before (its row and what it became),
+-- nil for the first.
+function Mapper:control_point(point, field, where, label, ms, previous_point, previous_cp)
+    local actual = type(point.actual) == "table" and point.actual or NO_ACTUAL
     local index = self:number(point.Index, where, "TxFieldPoint.Index")
     if index == nil then self:fail(where, "TxFieldPoint.Index (the cumulative meterset weight) is missing") end
     local specified = ms.last_index > 0 and index / ms.last_index * ms.planned or 0
-    specified = math.floor(specified * 1e4 + 0.5) / 1e4
-    local function position(column, key)
-        -- Where the console recorded the couch (TxFieldPoint_Hst: the plan's position
-        -- plus the day's image-guided shift). At a point it did not record, the couch
-        -- is where it was if the plan does not move it; otherwise the value stays
-        -- empty (Type 2): the planned position never poses as the delivered one.
-        local v = self:mm(actual[column], where, "TxFieldPoint_Hst." .. column)
-        if v == nil and previous and previous.cp[key] ~= nil
-           and self:mm(point[column], where, column) == self:mm(previous.point[column], where, column) then
-            v = previous.cp[key]
-        end
-        return self:check(v, M.PLAUSIBLE.position, where, column, " mm")
-    end
-    local function angle(column)
-        -- Angles as recorded where the console did, else as planned: record-and-verify
-        -- holds the machine to the planned angle within tolerance before it beams on.
-        local v = self:number(actual[column], where, "TxFieldPoint_Hst." .. column)
-        if v == nil then v = self:number(point[column], where, column) end
-        return self:check(v, M.PLAUSIBLE.angle, where, column, "°")
-    end
+    specified = floor(specified * 1e4 + 0.5) / 1e4
     local cp = {
         index = self:integer(point.Point, where, "Point"),
         specified_meterset = specified,
@@ -377,18 +423,21 @@ function Mapper:control_point(point, field, where, label, ms, previous)
         dose_rate_delivered = self:number(actual.Meterset_Rate, where, "TxFieldPoint_Hst.Meterset_Rate"),
         energy = self:check(self:number(point.Energy, where, "Energy"), M.PLAUSIBLE.energy, where, "Energy"),
         energy_unit = self:enum("Energy_Unit_Enum", point.Energy_Unit_Enum, where, "Energy_Unit_Enum"),
-        gantry_angle = angle("Gantry_Ang"),
+        gantry_angle = self:angle(point, actual, "Gantry_Ang", where),
         gantry_direction = self:enum("Dir_Enum", point.Gantry_Dir_Enum, where, "Gantry_Dir_Enum"),
-        collimator_angle = angle("Coll_Ang"),
+        collimator_angle = self:angle(point, actual, "Coll_Ang", where),
         collimator_direction = self:enum("Dir_Enum", point.Coll_Dir_Enum, where, "Coll_Dir_Enum"),
-        couch_angle = angle("Couch_Ang"),
+        couch_angle = self:angle(point, actual, "Couch_Ang", where),
         couch_direction = self:enum("Dir_Enum", point.Couch_Ang_Dir_Enum, where, "Couch_Ang_Dir_Enum"),
         table_top_eccentric_distance = self:mm(point.Couch_Top_Axis_Distance, where, "Couch_Top_Axis_Distance"),
-        table_top_eccentric_angle = angle("Couch_Top"),
+        table_top_eccentric_angle = self:angle(point, actual, "Couch_Top", where),
         table_top_eccentric_direction = self:enum("Dir_Enum", point.Couch_Top_Dir_Enum, where, "Couch_Top_Dir_Enum"),
-        table_top_vertical = position("Couch_Vrt", "table_top_vertical"),
-        table_top_longitudinal = position("Couch_Lng", "table_top_longitudinal"),
-        table_top_lateral = position("Couch_Lat", "table_top_lateral"),
+        table_top_vertical = self:position(point, actual, previous_point, previous_cp, "Couch_Vrt",
+                                           "table_top_vertical", where),
+        table_top_longitudinal = self:position(point, actual, previous_point, previous_cp, "Couch_Lng",
+                                               "table_top_longitudinal", where),
+        table_top_lateral = self:position(point, actual, previous_point, previous_cp, "Couch_Lat",
+                                          "table_top_lateral", where),
     }
     if cp.index == nil then self:fail(where, "Point (the control point index) is missing") end
     if self.opts.control_point_time == "point" then
@@ -397,19 +446,17 @@ function Mapper:control_point(point, field, where, label, ms, previous)
         cp.datetime = self:text(actual.Tx_DtTm) or self:delivery_time(field)
     end
     if cp.datetime == nil then self:fail(where, "no date/time for the control point") end
-    local function jaw(column)
-        return self:check(self:mm(point[column], where, column), M.PLAUSIBLE.jaw, where, column, " mm")
-    end
-    local x1, x2, y1, y2 = jaw("Coll_X1"), jaw("Coll_X2"), jaw("Coll_Y1"), jaw("Coll_Y2")
+    local x1, x2 = self:jaw(point, "Coll_X1", where), self:jaw(point, "Coll_X2", where)
+    local y1, y2 = self:jaw(point, "Coll_Y1", where), self:jaw(point, "Coll_Y2", where)
     if x1 and x2 then cp.jaw_x = {x1, x2} end
     if y1 and y2 then cp.jaw_y = {y1, y2} end
     if self.opts.flat_table_top then
         cp.table_top_pitch_angle, cp.table_top_pitch_direction = 0, "NONE"
         cp.table_top_roll_angle, cp.table_top_roll_direction = 0, "NONE"
     else
-        cp.table_top_pitch_angle = angle("Couch_Pitch_Ang")
+        cp.table_top_pitch_angle = self:angle(point, actual, "Couch_Pitch_Ang", where)
         cp.table_top_pitch_direction = self:enum("Dir_Enum", point.Couch_Pitch_Dir_Enum, where, "Couch_Pitch_Dir_Enum")
-        cp.table_top_roll_angle = angle("Couch_Roll_Ang")
+        cp.table_top_roll_angle = self:angle(point, actual, "Couch_Roll_Ang", where)
         cp.table_top_roll_direction = self:enum("Dir_Enum", point.Couch_Roll_Dir_Enum, where, "Couch_Roll_Dir_Enum")
     end
     return cp
@@ -501,7 +548,15 @@ function Mapper:beam(field, i)
     local points = {}
     for _, p in ipairs(field.points or {}) do points[#points + 1] = p end
     if #points == 0 then self:fail(where, "field %s has no control points (TxFieldPoint rows)", label) end
-    table.sort(points, function(a, b) return (self:number(a.Point) or -1) < (self:number(b.Point) or -1) end)
+    if #points > 1 then
+        -- By Point; rows mostly come in that order already, and a sorted list is left as it is.
+        local key, sorted = {}, true
+        for k, p in ipairs(points) do
+            key[p] = self:number(p.Point) or -1
+            if k > 1 and not (key[points[k - 1]] < key[p]) then sorted = false end
+        end
+        if not sorted then table.sort(points, function(a, b) return key[a] < key[b] end) end
+    end
     local ms = {start = start, finish = finish, planned = planned,
                 last_index = self:number(points[#points].Index, where, "TxFieldPoint.Index") or 0}
     if ms.last_index <= 0 then
@@ -514,15 +569,17 @@ function Mapper:beam(field, i)
     local mlc_opts = {}
     for k, v in pairs(self.opts.mlc or {}) do mlc_opts[k] = v end
     for k, v in pairs(machine_mlc or {}) do mlc_opts[k] = v end
-    local previous
+    local previous_point, previous_cp
+    -- Made into "<where>, control point <point>" only when a message names it.
+    local cp_where = {field = where}
     for k, p in ipairs(points) do
-        local cp_where = string.format("%s, control point %s", where, tostring(self:value(p.Point) or k - 1))
-        local cp = self:control_point(p, field, cp_where, label, ms, previous)
-        if previous and cp.specified_meterset < previous.cp.specified_meterset then
+        cp_where.point = self:value(p.Point) or k - 1
+        local cp = self:control_point(p, field, cp_where, label, ms, previous_point, previous_cp)
+        if previous_cp and cp.specified_meterset < previous_cp.specified_meterset then
             self:warn(cp_where, "the cumulative meterset decreases (%s after %s): implausible",
-                      tostring(cp.specified_meterset), tostring(previous.cp.specified_meterset))
+                      tostring(cp.specified_meterset), tostring(previous_cp.specified_meterset))
         end
-        previous = {point = p, cp = cp}
+        previous_point, previous_cp = p, cp
         if has_mlc then
             local mlc, pairs_ = self:mlc(p, cp_where, label, mlc_opts)
             if mlc then
