@@ -41,7 +41,7 @@ static void anchor(reader *r)
 /* Zeroed memory that lives as long as the call. Carved from anchored chunks: a record
  * has two arrays per control point (MLC and jaws), and one userdata each made malloc
  * the largest cost of reading the input. */
-enum { CHUNK = 16384 };
+enum { CHUNK = 4096 };
 
 static void *alloc(reader *r, size_t size)
 {

@@ -237,11 +237,40 @@ extern "C" int rtb_ds_item_append(rtb_ds *ds, const char *keyword, rtb_ds **item
     if (!lookup_tag(keyword, tag, err)) return -1;
     if (tag.getEVR() != EVR_SQ)
         return fail(err, RTB_DICOM_E_INVALID, "'%s' is not a sequence", keyword);
+    // What DCMTK's findOrCreateSequenceItem(tag, it, -2) ("append a new item") does,
+    // with the sequence found by walking the item's list once: DCMTK's search builds
+    // a stack of the path, the costliest part of appending an item, and a record
+    // appends hundreds. Anything but a sequence under that tag takes DCMTK's path.
+    DcmItem *parent = ds->item;
+    DcmObject *found = nullptr;
+    for (DcmObject *o = parent->nextInContainer(nullptr); o; o = parent->nextInContainer(o))
+        if (o->getGTag() == tag.getGTag() && o->getETag() == tag.getETag()) {
+            found = o;
+            break;
+        }
     DcmItem *it = nullptr;
-    // -2 = "append a new item" in DCMTK's findOrCreateSequenceItem.
-    OFCondition cond = ds->item->findOrCreateSequenceItem(tag, it, -2);
+    OFCondition cond = EC_Normal;
+    if (found && found->ident() != EVR_SQ && found->ident() != EVR_pixelSQ) {
+        cond = parent->findOrCreateSequenceItem(tag, it, -2);
+    } else {
+        DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, found);
+        if (!sq) {
+            sq = new DcmSequenceOfItems(tag);
+            cond = parent->insert(sq, OFTrue /* replace */);
+            if (cond.bad()) delete sq;
+        }
+        if (cond.good()) {
+            it = new DcmItem();
+            cond = sq->append(it);
+            if (cond.bad()) {
+                delete it;
+                it = nullptr;
+            }
+        }
+    }
     if (cond.bad() || !it)
-        return fail(err, RTB_DICOM_E_INVALID, "%s: cannot append an item: %s", keyword, cond.text());
+        return fail(err, RTB_DICOM_E_INVALID, "%s: cannot append an item: %s", keyword,
+                    cond.bad() ? cond.text() : "Illegal call, perhaps wrong parameters");
     *item = ds->view_of(it);
     return 0;
 }

@@ -58,19 +58,28 @@ static int put1(rtb_builder *b, rtb_ds *ds, const char *tag, const char *vr, con
 
 /* Maximum value length in bytes, and whether the VR allows control characters
  * (CR, LF, FF, TAB) and backslashes in its (single) value. */
-static size_t vr_limit(const char *vr, int *free_text)
+#define VR2(a, b) (((a) << 8) | (b))
+
+/* The VR's two letters as one number (0 if it is not two letters). */
+static int vr_code(const char *vr)
 {
-    static const struct { const char *vr; size_t max; int free_text; } limits[] = {
-        {"AE", 16, 0}, {"CS", 16, 0}, {"SH", 16, 0}, {"LO", 64, 0}, {"PN", 64, 0},
-        {"UI", 64, 0}, {"ST", 1024, 1}, {"LT", 10240, 1}, {"UT", 0xFFFFFFFEu, 1},
-        {"DS", 16, 0}, {"IS", 12, 0}, {"DA", 8, 0}, {"TM", 14, 0}};
-    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++)
-        if (strcmp(limits[i].vr, vr) == 0) {
-            *free_text = limits[i].free_text;
-            return limits[i].max;
-        }
+    return vr[0] && vr[1] && !vr[2] ? VR2(vr[0], vr[1]) : 0;
+}
+
+static size_t vr_limit(int vr, int *free_text)
+{
     *free_text = 0;
-    return 64;
+    switch (vr) {
+    case VR2('A', 'E'): case VR2('C', 'S'): case VR2('S', 'H'): case VR2('D', 'S'): return 16;
+    case VR2('L', 'O'): case VR2('P', 'N'): case VR2('U', 'I'): return 64;
+    case VR2('I', 'S'): return 12;
+    case VR2('D', 'A'): return 8;
+    case VR2('T', 'M'): return 14;
+    case VR2('S', 'T'): *free_text = 1; return 1024;
+    case VR2('L', 'T'): *free_text = 1; return 10240;
+    case VR2('U', 'T'): *free_text = 1; return 0xFFFFFFFEu;
+    default: return 64;
+    }
 }
 
 /* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
@@ -116,12 +125,12 @@ int rtb_b_text(rtb_builder *b, rtb_ds *ds, const char *tag, const char *vr, cons
 {
     if (!value || !value[0])
         return type2 ? put1(b, ds, tag, vr, "") : 0;
-    int free_text;
-    size_t max = vr_limit(vr, &free_text);
-    if (strcmp(vr, "UI") == 0) {
+    int free_text, code = vr_code(vr);
+    size_t max = vr_limit(code, &free_text);
+    if (code == VR2('U', 'I')) {
         if (!rtb_dicom_uid_valid(value))
             return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "is not a valid UID: '%s'", value);
-    } else if (strcmp(vr, "CS") == 0) {
+    } else if (code == VR2('C', 'S')) {
         for (const char *p = value; *p; p++)
             if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == ' ' || *p == '_'))
                 return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field,
@@ -244,30 +253,27 @@ int rtb_b_fl(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field, dou
 int rtb_b_ds_list(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field,
                   const double *v, size_t n)
 {
-    /* MLC lists are the largest values written: one block, no per-value malloc. */
-    char (*text)[RTB_DS_TEXT] = n <= 256 ? NULL : malloc(n * sizeof *text);
-    char small[256][RTB_DS_TEXT];
-    const char *ptrs_small[256];
-    const char **ptrs = n <= 256 ? ptrs_small : malloc(n * sizeof *ptrs);
-    if (n > 256 && (!text || !ptrs)) {
-        free(text);
-        free(ptrs);
-        return rtb_b_fail(b, RTB_RTRECORD_E_DICOM, field, "cannot be written: out of memory");
-    }
+    /* MLC lists are the largest values written: formatted straight into one
+     * backslash-separated value (what the DICOM core would join them into), in one
+     * block, no per-value malloc. */
+    char small[256 * RTB_DS_TEXT];
+    char *text = n <= 256 ? small : malloc(n * RTB_DS_TEXT);
     if (!text)
-        text = small;
+        return rtb_b_fail(b, RTB_RTRECORD_E_DICOM, field, "cannot be written: out of memory");
+    size_t len = 0;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if (rtb_rtrecord_format_ds(v[i], text[i]) != 0)
+        if (i)
+            text[len++] = '\\';
+        if (rtb_rtrecord_format_ds(v[i], text + len) != 0)
             rc = rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "value %zu is not a finite number", i + 1);
-        ptrs[i] = text[i];
+        else
+            len += strlen(text + len);
     }
     if (rc == 0)
-        rc = put(b, ds, tag, "DS", ptrs, n);
+        rc = put(b, ds, tag, "DS", (const char *const *)&text, n ? 1 : 0);
     if (text != small)
         free(text);
-    if (ptrs != ptrs_small)
-        free(ptrs);
     return rc;
 }
 
@@ -277,9 +283,17 @@ int rtb_b_is(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field, lon
         return type2 ? put1(b, ds, tag, "IS", "") : 0;
     if (v < -2147483647L - 1 || v > 2147483647L)
         return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "%ld does not fit an IS (32-bit)", v);
-    char text[16];
-    snprintf(text, sizeof text, "%ld", v);
-    return put1(b, ds, tag, "IS", text);
+    /* By hand: snprintf costs more than the rest of writing a number. */
+    char text[16], *end = text + sizeof text - 1, *p = end;
+    *end = '\0';
+    unsigned long u = v < 0 ? 0UL - (unsigned long)v : (unsigned long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return put1(b, ds, tag, "IS", p);
 }
 
 int rtb_b_datetime(rtb_builder *b, rtb_ds *ds, const char *da_tag, const char *tm_tag,

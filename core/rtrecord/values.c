@@ -107,6 +107,16 @@ static int digits(const char *s, int n, int *value)
     return 0;
 }
 
+/* Writes v (>= 0) as exactly n digits, zero-padded: the DA and TM fields. */
+static char *put_digits(char *out, int v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        out[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return out + n;
+}
+
 static int days_in_month(int y, int m)
 {
     static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -129,7 +139,7 @@ int rtb_rtrecord_parse_datetime(const char *text, char da[9], char tm[14])
     if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo))
         return -1;
     /* y, mo, d have at most 4 and 2 digits each: 8 characters. */
-    snprintf(da, 9, "%04d%02d%02d", y % 10000, mo % 100, d % 100);
+    *put_digits(put_digits(put_digits(da, y % 10000, 4), mo % 100, 2), d % 100, 2) = '\0';
     if (*p == '\0')
         return 0;
     /* Time: "THH:MM[:SS[.f]]" / " HH:MM..." (ISO) or "HHMMSS[.f]" right after the date. */
@@ -152,7 +162,8 @@ int rtb_rtrecord_parse_datetime(const char *text, char da[9], char tm[14])
     }
     if (h > 23 || mi > 59 || s > 60)
         return -1;
-    int n = snprintf(tm, 14, "%02d%02d%02d", h % 100, mi % 100, s % 100);
+    *put_digits(put_digits(put_digits(tm, h % 100, 2), mi % 100, 2), s % 100, 2) = '\0';
+    int n = 6;
     if (*p == '.') {
         /* Keep up to 6 fraction digits (TM's limit); drop an all-zero fraction
          * so "09:52:10.000" and "09:52:10" give the same bytes. */

@@ -120,9 +120,13 @@ end
 
 local SPACE = {[9] = true, [10] = true, [13] = true, [32] = true}
 local byte, floor, mathtype, unpack = string.byte, math.floor, math.type, table.unpack
+local type, tostring, tonumber = type, tostring, tonumber
+
+-- The column readers below are local functions taking the mapper (self) first: they
+-- run a few hundred times per record, and a plain call skips the method look-up.
 
 -- nil for NULL, missing, and blank text; text trimmed (CHAR columns come padded).
-function Mapper:value(v)
+local function value(self, v)
     local t = type(v)
     if t == "number" then return v end -- most columns: nothing to look at
     if v == nil or (self.null ~= nil and v == self.null) then return nil end
@@ -137,13 +141,13 @@ function Mapper:value(v)
 end
 
 -- Binary columns: only NULL/missing is "absent", bytes are never trimmed.
-function Mapper:binary(v)
+local function binary(self, v)
     if v == nil or (self.null ~= nil and v == self.null) then return nil end
     return v
 end
 
-function Mapper:text(v)
-    v = self:value(v)
+local function text(self, v)
+    v = value(self, v)
     if v == nil then return nil end
     if type(v) == "number" and math.type(v) == "float" and v == math.floor(v) and math.abs(v) < 2^53 then
         return string.format("%d", v) -- 70001.0 from one driver is 70001 from another
@@ -152,19 +156,19 @@ function Mapper:text(v)
 end
 
 -- A number, or a failure naming the column and the text that is not one.
-function Mapper:number(v, where, column)
-    if type(v) == "number" then return v end
+local function number(self, v, where, column)
     if v == nil then return nil end
-    v = self:value(v)
+    if type(v) == "number" then return v end
+    v = value(self, v)
     if v == nil then return nil end
     local n = tonumber(v)
     if n == nil then self:fail(where, "%s is %q, which is not a number", column, tostring(v)) end
     return n
 end
 
-function Mapper:integer(v, where, column)
+local function integer(self, v, where, column)
     if mathtype(v) == "integer" then return v end
-    local n = self:number(v, where, column)
+    local n = number(self, v, where, column)
     if n == nil then return nil end
     local i = math.tointeger(n)
     if i == nil then self:fail(where, "%s is %s, which is not an integer", column, tostring(n)) end
@@ -173,17 +177,17 @@ end
 
 -- Mosaiq stores cm. The product is rounded to 1 µm: 12.34 * 10 is
 -- 123.40000000000001 in binary floating point, and the record should say 123.4.
-function Mapper:mm(v, where, column)
+local function mm(self, v, where, column)
     local n = v
-    if type(n) ~= "number" then n = self:number(v, where, column) end
+    if type(n) ~= "number" then n = number(self, v, where, column) end
     return n and floor(n * 10 * 1e3 + 0.5) / 1e3
 end
 
 -- An enum's term. A value the table does not know is a warning with the raw value
 -- (never an invented term): nil is returned, and the caller decides what the record
 -- says (an empty Type 2 value, UNKNOWN where the standard has that term).
-function Mapper:enum(table_name, v, where, column)
-    local i = self:integer(v, where, column)
+local function enum(self, table_name, v, where, column)
+    local i = integer(self, v, where, column)
     if i == nil then return nil end
     local term = self.enums[table_name][i]
     if term == nil then
@@ -194,7 +198,7 @@ function Mapper:enum(table_name, v, where, column)
 end
 
 -- Warns when n lies outside the plausible range `range` ({lo, hi}).
-function Mapper:check(n, range, where, column, unit)
+local function check(self, n, range, where, column, unit)
     if n ~= nil and (n < range[1] or n > range[2]) then
         self:warn(where, "%s = %s%s is outside %s..%s%s: implausible", column, tostring(n), unit or "",
                   tostring(range[1]), tostring(range[2]), unit or "")
@@ -208,12 +212,12 @@ end
 M.decode_leaf_set = leaves.decode
 
 function Mapper:mlc(point, where, field_label, mlc)
-    local a, b = self:binary(point.A_Leaf_Set), self:binary(point.B_Leaf_Set)
+    local a, b = binary(self, point.A_Leaf_Set), binary(self, point.B_Leaf_Set)
     if a == nil or b == nil then return nil end
     if not mlc.encoding then
         self:fail(where, "field %s has MLC leaf sets but the site choice mosaiq.mlc.encoding is not set", field_label)
     end
-    local count = self:integer(point.MLC_Leaves, where, "MLC_Leaves") or mlc.leaf_pairs
+    local count = integer(self, point.MLC_Leaves, where, "MLC_Leaves") or mlc.leaf_pairs
     -- DICOM order: the first bank's N leaves, then the other bank's N.
     local first, second = a, b
     if (mlc.first_bank or "A") == "B" then first, second = b, a end
@@ -247,7 +251,7 @@ function Mapper:mlc(point, where, field_label, mlc)
     if math.min(lo1, lo2) < range[1] or math.max(hi1, hi2) > range[2] then
         for i = 1, #out do -- name the first leaf out of range
             if out[i] < range[1] or out[i] > range[2] then
-                self:check(out[i], range, where, "leaf position " .. i, " mm")
+                check(self, out[i], range, where, "leaf position " .. i, " mm")
                 break
             end
         end
@@ -273,11 +277,13 @@ local function direction_between(a0, a1)
 end
 
 local function fill_directions(cps)
-    for _, d in ipairs(DIRECTED) do
-        for k, cp in ipairs(cps) do
-            if cp[d.dir] == nil and cp[d.angle] ~= nil then
+    for i = 1, #DIRECTED do
+        local angle, dir = DIRECTED[i].angle, DIRECTED[i].dir
+        for k = 1, #cps do
+            local cp = cps[k]
+            if cp[dir] == nil and cp[angle] ~= nil then
                 local nxt = cps[k + 1]
-                cp[d.dir] = nxt and direction_between(cp[d.angle], nxt[d.angle]) or "NONE"
+                cp[dir] = nxt and direction_between(cp[angle], nxt[angle]) or "NONE"
             end
         end
     end
@@ -337,23 +343,23 @@ function Mapper:private_block(spec)
                 "site choice mosaiq.private_block.elements[%d].from must name a delivery value such as " ..
                 "\"site.Site_Name\", got %q", i, tostring(e.from))}
         end
-        elements[i] = {element = e.element, vr = e.vr or "LT", value = self:text(g[column])}
+        elements[i] = {element = e.element, vr = e.vr or "LT", value = text(self, g[column])}
     end
     return {creator = spec.creator, group = spec.group, block = spec.block, elements = elements}
 end
 
 function Mapper:delivery_time(field)
-    return self:text(field.dose.Tx_DtTm)
+    return text(self, field.dose.Tx_DtTm)
 end
 
 -- The meterset a delivery started from and ended at, and the planned total: what the
 -- control points' delivered metersets are computed from (C.8.8.21.2.2).
 function Mapper:metersets(field, where, termination)
     local dose = field.dose
-    local planned = self:number(field.Meterset, where, "TxField.Meterset")
+    local planned = number(self, field.Meterset, where, "TxField.Meterset")
     if planned == nil then self:fail(where, "TxField.Meterset (the planned MU) is missing") end
-    local start = self:number(dose.MetersetPrevDelivered, where, "Dose_Hst.MetersetPrevDelivered") or 0
-    local delivered = self:number(dose.Meterset, where, "Dose_Hst.Meterset")
+    local start = number(self, dose.MetersetPrevDelivered, where, "Dose_Hst.MetersetPrevDelivered") or 0
+    local delivered = number(self, dose.Meterset, where, "Dose_Hst.Meterset")
     if delivered == nil then
         if termination ~= "NORMAL" then
             self:fail(where, "the delivery ended %s and Mosaiq recorded no delivered meterset (Dose_Hst.Meterset): " ..
@@ -364,7 +370,7 @@ function Mapper:metersets(field, where, termination)
         self:warn(where, "Dose_Hst.Meterset is empty: the delivered MU is taken as the planned %s less the %s " ..
                   "delivered before (normal termination)", tostring(planned), tostring(start))
     end
-    self:check(planned, M.PLAUSIBLE.meterset, where, "TxField.Meterset", " MU")
+    check(self, planned, M.PLAUSIBLE.meterset, where, "TxField.Meterset", " MU")
     if delivered < 0 then self:warn(where, "Dose_Hst.Meterset = %s is negative: implausible", tostring(delivered)) end
     if start + delivered > planned * 1.02 + 0.5 then
         self:warn(where, "delivered %s MU (+%s before) exceeds the planned %s MU", tostring(delivered),
@@ -385,24 +391,24 @@ end})
 -- the plan does not move it; otherwise the value stays empty (Type 2): the planned
 -- position never poses as the delivered one.
 function Mapper:position(point, actual, previous_point, previous_cp, column, key, where)
-    local v = self:mm(actual[column], where, RECORDED[column])
+    local v = mm(self, actual[column], where, RECORDED[column])
     if v == nil and previous_point and previous_cp[key] ~= nil
-       and self:mm(point[column], where, column) == self:mm(previous_point[column], where, column) then
+       and mm(self, point[column], where, column) == mm(self, previous_point[column], where, column) then
         v = previous_cp[key]
     end
-    return self:check(v, M.PLAUSIBLE.position, where, column, " mm")
+    return check(self, v, M.PLAUSIBLE.position, where, column, " mm")
 end
 
 -- Angles as recorded where the console did, else as planned: record-and-verify holds
 -- the machine to the planned angle within tolerance before it beams on.
 function Mapper:angle(point, actual, column, where)
-    local v = self:number(actual[column], where, RECORDED[column])
-    if v == nil then v = self:number(point[column], where, column) end
-    return self:check(v, M.PLAUSIBLE.angle, where, column, "°")
+    local v = number(self, actual[column], where, RECORDED[column])
+    if v == nil then v = number(self, point[column], where, column) end
+    return check(self, v, M.PLAUSIBLE.angle, where, column, "°")
 end
 
 function Mapper:jaw(point, column, where)
-    return self:check(self:mm(point[column], where, column), M.PLAUSIBLE.jaw, where, column, " mm")
+    return check(self, mm(self, point[column], where, column), M.PLAUSIBLE.jaw, where, column, " mm")
 end
 
 local NO_ACTUAL = {} -- a point the console recorded nothing for (only read)
@@ -411,27 +417,27 @@ local NO_ACTUAL = {} -- a point the console recorded nothing for (only read)
 -- nil for the first.
 function Mapper:control_point(point, field, where, label, ms, previous_point, previous_cp)
     local actual = type(point.actual) == "table" and point.actual or NO_ACTUAL
-    local index = self:number(point.Index, where, "TxFieldPoint.Index")
+    local index = number(self, point.Index, where, "TxFieldPoint.Index")
     if index == nil then self:fail(where, "TxFieldPoint.Index (the cumulative meterset weight) is missing") end
     local specified = ms.last_index > 0 and index / ms.last_index * ms.planned or 0
     specified = floor(specified * 1e4 + 0.5) / 1e4
     local cp = {
-        index = self:integer(point.Point, where, "Point"),
+        index = integer(self, point.Point, where, "Point"),
         specified_meterset = specified,
         delivered_meterset = math.max(ms.start, math.min(specified, ms.finish)),
-        dose_rate_set = self:number(point.Meterset_Rate, where, "Meterset_Rate"),
-        dose_rate_delivered = self:number(actual.Meterset_Rate, where, "TxFieldPoint_Hst.Meterset_Rate"),
-        energy = self:check(self:number(point.Energy, where, "Energy"), M.PLAUSIBLE.energy, where, "Energy"),
-        energy_unit = self:enum("Energy_Unit_Enum", point.Energy_Unit_Enum, where, "Energy_Unit_Enum"),
+        dose_rate_set = number(self, point.Meterset_Rate, where, "Meterset_Rate"),
+        dose_rate_delivered = number(self, actual.Meterset_Rate, where, "TxFieldPoint_Hst.Meterset_Rate"),
+        energy = check(self, number(self, point.Energy, where, "Energy"), M.PLAUSIBLE.energy, where, "Energy"),
+        energy_unit = enum(self, "Energy_Unit_Enum", point.Energy_Unit_Enum, where, "Energy_Unit_Enum"),
         gantry_angle = self:angle(point, actual, "Gantry_Ang", where),
-        gantry_direction = self:enum("Dir_Enum", point.Gantry_Dir_Enum, where, "Gantry_Dir_Enum"),
+        gantry_direction = enum(self, "Dir_Enum", point.Gantry_Dir_Enum, where, "Gantry_Dir_Enum"),
         collimator_angle = self:angle(point, actual, "Coll_Ang", where),
-        collimator_direction = self:enum("Dir_Enum", point.Coll_Dir_Enum, where, "Coll_Dir_Enum"),
+        collimator_direction = enum(self, "Dir_Enum", point.Coll_Dir_Enum, where, "Coll_Dir_Enum"),
         couch_angle = self:angle(point, actual, "Couch_Ang", where),
-        couch_direction = self:enum("Dir_Enum", point.Couch_Ang_Dir_Enum, where, "Couch_Ang_Dir_Enum"),
-        table_top_eccentric_distance = self:mm(point.Couch_Top_Axis_Distance, where, "Couch_Top_Axis_Distance"),
+        couch_direction = enum(self, "Dir_Enum", point.Couch_Ang_Dir_Enum, where, "Couch_Ang_Dir_Enum"),
+        table_top_eccentric_distance = mm(self, point.Couch_Top_Axis_Distance, where, "Couch_Top_Axis_Distance"),
         table_top_eccentric_angle = self:angle(point, actual, "Couch_Top", where),
-        table_top_eccentric_direction = self:enum("Dir_Enum", point.Couch_Top_Dir_Enum, where, "Couch_Top_Dir_Enum"),
+        table_top_eccentric_direction = enum(self, "Dir_Enum", point.Couch_Top_Dir_Enum, where, "Couch_Top_Dir_Enum"),
         table_top_vertical = self:position(point, actual, previous_point, previous_cp, "Couch_Vrt",
                                            "table_top_vertical", where),
         table_top_longitudinal = self:position(point, actual, previous_point, previous_cp, "Couch_Lng",
@@ -441,9 +447,9 @@ function Mapper:control_point(point, field, where, label, ms, previous_point, pr
     }
     if cp.index == nil then self:fail(where, "Point (the control point index) is missing") end
     if self.opts.control_point_time == "point" then
-        cp.datetime = self:text(point.Create_DtTm)
+        cp.datetime = text(self, point.Create_DtTm)
     else
-        cp.datetime = self:text(actual.Tx_DtTm) or self:delivery_time(field)
+        cp.datetime = text(self, actual.Tx_DtTm) or self:delivery_time(field)
     end
     if cp.datetime == nil then self:fail(where, "no date/time for the control point") end
     local x1, x2 = self:jaw(point, "Coll_X1", where), self:jaw(point, "Coll_X2", where)
@@ -455,12 +461,15 @@ function Mapper:control_point(point, field, where, label, ms, previous_point, pr
         cp.table_top_roll_angle, cp.table_top_roll_direction = 0, "NONE"
     else
         cp.table_top_pitch_angle = self:angle(point, actual, "Couch_Pitch_Ang", where)
-        cp.table_top_pitch_direction = self:enum("Dir_Enum", point.Couch_Pitch_Dir_Enum, where, "Couch_Pitch_Dir_Enum")
+        cp.table_top_pitch_direction = enum(self, "Dir_Enum", point.Couch_Pitch_Dir_Enum, where, "Couch_Pitch_Dir_Enum")
         cp.table_top_roll_angle = self:angle(point, actual, "Couch_Roll_Ang", where)
-        cp.table_top_roll_direction = self:enum("Dir_Enum", point.Couch_Roll_Dir_Enum, where, "Couch_Roll_Dir_Enum")
+        cp.table_top_roll_direction = enum(self, "Dir_Enum", point.Couch_Roll_Dir_Enum, where, "Couch_Roll_Dir_Enum")
     end
     return cp
 end
+
+-- FLD_HST's column for each kind of accessory.
+local ACCESSORY_COLUMNS = {wedge = "Wdg_Appl", block = "Block", compensator = "Comp_FDA", bolus = "Bolus"}
 
 local function is_none(text)
     return text == nil or text:upper() == "NONE" or text == "0"
@@ -472,75 +481,86 @@ end
 function Mapper:accessories(field, beam, where)
     local kinds = {wedge = {}, block = {}, compensator = {}, bolus = {}}
     for _, d in ipairs(field.devices or {}) do
-        local n = self:integer(d.Device_Enum, where, "BLDevices_Hst.Device_Enum")
+        local n = integer(self, d.Device_Enum, where, "BLDevices_Hst.Device_Enum")
         local kind = n and self.enums.Device_Enum[n]
-        local id = self:text(d.Device_ID) or self:text(d.Description)
+        local id = text(self, d.Device_ID) or text(self, d.Description)
         if not kind then
             self:fail(where, "BLDevices_Hst.Device_Enum = %s (device %s) is not a kind of accessory rtbackup knows " ..
                       "(site choice mosaiq.enums.Device_Enum)", tostring(n), tostring(id))
         end
-        local a = {id = id, accessory_code = self:text(d.Barcode_String)}
+        local a = {id = id, accessory_code = text(self, d.Barcode_String)}
         if kind == "wedge" then
             a.type = "STANDARD"
-            a.angle = self:number(d.Wedge_Angle, where, "Wedge_Angle")
-            a.orientation = self:number(d.Wedge_Orientation, where, "Wedge_Orientation")
+            a.angle = number(self, d.Wedge_Angle, where, "Wedge_Angle")
+            a.orientation = number(self, d.Wedge_Orientation, where, "Wedge_Orientation")
         elseif kind == "block" then
-            a.name = self:text(d.Description)
+            a.name = text(self, d.Description)
         end
         table.insert(kinds[kind], a)
     end
     local delivered = field.delivered or {}
-    local columns = {wedge = "Wdg_Appl", block = "Block", compensator = "Comp_FDA", bolus = "Bolus"}
-    for kind, column in pairs(columns) do
-        local text = self:text(delivered[column])
-        if #kinds[kind] == 0 and not is_none(text) then
-            kinds[kind][1] = {id = text, type = kind == "wedge" and "STANDARD" or nil}
+    for kind, column in pairs(ACCESSORY_COLUMNS) do
+        local id = text(self, delivered[column])
+        if #kinds[kind] == 0 and not is_none(id) then
+            kinds[kind][1] = {id = id, type = kind == "wedge" and "STANDARD" or nil}
         end
     end
-    local dynamic = self:text(delivered.Dyn_Wedge)
+    local dynamic = text(self, delivered.Dyn_Wedge)
     if not is_none(dynamic) then kinds.wedge[#kinds.wedge + 1] = {id = dynamic, type = "DYNAMIC"} end
     beam.wedges, beam.blocks = kinds.wedge, kinds.block
     beam.compensators, beam.boli = kinds.compensator, kinds.bolus
 end
 
+-- The site's MLC choices with the machine's over them: the same for every beam.
+function Mapper:mlc_options()
+    local mlc_opts = self.mlc_opts
+    if not mlc_opts then
+        mlc_opts = {}
+        for k, v in pairs(self.opts.mlc or {}) do mlc_opts[k] = v end
+        for k, v in pairs(self.machine_choice.mlc or {}) do mlc_opts[k] = v end
+        self.mlc_opts = mlc_opts
+    end
+    return mlc_opts
+end
+
 function Mapper:beam(field, i)
     local dose, delivered_row = field.dose, field.delivered or {}
-    local number = self:integer(field.OriginalBeamNumber, nil, "OriginalBeamNumber")
-    local name = self:text(field.OriginalBeamName) or self:text(field.Field_Name)
-    local label = string.format("%s (FLD_ID %s)", name or tostring(number or i),
-                                tostring(self:text(field.FLD_ID) or "?"))
+    local beam_number = integer(self, field.OriginalBeamNumber, nil, "OriginalBeamNumber")
+    local name = text(self, field.OriginalBeamName) or text(self, field.Field_Name)
+    local label = string.format("%s (FLD_ID %s)", name or tostring(beam_number or i),
+                                tostring(text(self, field.FLD_ID) or "?"))
     local where = "field " .. label
-    local modality = self:value(dose.Modality_Enum) ~= nil and dose.Modality_Enum or field.Modality_Enum
-    local radiation = self:enum("Modality_Enum", modality, where, "Modality_Enum")
+    local modality = value(self, dose.Modality_Enum) ~= nil and dose.Modality_Enum or field.Modality_Enum
+    local radiation = enum(self, "Modality_Enum", modality, where, "Modality_Enum")
     if radiation == nil then
-        self:fail(where, "Modality_Enum %s has no DICOM radiation type", tostring(self:value(modality)))
+        self:fail(where, "Modality_Enum %s has no DICOM radiation type", tostring(value(self, modality)))
     end
-    local termination = self:enum("Termination_Status_Enum", dose.Termination_Status_Enum, where,
+    local termination = enum(self, "Termination_Status_Enum", dose.Termination_Status_Enum, where,
                                   "Termination_Status_Enum") or "UNKNOWN"
     local start, finish, planned, delivered = self:metersets(field, where, termination)
-    local fff = self:value(delivered_row.IsFFF)
-    local timer = self:number(delivered_row.BackupTimerDelivered, where, "FLD_HST.BackupTimerDelivered")
+    local fff = value(self, delivered_row.IsFFF)
+    local timer = number(self, delivered_row.BackupTimerDelivered, where, "FLD_HST.BackupTimerDelivered")
     local beam = {
-        number = number,
+        number = beam_number,
         name = name,
-        description = self:text(field.Field_Label),
+        description = text(self, field.Field_Label),
         radiation_type = radiation,
-        beam_type = self:enum("Beam_Type_Flag", self:value(delivered_row.Beam_Type_Flag) ~= nil and
+        beam_type = enum(self, "Beam_Type_Flag", value(self, delivered_row.Beam_Type_Flag) ~= nil and
                               delivered_row.Beam_Type_Flag or field.Beam_Type_Flag, where, "Beam_Type_Flag"),
         delivery_type = start > 0 and "CONTINUATION" or "TREATMENT",
         fluence_mode = (fff ~= nil and fff ~= 0) and "NON_STANDARD" or nil,
         fluence_mode_id = (fff ~= nil and fff ~= 0) and "FFF" or nil,
         termination_status = termination,
-        termination_code = self:text(dose.TerminationCode),
-        verification_status = self:enum("Termination_Verify_Status_Enum", dose.Termination_Verify_Status_Enum,
+        termination_code = text(self, dose.TerminationCode),
+        verification_status = enum(self, "Termination_Verify_Status_Enum", dose.Termination_Verify_Status_Enum,
                                         where, "Termination_Verify_Status_Enum"),
-        current_fraction = self:integer(dose.Fractions_Tx, where, "Fractions_Tx")
-                           or self:integer(self.group.fraction, where, "fraction"),
+        current_fraction = integer(self, dose.Fractions_Tx, where, "Fractions_Tx")
+                           or integer(self, self.group.fraction, where, "fraction"),
         specified_meterset = planned,
         delivered_meterset = delivered,
         -- FLD_HST's backup timer is in minutes; the record's time is in seconds.
         delivered_time = timer and timer * 60 or nil,
-        sad = self:check(self:mm(field.Sad, where, "Sad"), M.PLAUSIBLE.sad, where, "Sad", " mm"),
+        sad = check(self, mm(self, field.Sad, where, "Sad"), M.PLAUSIBLE.sad, where, "Sad", " mm"),
         n_leaf_pairs = 0,
         control_points = {},
     }
@@ -551,29 +571,28 @@ function Mapper:beam(field, i)
     if #points > 1 then
         -- By Point; rows mostly come in that order already, and a sorted list is left as it is.
         local key, sorted = {}, true
-        for k, p in ipairs(points) do
-            key[p] = self:number(p.Point) or -1
+        for k = 1, #points do
+            local p = points[k]
+            key[p] = number(self, p.Point) or -1
             if k > 1 and not (key[points[k - 1]] < key[p]) then sorted = false end
         end
         if not sorted then table.sort(points, function(a, b) return key[a] < key[b] end) end
     end
     local ms = {start = start, finish = finish, planned = planned,
-                last_index = self:number(points[#points].Index, where, "TxFieldPoint.Index") or 0}
+                last_index = number(self, points[#points].Index, where, "TxFieldPoint.Index") or 0}
     if ms.last_index <= 0 then
         self:fail(where, "the last control point's Index is %s: the plan's meterset weights cannot be read",
                   tostring(ms.last_index))
     end
-    local has_mlc = self:value(field.Mlc)
+    local has_mlc = value(self, field.Mlc)
     has_mlc = has_mlc ~= nil and has_mlc ~= 0 and has_mlc ~= false
-    local machine_mlc = self.machine_choice.mlc
-    local mlc_opts = {}
-    for k, v in pairs(self.opts.mlc or {}) do mlc_opts[k] = v end
-    for k, v in pairs(machine_mlc or {}) do mlc_opts[k] = v end
+    local mlc_opts = self:mlc_options()
     local previous_point, previous_cp
     -- Made into "<where>, control point <point>" only when a message names it.
     local cp_where = {field = where}
-    for k, p in ipairs(points) do
-        cp_where.point = self:value(p.Point) or k - 1
+    for k = 1, #points do
+        local p = points[k]
+        cp_where.point = value(self, p.Point) or k - 1
         local cp = self:control_point(p, field, cp_where, label, ms, previous_point, previous_cp)
         if previous_cp and cp.specified_meterset < previous_cp.specified_meterset then
             self:warn(cp_where, "the cumulative meterset decreases (%s after %s): implausible",
@@ -649,15 +668,15 @@ function M.record(group, opts)
     local self = new_mapper(group, opts)
     local o = self.opts
     local patient, site, plan, machine = group.patient or {}, group.site or {}, group.plan or {}, group.machine or {}
-    self.patient_id = self:text(patient.IDA)
-    self.plan_uid = self:text(plan.OriginalPlanUID)
+    self.patient_id = text(self, patient.IDA)
+    self.plan_uid = text(self, plan.OriginalPlanUID)
     if not self.patient_id then self:fail(nil, "the patient has no MRN (Ident.IDA)") end
     if not self.plan_uid then self:fail(nil, "OriginalPlanUID is missing") end
-    if not self:text(plan.StudyInstanceUID) then self:fail(nil, "the RT Plan's StudyInstanceUID is missing") end
-    local fraction = self:integer(group.fraction, nil, "fraction")
+    if not text(self, plan.StudyInstanceUID) then self:fail(nil, "the RT Plan's StudyInstanceUID is missing") end
+    local fraction = integer(self, group.fraction, nil, "fraction")
     if fraction == nil then self:fail(nil, "the delivered fraction number is missing") end
-    local machine_name = self:text(machine.Last_Name) or self:text(machine.Source_Name)
-    local model = self:text(machine.Source_Model)
+    local machine_name = text(self, machine.Last_Name) or text(self, machine.Source_Name)
+    local model = text(self, machine.Source_Model)
     local choices = o.machines or {}
     self.machine_choice = (machine_name and choices[machine_name]) or (model and choices[model]) or {}
 
@@ -667,28 +686,30 @@ function M.record(group, opts)
     table.sort(fields, function(a, b)
         -- Delivery order, then the delivery history row: the beams come out the same
         -- way whatever order the rows arrived in.
-        local ta, tb = self:text(a.dose.Tx_DtTm) or "", self:text(b.dose.Tx_DtTm) or ""
+        local ta, tb = text(self, a.dose.Tx_DtTm) or "", text(self, b.dose.Tx_DtTm) or ""
         if ta ~= tb then return ta < tb end
-        return (self:number(a.dose.DHS_ID) or 0) < (self:number(b.dose.DHS_ID) or 0)
+        return (number(self, a.dose.DHS_ID) or 0) < (number(self, b.dose.DHS_ID) or 0)
     end)
 
     local beams, first_tx, last_edit = {}, nil, nil
-    for i, f in ipairs(fields) do
+    for i = 1, #fields do
+        local f = fields[i]
         beams[i] = self:beam(f, i)
         local t = self:delivery_time(f)
         if t and (not first_tx or t < first_tx) then first_tx = t end
-        local e = self:text(f.dose.Edit_DtTm) or t
+        local e = text(self, f.dose.Edit_DtTm) or t
         if e and (not last_edit or e > last_edit) then last_edit = e end
     end
     local unit = nil
-    for _, f in ipairs(fields) do
-        local u = self:enum("MetersetUnit_Enum", f.dose.MetersetUnit_Enum, "field " .. tostring(f.FLD_ID),
+    for i = 1, #fields do
+        local f = fields[i]
+        local u = enum(self, "MetersetUnit_Enum", f.dose.MetersetUnit_Enum, "field " .. tostring(f.FLD_ID),
                             "MetersetUnit_Enum")
         unit = unit or u
     end
 
-    local site_key = self:text(site.SIT_SET_ID) or "?"
-    local sex = self:text(patient.Gender) or self:text(patient.Sex)
+    local site_key = text(self, site.SIT_SET_ID) or "?"
+    local sex = text(self, patient.Gender) or text(self, patient.Sex)
     local sex_term = sex and self.enums.Gender[sex]
     if sex and sex_term == nil then
         self:warn(nil, "Admin.Gender = %q is not a value rtbackup knows; Patient's Sex left empty", sex)
@@ -699,17 +720,17 @@ function M.record(group, opts)
         creation_datetime = last_edit,
         instance_number = fraction,
         patient = {
-            name = {family = self:text(patient.Last_Name), given = self:text(patient.First_Name),
-                    middle = self:text(patient.MIddle_Name), suffix = self:text(patient.Suffix)},
+            name = {family = text(self, patient.Last_Name), given = text(self, patient.First_Name),
+                    middle = text(self, patient.MIddle_Name), suffix = text(self, patient.Suffix)},
             id = self.patient_id,
-            birth_date = self:text(patient.Birth_DtTm),
+            birth_date = text(self, patient.Birth_DtTm),
             sex = sex_term or nil,
         },
         study = {
-            instance_uid = self:text(plan.StudyInstanceUID),
-            id = self:text(plan.StudyID),
-            datetime = self:text(plan.Study_DtTm),
-            description = self:text(plan.StudyDescription),
+            instance_uid = text(self, plan.StudyInstanceUID),
+            id = text(self, plan.StudyID),
+            datetime = text(self, plan.Study_DtTm),
+            description = text(self, plan.StudyDescription),
         },
         series = {
             instance_uid = dicom.uid(o.uid_scope, "rtrecord-series", site_key, self.plan_uid),
@@ -721,7 +742,7 @@ function M.record(group, opts)
             model_name = model,
             serial_number = self.machine_choice.serial_number,
             institution_name = o.institution_name or nil,
-            department_name = self:text(machine.Inst_Name),
+            department_name = text(self, machine.Inst_Name),
         },
         treatment_datetime = first_tx,
         plan_uid = self.plan_uid,
@@ -733,9 +754,9 @@ function M.record(group, opts)
             model_name = model,
             serial_number = self.machine_choice.serial_number,
             institution_name = o.institution_name or nil,
-            department_name = self:text(machine.Inst_Name),
+            department_name = text(self, machine.Inst_Name),
         },
-        fractions_planned = self:integer(site.Fractions, nil, "Site.Fractions"),
+        fractions_planned = integer(self, site.Fractions, nil, "Site.Fractions"),
         primary_dosimeter_unit = unit or o.primary_dosimeter_unit,
         beams = beams,
     }
