@@ -386,12 +386,12 @@ describe("mosaiq.deliveries on the reference fixture", function()
     -- point, so a join that multiplies the control-point rows lets the first one win.
     it("skips a delivery whose control-point rows disagree (TxFieldPoint joined through every version)",
        function()
-        local sql, n = mosaiq.day_query("sqlite"):gsub(
-            "LEFT JOIN TxFieldPoint TFP ON TFP%.FLD_ID = DHS%.FLD_ID",
-            "LEFT JOIN TxField FV ON FV.FLD_SET_ID = FLD.FLD_SET_ID " ..
-            "LEFT JOIN TxFieldPoint TFP ON TFP.FLD_ID = FV.FLD_ID")
+        local sql, n = mosaiq.points_query("sqlite"):gsub(
+            "FROM TxFieldPoint TFP\nWHERE TFP%.FLD_ID = %?",
+            "FROM TxField F0 JOIN TxField FV ON FV.FLD_SET_ID = F0.FLD_SET_ID " ..
+            "JOIN TxFieldPoint TFP ON TFP.FLD_ID = FV.FLD_ID WHERE F0.FLD_ID = ?")
         assert.are.equal(1, n)
-        local groups, skipped = mosaiq.deliveries(db, "2025-06-12", {sql = sql})
+        local groups, skipped = mosaiq.deliveries(db, "2025-06-12", {points_sql = sql})
         -- beam 1 has three versions: each of its control points comes three times, with
         -- collimator angles 5, 0 and 10; beam 2 has one version and stays a record
         assert.are.equal(1, #groups)
@@ -399,15 +399,73 @@ describe("mosaiq.deliveries on the reference fixture", function()
         local by = skipped_by_id(skipped)
         assert.is_truthy(by[80012], "recorded with one of its disagreeing control points")
         assert.are.equal("contradiction", by[80012].kind)
-        assert.matches("disagree on point%.", by[80012].reason)
+        assert.matches("disagree on point%.Coll_Ang", by[80012].reason)
     end)
 
-    it("uses a site's own query, with extra columns landing in their group", function()
-        local sql, n = mosaiq.day_query("sqlite"):gsub('AS "point__Meterset_Rate",', [[AS "point__Meterset_Rate",
-    TFP.TFP_ID AS "point__TFP_ID", DHS.Create_DtTm AS "dose__Create_DtTm",
+    -- The day query of the earlier shape: the planned control points joined in, as
+    -- point__ columns, one row per delivery and control point (a site's own query
+    -- written before points.sql).
+    local function earlier_shape(extra)
+        local columns = {}
+        for line in mosaiq.points_query("sqlite"):gmatch("[^\n]+") do
+            local expr, name = line:match("^%s+(TFP%.%S+)%s+AS \"([%w_]+)\",?$")
+            if expr and name ~= "FLD_ID" then columns[#columns + 1] = "    " .. expr .. ' AS "point__' .. name .. '",' end
+        end
+        local sql, n = mosaiq.day_query("sqlite"):gsub('    TPH%.Point%s+AS "actual__Point",\n', function()
+            return table.concat(columns, "\n") .. "\n" .. (extra or "")
+        end)
+        assert.are.equal(1, n)
+        sql, n = sql:gsub("LEFT JOIN TxFieldPoint_Hst TPH ON TPH%.FHS_ID = FH%.FHS_ID",
+            "LEFT JOIN TxFieldPoint TFP ON TFP.FLD_ID = DHS.FLD_ID " ..
+            "LEFT JOIN TxFieldPoint_Hst TPH ON TPH.FHS_ID = FH.FHS_ID AND TPH.Point = TFP.Point")
+        assert.are.equal(1, n)
+        return (sql:gsub("DHS%.DHS_ID, TPH%.Point", "DHS.DHS_ID, TFP.Point"))
+    end
+
+    it("reads a site's day query of the earlier shape (control points as point__ columns) as before", function()
+        local shipped = mosaiq.deliveries(db, "2025-06-12")
+        local groups, skipped = mosaiq.deliveries(db, "2025-06-12", {sql = earlier_shape()})
+        assert.are.equal(pretty.format(shipped), pretty.format(groups))
+        assert.are.equal(1, #skipped)
+        -- the points query is not asked: a points query that cannot run changes nothing
+        local again = mosaiq.deliveries(db, "2025-06-12", {sql = earlier_shape(), points_sql = "SELECT nonsense"})
+        assert.are.equal(pretty.format(shipped), pretty.format(again))
+    end)
+
+    it("asks for a field version's control points once while it is delivered", function()
+        local asked = 0
+        local counting = setmetatable({rows = function(self, sql, params)
+            if sql:find("FROM TxFieldPoint TFP", 1, true) and not sql:find("Dose_Hst", 1, true) then
+                asked = asked + 1
+            end
+            return db:rows(sql, params)
+        end}, {__index = function(_, k)
+            local v = db[k]
+            if type(v) == "function" then return function(_, ...) return v(db, ...) end end
+            return v
+        end})
+        local memory = mosaiq.points_memory(2)
+        local first = mosaiq.deliveries(counting, "2025-06-12", {points = memory})
+        assert.are.equal(2, asked) -- the two field versions delivered that day
+        local second = mosaiq.deliveries(counting, "2025-06-12", {points = memory})
+        assert.are.equal(2, asked)
+        assert.are.equal(pretty.format(first), pretty.format(second))
+        -- two days' queries without a delivery of them: forgotten, asked again
+        mosaiq.deliveries(counting, "2025-06-13", {points = memory})
+        mosaiq.deliveries(counting, "2025-06-14", {points = memory})
+        mosaiq.deliveries(counting, "2025-06-12", {points = memory})
+        assert.are.equal(4, asked)
+    end)
+
+    it("uses a site's own queries, with extra columns landing in their group", function()
+        local sql, n = mosaiq.day_query("sqlite"):gsub('AS "delivered__IsFFF",', [[AS "delivered__IsFFF",
+    DHS.Create_DtTm AS "dose__Create_DtTm",
     SIT.Edit_DtTm AS "site__Edit_DtTm", DHS.Pat_ID1 * 0 + 7 AS "nogroup__Seven",]])
         assert.are.equal(1, n)
-        local groups = mosaiq.deliveries(db, "2025-06-12", {sql = sql})
+        local points_sql
+        points_sql, n = mosaiq.points_query("sqlite"):gsub('AS "Meterset_Rate"', 'AS "Meterset_Rate", TFP.TFP_ID AS "TFP_ID"')
+        assert.are.equal(1, n)
+        local groups = mosaiq.deliveries(db, "2025-06-12", {sql = sql, points_sql = points_sql})
         assert.are.equal(1, #groups)
         local g = groups[1]
         assert.are.equal("2025-06-12T08:00:00", g.site.Edit_DtTm)
@@ -417,6 +475,9 @@ describe("mosaiq.deliveries on the reference fixture", function()
         assert.are.equal("2025-06-12T09:52:10", g.fields[1].dose.Create_DtTm)
         assert.is_nil(g.nogroup)
         assert.is_nil(g.Seven)
+        -- the same extra point column from a day query of the earlier shape
+        local old = mosaiq.deliveries(db, "2025-06-12", {sql = earlier_shape('    TFP.TFP_ID AS "point__TFP_ID",\n')})
+        assert.are.same({90003, 90004}, {old[1].fields[1].points[1].TFP_ID, old[1].fields[1].points[2].TFP_ID})
         -- everything else as the shipped query gives it
         local shipped = mosaiq.deliveries(db, "2025-06-12")
         assert.are.equal(shipped[1].fields[1].Meterset, g.fields[1].Meterset)

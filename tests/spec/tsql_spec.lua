@@ -124,6 +124,7 @@ local function all_texts()
     local texts = {
         {name = "day-query-sqlserver", sql = day},
         {name = "devices-query-sqlserver", sql = devices},
+        {name = "points-query-sqlserver", sql = mosaiq.strip_comments(mosaiq.points_query("sqlserver"))},
         {name = "treatment-summary", sql = summary_sent()},
     }
     for _, site in ipairs{"ucla", "tju"} do
@@ -152,7 +153,8 @@ describe("T-SQL parse check", function()
             assert.matches("^ok %(1 statement, ", line, t.name)
         end
         -- The day queries bind the date, the summary the MRN: one marker each.
-        for _, name in ipairs{"day%-query%-sqlserver", "devices%-query%-sqlserver", "treatment%-summary",
+        for _, name in ipairs{"day%-query%-sqlserver", "devices%-query%-sqlserver", "points%-query%-sqlserver",
+                              "treatment%-summary",
                               "ucla%-mosaiq_backup_sql_query",
                               "tju%-mosaiq_backup_sql_query"} do
             assert.matches(name .. "%.sql: ok %(1 statement, 1 parameter%)", out)
@@ -252,6 +254,10 @@ describe("the Mosaiq queries' three dialects", function()
     it("come from one template each, differing only in the day window and quoting", function()
         check("day", mosaiq.day_query)
         check("devices", mosaiq.devices_query)
+        -- the control points query has no day window: only the quoting differs
+        local template = mosaiq.strip_comments(read(mosaiq.file("points.sql")))
+        assert.are.equal((template:gsub("@INDEX@", "[Index]")), mosaiq.strip_comments(mosaiq.points_query("sqlserver")))
+        assert.are.equal((template:gsub("@INDEX@", '"Index"')), mosaiq.strip_comments(mosaiq.points_query("sqlite")))
     end)
 end)
 
@@ -260,8 +266,9 @@ describe("the SQL rtbackup sends over ODBC", function()
     -- census fails until it is added (or listed here as never reaching Mosaiq).
     local KNOWN = {
         ["scripts/lib/rtbackup/health.lua"] = 1,     -- SELECT 1: parsed above
-        ["scripts/lib/rtbackup/mosaiq/query.lua"] = 8, -- day, devices and summary queries: parsed
-                                                     -- above; the other five build synthetic clinics
+        ["scripts/lib/rtbackup/mosaiq/query.lua"] = 9, -- day, devices, points and summary queries:
+                                                     -- parsed above; the other five build synthetic
+                                                     -- clinics
         ["scripts/lib/rtbackup/mosaiq/synth.lua"] = 2, -- synthetic clinics only
     }
 

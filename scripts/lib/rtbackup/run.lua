@@ -19,7 +19,10 @@
 -- job, units) -> reported count; verify(run, job, units) -> {[key] = {total =,
 -- missing = {uid = true}, n =}}; retry(run, job, units, missing, attempt); selects(run,
 -- unit) (optional); finish(run) (optional). Jobs are moved largest first, up to the
--- pace's limit at once (rtbackup.pace), each verified beside the next moves.
+-- pace's limit at once (rtbackup.pace), each verified beside the next moves. A flow
+-- with plans_in_parts = true gets plan(run, hand): it calls hand(open) with each part
+-- of the open units as soon as they can be sent, and returns the rest; their moves
+-- start while it plans on (not in a dry run, nor under max_uids_per_run).
 --
 -- An interrupted run (SIGINT/SIGTERM) finishes the jobs in progress, starts none, and
 -- is recorded as interrupted everywhere it is recorded (exit 130/143, summary,
@@ -394,20 +397,16 @@ local function job_size(job)
     return n
 end
 
--- Moves and verifies the jobs: up to the pace's limit of moves at once (adaptive below
--- max_associations), each job's verification started as its move ends, beside the
--- next moves. Returns when every job is moved and verified, or left for later.
-function Run:work(jobs, bar)
+-- The work of a run: jobs moved up to the pace's limit at once (adaptive below
+-- max_associations), largest first among those waiting, each job's verification started
+-- as its move ends, beside the next moves. Jobs may be added while the work goes on
+-- (the plan hands them over in parts); the movers wait for more until it is closed.
+--   local w = self:start_work(bar); w:add(jobs); ...; w:close(); w:wait()
+function Run:start_work(bar)
     local cap = self:setting("max_associations")
     self.pace = pace.new{cap = cap, adaptive = self:setting("adaptive_associations"), name = self.source_alias}
-    local order = {}
-    for i, job in ipairs(jobs) do order[i] = {job = job, size = job_size(job), i = i} end
-    table.sort(order, function(a, b)
-        if a.size ~= b.size then return a.size > b.size end
-        return a.i < b.i
-    end)
-    local queue, next_index, verifiers = {}, 1, {}
-    for i, o in ipairs(order) do queue[i] = o.job end
+    local queue, next_index, verifiers, idle, closed = {}, 1, {}, {}, false
+    local w = {}
     local function failed_job(job, err)
         -- A journal found damaged while recording: nothing after it can be trusted.
         local trouble = run.journal_problem(err)
@@ -437,10 +436,25 @@ function Run:work(jobs, bar)
         verifying:leave()
         self.ctx:flush() -- a job is an audit batch: on disk before the next starts
     end
+    local function wake_all()
+        local waiting = idle
+        idle = {}
+        for _, t in ipairs(waiting) do task.wake(t) end
+    end
+    -- The next job, waiting while more may come; nil once the work is closed and done.
+    local function take()
+        while next_index > #queue do
+            if closed or self.journal_trouble then return nil end
+            idle[#idle + 1] = task.current()
+            task.suspend()
+        end
+        next_index = next_index + 1
+        return queue[next_index - 1]
+    end
     local function mover()
-        while next_index <= #queue and not self.journal_trouble do
-            local job = queue[next_index]
-            next_index = next_index + 1
+        while not self.journal_trouble do
+            local job = take()
+            if not job then break end
             if job.wait_ms then task.sleep(job.wait_ms) end
             self.pace:enter()
             local t0, changes = host.monotonic(), #self.pace.changes
@@ -460,13 +474,128 @@ function Run:work(jobs, bar)
                 self.ctx:flush()
             end
         end
+        wake_all() -- a mover leaving on journal trouble: the others see it too
     end
     local movers = {}
-    for w = 1, math.min(cap, #queue) do movers[w] = task.spawn(mover) end
-    for _, m in ipairs(movers) do task.wait(m) end
-    for _, v in ipairs(verifiers) do task.wait(v) end
-    self.summary.associations_chosen = self.pace:report()
-    if self.journal_trouble then error(self.journal_trouble, 0) end
+    for i = 1, cap do movers[i] = task.spawn(mover) end
+    --- Queues jobs, largest first among them, behind those already waiting.
+    function w.add(_, jobs)
+        local order = {}
+        for i, job in ipairs(jobs) do order[i] = {job = job, size = job_size(job), i = i} end
+        table.sort(order, function(a, b)
+            if a.size ~= b.size then return a.size > b.size end
+            return a.i < b.i
+        end)
+        for _, o in ipairs(order) do queue[#queue + 1] = o.job end
+        wake_all()
+    end
+    --- No more jobs will come.
+    function w.close()
+        closed = true
+        wake_all()
+    end
+    --- Until every job is moved and verified, or left for later.
+    function w.wait()
+        for _, m in ipairs(movers) do task.wait(m) end
+        for _, v in ipairs(verifiers) do task.wait(v) end
+        self.summary.associations_chosen = self.pace:report()
+        if self.journal_trouble then error(self.journal_trouble, 0) end
+    end
+    return w
+end
+
+--- Moves and verifies the jobs (see Run:start_work). Returns when every job is moved
+-- and verified, or left for later.
+function Run:work(jobs, bar)
+    local w = self:start_work(bar)
+    w:add(jobs)
+    w:close()
+    w:wait()
+end
+
+-- Units of a part of the plan (or all of it) that this run may send.
+function Run:sendable(list)
+    local flow, out = self.flow, {}
+    for _, u in ipairs(list) do
+        if not flow.selects or flow.selects(self, u) then out[#out + 1] = u end
+    end
+    return out
+end
+
+-- The plan as one whole: recorded, then at most max_uids_per_run instances of the
+-- journal's open units (oldest first) grouped into jobs and worked.
+function Run:work_whole_plan(plan)
+    local flow = self.flow
+    self.book:record_plan(plan.open, plan.complete)
+    self.phase = "moving"
+    local cap = self:setting("max_uids_per_run")
+    local work, instances = self.book:select(cap, flow.selects and function(u)
+        return flow.selects(self, u)
+    end)
+    -- What the references pass may still move under max_uids_per_run.
+    self.budget = cap and math.max(0, cap - instances) or math.huge
+    if self.book.counts.deferred > 0 then
+        log.info("max_uids_per_run reached: the rest waits for the next runs",
+                 {deferred_instances = self.book.counts.deferred})
+    end
+    local jobs = flow.group(self, work)
+    local t0 = host.monotonic()
+    local bar = progress.new(self.source_alias .. " -> " .. self.target_alias, instances,
+                             {unit = flow.unit, interval = settings.get(self.env, "progress_interval")})
+    self:work(jobs, bar)
+    bar:finish()
+    self.summary.move_verify_seconds = host.monotonic() - t0
+end
+
+-- The plan handed over in parts while it goes on (a flow whose plan takes a `hand_over`,
+-- and no max_uids_per_run: the cap chooses the oldest units, known only once the plan
+-- is whole): each part recorded and its jobs started at once, so moving overlaps
+-- planning. Then the units the journal still has open from earlier runs, as one part.
+function Run:work_plan_in_parts()
+    local flow = self.flow
+    self.budget = math.huge
+    local bar = progress.new(self.source_alias .. " -> " .. self.target_alias, 0,
+                             {unit = flow.unit, interval = settings.get(self.env, "progress_interval")})
+    local work, started, taken = nil, nil, {}
+    local function send(list)
+        list = self:sendable(list)
+        if #list == 0 then return end
+        for _, u in ipairs(list) do
+            taken[u.key] = true
+            bar.total = bar.total + (u.expected or 1)
+        end
+        if not work then
+            started = host.monotonic()
+            work = self:start_work(bar)
+        end
+        work:add(flow.group(self, list))
+    end
+    local function hand(open, complete)
+        self.book:record_plan(open, complete or {})
+        send(open)
+    end
+    local t0 = host.monotonic()
+    local ok, plan = pcall(flow.plan, self, hand)
+    self.summary.plan_seconds = host.monotonic() - t0
+    if ok then
+        for k, v in pairs(plan.summary or {}) do self.summary[k] = v end
+        self.summary.found, self.summary.already_present = plan.found, plan.present
+        for _, err in ipairs(plan.errors or {}) do self:note_failure(err) end
+        self.phase = "moving"
+        hand(plan.open, plan.complete)
+        local rest = {}
+        for _, u in ipairs(self.book:select(nil)) do
+            if not taken[u.key] then rest[#rest + 1] = u end
+        end
+        send(rest)
+    end
+    if work then
+        work:close()
+        work:wait()
+        self.summary.move_verify_seconds = host.monotonic() - started
+    end
+    bar:finish()
+    if not ok then error(plan, 0) end
 end
 
 -- Everything between open and close: raises only for bugs and configuration errors
@@ -484,35 +613,21 @@ function Run:drive()
     self.phase = "planning"
     log.info("planning", {source = self.source_alias, target = self.target_alias, since = self.since,
                           ["until"] = self["until"]})
-    local t0 = host.monotonic()
-    local plan = flow.plan(self)
-    self.summary.plan_seconds = host.monotonic() - t0
-    for k, v in pairs(plan.summary or {}) do self.summary[k] = v end
-    self.summary.found, self.summary.already_present = plan.found, plan.present
-    for _, err in ipairs(plan.errors or {}) do self:note_failure(err) end
-    if opts.dry_run then
-        self.summary.plan = flow.describe(self, plan.open)
-        return
+    if flow.plans_in_parts and not opts.dry_run and not self:setting("max_uids_per_run") then
+        self:work_plan_in_parts()
+    else
+        local t0 = host.monotonic()
+        local plan = flow.plan(self)
+        self.summary.plan_seconds = host.monotonic() - t0
+        for k, v in pairs(plan.summary or {}) do self.summary[k] = v end
+        self.summary.found, self.summary.already_present = plan.found, plan.present
+        for _, err in ipairs(plan.errors or {}) do self:note_failure(err) end
+        if opts.dry_run then
+            self.summary.plan = flow.describe(self, plan.open)
+            return
+        end
+        self:work_whole_plan(plan)
     end
-    self.book:record_plan(plan.open, plan.complete)
-    self.phase = "moving"
-    local cap = self:setting("max_uids_per_run")
-    local work, instances = self.book:select(cap, flow.selects and function(u)
-        return flow.selects(self, u)
-    end)
-    -- What the references pass may still move under max_uids_per_run.
-    self.budget = cap and math.max(0, cap - instances) or math.huge
-    if self.book.counts.deferred > 0 then
-        log.info("max_uids_per_run reached: the rest waits for the next runs",
-                 {deferred_instances = self.book.counts.deferred})
-    end
-    local jobs = flow.group(self, work)
-    t0 = host.monotonic()
-    local bar = progress.new(self.source_alias .. " -> " .. self.target_alias, instances,
-                             {unit = flow.unit, interval = settings.get(self.env, "progress_interval")})
-    self:work(jobs, bar)
-    bar:finish()
-    self.summary.move_verify_seconds = host.monotonic() - t0
     if flow.finish and not task.stopping() then
         self.phase = "following references"
         flow.finish(self)

@@ -96,6 +96,8 @@ settings.SCHEMA = {
      doc = "The day query (one '?', the date) that lists the day's deliveries; unset: the shipped query for the server's dialect."},
     {name = "mosaiq_devices_sql_query", type = "string", on = {"settings", "mosaiq"},
      doc = "The accessories query (one '?', the date) that lists the wedges, blocks, compensators and boli of the day's deliveries; unset: the shipped query for the server's dialect."},
+    {name = "mosaiq_points_sql_query", type = "string", on = {"settings", "mosaiq"},
+     doc = "The control points query (one '?', a field version's TxField FLD_ID) that lists its planned control points, asked once per field version in a run; unset: the shipped query for the server's dialect. Not asked when the day query returns point__ columns itself."},
     {name = "mosaiq_remove_superseded", type = "boolean", default = false, on = {"settings", "mosaiq"},
      doc = "When Mosaiq corrects a delivery, the corrected record is a new version with its own UID. true: once it is verified, the superseded version is deleted from the backup target through its Orthanc REST API (the target's http_url); false: kept and reported."},
     {name = "login_timeout", type = "integer", min = 0, default = 15, on = {"settings", "mosaiq"},

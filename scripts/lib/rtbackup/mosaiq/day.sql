@@ -6,13 +6,16 @@
 -- its SQL Server form as settings.mosaiq_backup_sql_query, so a site can adapt it
 -- without a new release.
 --
--- One row per (beam delivery, planned control point). rtbackup.mosaiq.query groups the
--- rows into treatment records by the column prefixes: patient__, site__, plan__,
--- machine__, field__ (the field version in force), dose__ (Dose_Hst: the delivery),
--- delivered__ (FLD_HST: the field as delivered), point__ (TxFieldPoint: the planned
--- control point), actual__ (TxFieldPoint_Hst: that control point as delivered) and the
--- column "fraction". A site may add columns with those prefixes; they appear in the
--- groups under the name after "__".
+-- One row per beam delivery (one per control point the console recorded for it, where it
+-- did). rtbackup.mosaiq.query groups the rows into treatment records by the column
+-- prefixes: patient__, site__, plan__, machine__, field__ (the field version in force),
+-- dose__ (Dose_Hst: the delivery), delivered__ (FLD_HST: the field as delivered), actual__
+-- (TxFieldPoint_Hst: a control point as delivered, by actual__Point) and the column
+-- "fraction". A site may add columns with those prefixes; they appear in the groups under
+-- the name after "__". The planned control points (TxFieldPoint) come from
+-- mosaiq/points.sql, once per field version; a site's own query of the earlier shape,
+-- which returns them here as point__ columns (one row per delivery and control point),
+-- is still read as it is.
 --
 -- What makes it right:
 --   * every Dose_Hst row of the day is listed, with no filter: a delivery that cannot be
@@ -117,34 +120,7 @@ SELECT
     FH.Beam_Type_Flag           AS "delivered__Beam_Type_Flag",
     FH.BackupTimerDelivered     AS "delivered__BackupTimerDelivered",
     FH.IsFFF                    AS "delivered__IsFFF",
-    TFP.Point                   AS "point__Point",
-    TFP.@INDEX@                 AS "point__Index",
-    TFP.Energy                  AS "point__Energy",
-    TFP.Energy_Unit_Enum        AS "point__Energy_Unit_Enum",
-    TFP.Gantry_Ang              AS "point__Gantry_Ang",
-    TFP.Gantry_Dir_Enum         AS "point__Gantry_Dir_Enum",
-    TFP.Coll_Ang                AS "point__Coll_Ang",
-    TFP.Coll_Dir_Enum           AS "point__Coll_Dir_Enum",
-    TFP.Couch_Ang               AS "point__Couch_Ang",
-    TFP.Couch_Ang_Dir_Enum      AS "point__Couch_Ang_Dir_Enum",
-    TFP.Couch_Roll_Ang          AS "point__Couch_Roll_Ang",
-    TFP.Couch_Roll_Dir_Enum     AS "point__Couch_Roll_Dir_Enum",
-    TFP.Couch_Pitch_Ang         AS "point__Couch_Pitch_Ang",
-    TFP.Couch_Pitch_Dir_Enum    AS "point__Couch_Pitch_Dir_Enum",
-    TFP.Couch_Top_Axis_Distance AS "point__Couch_Top_Axis_Distance",
-    TFP.Couch_Top               AS "point__Couch_Top",
-    TFP.Couch_Top_Dir_Enum      AS "point__Couch_Top_Dir_Enum",
-    TFP.Couch_Vrt               AS "point__Couch_Vrt",
-    TFP.Couch_Lng               AS "point__Couch_Lng",
-    TFP.Couch_Lat               AS "point__Couch_Lat",
-    TFP.Coll_X1                 AS "point__Coll_X1",
-    TFP.Coll_X2                 AS "point__Coll_X2",
-    TFP.Coll_Y1                 AS "point__Coll_Y1",
-    TFP.Coll_Y2                 AS "point__Coll_Y2",
-    TFP.MLC_Leaves              AS "point__MLC_Leaves",
-    TFP.A_Leaf_Set              AS "point__A_Leaf_Set",
-    TFP.B_Leaf_Set              AS "point__B_Leaf_Set",
-    TFP.Meterset_Rate           AS "point__Meterset_Rate",
+    TPH.Point                   AS "actual__Point",
     TPH.Tx_DtTm                 AS "actual__Tx_DtTm",
     TPH.Meterset_Rate           AS "actual__Meterset_Rate",
     TPH.Gantry_Ang              AS "actual__Gantry_Ang",
@@ -170,6 +146,5 @@ LEFT JOIN Staff STF ON STF.Staff_ID = DHS.Machine_ID_Staff_ID
 LEFT JOIN Machine MAC ON MAC.MAC_ID = DHS.MAC_ID
 LEFT JOIN Config CFG ON CFG.Inst_ID = DHS.Inst_ID
 LEFT JOIN FLD_HST FH ON FH.DHS_ID = DHS.DHS_ID
-LEFT JOIN TxFieldPoint TFP ON TFP.FLD_ID = DHS.FLD_ID
-LEFT JOIN TxFieldPoint_Hst TPH ON TPH.FHS_ID = FH.FHS_ID AND TPH.Point = TFP.Point
-ORDER BY DHS.Pat_ID1, SIT.SIT_SET_ID, FLD.OriginalPlanUID, DHS.Tx_DtTm, DHS.DHS_ID, TFP.Point
+LEFT JOIN TxFieldPoint_Hst TPH ON TPH.FHS_ID = FH.FHS_ID
+ORDER BY DHS.Pat_ID1, SIT.SIT_SET_ID, FLD.OriginalPlanUID, DHS.Tx_DtTm, DHS.DHS_ID, TPH.Point

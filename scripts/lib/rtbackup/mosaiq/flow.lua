@@ -37,7 +37,7 @@ local odbc = require "rtbackup.odbc"
 local settings = require "rtbackup.settings"
 local task = require "rtbackup.task"
 
-local flow = {kind = "mosaiq", unit = "records"}
+local flow = {kind = "mosaiq", unit = "records", plans_in_parts = true}
 
 --- Days from --since (default: today in the site's time zone) to --until (default:
 -- today, or --since's day when only --until is missing and --since is today).
@@ -129,7 +129,9 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
         return (not opts.patient or opts.patient == patient) and (not opts.shard or opts.shard(patient))
     end
     local query_opts = {sql = settings.get(env, "mosaiq_backup_sql_query", alias),
-                        devices_sql = settings.get(env, "mosaiq_devices_sql_query", alias)}
+                        devices_sql = settings.get(env, "mosaiq_devices_sql_query", alias),
+                        points_sql = settings.get(env, "mosaiq_points_sql_query", alias),
+                        points = mosaiq.points_memory()}
     -- The next day's query runs (on a connection of its own) while this day's records
     -- are built: the database and the mapping work at the same time.
     local days = clock.days(since, till)
@@ -244,9 +246,14 @@ local function versions_of(data)
     return list
 end
 
--- Records are staged while they are built, this many per association: the datasets
--- of a year of records would not fit in memory, and staging overlaps the queries.
-local STAGE_BATCH = 32
+-- Records are staged while they are built, flow.STAGE_BATCH per association: the
+-- datasets of a year of records would not fit in memory, and staging overlaps the
+-- queries.
+flow.STAGE_BATCH = 32
+-- Staged records are handed to the moves in parts of about flow.PART_RECORDS: moving
+-- starts while the plan goes on, and a part is large enough that a series' records of
+-- it (a course's fractions over some weeks) share one C-MOVE and one C-GET.
+flow.PART_RECORDS = 512
 
 -- C-STOREs records to the first hop (staging, else the archive). A record stored is
 -- freed (r.ds = nil: the move takes it from there); one refused keeps its dataset and
@@ -278,12 +285,39 @@ local function stage(run, records)
     end
 end
 
-function flow.plan(run)
+-- hand (rtbackup.run, plans_in_parts): each part of the open units once its records
+-- are in staging; the units not handed yet are returned as the plan's open ones.
+function flow.plan(run, hand)
     local run_mod = require "rtbackup.run"
     local shard = run.opts.shard
     local j, alias, dry = run.journal, run.source_alias, run.opts.dry_run
     run.records, run.seconds = {}, {store = 0}
     local open, present, corrected, requeue, batch, storing = {}, 0, {}, {}, {}, {}
+    local staged = 0 -- open[1 .. staged]: units whose records' stores have ended
+    -- Hands over the staged units once there are enough of them.
+    local function hand_staged()
+        if not hand or staged < flow.PART_RECORDS then return end
+        local part, rest = {}, {}
+        for i, u in ipairs(open) do
+            if i <= staged then part[#part + 1] = u else rest[#rest + 1] = u end
+        end
+        open, staged = rest, 0
+        -- Corrected records verified earlier go back to the queue before the part is
+        -- recorded (which would take them for lost ones).
+        if #requeue > 0 and not dry then j:requeue(alias, requeue) end
+        requeue = {}
+        hand(part)
+    end
+    -- The stores ended, oldest first (or, with `wait`, the oldest waited for): their
+    -- units are staged then.
+    local function stores_ended(wait)
+        while storing[1] and (storing[1].ended or wait) do
+            local t = table.remove(storing, 1)
+            task.wait(t.task)
+            staged, wait = staged + t.units, false
+        end
+        hand_staged()
+    end
     -- Each record as it is built: already archived (same identity, same content), new,
     -- or a new version of one archived before (a correction).
     local function on_record(r)
@@ -321,10 +355,18 @@ function flow.plan(run)
             r.ds = nil
         else
             batch[#batch + 1] = r
-            if #batch >= STAGE_BATCH then
+            if #batch >= flow.STAGE_BATCH then
                 -- Stored while the next records are built; two batches at most in flight.
-                if #storing >= 2 then task.wait(table.remove(storing, 1)) end
-                storing[#storing + 1] = task.spawn(stage, run, batch)
+                -- open[] and the batches are in the same order: a batch's units are the
+                -- next #batch of open[] after those of the batches before it.
+                stores_ended(#storing >= 2)
+                local entry, records = {units = #batch}, batch
+                entry.task = task.spawn(function()
+                    local ok, err = pcall(stage, run, records)
+                    entry.ended = true
+                    if not ok then error(err, 0) end
+                end)
+                storing[#storing + 1] = entry
                 batch = {}
             end
         end
@@ -333,7 +375,7 @@ function flow.plan(run)
         patient = run.opts.patient, journal = j, read_only = dry, on_record = on_record,
         shard = shard and function(patient) return run_mod.in_shard(shard, patient) end,
     })
-    for _, t in ipairs(storing) do pcall(task.wait, t) end
+    for _, t in ipairs(storing) do pcall(task.wait, t.task) end
     if not ok then error(built, 0) end
     stage(run, batch)
     if #requeue > 0 and not dry then j:requeue(alias, requeue) end

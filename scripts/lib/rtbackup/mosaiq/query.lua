@@ -64,7 +64,11 @@
 -- site's settings.mosaiq_backup_sql_query); extra "<group>__X" columns a site adds
 -- show up as group.X. Without opts.sql the shipped query for the server's dialect is
 -- used (SQLite, PostgreSQL, SQL Server). The accessories come from a second query
--- (mosaiq/devices.sql, or opts.devices_sql).
+-- (mosaiq/devices.sql, or opts.devices_sql), the planned control points from a third,
+-- once per field version (mosaiq/points.sql, or opts.points_sql; one '?', the FLD_ID),
+-- unless the day query returns them itself as point__ columns (the earlier shape: one
+-- row per delivery and control point). opts.points (mosaiq.points_memory()) keeps the
+-- control points from one day's call to the next.
 --
 -- ## treatment_summary(db, mrn, from?, to?) -> list of courses
 --
@@ -146,6 +150,11 @@ end
 --- The shipped day query for a dialect ("sqlite", "postgres", "sqlserver").
 function mosaiq.day_query(dialect)
     return shipped("day", dialect, "mosaiq_backup_sql_query")
+end
+
+--- The shipped control points query (one field version) for a dialect.
+function mosaiq.points_query(dialect)
+    return shipped("points", dialect, "mosaiq_points_sql_query")
 end
 
 --- The shipped accessories query for a dialect.
@@ -295,6 +304,81 @@ local function devices_of(db, date, opts)
     return by_dhs
 end
 
+--- A memory of field versions' control points across the days of a run (opts.points of
+-- mosaiq.deliveries): a version not delivered in `keep` days' queries is forgotten (its
+-- course is over), so a year's run holds the fields under treatment, not the year's.
+function mosaiq.points_memory(keep)
+    return {versions = {}, calls = 0, keep = keep or 14}
+end
+
+-- Compares a row with the one seen before for the same thing; the name of the first
+-- column where they differ, or nil.
+local function disagreement(row, seen, routes)
+    for _, r in ipairs(routes) do
+        if row[r[1]] ~= seen[r[1]] then return r end
+    end
+    return nil
+end
+
+-- The planned control points of field version fld_id, by Point: {points = {...}} or
+-- {contradiction = why}. From the memory, else asked once (mosaiq/points.sql).
+local function points_of(db, fld_id, opts, memory)
+    local known = memory.versions[fld_id]
+    if not known then
+        local sql = configured(opts.points_sql) and opts.points_sql or mosaiq.points_query(db:dialect())
+        local points, seen, columns = {}, {}, nil
+        known = {points = points}
+        for row in db:rows(mosaiq.strip_comments(sql), {fld_id}) do
+            if not columns then
+                columns = {}
+                for c in pairs(row) do
+                    if c ~= "FLD_ID" then columns[#columns + 1] = {c} end
+                end
+            end
+            local at = row.Point
+            if present(at) then
+                local before = seen[at]
+                if not before then
+                    seen[at] = row
+                    row.FLD_ID = nil
+                    points[#points + 1] = row
+                elseif not known.contradiction then
+                    local r = disagreement(row, before, columns)
+                    if r then
+                        known.contradiction = string.format("the control points of field version %s disagree " ..
+                            "on point.%s (control point %s): a join in the points query multiplies rows",
+                            key_text(fld_id), r[1], key_text(at))
+                    end
+                end
+            end
+        end
+        table.sort(points, sort_points)
+        memory.versions[fld_id] = known
+    end
+    known.used = memory.calls
+    return known
+end
+
+-- The delivery's control points: the field version's, each with what the console
+-- recorded for it (d.actual, by Point) as .actual. Points without a recording are the
+-- memory's own tables, shared by every delivery of the version (the mapping only reads).
+local function with_recordings(points, actual)
+    if next(actual) == nil then return points end
+    local list = {}
+    for i, p in ipairs(points) do
+        local a = actual[p.Point]
+        if a then
+            local copy = {}
+            for k, v in pairs(p) do copy[k] = v end
+            copy.actual = a
+            list[i] = copy
+        else
+            list[i] = p
+        end
+    end
+    return list
+end
+
 -- The day's groups, what was skipped, and the number of rows the query returned.
 local function deliveries_of(db, date, opts)
     opts = opts or {}
@@ -302,8 +386,12 @@ local function deliveries_of(db, date, opts)
     local where = configured(opts.sql) and "settings.mosaiq_backup_sql_query"
                   or ("mosaiq/day.sql (" .. tostring(db:dialect()) .. ")")
     local sql = configured(opts.sql) and opts.sql or mosaiq.day_query(db:dialect())
+    local memory = opts.points or mosaiq.points_memory()
+    memory.calls = memory.calls + 1
     local deliveries, by_dhs, count = {}, {}, 0
-    local routes, once, per_point -- all columns; the delivery's; the control point's
+    -- all columns; the delivery's; the control point's (point__ and actual__ columns in
+    -- a query of the earlier shape, else actual__ only); whether points come in the rows
+    local routes, once, per_point, planned_in_rows
     for row in db:rows(mosaiq.strip_comments(sql), {date}) do
         count = count + 1
         if not routes then
@@ -314,6 +402,7 @@ local function deliveries_of(db, date, opts)
             for _, r in ipairs(routes) do
                 local list = (r[2] == "point" or r[2] == "actual") and per_point or once
                 list[#list + 1] = r
+                if r[2] == "point" then planned_in_rows = true end
             end
         end
         local dhs = row["dose__DHS_ID"]
@@ -321,49 +410,68 @@ local function deliveries_of(db, date, opts)
         if not d then
             local g = split(row, once)
             d = {patient = g.patient, site = g.site, plan = g.plan, machine = g.machine, field = g.field,
-                 dose = g.dose, delivered = g.delivered, fraction = row.fraction, points = {}, seen = {}, first = row}
+                 dose = g.dose, delivered = g.delivered, fraction = row.fraction, points = {}, actual = {},
+                 seen = {}, first = row}
             by_dhs[dhs] = d
             deliveries[#deliveries + 1] = d
         elseif not d.contradiction then
             -- Rows of one delivery must agree; a join that multiplies rows with different
             -- values would otherwise let an arbitrary row win. Compared column by column
-            -- against the first row: a VMAT delivery comes as hundreds of rows.
-            local first = d.first
-            for _, r in ipairs(once) do
-                if row[r[1]] ~= first[r[1]] then
-                    d.contradiction = string.format("the rows of this delivery disagree on %s.%s: a join in " ..
-                        "the day query multiplies rows", r[2], r[3])
-                    break
-                end
+            -- against the first row: a delivery may come as hundreds of rows.
+            local r = disagreement(row, d.first, once)
+            if r then
+                d.contradiction = string.format("the rows of this delivery disagree on %s.%s: a join in " ..
+                    "the day query multiplies rows", r[2], r[3])
             end
         end
-        local point = row["point__Point"]
+        local point = row[planned_in_rows and "point__Point" or "actual__Point"]
         if present(point) then
             local seen = d.seen[point]
             if not seen then
                 local g = split(row, per_point)
-                g.point.actual = g.actual
                 d.seen[point] = row
-                d.points[#d.points + 1] = g.point
+                if planned_in_rows then
+                    -- what the console recorded, where it did (a left join's NULLs are not)
+                    for _, v in pairs(g.actual) do
+                        if present(v) then g.point.actual = g.actual break end
+                    end
+                    d.points[#d.points + 1] = g.point
+                else
+                    g.actual.Point = nil -- the key, not something the console recorded
+                    d.actual[point] = g.actual
+                end
             elseif not d.contradiction then
                 -- A join that multiplies control-point rows (every version's points, two
                 -- recorded rows for one point) must not let the first row win.
-                for _, r in ipairs(per_point) do
-                    if row[r[1]] ~= seen[r[1]] then
-                        d.contradiction = string.format("the rows of this delivery disagree on %s.%s (control " ..
-                            "point %s): a join in the day query multiplies rows", r[2], r[3], key_text(point))
-                        break
-                    end
+                local r = disagreement(row, seen, per_point)
+                if r then
+                    d.contradiction = string.format("the rows of this delivery disagree on %s.%s (control " ..
+                        "point %s): a join in the day query multiplies rows", r[2], r[3], key_text(point))
                 end
             end
         end
+    end
+    if not planned_in_rows then
+        for _, d in ipairs(deliveries) do
+            if not reason_to_skip(d) then -- skipped deliveries need no control points
+                local known = points_of(db, d.field.FLD_ID, opts, memory)
+                if known.contradiction then
+                    d.contradiction = known.contradiction
+                else
+                    d.points = with_recordings(known.points, d.actual)
+                end
+            end
+        end
+    end
+    for id, known in pairs(memory.versions) do
+        if memory.calls - known.used >= memory.keep then memory.versions[id] = nil end
     end
     local devices = devices_of(db, date, opts)
     local groups, by_key, skipped = {}, {}, {}
     table.sort(deliveries, sort_deliveries)
     for _, d in ipairs(deliveries) do
-        d.seen, d.first = nil, nil
-        table.sort(d.points, sort_points)
+        d.seen, d.first, d.actual = nil, nil, nil
+        if planned_in_rows then table.sort(d.points, sort_points) end
         local kind, why = reason_to_skip(d)
         if kind then
             skipped[#skipped + 1] = {patient = key_text(present(d.patient.IDA) and d.patient.IDA or d.patient.Pat_ID1),
@@ -402,8 +510,8 @@ local function deliveries_of(db, date, opts)
 end
 
 --- The day's record groups and skipped deliveries (see the top of this file).
--- opts.sql / opts.devices_sql: the queries to run instead of the shipped ones for the
--- server's dialect. Audited (op "sql"), whether it succeeds or not.
+-- opts.sql / opts.devices_sql / opts.points_sql: the queries to run instead of the
+-- shipped ones for the server's dialect; opts.points: a mosaiq.points_memory(). Audited (op "sql"), whether it succeeds or not.
 function mosaiq.deliveries(db, date, opts)
     local ok, groups, skipped, count = pcall(deliveries_of, db, date, opts)
     db:event{op = "sql", query_name = "mosaiq deliveries of the day", params = {date}, rows = count,
