@@ -16,7 +16,6 @@
 #include "internal.hpp"
 
 #include <cstring>
-#include <memory>
 
 #include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcwcache.h>
@@ -80,16 +79,17 @@ private:
     EVP_MD_CTX *ctx_;
     bool ok_;
     size_t used_ = 0;
-    unsigned char buf_[16384];
+    unsigned char buf_[8192];
 };
 
-// One digest's encoder: DCMTK's own element writer, streaming into the hash 64 KiB
+// One digest's encoder: DCMTK's own element writer, streaming into the hash 16 KiB
 // at a time (multi-hundred-megabyte pixel data never needs a second copy in memory),
-// set up once per digest rather than once per element.
+// set up once per digest rather than once per element. On the stack: a heap block
+// this size per digest made malloc consolidate and trim the heap every record.
 struct Encoder {
     Sha256 h;
     E_TransferSyntax orig = EXS_LittleEndianExplicit;
-    unsigned char buf[65536];
+    unsigned char buf[16384];
     DcmOutputBufferStream out{buf, sizeof buf};
     DcmWriteCache wcache;
     OFCondition cond = EC_Normal;
@@ -199,12 +199,12 @@ extern "C" int rtb_ds_digest(const rtb_ds *ds, char hex[65], rtb_dicom_error *er
     clear_error(err);
     hex[0] = '\0';
     if (!ds) return fail(err, RTB_DICOM_E_INVALID, "no dataset");
-    std::unique_ptr<Encoder> enc(new Encoder());
-    if (!enc->h.ok()) return fail(err, RTB_DICOM_E_INTERNAL, "SHA-256 unavailable in OpenSSL");
+    Encoder enc;
+    if (!enc.h.ok()) return fail(err, RTB_DICOM_E_INTERNAL, "SHA-256 unavailable in OpenSSL");
     if (DcmDataset *d = ds->root->dataset())
-        if (d->getOriginalXfer() != EXS_Unknown) enc->orig = d->getOriginalXfer();
-    if (!hash_item(ds->item, ds->root == ds, *enc))
-        return fail(err, RTB_DICOM_E_IO, "cannot encode dataset for digest: %s", enc->cond.text());
-    if (!enc->h.hex(hex)) return fail(err, RTB_DICOM_E_INTERNAL, "SHA-256 failed");
+        if (d->getOriginalXfer() != EXS_Unknown) enc.orig = d->getOriginalXfer();
+    if (!hash_item(ds->item, ds->root == ds, enc))
+        return fail(err, RTB_DICOM_E_IO, "cannot encode dataset for digest: %s", enc.cond.text());
+    if (!enc.h.hex(hex)) return fail(err, RTB_DICOM_E_INTERNAL, "SHA-256 failed");
     return 0;
 }

@@ -147,6 +147,7 @@ local function binary(self, v)
 end
 
 local function text(self, v)
+    if type(v) == "string" then return value(self, v) end -- trimmed, or nil if blank
     v = value(self, v)
     if v == nil then return nil end
     if type(v) == "number" and math.type(v) == "float" and v == math.floor(v) and math.abs(v) < 2^53 then
