@@ -54,6 +54,22 @@ describe("a peer's limiter", function()
         assert.are.equal(6, l:limit())
     end)
 
+    it("tells how long a task waited for slots, so its operation's own time can be told apart", function()
+        local l = limiter(1)
+        local waits = {}
+        local tasks = {}
+        for i = 1, 2 do
+            tasks[i] = task.spawn(function()
+                local before = limits.waited()
+                l:run(function() task.sleep(200) end)
+                waits[i] = limits.waited() - before
+            end)
+        end
+        for _, t in ipairs(tasks) do task.wait(t) end
+        assert.are.equal(0, waits[1]) -- a free slot: no wait
+        assert.is_true(waits[2] >= 0.15 and waits[2] < 2, tostring(waits[2])) -- the first one's 200 ms
+    end)
+
     it("never goes below one, and lets a task holding a slot take a second up to the cap", function()
         local l = limiter(2)
         l:acquire()

@@ -10,6 +10,7 @@
 --   l:run(function() ... end)        -- waits for a slot, runs, frees it (also on error)
 --   l.peak                           -- most slots ever in use at once
 --   l:note_busy() / l:note_ok()      -- the peer refused an association as busy / served one
+--   limits.waited()                  -- seconds the calling task has waited for slots
 --
 -- A peer may admit fewer associations than max_associations says (its own limit, or
 -- other clients holding places). When it refuses one as busy (A-ASSOCIATE-RJ
@@ -17,12 +18,23 @@
 -- 1), so moves, queries and verifications wait here instead of being refused there;
 -- after 4 x that many operations served in a row it tries one more, up to the cap.
 local errors = require "rtbackup.error"
+local host = require "rtbackup.host"
 local log = require "rtbackup.log"
 local task = require "rtbackup.task"
 
 local limits = {}
 
 local registry = {}
+
+-- Seconds each task has waited for slots, on any peer. An operation's own time is its
+-- time less that wait: rtbackup.pace judges how the peer serves, not our queue for it.
+local waited = setmetatable({}, {__mode = "k"})
+
+--- Seconds the calling task (or `t`) has waited for slots so far.
+function limits.waited(t)
+    t = t or task.current()
+    return t and waited[t] or 0
+end
 
 local Limiter = {}
 Limiter.__index = Limiter
@@ -102,7 +114,9 @@ function Limiter:acquire()
             self.key, self.cap)}
     end
     self.waiting[#self.waiting + 1] = me
+    local t0 = host.monotonic()
     repeat task.suspend() until self.granted[me]
+    waited[me] = (waited[me] or 0) + host.monotonic() - t0
     self.granted[me] = nil
     hold(self, me)
 end
