@@ -366,15 +366,17 @@ function Run:verify_job(job, bar)
         end
         for key, f in pairs(again) do found[key] = f end
     end
+    local complete = {} -- recorded in one transaction
     for _, u in ipairs(job.units) do
         local f = found[u.key]
-        if f then
-            if f.n == 0 then
-                book:verified(u, f.total)
-            else
-                self.failures.partial = true
-                book:failed(u, f.n, f.total, flow.describe_missing(self, u, f, attempt))
-            end
+        if f and f.n == 0 then complete[#complete + 1] = {u, f.total} end
+    end
+    book:verified_all(complete)
+    for _, u in ipairs(job.units) do
+        local f = found[u.key]
+        if f and f.n > 0 then
+            self.failures.partial = true
+            book:failed(u, f.n, f.total, flow.describe_missing(self, u, f, attempt))
         end
         if bar then bar:add(u.expected or 1) end
     end
