@@ -16,7 +16,7 @@ local plan = require "rtbackup.qr.plan"
 local run_mod -- rtbackup.run, required lazily (it requires this module)
 local settings = require "rtbackup.settings"
 
-local flow = {kind = "qr", unit = "instances"}
+local flow = {kind = "qr", unit = "instances", plans_in_parts = true}
 
 --- --since/--until, else yesterday and today in the site's time zone.
 function flow.period(run)
@@ -30,13 +30,16 @@ function flow.selection(run)
             study_dates = clock.dicom_date(run.since) .. "-" .. clock.dicom_date(run["until"])}
 end
 
-function flow.plan(run)
+-- hand (rtbackup.run, plans_in_parts): each study's series as soon as they are
+-- compared, so the first studies move while the others are still being compared.
+function flow.plan(run, hand)
     run_mod = run_mod or require "rtbackup.run"
     local shard = run.opts.shard
     local accept = run.choices.qr.accept_series or nil
     local p = plan.make(run:peer(run.source_alias), run:peer(run.target_alias), flow.selection(run), {
         concurrency = run:setting("max_associations"), accept = accept,
         shard = shard and function(study) return run_mod.in_shard(shard, study) end,
+        on_study = hand and function(r) hand(r.units, r.complete) end,
     })
     run.ctx:flush() -- the planning C-FINDs are one audit batch
     -- Units the journal still has open (moved by a run that stopped before verifying
@@ -50,7 +53,8 @@ function flow.plan(run)
     end
     -- The selection's studies: the references pass re-checks the edges of their RT objects.
     run.selected_studies = p.study_uids
-    return {open = p.units, complete = p.complete, found = p.found, present = p.present, errors = p.errors,
+    return {open = hand and {} or p.units, complete = hand and {} or p.complete, found = p.found,
+            present = p.present, errors = p.errors,
             summary = {studies = p.studies, series_to_move = #p.units, plan_errors = #p.errors}}
 end
 

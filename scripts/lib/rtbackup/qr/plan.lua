@@ -137,7 +137,8 @@ end
 --- The plan of a selection: {units = {...}, complete = {...}, found, present,
 -- studies, errors = {...}, whole = {[study uid] = true: complete in the target, its
 -- series not compared}}. opts: concurrency, shard (function(study_uid) -> bool),
--- accept (function(series, study) -> bool).
+-- accept (function(series, study) -> bool), on_study (function(result): each compared
+-- study's {units, complete, found, present} as soon as it is known).
 function plan.make(src_peer, tgt_peer, selection, opts)
     opts = opts or {}
     local studies = plan.studies(src_peer, selection)
@@ -158,7 +159,9 @@ function plan.make(src_peer, tgt_peer, selection, opts)
             local n = study.NumberOfStudyRelatedInstances
             return {units = {}, complete = {}, found = n, present = n}
         end
-        return diff_study(src_peer, tgt_peer, study, selection, opts.accept)
+        local r = diff_study(src_peer, tgt_peer, study, selection, opts.accept)
+        if opts.on_study then opts.on_study(r) end
+        return r
     end, {concurrency = opts.concurrency or 4, errors = "return"})
     local out = {units = {}, complete = {}, found = 0, present = 0, studies = #studies, errors = {}, study_uids = {},
                  whole = whole}
