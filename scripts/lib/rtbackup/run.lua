@@ -14,7 +14,8 @@
 --            (rtbackup.alerts), and run history older than run_history_days pruned
 --
 -- A flow is a table: kind, period(run) -> since, till; plan(run) -> {open = units,
--- complete = units, found, present, errors = {}, summary = {...}}; describe(run,
+-- complete = units, found, present, skipped (instances found but not planned: a peer
+-- failed), errors = {}, summary = {...}}; describe(run,
 -- units) -> dry-run rows; group(run, units) -> jobs ({units = ...}); transfer(run,
 -- job, units) -> reported count; verify(run, job, units) -> {[key] = {total =,
 -- missing = {uid = true}, n =}}; retry(run, job, units, missing, attempt); selects(run,
@@ -519,6 +520,14 @@ function Run:work(jobs, bar)
     w:wait()
 end
 
+-- What the plan says beyond its units: summary, counts, errors.
+function Run:take_plan(plan)
+    for k, v in pairs(plan.summary or {}) do self.summary[k] = v end
+    self.summary.found, self.summary.already_present = plan.found, plan.present
+    self.book.counts.skipped = self.book.counts.skipped + (plan.skipped or 0)
+    for _, err in ipairs(plan.errors or {}) do self:note_failure(err) end
+end
+
 -- Units of a part of the plan (or all of it) that this run may send.
 function Run:sendable(list)
     local flow, out = self.flow, {}
@@ -584,9 +593,7 @@ function Run:work_plan_in_parts()
     local ok, plan = pcall(flow.plan, self, hand)
     self.summary.plan_seconds = host.monotonic() - t0
     if ok then
-        for k, v in pairs(plan.summary or {}) do self.summary[k] = v end
-        self.summary.found, self.summary.already_present = plan.found, plan.present
-        for _, err in ipairs(plan.errors or {}) do self:note_failure(err) end
+        self:take_plan(plan)
         self.phase = "moving"
         hand(plan.open, plan.complete)
         local rest = {}
@@ -625,9 +632,7 @@ function Run:drive()
         local t0 = host.monotonic()
         local plan = flow.plan(self)
         self.summary.plan_seconds = host.monotonic() - t0
-        for k, v in pairs(plan.summary or {}) do self.summary[k] = v end
-        self.summary.found, self.summary.already_present = plan.found, plan.present
-        for _, err in ipairs(plan.errors or {}) do self:note_failure(err) end
+        self:take_plan(plan)
         if opts.dry_run then
             self.summary.plan = flow.describe(self, plan.open)
             return

@@ -54,7 +54,7 @@ function flow.plan(run, hand)
     -- The selection's studies: the references pass re-checks the edges of their RT objects.
     run.selected_studies = p.study_uids
     return {open = hand and {} or p.units, complete = hand and {} or p.complete, found = p.found,
-            present = p.present, errors = p.errors,
+            present = p.present, errors = p.errors, skipped = p.not_compared,
             summary = {studies = p.studies, series_to_move = #p.units, plan_errors = #p.errors}}
 end
 

@@ -136,7 +136,8 @@ end
 
 --- The plan of a selection: {units = {...}, complete = {...}, found, present,
 -- studies, errors = {...}, whole = {[study uid] = true: complete in the target, its
--- series not compared}}. opts: concurrency, shard (function(study_uid) -> bool),
+-- series not compared}, not_compared = instances of the studies that could not be
+-- compared (a peer failed), as the source counted them}. opts: concurrency, shard (function(study_uid) -> bool),
 -- accept (function(series, study) -> bool), on_study (function(result): each compared
 -- study's {units, complete, found, present} as soon as it is known).
 function plan.make(src_peer, tgt_peer, selection, opts)
@@ -164,7 +165,7 @@ function plan.make(src_peer, tgt_peer, selection, opts)
         return r
     end, {concurrency = opts.concurrency or 4, errors = "return"})
     local out = {units = {}, complete = {}, found = 0, present = 0, studies = #studies, errors = {}, study_uids = {},
-                 whole = whole}
+                 whole = whole, not_compared = 0}
     for _, st in ipairs(studies) do out.study_uids[st.StudyInstanceUID] = true end
     for i = 1, #studies do
         local r = results[i]
@@ -173,6 +174,10 @@ function plan.make(src_peer, tgt_peer, selection, opts)
             for _, u in ipairs(r.units) do out.units[#out.units + 1] = u end
             for _, u in ipairs(r.complete) do out.complete[#out.complete + 1] = u end
         else
+            -- Not compared (a peer failed): its instances, where the source counted
+            -- them, are work this run did not do.
+            local n = count_of(studies[i], "NumberOfStudyRelatedInstances") or 0
+            out.found, out.not_compared = out.found + n, out.not_compared + n
             out.errors[#out.errors + 1] = failures[i]
             if failures[i].kind ~= "stopped" then
                 log.error("cannot compare a study", {study = studies[i].StudyInstanceUID, error = tostring(failures[i])})
