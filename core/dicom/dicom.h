@@ -85,7 +85,8 @@ typedef struct {
 } rtb_ds_save_options;
 
 /* Writes a Part 10 file with a fresh meta header, atomically: a temporary file in
- * the same directory, fsync, rename, fsync of the directory. opts may be NULL. */
+ * the same directory, fdatasync, rename, fsync of the directory (shared with
+ * other threads renaming into it at the same time). opts may be NULL. */
 int rtb_ds_save(rtb_ds *ds, const char *path, const rtb_ds_save_options *opts,
                 rtb_dicom_error *err);
 
@@ -388,7 +389,8 @@ typedef struct {
 /* Binds, then serves on its own threads until rtb_dicom_scp_stop(). Accepts
  * C-ECHO and C-STORE for every standard storage SOP class, uncompressed and the
  * common compressed transfer syntaxes. A C-STORE is answered with success only
- * once its file is durable (fsync, rename, fsync of the directory). */
+ * once its file is durable (fdatasync, rename, fsync of the directory, the last
+ * shared by the associations storing into the same directory at once). */
 int rtb_dicom_scp_start(const rtb_dicom_scp_config *cfg, rtb_dicom_scp **out, rtb_dicom_error *err);
 int rtb_dicom_scp_port(const rtb_dicom_scp *scp);
 /* Number of instances stored so far. */

@@ -1,12 +1,22 @@
 // Atomic file writes. A backup file is either complete or absent: we write a
 // temporary file in the target directory (same file system, so rename is
-// atomic), fsync it, rename it over the final name and fsync the directory so
-// the rename itself survives a power cut.
+// atomic), flush its data, rename it over the final name and flush the
+// directory so the rename itself survives a power cut.
+//
+// The directory flush is shared (group commit): threads that renamed into the
+// same directory at about the same time are all covered by one fsync of it, as
+// long as that fsync started after their rename. See scp_assoc.cpp's top
+// comment for what this buys the storage SCP.
 #include "internal.hpp"
 
 #include <cerrno>
+#include <condition_variable>
+#include <cstdint>
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <mutex>
+#include <utility>
 #include <sys/stat.h>
 #include <cstring>
 #include <fcntl.h>
@@ -50,53 +60,140 @@ static mode_t file_mode()
     return mode;
 }
 
-std::string temp_path_in(const std::string &dir, const std::string &name, rtb_dicom_error *err)
+std::string temp_path_in(const std::string &dir, const std::string &name, int *fd_out, rtb_dicom_error *err)
 {
     // The dot prefix keeps half-written files out of "*.dcm" globs and indexers.
     std::string tmpl = dir + "/." + name + ".XXXXXX";
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
-    int fd = mkstemp(buf.data());
+    int fd = mkostemp(buf.data(), O_CLOEXEC);
     if (fd < 0) {
         fail(err, RTB_DICOM_E_IO, "cannot create a temporary file in %s: %s", dir.c_str(),
              strerror(errno));
         return std::string();
     }
     (void)fchmod(fd, file_mode());
-    close(fd);
+    if (fd_out) *fd_out = fd;
+    else close(fd);
     return std::string(buf.data());
 }
 
-static bool fsync_path(const char *path, int flags, rtb_dicom_error *err)
+std::string temp_path_in(const std::string &dir, const std::string &name, rtb_dicom_error *err)
 {
-    int fd = open(path, flags | O_CLOEXEC);
-    if (fd < 0) {
-        fail(err, RTB_DICOM_E_IO, "cannot open %s for fsync: %s", path, strerror(errno));
-        return false;
-    }
-    int rc = fsync(fd);
-    int saved = errno;
+    return temp_path_in(dir, name, nullptr, err);
+}
+
+namespace {
+
+// One directory's shared flushes. Each rename into it takes the next ticket;
+// a flush covers the tickets handed out before it started. Flushes of one
+// directory run one at a time, so each ends up covering a contiguous range.
+struct DirGroup {
+    std::mutex mu;
+    std::condition_variable cv;
+    uint64_t tickets = 0;  // renames done into the directory
+    uint64_t covered = 0;  // tickets up to here were covered by a finished flush
+    bool flushing = false;
+    std::vector<std::pair<uint64_t, uint64_t>> failed; // ranges of tickets whose flush failed
+    int failed_errno = 0;
+};
+
+std::mutex groups_mu;
+std::map<std::string, std::shared_ptr<DirGroup>> groups;
+
+std::shared_ptr<DirGroup> group_of(const std::string &dir)
+{
+    std::lock_guard<std::mutex> lock(groups_mu);
+    auto it = groups.find(dir);
+    if (it != groups.end()) return it->second;
+    // --sort-by-study makes a directory per study: forget the idle ones now and
+    // then. One still in use elsewhere stays valid for its holders; a new
+    // group for the same directory merely shares less.
+    if (groups.size() >= 256)
+        for (auto i = groups.begin(); i != groups.end();)
+            i = i->second.use_count() == 1 ? groups.erase(i) : std::next(i);
+    auto g = std::make_shared<DirGroup>();
+    groups.emplace(dir, g);
+    return g;
+}
+
+int fsync_dir_errno(const std::string &dir)
+{
+    int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int rc = fsync(fd) == 0 ? 0 : errno;
     close(fd);
-    if (rc != 0) {
-        fail(err, RTB_DICOM_E_IO, "fsync %s: %s", path, strerror(saved));
-        return false;
+    return rc;
+}
+
+} // namespace
+
+bool sync_dir(const std::string &dir, rtb_dicom_error *err)
+{
+    std::shared_ptr<DirGroup> g = group_of(dir);
+    std::unique_lock<std::mutex> lock(g->mu);
+    uint64_t ticket = ++g->tickets;
+    while (g->covered < ticket) {
+        if (g->flushing) {
+            g->cv.wait(lock);
+            continue;
+        }
+        // Lead: flush for every rename done so far, ours included.
+        g->flushing = true;
+        uint64_t from = g->covered + 1, upto = g->tickets;
+        lock.unlock();
+        int e = fsync_dir_errno(dir);
+        lock.lock();
+        g->flushing = false;
+        g->covered = upto;
+        if (e != 0) {
+            // After a failed flush a later one may succeed without rewriting
+            // what was lost: the tickets it covered stay failed.
+            g->failed.emplace_back(from, upto);
+            g->failed_errno = e;
+        }
+        g->cv.notify_all();
     }
+    for (const auto &r : g->failed)
+        if (ticket >= r.first && ticket <= r.second) {
+            int e = g->failed_errno;
+            lock.unlock();
+            fail(err, RTB_DICOM_E_IO, "fsync %s: %s", dir.c_str(), strerror(e));
+            return false;
+        }
     return true;
 }
 
-bool commit_file(const std::string &tmp, const std::string &dest, rtb_dicom_error *err)
+bool commit_fd(int fd, const std::string &tmp, const std::string &dest, rtb_dicom_error *err)
 {
-    if (!fsync_path(tmp.c_str(), O_RDONLY, err)) {
+    // fdatasync flushes the data and what reading it back needs (size,
+    // allocation); only the times are left to later writeback.
+    if (fdatasync(fd) != 0) {
+        int saved = errno;
+        close(fd);
         unlink(tmp.c_str());
+        fail(err, RTB_DICOM_E_IO, "fdatasync %s: %s", tmp.c_str(), strerror(saved));
         return false;
     }
+    close(fd);
     if (rename(tmp.c_str(), dest.c_str()) != 0) {
         fail(err, RTB_DICOM_E_IO, "rename %s -> %s: %s", tmp.c_str(), dest.c_str(),
              strerror(errno));
         unlink(tmp.c_str());
         return false;
     }
-    return fsync_path(dir_of(dest).c_str(), O_RDONLY | O_DIRECTORY, err);
+    return sync_dir(dir_of(dest), err);
+}
+
+bool commit_file(const std::string &tmp, const std::string &dest, rtb_dicom_error *err)
+{
+    int fd = open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fail(err, RTB_DICOM_E_IO, "cannot open %s for fsync: %s", tmp.c_str(), strerror(errno));
+        unlink(tmp.c_str());
+        return false;
+    }
+    return commit_fd(fd, tmp, dest, err);
 }
 
 bool save_atomic(DcmFileFormat &ff, const std::string &path, E_TransferSyntax xfer,

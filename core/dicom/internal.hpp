@@ -61,13 +61,21 @@ bool ensure_init(rtb_dicom_error *err);
 bool lookup_tag(const char *keyword, DcmTag &tag, rtb_dicom_error *err);
 
 // Files -------------------------------------------------------------------
-// Writes via temp file + fsync + rename + fsync(dir).
+// Writes via temp file + fdatasync + rename + fsync(dir).
 bool save_atomic(DcmFileFormat &ff, const std::string &path, E_TransferSyntax xfer,
                  rtb_dicom_error *err);
-// fsync(path) then rename over dest, then fsync the directory.
+// fdatasync(tmp) then rename over dest, then sync_dir(dest's directory). The
+// temporary file is removed on failure.
 bool commit_file(const std::string &tmp, const std::string &dest, rtb_dicom_error *err);
-// "<dir>/.<name>.XXXXXX" created with mkstemp (closed); empty on failure.
+// The same with tmp already open as fd, which it closes.
+bool commit_fd(int fd, const std::string &tmp, const std::string &dest, rtb_dicom_error *err);
+// Returns once every rename into dir done before the call is on disk: an fsync
+// of dir that started after the call, ours or another thread's (group commit).
+bool sync_dir(const std::string &dir, rtb_dicom_error *err);
+// "<dir>/.<name>.XXXXXX" created with mkstemp; empty on failure. With fd_out the
+// file stays open (close-on-exec) there, otherwise it is closed.
 std::string temp_path_in(const std::string &dir, const std::string &name, rtb_dicom_error *err);
+std::string temp_path_in(const std::string &dir, const std::string &name, int *fd_out, rtb_dicom_error *err);
 
 // Transfer syntaxes we offer and accept, preferred first.
 extern const char *const kUncompressedXfers[];

@@ -16,6 +16,7 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 class DcmTransportLayer;
@@ -100,6 +101,9 @@ struct rtb_dicom_scp {
     std::list<Conn> conns;
     std::map<std::string, int> per_host; // live connections by remote address
     std::mutex callback_mu; // on_store calls never overlap
+    // --sort-by-study: study directories whose name is known to be on disk.
+    std::mutex study_dirs_mu;
+    std::set<std::string> study_dirs;
     std::unique_ptr<rtb::Executor> executor; // --exec-on-reception, or none
     size_t exec_ran = 0, exec_failed = 0;    // its counts, once it has finished
 };

@@ -333,6 +333,74 @@ describe("rtbackup listen with real-world files", function()
     end)
 end)
 
+-- The data set of a Part 10 file: what follows its meta header (whose group
+-- length, the first element after "DICM", says where it ends). The SCP writes a
+-- meta header of its own, so only this part is compared with what was sent.
+local function data_set(path)
+    local s = slurp(path)
+    assert.are.equal("DICM", s:sub(129, 132), path)
+    assert.are.equal("\2\0\0\0UL", s:sub(133, 138), path)
+    return s:sub(145 + string.unpack("<I4", s, 141))
+end
+
+-- Several storescu at once, the files dealt round-robin among them; fails unless all succeed.
+local function storescu_parallel(l, files, n)
+    local shares = {}
+    for i, f in ipairs(files) do
+        local k = (i - 1) % n + 1
+        shares[k] = (shares[k] or "") .. " " .. h.quote(f)
+    end
+    local cmd = {"rc=0; pids="}
+    for _, share in ipairs(shares) do
+        cmd[#cmd + 1] = string.format("TCP_NODELAY=1 storescu -to 10 -ta 10 -td 20 -aet STORESCU -aec RTB_LISTEN 127.0.0.1 %d%s & pids=\"$pids $!\"",
+                                      l.port, share)
+    end
+    cmd[#cmd + 1] = "for p in $pids; do wait $p || rc=1; done; exit $rc"
+    return sh(table.concat(cmd, "\n"))
+end
+
+describe("rtbackup listen under concurrent associations", function()
+    -- Workers that rename into the same directory share its flushes (group commit):
+    -- every instance must still arrive whole, under its own name, in its directory.
+    local sent = {} -- path -> {sop =, study =}
+    local function synthetic()
+        if #sent == 0 then
+            for f in sh(string.format("ls %s/*.dcm", h.quote(tb.SYNTH_DIR))):gmatch("[^\n]+") do
+                local dump = sh(string.format("dcmdump -q +P 0008,0018 +P 0020,000d %s", h.quote(f)))
+                local sop, study = dump:match("%(0008,0018%)[^%[]*%[([%d.]+)%]"), dump:match("%(0020,000d%)[^%[]*%[([%d.]+)%]")
+                assert.is_not_nil(sop, dump)
+                assert.is_not_nil(study, dump)
+                sent[#sent + 1] = {path = f, sop = sop, study = study}
+            end
+        end
+        local paths = {}
+        for i, s in ipairs(sent) do paths[i] = s.path end
+        return paths
+    end
+
+    local function arrives_intact(extra, where)
+        local files = synthetic()
+        local l = listen(extra)
+        local out, code = storescu_parallel(l, files, 4)
+        assert.are.equal(0, code, out)
+        assert.are.equal(#files, stopped_line(stop(l)).stored)
+        for _, s in ipairs(sent) do
+            assert.are.equal(data_set(s.path), data_set(where(l.out, s)), s.path)
+        end
+        -- nothing else: no temporary file left behind
+        assert.are.equal(#files, count_files(l.out, "*"))
+    end
+
+    it("stores every instance sent over four associations at once into one directory, its data set byte for byte", function()
+        arrives_intact({"--max-per-host", "8"}, function(dir, s) return dir .. "/" .. s.sop .. ".dcm" end)
+    end)
+
+    it("with --sort-by-study, stores each instance sent over four associations at once in its study's directory, byte for byte", function()
+        arrives_intact({"--sort-by-study", "--max-per-host", "8"},
+                       function(dir, s) return dir .. "/" .. s.study .. "/" .. s.sop .. ".dcm" end)
+    end)
+end)
+
 describe("rtbackup listen with storescp's habits", function()
     it("--sort-by-study writes each instance under <out-dir>/<StudyInstanceUID>/", function()
         local l = listen{"--sort-by-study"}
