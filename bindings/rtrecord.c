@@ -45,13 +45,13 @@ enum { CHUNK = 4096 };
 
 static void *alloc(reader *r, size_t size)
 {
-    size = size ? (size + 15) & ~(size_t)15 : 16;
     if (size > CHUNK / 4) { /* large: its own block */
         void *p = lua_newuserdatauv(r->L, size, 0);
         memset(p, 0, size);
         anchor(r);
         return p;
     }
+    size = size ? (size + 15) & ~(size_t)15 : 16; /* keeps every piece aligned */
     if (!r->chunk || r->chunk_size - r->chunk_used < size) {
         r->chunk = lua_newuserdatauv(r->L, CHUNK, 0);
         anchor(r);
