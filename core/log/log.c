@@ -216,10 +216,23 @@ void rtb_log_write(rtb_log_level level, const char *message, const rtb_log_field
         free(line);
         return;
     }
+    /* The line is composed in memory and written at once: stderr is unbuffered, and
+     * writing it piece by piece cost one write() per field (the storage SCP logs a
+     * line per instance). */
+    char *line = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&line, &len);
     pthread_mutex_lock(&sink_lock);
-    write_text(out, ts, level, message, fields, n_fields);
+    if (mem) {
+        write_text(mem, ts, level, message, fields, n_fields);
+        if (fclose(mem) == 0)
+            fwrite(line, 1, len, out);
+    } else {
+        write_text(out, ts, level, message, fields, n_fields);
+    }
     fflush(out);
     pthread_mutex_unlock(&sink_lock);
+    free(line);
 }
 
 void rtb_log(rtb_log_level level, const char *fmt, ...)
