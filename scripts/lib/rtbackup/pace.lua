@@ -32,7 +32,9 @@ Pace.__index = Pace
 local GAIN, LATENCY_FACTOR = 1.05, 4
 
 --- opts: cap (required, >= 1), start (default min(cap, 4)), adaptive (default true),
--- name (for the log).
+-- name (for the log), admits (optional: function() -> how many the peer admits now,
+-- its limiter's learned limit: no more transfers start than that, since the others
+-- would only queue in the limiter, ahead of the verifications).
 function pace.new(opts)
     local cap = math.max(1, math.tointeger(opts.cap) or 1)
     local adaptive = opts.adaptive ~= false
@@ -42,8 +44,14 @@ function pace.new(opts)
         active = 0, peak = 0, waiting = {},
         best = nil, best_limit = start, held = false, fastest = nil,
         window = {moves = 0, instances = 0, trouble = false, started = nil},
-        changes = {},
+        changes = {}, admits = opts.admits,
     }, Pace)
+end
+
+-- The places usable now: the limit, or fewer where the peer admits fewer.
+function Pace:usable()
+    local admitted = self.admits and self.admits()
+    return admitted and math.min(self.limit, math.max(1, admitted)) or self.limit
 end
 
 local now = host.monotonic
@@ -51,7 +59,7 @@ local now = host.monotonic
 --- Waits for a place (suspending the task) and takes it.
 function Pace:enter()
     local me = task.current()
-    while self.active >= self.limit do
+    while self.active >= self:usable() do
         if not me then break end -- outside a task nothing can wait: go over rather than deadlock
         self.waiting[#self.waiting + 1] = me
         task.suspend()
@@ -63,7 +71,7 @@ end
 
 -- Wakes as many waiting tasks as there are free places.
 function Pace:wake()
-    local free = self.limit - self.active
+    local free = self:usable() - self.active
     while free > 0 and #self.waiting > 0 do
         task.wake(table.remove(self.waiting, 1))
         free = free - 1

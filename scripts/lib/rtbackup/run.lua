@@ -19,7 +19,8 @@
 -- units) -> dry-run rows; group(run, units) -> jobs ({units = ...}); transfer(run,
 -- job, units) -> reported count; verify(run, job, units) -> {[key] = {total =,
 -- missing = {uid = true}, n =}}; retry(run, job, units, missing, attempt); selects(run,
--- unit) (optional); finish(run) (optional). Jobs are moved largest first, up to the
+-- unit) (optional); finish(run) (optional); moves_from(run) -> the peer the moves are
+-- asked of (optional: the pace keeps to what its limiter learned it admits). Jobs are moved largest first, up to the
 -- pace's limit at once (rtbackup.pace), each verified beside the next moves. A flow
 -- with plans_in_parts = true gets plan(run, hand): it calls hand(open) with each part
 -- of the open units as soon as they can be sent, and returns the rest; their moves
@@ -408,7 +409,10 @@ end
 --   local w = self:start_work(bar); w:add(jobs); ...; w:close(); w:wait()
 function Run:start_work(bar)
     local cap = self:setting("max_associations")
-    self.pace = pace.new{cap = cap, adaptive = self:setting("adaptive_associations"), name = self.source_alias}
+    local from = self.flow.moves_from and self.flow.moves_from(self)
+    local limiter = from and from.limiter
+    self.pace = pace.new{cap = cap, adaptive = self:setting("adaptive_associations"), name = self.source_alias,
+                         admits = limiter and function() return limiter:limit() end}
     local queue, next_index, verifiers, idle, closed = {}, 1, {}, {}, false
     local w = {}
     local function failed_job(job, err)

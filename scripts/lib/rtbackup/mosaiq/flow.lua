@@ -426,6 +426,11 @@ function flow.group(run, units)
     return jobs
 end
 
+--- The moves are asked of staging (none without it).
+function flow.moves_from(run)
+    return staging(run)
+end
+
 function flow.transfer(run, job, units)
     local list = {}
     for _, u in ipairs(units) do

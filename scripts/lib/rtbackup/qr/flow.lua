@@ -58,6 +58,11 @@ function flow.plan(run, hand)
             summary = {studies = p.studies, series_to_move = #p.units, plan_errors = #p.errors}}
 end
 
+--- The moves are asked of the source.
+function flow.moves_from(run)
+    return run:peer(run.source_alias)
+end
+
 --- The dry run's rows.
 function flow.describe(run, units)
     local rows = {}

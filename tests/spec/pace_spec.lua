@@ -1,0 +1,61 @@
+-- rtbackup.pace: how many transfers a run keeps going at once. The transfers here are
+-- tasks that hold a place for a while and report a sample; the backup benchmark shows
+-- the pace against real sources (tests/bench/backup.bench.sh).
+local pace = require "rtbackup.pace"
+local task = require "rtbackup.task"
+
+-- Runs `count` transfers through p, each holding its place for `ms` and reporting
+-- `sample`; returns the most that held a place at once.
+local function most_at_once(p, count, ms, sample)
+    local now, most = 0, 0
+    local tasks = {}
+    for i = 1, count do
+        tasks[i] = task.spawn(function()
+            p:enter()
+            now = now + 1
+            most = math.max(most, now)
+            task.sleep(ms)
+            now = now - 1
+            p:leave(sample or {instances = 10, seconds = ms / 1000})
+        end)
+    end
+    for _, t in ipairs(tasks) do task.wait(t) end
+    return most
+end
+
+describe("the pace", function()
+    it("keeps to the cap when it is not adaptive", function()
+        local p = pace.new{cap = 3, adaptive = false}
+        assert.are.equal(3, most_at_once(p, 12, 20))
+        assert.are.equal(3, p.limit)
+        assert.are.equal(0, #p.changes)
+    end)
+
+    it("starts at 4, adds a place while throughput grows, never above the cap", function()
+        local p = pace.new{cap = 5}
+        assert.are.equal(4, p.limit)
+        most_at_once(p, 4, 10) -- the first window: the best seen so far
+        assert.are.equal(5, p.limit)
+        most_at_once(p, 40, 10)
+        assert.is_true(p.limit <= 5)
+    end)
+
+    it("halves on trouble, and keeps below the limit that met it", function()
+        local p = pace.new{cap = 8}
+        p:enter()
+        p:leave{instances = 0, seconds = 1, trouble = true}
+        assert.are.equal(2, p.limit)
+        assert.are.equal(3, p.ceiling)
+        assert.are.same({from = 4, to = 2, why = "trouble"}, p.changes[1])
+    end)
+
+    it("starts no more transfers than the peer admits, whatever its own limit", function()
+        local admitted = 2
+        local p = pace.new{cap = 8, adaptive = false, admits = function() return admitted end}
+        assert.are.equal(2, most_at_once(p, 10, 20))
+        admitted = 5 -- the peer's limiter learned it admits more
+        assert.are.equal(5, most_at_once(p, 10, 20))
+        admitted = 0 -- never fewer than one
+        assert.are.equal(1, most_at_once(p, 3, 10))
+    end)
+end)
