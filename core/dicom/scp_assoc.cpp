@@ -27,9 +27,9 @@
 // open/close pairs fewer per instance). A bare cache flush took ~75 us, an fsync
 // of a directory with a new entry ~600 us: the synchronous writes, not the
 // flush, are the cost, and with them switched off (an experiment, never a mode)
-// listen ingested as fast as storescp. Wall-clock ratios to storescp over 8
-// interleaved runs (old -> new): 0.85 -> 0.87 over 4 associations, 0.90 -> 0.89
-// over 8; runs spread by 2x under the load, so these are within noise.
+// listen ingested as fast as storescp. On a quiet machine (tests/bench/listen.bench.sh,
+// 12-02, medians of 3) the ingest rate against storescp went from 0.52 / 0.59 / 0.73
+// to 0.56 / 0.74 / 0.86 over 1 / 4 / 8 associations (BENCHMARKS.md).
 //
 // Not done, and why: O_TMPFILE + linkat would skip the temporary name (whose
 // directory ext4 without a journal syncs on the file's first fsync), but the

@@ -101,8 +101,8 @@ cat <<MD
 
 $N uncompressed CT instances (128 KiB pixel data each) sent by \`TCP_NODELAY=1 storescu +sd\` on loopback,
 over 1 association and over several concurrent associations (that many storescu processes, each a share).
-\`rtbackup listen\` answers each C-STORE only once its file is durable (fsync of the data, rename, fsync
-of the directory; concurrent associations flush concurrently); \`storescp\` does not fsync.
+\`rtbackup listen\` answers each C-STORE only once its file is durable (fdatasync of the data, rename, fsync
+of the directory, shared by the associations renaming into it at once); \`storescp\` does not fsync.
 
 | associations | SCP | median ms | instances/s | runs (ms) |
 |---:|---|---:|---:|---|

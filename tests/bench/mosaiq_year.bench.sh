@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 work=$(mktemp -d)
 trap 'bash "$top/tests/testbed/testbed.sh" stop "$work/tb" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-PATIENTS=${MOSAIQ_YEAR_PATIENTS:-590}   # one course each (some two): ~10 000 records a year
+PATIENTS=${MOSAIQ_YEAR_PATIENTS:-650}   # one course each (some two): ~10 000 records a year
 DAYS=${MOSAIQ_YEAR_DAYS:-365}
 FROM=2025-01-01
 UNTIL=$(date -u -d "$FROM + $(( DAYS - 1 )) days" +%F)
@@ -53,17 +53,28 @@ rtb mosaiq-db create YEAR --patients "$PATIENTS" --from "$FROM" --days "$DAYS" -
   >"$work/create.txt"
 gen_ms=$(( $(now_ms) - t0 ))
 
+# CPU seconds (user + sys) the testbed's Orthanc serving $1 ("main", "staging") has used.
+orthanc_cpu() {
+  local pid
+  pid=$(pgrep -f "$work/tb/$1/orthanc.json" | head -n 1)
+  awk '{ printf "%.1f", ($14 + $15) / '"$(getconf CLK_TCK)"' }' "/proc/$pid/stat"
+}
+main0=$(orthanc_cpu main) staging0=$(orthanc_cpu staging)
 t0=$(now_ms)
 /usr/bin/time -f "%U %S %M" -o "$work/time" "$RTBACKUP_BIN" --config "$work/year.toml" \
   backup YEAR --since "$FROM" --until "$UNTIL" --format json >"$work/summary.json" 2>"$work/log.txt" || true
 wall_ms=$(( $(now_ms) - t0 ))
 read -r user sys rss < <(tail -n 1 "$work/time")
+main_cpu=$(awk -v a="$(orthanc_cpu main)" -v b="$main0" 'BEGIN { print a - b }')
+staging_cpu=$(awk -v a="$(orthanc_cpu staging)" -v b="$staging0" 'BEGIN { print a - b }')
 
-/usr/bin/python3 - "$work/summary.json" "$wall_ms" "$user" "$sys" "$rss" "$gen_ms" "$(cat "$work/create.txt")" <<'PY'
+/usr/bin/python3 - "$work/summary.json" "$wall_ms" "$user" "$sys" "$rss" "$gen_ms" "$(cat "$work/create.txt")" \
+  "$main_cpu" "$staging_cpu" "$(nproc)" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 wall, user, system, rss, gen = int(sys.argv[2]) / 1000, float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]) / 1000
 created = sys.argv[7].strip()
+main_cpu, staging_cpu, cores = float(sys.argv[8]), float(sys.argv[9]), int(sys.argv[10])
 n = s.get("records_built", 0)
 p = s.get("phase_seconds", {})
 goal = "met" if n >= 10000 and wall <= 300 else "missed"
@@ -85,5 +96,9 @@ print(f"| planning (query + build + store, overlapped) | {s.get('plan_seconds', 
 print(f"| moving and verifying (overlapped) | {s.get('move_verify_seconds', 0):.1f} s |")
 print(f"| rtbackup CPU (user + sys) | {user + system:.0f} s ({(user + system) / max(n, 1) * 1000:.1f} ms per record) |")
 print(f"| rtbackup peak memory (max RSS) | {rss // 1024} MiB |")
+print(f"| Orthanc \"staging\" CPU (C-STOREs in, C-MOVEs out) | {staging_cpu:.0f} s ({staging_cpu / max(n, 1) * 1000:.1f} ms per record) |")
+print(f"| Orthanc \"main\" CPU (C-MOVE sub-operations in, C-GETs out) | {main_cpu:.0f} s ({main_cpu / max(n, 1) * 1000:.1f} ms per record) |")
+cpu = user + system + main_cpu + staging_cpu
+print(f"| the three processes' CPU / (wall time x {cores} cores) | {cpu:.0f} s / {wall * cores:.0f} s = {cpu / (wall * cores) * 100:.0f}% |")
 print(f"\nGoal: at least 10 000 records in at most 5 minutes on this machine: **{goal}**.")
 PY
