@@ -15,16 +15,16 @@
 --
 -- A flow is a table: kind, period(run) -> since, till; plan(run) -> {open = units,
 -- complete = units, found, present, skipped (instances found but not planned: a peer
--- failed), errors = {}, summary = {...}}; describe(run,
--- units) -> dry-run rows; group(run, units) -> jobs ({units = ...}); transfer(run,
--- job, units) -> reported count; verify(run, job, units) -> {[key] = {total =,
--- missing = {uid = true}, n =}}; retry(run, job, units, missing, attempt); selects(run,
--- unit) (optional); finish(run) (optional); moves_from(run) -> the peer the moves are
--- asked of (optional: the pace keeps to what its limiter learned it admits). Jobs are moved largest first, up to the
--- pace's limit at once (rtbackup.pace), each verified beside the next moves. A flow
--- with plans_in_parts = true gets plan(run, hand): it calls hand(open) with each part
--- of the open units as soon as they can be sent, and returns the rest; their moves
--- start while it plans on (not in a dry run, nor under max_uids_per_run).
+-- failed), errors = {}, summary = {...}}; describe(run, units) -> dry-run rows;
+-- group(run, units) -> jobs ({units = ...}); transfer(run, job, units) -> reported
+-- count; verify(run, job, units) -> {[key] = {total =, missing = {uid = true}, n =}};
+-- retry(run, job, units, missing, attempt); selects(run, unit) (optional); finish(run)
+-- (optional); moves_from(run) -> the peer the moves are asked of (optional: the pace
+-- keeps to what its limiter learned it admits). Jobs are moved largest first, up to the
+-- pace's limit at once (rtbackup.pace), each verified beside the next moves. A flow with
+-- plans_in_parts = true gets plan(run, hand): it calls hand(open) with each part of the
+-- open units as soon as they can be sent, and returns the rest; their moves start while
+-- it plans on (not in a dry run, nor under max_uids_per_run).
 --
 -- An interrupted run (SIGINT/SIGTERM) finishes the jobs in progress, starts none, and
 -- is recorded as interrupted everywhere it is recorded (exit 130/143, summary,
