@@ -239,4 +239,21 @@ function helpers.relay(host, port, opts)
     }
 end
 
+--- Runs `count` tasks that each call hold(busy): busy() counts itself as running for
+-- `ms`. Returns the most that ran at once (what a limiter or a pace under test let in).
+function helpers.most_at_once(count, ms, hold)
+    local task = require "rtbackup.task"
+    local now, most = 0, 0
+    local function busy()
+        now = now + 1
+        most = math.max(most, now)
+        task.sleep(ms)
+        now = now - 1
+    end
+    local tasks = {}
+    for i = 1, count do tasks[i] = task.spawn(hold, busy) end
+    for _, t in ipairs(tasks) do task.wait(t) end
+    return most
+end
+
 return helpers

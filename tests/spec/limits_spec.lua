@@ -2,6 +2,7 @@
 -- what it learns when the peer says it is busy. The peer here is the limiter's own
 -- bookkeeping (the busy and served notes the DICOM layer gives it); the backup spec
 -- shows the same against an archive that refuses a third association.
+local h = require "helpers"
 local limits = require "rtbackup.limits"
 local task = require "rtbackup.task"
 
@@ -13,20 +14,7 @@ end
 
 -- Runs `count` tasks that each hold a slot for `ms`; returns the most held at once.
 local function most_at_once(l, count, ms)
-    local now, most = 0, 0
-    local tasks = {}
-    for i = 1, count do
-        tasks[i] = task.spawn(function()
-            l:run(function()
-                now = now + 1
-                most = math.max(most, now)
-                task.sleep(ms)
-                now = now - 1
-            end)
-        end)
-    end
-    for _, t in ipairs(tasks) do task.wait(t) end
-    return most
+    return h.most_at_once(count, ms, function(busy) l:run(busy) end)
 end
 
 describe("a peer's limiter", function()

@@ -1,26 +1,17 @@
 -- rtbackup.pace: how many transfers a run keeps going at once. The transfers here are
 -- tasks that hold a place for a while and report a sample; the backup benchmark shows
 -- the pace against real sources (tests/bench/backup.bench.sh).
+local h = require "helpers"
 local pace = require "rtbackup.pace"
-local task = require "rtbackup.task"
 
 -- Runs `count` transfers through p, each holding its place for `ms` and reporting
 -- `sample`; returns the most that held a place at once.
 local function most_at_once(p, count, ms, sample)
-    local now, most = 0, 0
-    local tasks = {}
-    for i = 1, count do
-        tasks[i] = task.spawn(function()
-            p:enter()
-            now = now + 1
-            most = math.max(most, now)
-            task.sleep(ms)
-            now = now - 1
-            p:leave(sample or {instances = 10, seconds = ms / 1000})
-        end)
-    end
-    for _, t in ipairs(tasks) do task.wait(t) end
-    return most
+    return h.most_at_once(count, ms, function(busy)
+        p:enter()
+        busy()
+        p:leave(sample or {instances = 10, seconds = ms / 1000})
+    end)
 end
 
 describe("the pace", function()

@@ -532,13 +532,10 @@ function Run:take_plan(plan)
     for _, err in ipairs(plan.errors or {}) do self:note_failure(err) end
 end
 
--- Units of a part of the plan (or all of it) that this run may send.
-function Run:sendable(list)
-    local flow, out = self.flow, {}
-    for _, u in ipairs(list) do
-        if not flow.selects or flow.selects(self, u) then out[#out + 1] = u end
-    end
-    return out
+-- The progress of the moves and verifications: `total` units' instances.
+function Run:progress(total)
+    return progress.new(self.source_alias .. " -> " .. self.target_alias, total,
+                        {unit = self.flow.unit, interval = settings.get(self.env, "progress_interval")})
 end
 
 -- The plan as one whole: recorded, then at most max_uids_per_run instances of the
@@ -559,35 +556,37 @@ function Run:work_whole_plan(plan)
     end
     local jobs = flow.group(self, work)
     local t0 = host.monotonic()
-    local bar = progress.new(self.source_alias .. " -> " .. self.target_alias, instances,
-                             {unit = flow.unit, interval = settings.get(self.env, "progress_interval")})
+    local bar = self:progress(instances)
     self:work(jobs, bar)
     bar:finish()
     self.summary.move_verify_seconds = host.monotonic() - t0
 end
 
--- The plan handed over in parts while it goes on (a flow whose plan takes a `hand_over`,
--- and no max_uids_per_run: the cap chooses the oldest units, known only once the plan
--- is whole): each part recorded and its jobs started at once, so moving overlaps
+-- The plan handed over in parts while it goes on (a flow with plans_in_parts, and no
+-- max_uids_per_run: the cap chooses the oldest units, known only once the plan is
+-- whole): each part recorded and its jobs started at once, so moving overlaps
 -- planning. Then the units the journal still has open from earlier runs, as one part.
 function Run:work_plan_in_parts()
     local flow = self.flow
     self.budget = math.huge
-    local bar = progress.new(self.source_alias .. " -> " .. self.target_alias, 0,
-                             {unit = flow.unit, interval = settings.get(self.env, "progress_interval")})
+    local bar = self:progress(0)
     local work, started, taken = nil, nil, {}
+    -- Starts the moves of the units of `list` this run may send.
     local function send(list)
-        list = self:sendable(list)
-        if #list == 0 then return end
+        local sendable = {}
         for _, u in ipairs(list) do
-            taken[u.key] = true
-            bar.total = bar.total + (u.expected or 1)
+            if not flow.selects or flow.selects(self, u) then
+                sendable[#sendable + 1] = u
+                taken[u.key] = true
+                bar.total = bar.total + (u.expected or 1)
+            end
         end
+        if #sendable == 0 then return end
         if not work then
             started = host.monotonic()
             work = self:start_work(bar)
         end
-        work:add(flow.group(self, list))
+        work:add(flow.group(self, sendable))
     end
     local function hand(open, complete)
         self.book:record_plan(open, complete or {})

@@ -101,11 +101,8 @@ end
 function Book:moved(list, reported)
     -- One transaction for the list: a job of many single-instance units (Mosaiq
     -- records) is one commit, not one per unit.
-    if #list == 1 then
-        self.journal:mark(self.source, list[1].key, "moved", {moved = reported, attempts_increment = true})
-    else
-        self.journal:mark_many(self.source, keys_of(list), "moved", {attempts_increment = true})
-    end
+    self.journal:mark_many(self.source, keys_of(list), "moved",
+                           {moved = #list == 1 and reported or nil, attempts_increment = true})
     for _, u in ipairs(list) do
         u.state = "moved"
         u.reported = #list == 1 and reported or nil
@@ -126,25 +123,27 @@ local function forget_failure(self, u)
     end
 end
 
---- A unit is complete in the target: `total` instances, every one found. `recorded`:
--- the journal says so already (Book:verified_all).
-function Book:verified(u, total, recorded)
-    forget_failure(self, u)
-    if not recorded then self.journal:mark(self.source, u.key, "verified", {}) end
-    self.counts.verified = self.counts.verified + total
-    self.counts.moved = self.counts.moved + math.max(0, total - present_before(u))
-    self.outcomes.verified = self.outcomes.verified + 1
-    self.done[#self.done + 1] = u
-    return "verified"
-end
-
---- Book:verified for each {unit, total} of `list`, in one journal transaction.
+--- Units complete in the target: each {unit, total} of `list` has `total` instances,
+-- every one found; recorded in one journal transaction.
 function Book:verified_all(list)
     if #list == 0 then return end
     local keys = {}
     for i, v in ipairs(list) do keys[i] = v[1].key end
     self.journal:mark_many(self.source, keys, "verified", {})
-    for _, v in ipairs(list) do self:verified(v[1], v[2], true) end
+    for _, v in ipairs(list) do
+        local u, total = v[1], v[2]
+        forget_failure(self, u)
+        self.counts.verified = self.counts.verified + total
+        self.counts.moved = self.counts.moved + math.max(0, total - present_before(u))
+        self.outcomes.verified = self.outcomes.verified + 1
+        self.done[#self.done + 1] = u
+    end
+end
+
+--- One unit complete in the target: `total` instances, every one found.
+function Book:verified(u, total)
+    self:verified_all({{u, total}})
+    return "verified"
 end
 
 --- A unit is still incomplete after every retry: `missing` of `total` instances

@@ -12,7 +12,6 @@
 -- which appear in the control point under their own name. Two rows for one Point (a join
 -- that multiplies them) make the deliveries of that field a contradiction, never a guess.
 SELECT
-    TFP.FLD_ID                  AS "FLD_ID",
     TFP.Point                   AS "Point",
     TFP.@INDEX@                 AS "Index",
     TFP.Energy                  AS "Energy",

@@ -331,16 +331,13 @@ local function points_of(db, fld_id, opts, memory)
         for row in db:rows(mosaiq.strip_comments(sql), {fld_id}) do
             if not columns then
                 columns = {}
-                for c in pairs(row) do
-                    if c ~= "FLD_ID" then columns[#columns + 1] = {c} end
-                end
+                for c in pairs(row) do columns[#columns + 1] = {c} end
             end
             local at = row.Point
             if present(at) then
                 local before = seen[at]
                 if not before then
                     seen[at] = row
-                    row.FLD_ID = nil
                     points[#points + 1] = row
                 elseif not known.contradiction then
                     local r = disagreement(row, before, columns)
@@ -511,7 +508,8 @@ end
 
 --- The day's record groups and skipped deliveries (see the top of this file).
 -- opts.sql / opts.devices_sql / opts.points_sql: the queries to run instead of the
--- shipped ones for the server's dialect; opts.points: a mosaiq.points_memory(). Audited (op "sql"), whether it succeeds or not.
+-- shipped ones for the server's dialect; opts.points: a mosaiq.points_memory().
+-- Audited (op "sql"), whether it succeeds or not.
 function mosaiq.deliveries(db, date, opts)
     local ok, groups, skipped, count = pcall(deliveries_of, db, date, opts)
     db:event{op = "sql", query_name = "mosaiq deliveries of the day", params = {date}, rows = count,
