@@ -150,7 +150,7 @@ describe("rtbackup backup", function()
             assert.are.equal(0, r.code, r.output)
             assert.is_true(r.summary.moved <= 12, "moved " .. r.summary.moved)
             moved, runs = moved + r.summary.moved, runs + 1
-        until r.summary.deferred_series == 0 or runs > 10
+        until r.summary.deferred == 0 or runs > 10
         assert.are.equal(total, moved)
         assert.is_true(runs >= 3, "runs: " .. runs)
         assert.are.equal(0, rtb({"validate", "TB", table.unpack(ALL)}).code)

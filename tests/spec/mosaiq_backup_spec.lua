@@ -97,6 +97,53 @@ local function planned_records(extra)
     return s.plan or {}, s
 end
 
+-- A backup run of PERIOD with the flow's batches made small: parts of 5 records
+-- staged 3 at a time (a year's run hands them over by the hundred), so that a short
+-- period shows the moves of the first parts beside the queries, builds and stores of
+-- later days. Returns the command's result and its JSON summary.
+local function backup_in_parts()
+    h.write_file(dir .. "/parts.lua", string.format([[
+local flow = require "rtbackup.mosaiq.flow"
+flow.STAGE_BATCH, flow.PART_RECORDS = 3, 5
+local env = require("rtbackup.config").load("MQ")
+return require("rtbackup.run").backup(env, {"MOSAIQ"}, {since = %q, ["until"] = %q, format = "json"})]],
+        PERIOD[2], PERIOD[4]))
+    os.remove(dir .. "/audit.jsonl")
+    local r = rtb{"run", dir .. "/parts.lua"}
+    local ok, s = pcall(cjson.decode, r.stdout)
+    assert(ok, r.output)
+    return r, s
+end
+
+-- When the audit log of the last run saw the first move from staging and the last
+-- store into it, and how many moves there were.
+local function first_move_last_store()
+    local moves, first_move, last_store = 0, nil, nil
+    for line in io.lines(dir .. "/audit.jsonl") do
+        local e = cjson.decode(line)
+        if e.op == "c-store" and e.peer == "STAGING" then
+            last_store = e.time
+        elseif e.op == "c-move" and e.peer == "STAGING" then
+            moves, first_move = moves + 1, first_move or e.time
+        end
+    end
+    assert(first_move and last_store, "no moves or stores audited")
+    return first_move, last_store, moves
+end
+
+-- The keys of the records the journal has open, oldest first.
+local function open_records()
+    local script = h.write_file(dir .. "/open.lua", string.format([[
+local j = require("rtbackup.journal").open(%q)
+for _, u in ipairs(j:units("MOSAIQ", {state = {"queued", "moved", "failed"}, order = "oldest"})) do print(u.key) end
+]], state .. "/MQ.journal.sqlite"))
+    local r = h.run{"run", script}
+    assert(r.code == 0, r.output)
+    local keys = {}
+    for key in r.stdout:gmatch("[^\n]+") do keys[#keys + 1] = key end
+    return keys
+end
+
 local function by_kind(list)
     local out = {}
     for _, s in ipairs(list or {}) do out[s.kind] = (out[s.kind] or 0) + 1 end
@@ -145,40 +192,44 @@ describe("the Mosaiq backup", function()
     end)
 
     it("moves the first records while it still builds the rest", function()
-        -- Parts of 5 records staged 3 at a time (a year's run hands them over by the
-        -- hundred): the moves of the first parts run while later days are still queried,
-        -- built and staged.
         write_env{settings = string.format("audit_log = %q", dir .. "/audit.jsonl")}
-        h.write_file(dir .. "/parts.lua", string.format([[
-local flow = require "rtbackup.mosaiq.flow"
-flow.STAGE_BATCH, flow.PART_RECORDS = 3, 5
-local env = require("rtbackup.config").load("MQ")
-return require("rtbackup.run").backup(env, {"MOSAIQ"}, {since = %q, ["until"] = %q, format = "json"})]],
-            PERIOD[2], PERIOD[4]))
-        local r = rtb{"run", dir .. "/parts.lua"}
-        local ok, s = pcall(cjson.decode, r.stdout)
-        assert.is_true(ok, r.output)
+        local r, s = backup_in_parts()
         assert.are.equal(1, r.code, r.output) -- the missing field version, as in a whole plan
         assert.is_true(s.records_built > 10, r.output)
         assert.are.same({s.records_built, s.records_built, 0}, {s.moved, s.verified, s.failed})
         assert.are.equal(s.records_built, records_in(main))
-        -- a move began before the last store
-        local moves, first_move, last_store = 0, nil, nil
-        for line in io.lines(dir .. "/audit.jsonl") do
-            local e = cjson.decode(line)
-            if e.op == "c-store" and e.peer == "STAGING" then
-                last_store = e.time
-            elseif e.op == "c-move" and e.peer == "STAGING" then
-                moves, first_move = moves + 1, first_move or e.time
-            end
-        end
-        assert.is_truthy(first_move and last_store, "no moves or stores audited")
+        local first_move, last_store, moves = first_move_last_store()
         assert.is_true(first_move < last_store, "the first move " .. first_move .. " waited for the last store " ..
                        last_store)
         assert.is_true(moves > 1)
-        -- the same plan as one whole gives the same records under the same UIDs
+        -- a rerun finds every record, under the same UIDs
         local again = backup()
         assert.are.same({0, s.records_built}, {again.summary.moved, again.summary.already_present})
+    end)
+
+    it("under max_uids_per_run moves the oldest records first, still while it builds the rest", function()
+        local CAP = 7
+        write_env{settings = string.format("audit_log = %q\nmax_uids_per_run = %d", dir .. "/audit.jsonl", CAP)}
+        local r, s = backup_in_parts()
+        assert.are.equal(1, r.code, r.output)
+        assert.are.same({CAP, CAP, 0, s.records_built - CAP}, {s.moved, s.verified, s.failed, s.deferred})
+        assert.are.equal(CAP, records_in(main))
+        local first_move, last_store = first_move_last_store()
+        assert.is_true(first_move < last_store, "under the cap the first move waited for the last store")
+        -- Each later run sends the oldest records the journal still has open, at most CAP.
+        local sent = CAP
+        while sent < s.records_built do
+            local oldest = open_records()
+            r, s = backup_in_parts()
+            assert.are.equal(math.min(CAP, #oldest), s.moved, r.output)
+            local now_open = {}
+            for _, key in ipairs(open_records()) do now_open[key] = true end
+            for i, key in ipairs(oldest) do
+                assert.are.equal(i > CAP, now_open[key] == true, "record " .. i .. " of the open ones, oldest first")
+            end
+            sent = sent + s.moved
+        end
+        assert.are.same({s.records_built, 0}, {records_in(main), s.deferred})
     end)
 
     it("says in a dry run which records a real run then sends, as records", function()

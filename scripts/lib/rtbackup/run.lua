@@ -21,10 +21,10 @@
 -- retry(run, job, units, missing, attempt); selects(run, unit) (optional); finish(run)
 -- (optional); moves_from(run) -> the peer the moves are asked of (optional: the pace
 -- keeps to what its limiter learned it admits). Jobs are moved largest first, up to the
--- pace's limit at once (rtbackup.pace), each verified beside the next moves. A flow with
--- plans_in_parts = true gets plan(run, hand): it calls hand(open) with each part of the
--- open units as soon as they can be sent, and returns the rest; their moves start while
--- it plans on (not in a dry run, nor under max_uids_per_run).
+-- pace's limit at once (rtbackup.pace), each verified beside the next moves. plan(run,
+-- hand) may call hand(open, complete) with each part of the units as soon as they can
+-- be sent, and return the rest: their moves start while it plans on (Run:work_plan).
+-- In a dry run hand is nil and the plan is returned whole.
 --
 -- An interrupted run (SIGINT/SIGTERM) finishes the jobs in progress, starts none, and
 -- is recorded as interrupted everywhere it is recorded (exit 130/143, summary,
@@ -515,15 +515,6 @@ function Run:start_work(bar)
     return w
 end
 
---- Moves and verifies the jobs (see Run:start_work). Returns when every job is moved
--- and verified, or left for later.
-function Run:work(jobs, bar)
-    local w = self:start_work(bar)
-    w:add(jobs)
-    w:close()
-    w:wait()
-end
-
 -- What the plan says beyond its units: summary, counts, errors.
 function Run:take_plan(plan)
     for k, v in pairs(plan.summary or {}) do self.summary[k] = v end
@@ -538,47 +529,51 @@ function Run:progress(total)
                         {unit = self.flow.unit, interval = settings.get(self.env, "progress_interval")})
 end
 
--- The plan as one whole: recorded, then at most max_uids_per_run instances of the
--- journal's open units (oldest first) grouped into jobs and worked.
-function Run:work_whole_plan(plan)
-    local flow = self.flow
-    self.book:record_plan(plan.open, plan.complete)
-    self.phase = "moving"
+-- The plan, worked while it goes on: the flow hands over each part of its open units
+-- as soon as they can be sent, and each part's jobs start at once, so moving overlaps
+-- planning; once the plan is whole, the open units not sent yet (the journal's from
+-- earlier runs among them) follow, oldest first.
+--
+-- Under max_uids_per_run at most that many instances are sent, the oldest open units
+-- first: while the plan goes on, the share of the cap that the journal's open units of
+-- earlier runs would take is kept for them, and a part's units are sent only within
+-- what is left; the rest is decided once the plan is whole, oldest first, and what
+-- does not fit waits for later runs (deferred).
+function Run:work_plan()
+    local flow, book = self.flow, self.book
     local cap = self:setting("max_uids_per_run")
-    local work, instances = self.book:select(cap, flow.selects and function(u)
-        return flow.selects(self, u)
-    end)
-    -- What the references pass may still move under max_uids_per_run.
-    self.budget = cap and math.max(0, cap - instances) or math.huge
-    if self.book.counts.deferred > 0 then
-        log.info("max_uids_per_run reached: the rest waits for the next runs",
-                 {deferred_instances = self.book.counts.deferred})
-    end
-    local jobs = flow.group(self, work)
-    local t0 = host.monotonic()
-    local bar = self:progress(instances)
-    self:work(jobs, bar)
-    bar:finish()
-    self.summary.move_verify_seconds = host.monotonic() - t0
-end
-
--- The plan handed over in parts while it goes on (a flow with plans_in_parts, and no
--- max_uids_per_run: the cap chooses the oldest units, known only once the plan is
--- whole): each part recorded and its jobs started at once, so moving overlaps
--- planning. Then the units the journal still has open from earlier runs, as one part.
-function Run:work_plan_in_parts()
-    local flow = self.flow
-    self.budget = math.huge
     local bar = self:progress(0)
-    local work, started, taken = nil, nil, {}
-    -- Starts the moves of the units of `list` this run may send.
-    local function send(list)
+    local work, started
+    local taken, instances = {}, 0 -- the units sent, and their instances
+    local kept, kept_n = {}, 0 -- earlier runs' open units the cap is kept for
+    local function fits(n)
+        local used = instances + kept_n
+        return not cap or used == 0 or used + n <= cap -- (the first unit is always sent)
+    end
+    if cap then
+        for _, u in ipairs(book:select(nil)) do
+            if fits(u.expected or 0) then
+                kept[u.key] = u.expected or 0
+                kept_n = kept_n + kept[u.key]
+            end
+        end
+    end
+    -- Starts the moves of the units of `list` that this run may send and the cap
+    -- admits; at the `last` pass, what it does not admit is deferred.
+    local function send(list, last)
         local sendable = {}
         for _, u in ipairs(list) do
-            if not flow.selects or flow.selects(self, u) then
-                sendable[#sendable + 1] = u
-                taken[u.key] = true
-                bar.total = bar.total + (u.expected or 1)
+            if not taken[u.key] and (not flow.selects or flow.selects(self, u)) then
+                local n = u.expected or 0
+                if kept[u.key] then kept_n, kept[u.key] = kept_n - kept[u.key], nil end
+                if fits(n) then
+                    sendable[#sendable + 1] = u
+                    taken[u.key] = true
+                    instances = instances + n
+                    bar.total = bar.total + (u.expected or 1)
+                elseif last then
+                    book.counts.deferred = book.counts.deferred + n
+                end
             end
         end
         if #sendable == 0 then return end
@@ -589,7 +584,7 @@ function Run:work_plan_in_parts()
         work:add(flow.group(self, sendable))
     end
     local function hand(open, complete)
-        self.book:record_plan(open, complete or {})
+        book:record_plan(open, complete or {})
         send(open)
     end
     local t0 = host.monotonic()
@@ -599,11 +594,14 @@ function Run:work_plan_in_parts()
         self:take_plan(plan)
         self.phase = "moving"
         hand(plan.open, plan.complete)
-        local rest = {}
-        for _, u in ipairs(self.book:select(nil)) do
-            if not taken[u.key] then rest[#rest + 1] = u end
+        kept, kept_n = {}, 0 -- what was kept and not sent yet is decided now, oldest first
+        send(book:select(nil), true)
+        -- What the references pass may still move under max_uids_per_run.
+        self.budget = cap and math.max(0, cap - instances) or math.huge
+        if book.counts.deferred > 0 then
+            log.info("max_uids_per_run reached: the rest waits for the next runs",
+                     {deferred_instances = book.counts.deferred})
         end
-        send(rest)
     end
     if work then
         work:close()
@@ -629,19 +627,15 @@ function Run:drive()
     self.phase = "planning"
     log.info("planning", {source = self.source_alias, target = self.target_alias, since = self.since,
                           ["until"] = self["until"]})
-    if flow.plans_in_parts and not opts.dry_run and not self:setting("max_uids_per_run") then
-        self:work_plan_in_parts()
-    else
+    if opts.dry_run then
         local t0 = host.monotonic()
         local plan = flow.plan(self)
         self.summary.plan_seconds = host.monotonic() - t0
         self:take_plan(plan)
-        if opts.dry_run then
-            self.summary.plan = flow.describe(self, plan.open)
-            return
-        end
-        self:work_whole_plan(plan)
+        self.summary.plan = flow.describe(self, plan.open)
+        return
     end
+    self:work_plan()
     if flow.finish and not task.stopping() then
         self.phase = "following references"
         flow.finish(self)

@@ -37,7 +37,7 @@ local odbc = require "rtbackup.odbc"
 local settings = require "rtbackup.settings"
 local task = require "rtbackup.task"
 
-local flow = {kind = "mosaiq", unit = "records", plans_in_parts = true}
+local flow = {kind = "mosaiq", unit = "records"}
 
 --- Days from --since (default: today in the site's time zone) to --until (default:
 -- today, or --since's day when only --until is missing and --since is today).
@@ -285,7 +285,7 @@ local function stage(run, records)
     end
 end
 
--- hand (rtbackup.run, plans_in_parts): each part of the open units once its records
+-- hand (rtbackup.run; nil in a dry run): each part of the open units once its records
 -- are in staging; the units not handed yet are returned as the plan's open ones.
 function flow.plan(run, hand)
     local run_mod = require "rtbackup.run"

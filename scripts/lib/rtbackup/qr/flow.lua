@@ -16,7 +16,7 @@ local plan = require "rtbackup.qr.plan"
 local run_mod -- rtbackup.run, required lazily (it requires this module)
 local settings = require "rtbackup.settings"
 
-local flow = {kind = "qr", unit = "instances", plans_in_parts = true}
+local flow = {kind = "qr", unit = "instances"}
 
 --- --since/--until, else yesterday and today in the site's time zone.
 function flow.period(run)
@@ -30,7 +30,7 @@ function flow.selection(run)
             study_dates = clock.dicom_date(run.since) .. "-" .. clock.dicom_date(run["until"])}
 end
 
--- hand (rtbackup.run, plans_in_parts): each study's series as soon as they are
+-- hand (rtbackup.run; nil in a dry run): each study's series as soon as they are
 -- compared, so the first studies move while the others are still being compared.
 function flow.plan(run, hand)
     run_mod = run_mod or require "rtbackup.run"
