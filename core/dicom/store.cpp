@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdarg>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <sys/stat.h>
@@ -182,8 +183,17 @@ std::vector<PresContext> build_contexts(const std::vector<Plan> &plans,
 std::unique_ptr<DcmFileFormat> load_whole(const char *path, std::string *why)
 {
     std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
-    OFCondition cond = ff->loadFile(path, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
-    if (cond.good()) cond = ff->loadAllDataIntoMemory();
+    // Every value in one pass (no limit on a value's length): with DCMTK's default limit
+    // the large values (pixel data) are read later by opening the file again, which
+    // cost a sixth of the CPU of a store of 128 KiB CT slices.
+    OFCondition cond = ff->loadFile(path, EXS_Unknown, EGL_noChange, UINT32_MAX, ERM_autoDetect);
+    if (cond.bad()) {
+        // Read again the default way for the reason: of a truncated file it says
+        // "premature end of stream" where the one pass says only "Invalid stream".
+        ff.reset(new DcmFileFormat());
+        cond = ff->loadFile(path, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+        if (cond.good()) cond = ff->loadAllDataIntoMemory();
+    }
     if (cond.bad()) {
         *why = cond.text();
         return nullptr;
