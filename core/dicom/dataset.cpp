@@ -130,8 +130,8 @@ extern "C" int rtb_ds_clone(const rtb_ds *ds, rtb_ds **out, rtb_dicom_error *err
         ff.reset(new DcmFileFormat());
         DcmItem *src = ds->item;
         DcmDataset *dst = ff->getDataset();
-        for (unsigned long i = 0; i < src->card(); i++) {
-            DcmElement *e = src->getElement(i);
+        for (DcmObject *o = src->nextInContainer(nullptr); o; o = src->nextInContainer(o)) {
+            DcmElement *e = OFstatic_cast(DcmElement *, o);
             if (dst->insert(OFstatic_cast(DcmElement *, e->clone()), OFTrue).bad())
                 return fail(err, RTB_DICOM_E_INTERNAL, "cannot copy element %s",
                             e->getTag().toString().c_str());

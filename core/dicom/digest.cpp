@@ -161,9 +161,11 @@ bool hash_element(DcmElement *e, Encoder &enc)
     if (e->ident() == EVR_SQ) {
         DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, e);
         h.u16(tag.getGroup()); h.u16(tag.getElement()); h.u32(0xFFFFFFFFu);
-        for (unsigned long i = 0; i < sq->card(); i++) {
+        // nextInContainer, not getItem(i): DCMTK finds the i-th by walking from the
+        // first, which made a control point sequence quadratic.
+        for (DcmObject *o = sq->nextInContainer(nullptr); o; o = sq->nextInContainer(o)) {
             h.u16(0xFFFE); h.u16(0xE000); h.u32(0xFFFFFFFFu);
-            if (!hash_item(sq->getItem(i), false, enc)) return false;
+            if (!hash_item(OFstatic_cast(DcmItem *, o), false, enc)) return false;
             h.u16(0xFFFE); h.u16(0xE00D); h.u32(0);
         }
         h.u16(0xFFFE); h.u16(0xE0DD); h.u32(0);
@@ -182,8 +184,8 @@ bool hash_element(DcmElement *e, Encoder &enc)
 
 bool hash_item(DcmItem *item, bool top_level, Encoder &enc)
 {
-    for (unsigned long i = 0; i < item->card(); i++) {
-        DcmElement *e = item->getElement(i);
+    for (DcmObject *o = item->nextInContainer(nullptr); o; o = item->nextInContainer(o)) {
+        DcmElement *e = OFstatic_cast(DcmElement *, o);
         if (skipped(e->getTag(), top_level)) continue;
         if (!hash_element(e, enc)) return false;
     }

@@ -50,8 +50,8 @@ std::unique_ptr<DcmDataset> make_identifier(const rtb_ds *identifier, rtb_dicom_
     // A copy, so the caller's dataset can be reused for the next query.
     std::unique_ptr<DcmDataset> ds(new DcmDataset());
     DcmItem *src = identifier->item;
-    for (unsigned long i = 0; i < src->card(); i++) {
-        DcmElement *e = src->getElement(i);
+    for (DcmObject *o = src->nextInContainer(nullptr); o; o = src->nextInContainer(o)) {
+        DcmElement *e = OFstatic_cast(DcmElement *, o);
         if (e->getTag().getGroup() == 0x0002) continue;
         ds->insert(OFstatic_cast(DcmElement *, e->clone()), OFTrue);
     }
