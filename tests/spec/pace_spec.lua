@@ -49,4 +49,71 @@ describe("the pace", function()
         admitted = 0 -- never fewer than one
         assert.are.equal(1, most_at_once(p, 3, 10))
     end)
+
+    it("halves once for a burst of trouble: a transfer begun before the change is the old load's", function()
+        local p = pace.new{cap = 8}
+        local a, b = p:enter(), p:enter()
+        p:leave({instances = 0, seconds = 1, trouble = true}, a)
+        p:leave({instances = 0, seconds = 1, trouble = true}, b)
+        assert.are.same({4, 2}, {p.changes[1].from, p.limit})
+        assert.are.equal(1, #p.changes)
+        -- trouble met under the new limit is news: half again
+        local c = p:enter()
+        p:leave({instances = 0, seconds = 1, trouble = true}, c)
+        assert.are.equal(1, p.limit)
+    end)
+
+    it("takes a transfer for slow only beside transfers of about its size", function()
+        local p = pace.new{cap = 8}
+        local t = p:enter()
+        p:leave({instances = 512, seconds = 0.5}, t) -- 1 ms per instance
+        -- small transfers pay their fixed costs over few instances: 10 ms each is not trouble
+        for _ = 1, 6 do
+            t = p:enter()
+            p:leave({instances = 10, seconds = 0.1}, t)
+        end
+        for _, c in ipairs(p.changes) do assert.are_not.equal("trouble", c.why) end
+        local before = p.limit
+        -- the same size as the fastest, 10 times slower: the peer slows down under this load
+        t = p:enter()
+        p:leave({instances = 512, seconds = 5}, t)
+        assert.are.same({"trouble", before // 2}, {p.changes[#p.changes].why, p.limit})
+    end)
+
+    it("after a probe that bought nothing, holds at the best for a while, then probes again", function()
+        local p = pace.new{cap = 8}
+        -- more places move less in all: each moves 120 / limit^2 instances in 20 ms
+        h.most_at_once(80, 20, function(busy)
+            local ticket = p:enter()
+            local limit = p.limit
+            busy()
+            p:leave({instances = 120 // (limit * limit), seconds = 0.02}, ticket)
+        end)
+        local seen = {}
+        for i = 1, math.min(4, #p.changes) do
+            local c = p.changes[i]
+            seen[i] = string.format("%d->%d %s", c.from, c.to, c.why)
+        end
+        assert.are.same({"4->5 throughput grew", "5->4 no gain", "4->5 probe", "5->4 no gain"}, seen)
+    end)
+
+    it("probes above the ceiling trouble left once 8 windows there were quiet", function()
+        local p = pace.new{cap = 8}
+        local t = p:enter()
+        p:leave({instances = 0, seconds = 1, trouble = true}, t)
+        assert.are.same({2, 3}, {p.limit, p.ceiling})
+        -- more places, more throughput: each moves 10 x limit instances in 20 ms
+        h.most_at_once(80, 20, function(busy)
+            local ticket = p:enter()
+            local limit = p.limit
+            busy()
+            p:leave({instances = 10 * limit, seconds = 0.02}, ticket)
+        end)
+        local seen = {}
+        for i = 1, math.min(3, #p.changes) do
+            local c = p.changes[i]
+            seen[i] = string.format("%d->%d %s", c.from, c.to, c.why)
+        end
+        assert.are.same({"4->2 trouble", "2->3 throughput grew", "3->4 probe"}, seen)
+    end)
 end)

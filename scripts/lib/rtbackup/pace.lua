@@ -4,9 +4,9 @@
 -- gets about 4, a distant one more, and a struggling one fewer.
 --
 --   local p = pace.new{cap = 8, start = 4, name = "ARIA"}   -- adaptive = false: fixed at cap
---   p:enter()                                   -- waits (task suspended) for a free place
+--   local ticket = p:enter()                    -- waits (task suspended) for a free place
 --   ... one transfer of n instances ...
---   p:leave{instances = n, seconds = 1.8, trouble = false}
+--   p:leave({instances = n, seconds = 1.8, trouble = false}, ticket)
 --   p.limit, p.peak, p.changes                  -- what it chose, for the summary and the log
 --
 -- The measure: instances per second over a window of completed transfers (as many
@@ -15,10 +15,16 @@
 --   * Throughput above the best window seen by more than 5%: one more place (never
 --     above the cap, nor above a ceiling trouble left).
 --   * No gain over the best with more places: back to the limit that gave the best,
---     and hold there (the probe cost one window).
+--     and hold there (the probe cost one window) for 8 windows; then that limit's
+--     throughput is measured again and one more place probed, since the load changes
+--     (a Mosaiq run's moves share the machine with its planning until it ends).
 --   * Trouble (a transfer that timed out, was refused an association or aborted), or
---     a transfer's time per instance more than 4 times the fastest seen: half the
---     places, and that limit less one becomes the ceiling for the rest of the run.
+--     a transfer's time per instance more than 4 times the fastest seen among
+--     transfers of about its size (a small one's fixed costs weigh more per instance)
+--     since the last trouble: half the places, and that limit less one becomes the
+--     ceiling, until a probe after 8 quiet windows there finds more places pay. Trouble
+--     met by a transfer begun before the pace last changed is the old load's, answered
+--     already (one halving per burst, as TCP does).
 -- Every change is logged (INFO "associations"), so an operator sees what it chose.
 local host = require "rtbackup.host"
 local log = require "rtbackup.log"
@@ -29,7 +35,7 @@ local pace = {}
 local Pace = {}
 Pace.__index = Pace
 
-local GAIN, LATENCY_FACTOR = 1.05, 4
+local GAIN, LATENCY_FACTOR, HOLD_WINDOWS = 1.05, 4, 8
 
 --- opts: cap (required, >= 1), start (default min(cap, 4)), adaptive (default true),
 -- name (for the log), admits (optional: function() -> how many the peer admits now,
@@ -42,7 +48,7 @@ function pace.new(opts)
     return setmetatable({
         cap = cap, limit = start, ceiling = cap, adaptive = adaptive, name = opts.name,
         active = 0, peak = 0, waiting = {},
-        best = nil, best_limit = start, held = false, fastest = nil,
+        best = nil, best_limit = start, held = 0, fastest = {},
         window = {moves = 0, instances = 0, trouble = false, started = nil},
         changes = {}, admits = opts.admits,
     }, Pace)
@@ -56,7 +62,8 @@ end
 
 local now = host.monotonic
 
---- Waits for a place (suspending the task) and takes it.
+--- Waits for a place (suspending the task) and takes it. Returns the transfer's ticket,
+-- for leave.
 function Pace:enter()
     local me = task.current()
     while self.active >= self:usable() do
@@ -67,6 +74,7 @@ function Pace:enter()
     self.active = self.active + 1
     if self.active > self.peak then self.peak = self.active end
     if not self.window.started then self.window.started = now() end
+    return #self.changes
 end
 
 -- Wakes as many waiting tasks as there are free places.
@@ -95,33 +103,50 @@ function Pace:judge()
     if w.trouble then
         self.ceiling = math.max(1, self.limit - 1)
         self:set(math.floor(self.limit / 2), "trouble", rate)
-        self.best, self.held = nil, false
+        -- the times seen so far were another load's: one halving per slowdown
+        self.best, self.held, self.fastest = nil, 0, {}
+    elseif self.held > 0 then
+        self.held = self.held - 1
+        if self.held == 0 then
+            -- The load may have changed: this window is the measure again, and one
+            -- more place is probed (above the ceiling trouble left, too).
+            self.best, self.best_limit = rate, self.limit
+            self.ceiling = math.max(self.ceiling, math.min(self.cap, self.limit + 1))
+            self:set(self.limit + 1, "probe", rate)
+        end
     elseif not self.best or rate > self.best * GAIN then
         self.best, self.best_limit = rate, self.limit
-        if not self.held then self:set(self.limit + 1, "throughput grew", rate) end
+        if self.limit < math.min(self.cap, self.ceiling) then
+            self:set(self.limit + 1, "throughput grew", rate)
+        else
+            self.held = HOLD_WINDOWS -- at the ceiling: hold, then probe above it
+        end
     elseif self.limit > self.best_limit then
-        -- the extra place bought nothing: back to the best, and stay
+        -- the extra place bought nothing: back to the best, and hold there a while
         self:set(self.best_limit, "no gain", rate)
-        self.held = true
+        self.held = HOLD_WINDOWS
     end
     self.window = {moves = 0, instances = 0, trouble = false, started = self.active > 0 and now() or nil}
 end
 
---- Gives the place back with what the transfer did: {instances, seconds, trouble}.
-function Pace:leave(sample)
+--- Gives the place back with what the transfer did: {instances, seconds, trouble}, and
+-- the ticket enter gave it (without one it counts as begun under the current limit).
+function Pace:leave(sample, ticket)
     sample = sample or {}
     self.active = math.max(0, self.active - 1)
     if self.adaptive then
         local w = self.window
         local n, seconds = sample.instances or 0, sample.seconds
+        local current = ticket == nil or ticket == #self.changes
         w.moves, w.instances = w.moves + 1, w.instances + n
-        if sample.trouble then w.trouble = true end
-        if n > 0 and seconds and seconds > 0 then
-            local per = seconds / n
-            if self.fastest and per > self.fastest * LATENCY_FACTOR and self.limit > 1 and n >= 10 then
+        if sample.trouble and current then w.trouble = true end
+        if n >= 10 and seconds and seconds > 0 then
+            local per, size = seconds / n, math.floor(math.log(n, 2)) -- sizes within a factor of 2
+            local fastest = self.fastest[size]
+            if current and fastest and per > fastest * LATENCY_FACTOR and self.limit > 1 then
                 w.trouble = true -- the peer slows down under this load
             end
-            if n >= 10 and (not self.fastest or per < self.fastest) then self.fastest = per end
+            if not fastest or per < fastest then self.fastest[size] = per end
         end
         if w.trouble or w.moves >= math.max(4, self.limit) then self:judge() end
     end

@@ -125,10 +125,10 @@ function M.store(peer, files, opts)
         progress()
     end
 
-    local function run_batch(batch)
+    local function run_batch(batch, ticket)
         local list = {}
         for k, i in ipairs(batch.idx) do list[k] = files[i] end
-        local t0, changes = host.monotonic(), #p.changes
+        local t0 = host.monotonic()
         local ok, r = pcall(peer.store, peer, list, store_opts)
         local seconds = host.monotonic() - t0
         local others = p.active > 1
@@ -136,7 +136,7 @@ function M.store(peer, files, opts)
             -- The operation itself failed (the peer skipped, a bug): nothing was sent.
             gave_up = gave_up or copy_error(r, "not sent: ")
             note_error(r, batch.order)
-            p:leave{instances = 0, seconds = seconds, trouble = true}
+            p:leave({instances = 0, seconds = seconds, trouble = true}, ticket)
             not_sent(batch)
             return
         end
@@ -176,10 +176,8 @@ function M.store(peer, files, opts)
                 gave_up = reason or copy_error(r.error, "not sent: ")
             end
         end
-        -- Trouble met by a batch begun before the pace last changed is the old load's:
-        -- it was answered already (one halving per burst of refusals, as TCP does).
-        p:leave{instances = r.stored or 0, seconds = seconds,
-                trouble = (r.error ~= nil or (r.reconnects or 0) > 0) and #p.changes == changes}
+        p:leave({instances = r.stored or 0, seconds = seconds,
+                 trouble = r.error ~= nil or (r.reconnects or 0) > 0}, ticket)
         progress()
     end
 
@@ -190,12 +188,12 @@ function M.store(peer, files, opts)
             if gave_up then
                 not_sent(batch)
             else
-                p:enter()
+                local ticket = p:enter()
                 if gave_up then -- given up while this one waited for its place
                     p:leave()
                     not_sent(batch)
                 else
-                    run_batch(batch)
+                    run_batch(batch, ticket)
                 end
             end
         end

@@ -464,16 +464,13 @@ function Run:start_work(bar)
             local job = take()
             if not job then break end
             if job.wait_ms then task.sleep(job.wait_ms) end
-            self.pace:enter()
-            local t0, w0, changes = host.monotonic(), limits.waited(), #self.pace.changes
+            local ticket = self.pace:enter()
+            local t0, w0 = host.monotonic(), limits.waited()
             local ok, outcome, moved = xpcall(self.move_job, task.traceback, self, job)
-            -- Trouble met by a move begun before the pace last changed is the old load's:
-            -- it was answered already (one halving per burst of refusals, as TCP does).
             -- The move's own time: without its wait for the peer's limiter (a peer that
             -- admits fewer associations than the pace allows is not a slow one).
             local seconds = host.monotonic() - t0 - (limits.waited() - w0)
-            self.pace:leave{instances = ok and moved or 0, seconds = seconds,
-                            trouble = job.trouble and #self.pace.changes == changes}
+            self.pace:leave({instances = ok and moved or 0, seconds = seconds, trouble = job.trouble}, ticket)
             job.trouble = nil
             if not ok then
                 failed_job(job, outcome)
