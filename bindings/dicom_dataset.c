@@ -28,11 +28,19 @@ struct dataset_ud {
     int owned;
     dataset_ud *root;    /* items: the root's userdata (kept alive as our uservalue) */
     unsigned generation; /* roots: current; items: the root's when handed out */
+    int lent;            /* roots: a job on another thread is using the tree */
 };
+
+/* A lent tree is another thread's until it is given back: Lua may neither read it
+ * (DCMTK's element lists keep a cursor that a read moves) nor change or free it. */
+static int is_lent(const dataset_ud *u)
+{
+    return u->lent || (u->root && u->root->lent);
+}
 
 static rtb_ds *live_dataset(const dataset_ud *u)
 {
-    if (!u->ds)
+    if (!u->ds || is_lent(u))
         return NULL;
     if (u->root && (!u->root->ds || u->root->generation != u->generation))
         return NULL;
@@ -81,6 +89,7 @@ void rtb_dicom_push_dataset(lua_State *L, rtb_ds *ds, int owner_idx)
     u->owned = owner_idx == 0;
     u->root = owner ? (owner->root ? owner->root : owner) : NULL;
     u->generation = u->root ? u->root->generation : 0;
+    u->lent = 0;
     luaL_setmetatable(L, RTB_DATASET_MT);
     if (owner_idx) {
         lua_pushvalue(L, owner_idx);
@@ -99,10 +108,38 @@ rtb_ds *rtb_dicom_check_dataset(lua_State *L, int idx)
     dataset_ud *u = luaL_checkudata(L, idx, RTB_DATASET_MT);
     rtb_ds *ds = live_dataset(u);
     if (!ds)
-        luaL_argerror(L, idx, u->ds && u->root ? "sequence item no longer exists (its sequence "
-                                                 "was replaced or removed)"
-                                               : "dataset was freed");
+        luaL_argerror(L, idx, is_lent(u) ? "the dataset is being sent (a C-STORE of it is in progress)"
+                              : u->ds && u->root ? "sequence item no longer exists (its sequence "
+                                                   "was replaced or removed)"
+                                                 : "dataset was freed");
     return ds;
+}
+
+rtb_ds *rtb_dicom_lent_dataset(lua_State *L, int idx)
+{
+    dataset_ud *u = luaL_testudata(L, idx, RTB_DATASET_MT);
+    return u && u->ds && is_lent(u) ? u->ds : NULL;
+}
+
+rtb_ds *rtb_dicom_lend_dataset(lua_State *L, int idx, int *ref)
+{
+    dataset_ud *u = luaL_testudata(L, idx, RTB_DATASET_MT);
+    if (!u || u->root || !u->owned || !live_dataset(u))
+        return NULL;
+    u->lent = 1;
+    lua_pushvalue(L, idx);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return u->ds;
+}
+
+void rtb_dicom_give_back_dataset(lua_State *L, int ref)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    dataset_ud *u = luaL_testudata(L, -1, RTB_DATASET_MT);
+    if (u)
+        u->lent = 0;
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
 }
 
 /* The root whose items an assignment through the userdata at idx may free. */
@@ -628,6 +665,8 @@ static int ds_free(lua_State *L)
     dataset_ud *u = luaL_checkudata(L, 1, RTB_DATASET_MT);
     if (u->root)
         return luaL_argerror(L, 1, "free the dataset, not one of its sequence items");
+    if (u->lent)
+        return luaL_argerror(L, 1, "the dataset is being sent (a C-STORE of it is in progress)");
     if (u->owned && u->ds)
         rtb_ds_free(u->ds);
     u->ds = NULL;
@@ -638,7 +677,8 @@ static int ds_free(lua_State *L)
 static int ds_gc(lua_State *L)
 {
     dataset_ud *u = luaL_checkudata(L, 1, RTB_DATASET_MT);
-    if (u->owned)
+    /* Lent, a tree is collected only when the state closes: its job may still run. */
+    if (u->owned && !u->lent)
         rtb_ds_free(u->ds);
     u->ds = NULL;
     return 0;

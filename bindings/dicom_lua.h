@@ -21,6 +21,15 @@ void rtb_dicom_push_dataset(lua_State *L, rtb_ds *ds, int owner_idx);
 rtb_ds *rtb_dicom_check_dataset(lua_State *L, int idx);
 rtb_ds *rtb_dicom_test_dataset(lua_State *L, int idx);
 
+/* Lends the dataset at idx to a job on another thread, instead of copying it: until
+ * it is given back, every use from Lua raises ("the dataset is being sent"), and the
+ * registry keeps it alive (*ref). Returns the tree, or NULL when it cannot be lent
+ * (a sequence item, freed, or lent already): the caller copies it then. */
+rtb_ds *rtb_dicom_lend_dataset(lua_State *L, int idx, int *ref);
+void rtb_dicom_give_back_dataset(lua_State *L, int ref);
+/* The tree of the dataset (or item) at idx when it is lent to a job now, else NULL. */
+rtb_ds *rtb_dicom_lent_dataset(lua_State *L, int idx);
+
 /* Builds a new dataset from a Lua table {Keyword = value, ...} (see dataset.c).
  * Raises on a bad keyword or value. The caller owns the result. */
 rtb_ds *rtb_dicom_dataset_from_table(lua_State *L, int idx);

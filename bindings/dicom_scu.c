@@ -647,9 +647,16 @@ static int l_move(lua_State *L)
 
 /* ---- store ------------------------------------------------------------------------ */
 
+/* A dataset item is lent to the store (the Lua dataset refuses every use until the
+ * store is done: no copy of a record of thousands of elements), or, when it cannot be
+ * (a sequence item), copied; one that appears twice in the list is sent twice. */
+#define DS_COPIED LUA_NOREF /* refs[i]: the store owns a copy */
+#define DS_AGAIN LUA_REFNIL /* refs[i]: lent already by this store, for an earlier item */
+
 typedef struct {
     peer_copy peer;
     rtb_dicom_store_item *items;
+    int *refs; /* per item: the registry reference of a lent dataset, DS_COPIED, DS_AGAIN */
     size_t n;
     rtb_dicom_store_options opts;
     rtb_dicom_store_summary sum;
@@ -657,13 +664,18 @@ typedef struct {
     rtb_dicom_error err;
 } store_req;
 
-static void store_req_free(store_req *r)
+/* Gives the lent datasets back to Lua and frees the rest (Lua thread). */
+static void store_req_free(lua_State *L, store_req *r)
 {
     for (size_t i = 0; r->items && i < r->n; i++) {
         free((char *)r->items[i].path);
-        rtb_ds_free(r->items[i].ds);
+        if (r->refs[i] >= 0)
+            rtb_dicom_give_back_dataset(L, r->refs[i]);
+        else if (r->refs[i] == DS_COPIED)
+            rtb_ds_free(r->items[i].ds);
     }
     free(r->items);
+    free(r->refs);
     peer_free(&r->peer);
     free(r);
 }
@@ -743,7 +755,7 @@ static int store_done(lua_State *L, void *data)
 {
     store_req *r = data;
     int failed = push_protected(L, store_push, r) != LUA_OK;
-    store_req_free(r);
+    store_req_free(L, r);
     return failed ? lua_error(L) : 1;
 }
 
@@ -753,8 +765,9 @@ static int store_done(lua_State *L, void *data)
  * error}}, error = association error or nil}. outcome is "stored" | "refused" |
  * "unreadable" | "not_sent"; failed counts all but stored. opts (optional) =
  * {max_reconnects, backoff_ms, max_backoff_ms, progress = true: a "done/total files"
- * line rewritten on stderr}. Datasets are copied first, so the
- * caller may go on using them. The list is read raw (its length without __len). */
+ * line rewritten on stderr}. A dataset is lent to the store, not copied: until the
+ * store returns, every use of it from Lua raises (another task's, since this one
+ * waits); a sequence item is copied. The list is read raw (its length without __len). */
 static int l_store(lua_State *L)
 {
     lua_settop(L, 3); /* read_peer leaves values on the stack: none may pose as an argument */
@@ -778,7 +791,10 @@ static int l_store(lua_State *L)
     for (size_t i = 0; i < n; i++) {
         int type = lua_rawgeti(L, 2, (lua_Integer)i + 1);
         size_t len;
-        if (rtb_dicom_test_dataset(L, -1)) {
+        if (rtb_dicom_lent_dataset(L, -1)) {
+            return rtb_lua_error_raise(L, "invalid", "store: item %zu: the dataset is being sent by another "
+                                                     "store; wait for it", i + 1);
+        } else if (rtb_dicom_test_dataset(L, -1)) {
             /* a dataset */
         } else if (type != LUA_TSTRING) {
             return rtb_lua_error_raise(L, "invalid", "store: item %zu must be a path or a dataset (got a %s)",
@@ -795,23 +811,31 @@ static int l_store(lua_State *L)
         return out_of_memory(L, "store");
     r->opts = opts;
     r->items = calloc(n ? n : 1, sizeof *r->items);
-    if (!r->items || peer_copy_init(&r->peer, &peer) != 0) {
-        store_req_free(r);
+    r->refs = malloc((n ? n : 1) * sizeof *r->refs);
+    if (!r->items || !r->refs || peer_copy_init(&r->peer, &peer) != 0) {
+        store_req_free(L, r); /* r->n is 0: no item to give back yet */
         return out_of_memory(L, "store");
     }
+    for (size_t i = 0; i < n; i++)
+        r->refs[i] = DS_COPIED;
     r->n = n;
     for (size_t i = 0; i < n; i++) {
         lua_rawgeti(L, 2, (lua_Integer)i + 1);
-        rtb_ds *ds = rtb_dicom_test_dataset(L, -1);
+        rtb_ds *ds = rtb_dicom_lend_dataset(L, -1, &r->refs[i]);
         rtb_dicom_error err;
         if (ds) {
+            r->items[i].ds = ds;
+        } else if ((ds = rtb_dicom_lent_dataset(L, -1))) {
+            r->items[i].ds = ds;
+            r->refs[i] = DS_AGAIN;
+        } else if ((ds = rtb_dicom_test_dataset(L, -1))) {
             if (rtb_ds_clone(ds, &r->items[i].ds, &err) != 0) {
                 r->items[i].result = -1; /* reported per item; copying failed */
                 r->items[i].outcome = RTB_STORE_UNREADABLE;
                 r->items[i].error = err;
             }
         } else if (!(r->items[i].path = strdup(lua_tostring(L, -1)))) {
-            store_req_free(r);
+            store_req_free(L, r);
             return out_of_memory(L, "store");
         }
         lua_pop(L, 1);

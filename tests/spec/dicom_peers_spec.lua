@@ -203,6 +203,37 @@ describe("store", function()
         assert.matches("corrupt.dcm", tostring(r.items[2].error) .. (r.items[2].path or ""))
         os.execute("rm -rf " .. h.quote(dir))
     end)
+
+    it("lends a dataset to the store instead of copying it: other tasks are refused it meanwhile", function()
+        local ds = dicom.read(files_of(PATIENT)[1])
+        -- a new instance of a patient of its own, so that what Orthanc holds is this store's
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "RTB_LEND", dicom.uid(), dicom.uid()
+        ds.SOPInstanceUID = dicom.uid()
+        local digest = ds:digest()
+        -- The sender lends ds (listed twice: sent twice), then waits for the peer; the
+        -- other tasks run while it waits.
+        local sender = task.spawn(function() return main:store{ds, ds} end)
+        local read = task.spawn(function() return pcall(function() return ds.PatientID end) end)
+        local again = task.spawn(function() return pcall(main.store, main, {ds}) end)
+        local r = task.wait(sender)
+        local read_ok, read_err = task.wait(read)
+        local again_ok, again_err = task.wait(again)
+        assert.is_false(read_ok)
+        assert.matches("the dataset is being sent", tostring(read_err))
+        assert.is_false(again_ok)
+        assert.matches("the dataset is being sent", tostring(again_err))
+        assert.are.same({2, 0}, {r.stored, r.failed})
+        -- given back whole: usable, unchanged, and what the archive holds
+        assert.are.equal(digest, ds:digest())
+        local held
+        main:get({level = "IMAGE", StudyInstanceUID = ds.StudyInstanceUID, SeriesInstanceUID = ds.SeriesInstanceUID,
+                  SOPInstanceUID = ds.SOPInstanceUID}, function(got)
+            held = got:digest()
+            got:free()
+        end)
+        assert.are.equal(digest, held)
+        ds:free()
+    end)
 end)
 
 describe("listen", function()

@@ -79,41 +79,4 @@ describe("the pace", function()
         p:leave({instances = 512, seconds = 5}, t)
         assert.are.same({"trouble", before // 2}, {p.changes[#p.changes].why, p.limit})
     end)
-
-    it("after a probe that bought nothing, holds at the best for a while, then probes again", function()
-        local p = pace.new{cap = 8}
-        -- more places move less in all: each moves 120 / limit^2 instances in 20 ms
-        h.most_at_once(80, 20, function(busy)
-            local ticket = p:enter()
-            local limit = p.limit
-            busy()
-            p:leave({instances = 120 // (limit * limit), seconds = 0.02}, ticket)
-        end)
-        local seen = {}
-        for i = 1, math.min(4, #p.changes) do
-            local c = p.changes[i]
-            seen[i] = string.format("%d->%d %s", c.from, c.to, c.why)
-        end
-        assert.are.same({"4->5 throughput grew", "5->4 no gain", "4->5 probe", "5->4 no gain"}, seen)
-    end)
-
-    it("probes above the ceiling trouble left once 8 windows there were quiet", function()
-        local p = pace.new{cap = 8}
-        local t = p:enter()
-        p:leave({instances = 0, seconds = 1, trouble = true}, t)
-        assert.are.same({2, 3}, {p.limit, p.ceiling})
-        -- more places, more throughput: each moves 10 x limit instances in 20 ms
-        h.most_at_once(80, 20, function(busy)
-            local ticket = p:enter()
-            local limit = p.limit
-            busy()
-            p:leave({instances = 10 * limit, seconds = 0.02}, ticket)
-        end)
-        local seen = {}
-        for i = 1, math.min(3, #p.changes) do
-            local c = p.changes[i]
-            seen[i] = string.format("%d->%d %s", c.from, c.to, c.why)
-        end
-        assert.are.same({"4->2 trouble", "2->3 throughput grew", "3->4 probe"}, seen)
-    end)
 end)

@@ -290,7 +290,8 @@ end
 -- be read or is refused fails alone; `error` is set when the association failed.
 -- opts (optional): {max_reconnects, backoff_ms, max_backoff_ms} when the association is
 -- lost, patient (for the audit log). Each item has outcome = "stored" | "refused" |
--- "unreadable" | "not_sent".
+-- "unreadable" | "not_sent". A dataset is lent to the store, not copied: until it
+-- returns, another task that touches the dataset gets an error ("being sent").
 function Peer:store(items, opts)
     return annotated(self, "store", {patient = opts and opts.patient}, function(note)
         for _, item in ipairs(items) do

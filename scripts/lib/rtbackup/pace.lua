@@ -15,16 +15,16 @@
 --   * Throughput above the best window seen by more than 5%: one more place (never
 --     above the cap, nor above a ceiling trouble left).
 --   * No gain over the best with more places: back to the limit that gave the best,
---     and hold there (the probe cost one window) for 8 windows; then that limit's
---     throughput is measured again and one more place probed, since the load changes
---     (a Mosaiq run's moves share the machine with its planning until it ends).
+--     and hold there (the probe cost one window). Probing again later was tried: on a
+--     local archive each probe's one noisy window could look like a gain, and the
+--     limit crept up to 6 where 4 is best (12-02, tests/bench/backup.bench.sh).
 --   * Trouble (a transfer that timed out, was refused an association or aborted), or
 --     a transfer's time per instance more than 4 times the fastest seen among
 --     transfers of about its size (a small one's fixed costs weigh more per instance)
 --     since the last trouble: half the places, and that limit less one becomes the
---     ceiling, until a probe after 8 quiet windows there finds more places pay. Trouble
---     met by a transfer begun before the pace last changed is the old load's, answered
---     already (one halving per burst, as TCP does).
+--     ceiling for the rest of the run. Trouble met by a transfer begun before the pace
+--     last changed is the old load's, answered already (one halving per burst, as TCP
+--     does).
 -- Every change is logged (INFO "associations"), so an operator sees what it chose.
 local host = require "rtbackup.host"
 local log = require "rtbackup.log"
@@ -35,7 +35,7 @@ local pace = {}
 local Pace = {}
 Pace.__index = Pace
 
-local GAIN, LATENCY_FACTOR, HOLD_WINDOWS = 1.05, 4, 8
+local GAIN, LATENCY_FACTOR = 1.05, 4
 
 --- opts: cap (required, >= 1), start (default min(cap, 4)), adaptive (default true),
 -- name (for the log), admits (optional: function() -> how many the peer admits now,
@@ -48,7 +48,7 @@ function pace.new(opts)
     return setmetatable({
         cap = cap, limit = start, ceiling = cap, adaptive = adaptive, name = opts.name,
         active = 0, peak = 0, waiting = {},
-        best = nil, best_limit = start, held = 0, fastest = {},
+        best = nil, best_limit = start, held = false, fastest = {},
         window = {moves = 0, instances = 0, trouble = false, started = nil},
         changes = {}, admits = opts.admits,
     }, Pace)
@@ -104,27 +104,14 @@ function Pace:judge()
         self.ceiling = math.max(1, self.limit - 1)
         self:set(math.floor(self.limit / 2), "trouble", rate)
         -- the times seen so far were another load's: one halving per slowdown
-        self.best, self.held, self.fastest = nil, 0, {}
-    elseif self.held > 0 then
-        self.held = self.held - 1
-        if self.held == 0 then
-            -- The load may have changed: this window is the measure again, and one
-            -- more place is probed (above the ceiling trouble left, too).
-            self.best, self.best_limit = rate, self.limit
-            self.ceiling = math.max(self.ceiling, math.min(self.cap, self.limit + 1))
-            self:set(self.limit + 1, "probe", rate)
-        end
+        self.best, self.held, self.fastest = nil, false, {}
     elseif not self.best or rate > self.best * GAIN then
         self.best, self.best_limit = rate, self.limit
-        if self.limit < math.min(self.cap, self.ceiling) then
-            self:set(self.limit + 1, "throughput grew", rate)
-        else
-            self.held = HOLD_WINDOWS -- at the ceiling: hold, then probe above it
-        end
+        if not self.held then self:set(self.limit + 1, "throughput grew", rate) end
     elseif self.limit > self.best_limit then
-        -- the extra place bought nothing: back to the best, and hold there a while
+        -- the extra place bought nothing: back to the best, and stay
         self:set(self.best_limit, "no gain", rate)
-        self.held = HOLD_WINDOWS
+        self.held = true
     end
     self.window = {moves = 0, instances = 0, trouble = false, started = self.active > 0 and now() or nil}
 end
