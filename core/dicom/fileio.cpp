@@ -62,6 +62,7 @@ static mode_t file_mode()
 
 std::string temp_path_in(const std::string &dir, const std::string &name, int *fd_out, rtb_dicom_error *err)
 {
+    *fd_out = -1;
     // The dot prefix keeps half-written files out of "*.dcm" globs and indexers.
     std::string tmpl = dir + "/." + name + ".XXXXXX";
     std::vector<char> buf(tmpl.begin(), tmpl.end());
@@ -73,14 +74,8 @@ std::string temp_path_in(const std::string &dir, const std::string &name, int *f
         return std::string();
     }
     (void)fchmod(fd, file_mode());
-    if (fd_out) *fd_out = fd;
-    else close(fd);
+    *fd_out = fd;
     return std::string(buf.data());
-}
-
-std::string temp_path_in(const std::string &dir, const std::string &name, rtb_dicom_error *err)
-{
-    return temp_path_in(dir, name, nullptr, err);
 }
 
 namespace {
@@ -185,32 +180,25 @@ bool commit_fd(int fd, const std::string &tmp, const std::string &dest, rtb_dico
     return sync_dir(dir_of(dest), err);
 }
 
-bool commit_file(const std::string &tmp, const std::string &dest, rtb_dicom_error *err)
-{
-    int fd = open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        fail(err, RTB_DICOM_E_IO, "cannot open %s for fsync: %s", tmp.c_str(), strerror(errno));
-        unlink(tmp.c_str());
-        return false;
-    }
-    return commit_fd(fd, tmp, dest, err);
-}
-
 bool save_atomic(DcmFileFormat &ff, const std::string &path, E_TransferSyntax xfer,
                  rtb_dicom_error *err)
 {
-    std::string tmp = temp_path_in(dir_of(path), base_of(path), err);
+    int fd;
+    std::string tmp = temp_path_in(dir_of(path), base_of(path), &fd, err);
     if (tmp.empty()) return false;
     // A fresh meta header: MediaStorage SOP Class/Instance and TransferSyntaxUID
     // must describe what is written now, not what was read.
     OFCondition cond = ff.saveFile(tmp.c_str(), xfer, EET_ExplicitLength, EGL_recalcGL,
                                    EPD_noChange, 0, 0, EWM_createNewMeta);
     if (cond.bad()) {
+        close(fd);
         unlink(tmp.c_str());
         fail(err, RTB_DICOM_E_IO, "cannot write %s: %s", path.c_str(), cond.text());
         return false;
     }
-    return commit_file(tmp, path, err);
+    // DCMTK wrote through a descriptor of its own; the data is flushed through ours
+    // (one file, one page cache).
+    return commit_fd(fd, tmp, path, err);
 }
 
 } // namespace rtb

@@ -64,17 +64,14 @@ bool lookup_tag(const char *keyword, DcmTag &tag, rtb_dicom_error *err);
 // Writes via temp file + fdatasync + rename + fsync(dir).
 bool save_atomic(DcmFileFormat &ff, const std::string &path, E_TransferSyntax xfer,
                  rtb_dicom_error *err);
-// fdatasync(tmp) then rename over dest, then sync_dir(dest's directory). The
-// temporary file is removed on failure.
-bool commit_file(const std::string &tmp, const std::string &dest, rtb_dicom_error *err);
-// The same with tmp already open as fd, which it closes.
+// fdatasync(fd, the open tmp; closed here) then rename over dest, then
+// sync_dir(dest's directory). The temporary file is removed on failure.
 bool commit_fd(int fd, const std::string &tmp, const std::string &dest, rtb_dicom_error *err);
 // Returns once every rename into dir done before the call is on disk: an fsync
 // of dir that started after the call, ours or another thread's (group commit).
 bool sync_dir(const std::string &dir, rtb_dicom_error *err);
-// "<dir>/.<name>.XXXXXX" created with mkstemp; empty on failure. With fd_out the
-// file stays open (close-on-exec) there, otherwise it is closed.
-std::string temp_path_in(const std::string &dir, const std::string &name, rtb_dicom_error *err);
+// "<dir>/.<name>.XXXXXX" created with mkstemp and left open (close-on-exec) in
+// *fd_out, for commit_fd; empty (and -1) on failure.
 std::string temp_path_in(const std::string &dir, const std::string &name, int *fd_out, rtb_dicom_error *err);
 
 // Transfer syntaxes we offer and accept, preferred first.

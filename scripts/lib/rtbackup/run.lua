@@ -548,7 +548,7 @@ function Run:work_plan()
         return not cap or used == 0 or used + n <= cap -- (the first unit is always sent)
     end
     if cap then
-        for _, u in ipairs(book:select(nil)) do
+        for _, u in ipairs(book:open_units()) do
             if fits(u.expected or 0) then
                 kept[u.key] = u.expected or 0
                 kept_n = kept_n + kept[u.key]
@@ -592,7 +592,7 @@ function Run:work_plan()
         self.phase = "moving"
         hand(plan.open, plan.complete)
         kept, kept_n = {}, 0 -- what was kept and not sent yet is decided now, oldest first
-        send(book:select(nil), true)
+        send(book:open_units(), true)
         -- What the references pass may still move under max_uids_per_run.
         self.budget = cap and math.max(0, cap - instances) or math.huge
         if book.counts.deferred > 0 then

@@ -66,24 +66,10 @@ function Book:record_plan(open, complete)
     return #lost
 end
 
---- The open units (queued, moved, failed), oldest first, at most `cap` instances
--- (nil: no cap; the first unit is always taken). Returns units, their instances, and
--- the instances left for later runs.
-function Book:select(cap, filter)
-    local open = self.journal:units(self.source, {state = {"moved", "queued", "failed"}, order = "oldest"})
-    local chosen, instances = {}, 0
-    for _, u in ipairs(open) do
-        if not filter or filter(u) then
-            local n = u.expected or 0
-            if cap and instances > 0 and instances + n > cap then
-                self.counts.deferred = self.counts.deferred + n
-            else
-                chosen[#chosen + 1] = u
-                instances = instances + n
-            end
-        end
-    end
-    return chosen, instances
+--- The open units (queued, moved, failed), oldest first (max_uids_per_run chooses
+-- among them in that order: Run:work_plan).
+function Book:open_units()
+    return self.journal:units(self.source, {state = {"moved", "queued", "failed"}, order = "oldest"})
 end
 
 local function present_before(u)

@@ -137,9 +137,10 @@ end
 --- The plan of a selection: {units = {...}, complete = {...}, found, present,
 -- studies, errors = {...}, whole = {[study uid] = true: complete in the target, its
 -- series not compared}, not_compared = instances of the studies that could not be
--- compared (a peer failed), as the source counted them}. opts: concurrency, shard (function(study_uid) -> bool),
--- accept (function(series, study) -> bool), on_study (function(result): each compared
--- study's {units, complete, found, present} as soon as it is known).
+-- compared (a peer failed), as the source counted them}. opts: concurrency, shard
+-- (function(study_uid) -> bool), accept (function(series, study) -> bool), on_study
+-- (function(result): each compared study's {units, complete, found, present} as soon
+-- as it is known).
 function plan.make(src_peer, tgt_peer, selection, opts)
     opts = opts or {}
     local studies = plan.studies(src_peer, selection)
