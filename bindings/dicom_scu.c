@@ -713,7 +713,7 @@ static int store_push(lua_State *L)
 {
     store_req *r = lua_touserdata(L, 1);
     const rtb_dicom_store_summary *sum = &r->sum;
-    lua_createtable(L, 0, 10);
+    lua_createtable(L, 0, 11);
     rtb_lua_set_integer(L, "stored", (lua_Integer)sum->stored);
     rtb_lua_set_integer(L, "failed", (lua_Integer)(r->n - sum->stored));
     rtb_lua_set_integer(L, "refused", (lua_Integer)sum->refused);
@@ -723,6 +723,8 @@ static int store_push(lua_State *L)
     rtb_lua_set_integer(L, "reconnects", (lua_Integer)sum->reconnects);
     lua_pushboolean(L, sum->breaker_open);
     lua_setfield(L, -2, "breaker_open");
+    lua_pushnumber(L, sum->open_seconds);
+    lua_setfield(L, -2, "open_seconds");
     lua_createtable(L, r->n <= INT_MAX ? (int)r->n : 0, 0);
     for (size_t i = 0; i < r->n; i++) {
         rtb_dicom_store_item *it = &r->items[i];
@@ -760,7 +762,8 @@ static int store_done(lua_State *L, void *data)
 }
 
 /* core.store(peer, {path-or-dataset, ...}, opts) -> {stored, failed, refused, unreadable,
- * not_sent, associations, reconnects, breaker_open, items = {{ok, outcome, status,
+ * not_sent, associations, reconnects, breaker_open, open_seconds (spent opening the
+ * associations, waits for the peer to accept included), items = {{ok, outcome, status,
  * sop_instance_uid, sop_class_uid, sop_class, transfer_syntax_uid, transfer_syntax, path,
  * error}}, error = association error or nil}. outcome is "stored" | "refused" |
  * "unreadable" | "not_sent"; failed counts all but stored. opts (optional) =

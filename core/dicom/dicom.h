@@ -299,6 +299,9 @@ typedef struct {
     size_t associations; /* opened (or tried) */
     size_t reconnects;   /* after a lost association */
     int breaker_open;    /* the peer kept failing: the rest was not sent */
+    double open_seconds; /* spent opening associations: connect, negotiation and any wait
+                          * for the peer to accept (a peer serving fewer associations at
+                          * once than it is offered queues the others) */
 } rtb_dicom_store_summary;
 
 /* C-STORE of all items. Every item gets its own outcome. Each file is read whole

@@ -254,7 +254,10 @@ struct Store {
         sum.associations++;
         rtb_dicom_error e;
         clear_error(&e);
-        if (!a.open(contexts, &e)) {
+        auto t0 = std::chrono::steady_clock::now();
+        bool opened = a.open(contexts, &e);
+        sum.open_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (!opened) {
             last = e;
             // A rejection or a peer accepting none of the contexts will not change
             // by asking again; a refused connect or an abort may.

@@ -198,6 +198,29 @@ describe("rtbackup store over several associations", function()
         assert.matches("associations from=4 [^\n]*to=5 why=\"throughput grew\"", r.stderr)
     end)
 
+    it("by default goes down to one association at a peer that serves one at a time", function()
+        -- The testbed's storescp serves one association at a time (no --fork): the
+        -- others wait in its queue, so more at once would only wait longer.
+        local dir = tmpdir()
+        local n = 120
+        local uids = {}
+        for i = 1, n do
+            uids[i] = dicom.uid("spec", "serial", i)
+            dicom.dataset{SOPClassUID = "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID = uids[i], PatientID = "SERIAL01",
+                          Modality = "OT", StudyInstanceUID = dicom.uid("spec", "serial"),
+                          SeriesInstanceUID = dicom.uid("spec", "serial", "series"), InstanceNumber = i,
+                          ImageComments = string.rep("x", 4000)}:save(string.format("%s/%03d.dcm", dir, i))
+        end
+        local r = h.run(cmd(peer_args("STORESCP", tb.STORESCP_PORT), "store", "--filepath", dir, "--format", "json"))
+        assert.are.equal(0, r.code, r.output)
+        assert.are.same({stored = n, refused = 0, unreadable = 0, not_sent = 0, failed = 0}, cjson.decode(r.stdout)[1])
+        assert.matches("associations from=%d+ [^\n]*to=1 why=\"the peer queues associations\"", r.stderr)
+        -- storescp names a file by its modality (SC: secondary capture) and instance UID
+        local stored = {}
+        for name in sh("ls " .. h.quote(tb.STORESCP_DIR)):gmatch("[^\n]+") do stored[name] = true end
+        for _, uid in ipairs(uids) do assert.is_true(stored["SC." .. uid], "not in the storescp's folder: " .. uid) end
+    end)
+
     it("stores everything into a peer that refuses more than 2 associations at once", function()
         local dir = tmpdir()
         local out = tmpdir()

@@ -79,4 +79,19 @@ describe("the pace", function()
         p:leave({instances = 512, seconds = 5}, t)
         assert.are.same({"trouble", before // 2}, {p.changes[#p.changes].why, p.limit})
     end)
+
+    it("halves when a transfer waited to be accepted: the peer queues associations", function()
+        local p = pace.new{cap = 8}
+        -- a distant peer: every association takes 40 ms to open, nobody waits
+        for _ = 1, 3 do
+            local t = p:enter()
+            p:leave({instances = 32, seconds = 0.14, opening = 0.04, associations = 1}, t)
+        end
+        assert.are.equal(0, #p.changes)
+        -- one opening 30 ms longer than the quickest, for a 100 ms send: it waited in a queue
+        local t = p:enter()
+        p:leave({instances = 32, seconds = 0.17, opening = 0.07, associations = 1}, t)
+        assert.are.same({from = 4, to = 2, why = "the peer queues associations"}, p.changes[1])
+        assert.are.equal(3, p.ceiling)
+    end)
 end)

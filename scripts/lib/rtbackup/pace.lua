@@ -18,11 +18,14 @@
 --     and hold there (the probe cost one window). Probing again later was tried: on a
 --     local archive each probe's one noisy window could look like a gain, and the
 --     limit crept up to 6 where 4 is best (12-02, tests/bench/backup.bench.sh).
---   * Trouble (a transfer that timed out, was refused an association or aborted), or
---     a transfer's time per instance more than 4 times the fastest seen among
+--   * Trouble (a transfer that timed out, was refused an association or aborted), a
+--     transfer's time per instance more than 4 times the fastest seen among
 --     transfers of about its size (a small one's fixed costs weigh more per instance)
---     since the last trouble: half the places, and that limit less one becomes the
---     ceiling for the rest of the run. Trouble met by a transfer begun before the pace
+--     since the last trouble, or a transfer that waited for the peer to accept its
+--     association at least a quarter as long as it then took (a peer serving fewer
+--     associations at once than it is offered queues the others: a storescp
+--     serves one; more places only wait longer): half the places, and that limit
+--     less one becomes the ceiling for the rest of the run. Trouble met by a transfer begun before the pace
 --     last changed is the old load's, answered already (one halving per burst, as TCP
 --     does).
 -- Every change is logged (INFO "associations"), so an operator sees what it chose.
@@ -35,7 +38,7 @@ local pace = {}
 local Pace = {}
 Pace.__index = Pace
 
-local GAIN, LATENCY_FACTOR = 1.05, 4
+local GAIN, LATENCY_FACTOR, QUEUED_SHARE = 1.05, 4, 0.25
 
 --- opts: cap (required, >= 1), start (default min(cap, 4)), adaptive (default true),
 -- name (for the log), admits (optional: function() -> how many the peer admits now,
@@ -48,7 +51,7 @@ function pace.new(opts)
     return setmetatable({
         cap = cap, limit = start, ceiling = cap, adaptive = adaptive, name = opts.name,
         active = 0, peak = 0, waiting = {},
-        best = nil, best_limit = start, held = false, fastest = {},
+        best = nil, best_limit = start, held = false, fastest = {}, fastest_open = nil,
         window = {moves = 0, instances = 0, trouble = false, started = nil},
         changes = {}, admits = opts.admits,
     }, Pace)
@@ -102,7 +105,8 @@ function Pace:judge()
     local rate = w.instances / elapsed
     if w.trouble then
         self.ceiling = math.max(1, self.limit - 1)
-        self:set(math.floor(self.limit / 2), "trouble", rate)
+        self:set(math.floor(self.limit / 2), w.trouble == "queued" and "the peer queues associations" or "trouble",
+                 rate)
         -- the times seen so far were another load's: one halving per slowdown
         self.best, self.held, self.fastest = nil, false, {}
     elseif not self.best or rate > self.best * GAIN then
@@ -116,8 +120,22 @@ function Pace:judge()
     self.window = {moves = 0, instances = 0, trouble = false, started = self.active > 0 and now() or nil}
 end
 
---- Gives the place back with what the transfer did: {instances, seconds, trouble}, and
--- the ticket enter gave it (without one it counts as begun under the current limit).
+-- Whether a transfer waited to be accepted at least QUEUED_SHARE of the time it then
+-- took: its opening beyond the quickest opening seen (connect and negotiation, the
+-- same for every association) against the rest of its time.
+function Pace:queued(sample)
+    local opening, associations = sample.opening, sample.associations or 0
+    if not (opening and sample.seconds and associations > 0) then return false end
+    local per = opening / associations
+    if not self.fastest_open or per < self.fastest_open then self.fastest_open = per end
+    local waited = opening - associations * self.fastest_open
+    return waited > 0 and waited >= QUEUED_SHARE * (sample.seconds - opening)
+end
+
+--- Gives the place back with what the transfer did: {instances, seconds, trouble,
+-- opening (optional: seconds it spent opening associations, waits for the peer to
+-- accept included), associations (how many it opened)}, and the ticket enter gave it
+-- (without one it counts as begun under the current limit).
 function Pace:leave(sample, ticket)
     sample = sample or {}
     self.active = math.max(0, self.active - 1)
@@ -127,6 +145,7 @@ function Pace:leave(sample, ticket)
         local current = ticket == nil or ticket == #self.changes
         w.moves, w.instances = w.moves + 1, w.instances + n
         if sample.trouble and current then w.trouble = true end
+        if self:queued(sample) and current and self.limit > 1 and not w.trouble then w.trouble = "queued" end
         if n >= 10 and seconds and seconds > 0 then
             local per, size = seconds / n, math.floor(math.log(n, 2)) -- sizes within a factor of 2
             local fastest = self.fastest[size]
@@ -137,6 +156,12 @@ function Pace:leave(sample, ticket)
         end
         if w.trouble or w.moves >= math.max(4, self.limit) then self:judge() end
     end
+    self:wake()
+end
+
+--- Gives the place back unused (nothing was transferred: no sample).
+function Pace:give_back()
+    self.active = math.max(0, self.active - 1)
     self:wake()
 end
 

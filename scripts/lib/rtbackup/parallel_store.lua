@@ -5,8 +5,9 @@
 -- (a series stays together, so each association negotiates few contexts); each batch
 -- is one peer:store() (one association, reopened by it when lost), and as many
 -- batches run at once as rtbackup.pace allows: adaptive below the peer's
--- max_associations by default (one more while throughput grows, half on trouble,
--- logged), or a fixed number.
+-- max_associations by default (one more while throughput grows, half on trouble or
+-- when the peer queues associations instead of serving them, logged), or a fixed
+-- number. A peer that serves one association at a time (a storescp) ends with one.
 --
 --   local r = parallel_store.store(peer, files, {associations = 4})  -- nil: adaptive
 --   r.stored, r.failed, r.refused, r.unreadable, r.not_sent, r.items, r.error, ...
@@ -33,14 +34,16 @@ local task = require "rtbackup.task"
 
 local M = {}
 
--- Files per batch: about 4 batches for every place (so the pace has windows to judge
--- and the last batches end close together), but at least MIN_BATCH files (an
--- association costs a negotiation) and at most MAX_BATCH (so the pace sees its
--- samples often on large trees).
+-- Files per batch: about 4 batches for every place in use when the batch is cut (so
+-- the pace has windows to judge and the last batches end close together), but at
+-- least MIN_BATCH files (an association costs a negotiation) and at most MAX_BATCH (so
+-- the pace sees its samples often on large trees). A batch is cut when a place takes
+-- it, for the places of that moment: a peer the pace brought down to one association
+-- gets few large batches, not the many small ones cut for the places it began with.
 local MIN_BATCH, MAX_BATCH, BATCHES_PER_PLACE = 8, 200, 4
 local MAX_REQUEUES, REQUEUE_WAIT_MS = 3, 200
 
---- The batch size for n files and up to `width` associations at once.
+--- The batch size for n files and `width` associations at once.
 function M.batch_size(n, width, fixed)
     local size = math.ceil(n / (width * BATCHES_PER_PLACE))
     size = math.max(MIN_BATCH, math.min(MAX_BATCH, size))
@@ -87,12 +90,17 @@ function M.store(peer, files, opts)
         return r
     end
 
-    local size = M.batch_size(n, p.cap, fixed ~= nil)
-    local queue = {}
-    for first = 1, n, size do
+    -- Batches put back to be tried again; files from next_file on are not cut yet.
+    local queue, next_file, cut = {}, 1, 0
+    local function more() return next_file <= n or #queue > 0 end
+    -- The next batch: files not cut yet first (in order), then those put back.
+    local function take()
+        if next_file > n then return table.remove(queue, 1) end
         local idx = {}
-        for i = first, math.min(n, first + size - 1) do idx[#idx + 1] = i end
-        queue[#queue + 1] = {idx = idx, order = #queue + 1, requeues = 0, mark = -1}
+        local last = math.min(n, next_file + M.batch_size(n, p:usable(), fixed ~= nil) - 1)
+        for i = next_file, last do idx[#idx + 1] = i end
+        next_file, cut = last + 1, cut + 1
+        return {idx = idx, order = cut, requeues = 0, mark = -1}
     end
 
     local items = {}
@@ -176,33 +184,28 @@ function M.store(peer, files, opts)
                 gave_up = reason or copy_error(r.error, "not sent: ")
             end
         end
-        p:leave({instances = r.stored or 0, seconds = seconds,
-                 trouble = r.error ~= nil or (r.reconnects or 0) > 0}, ticket)
+        p:leave({instances = r.stored or 0, seconds = seconds, opening = r.open_seconds,
+                 associations = r.associations, trouble = r.error ~= nil or (r.reconnects or 0) > 0}, ticket)
         progress()
     end
 
+    -- A worker takes the next batch once it has a place, so the batches go in order
+    -- and none waits in a worker's hands while others are sent.
     local function worker()
-        while #queue > 0 do
-            local batch = table.remove(queue, 1)
-            if batch.wait_ms and not gave_up then task.sleep(batch.wait_ms) end
-            if gave_up then
-                not_sent(batch)
-            else
-                local ticket = p:enter()
-                if gave_up then -- given up while this one waited for its place
-                    p:leave()
-                    not_sent(batch)
-                else
-                    run_batch(batch, ticket)
-                end
-            end
+        while more() do
+            local ticket = not gave_up and p:enter()
+            local batch = take()
+            if batch and batch.wait_ms and ticket and not gave_up then task.sleep(batch.wait_ms) end
+            if ticket and (gave_up or not batch) then p:give_back() end
+            if not batch then break end
+            if gave_up then not_sent(batch) else run_batch(batch, ticket) end
         end
     end
 
-    -- Batches put back in the queue after every worker ended get workers again.
-    while #queue > 0 do
+    -- Batches put back after every worker ended get workers again.
+    while more() do
         local workers = {}
-        for w = 1, math.min(p.cap, #queue) do workers[w] = task.spawn(worker) end
+        for w = 1, p.cap do workers[w] = task.spawn(worker) end
         for _, w in ipairs(workers) do task.wait(w) end
     end
 

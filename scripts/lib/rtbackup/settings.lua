@@ -67,7 +67,7 @@ settings.SCHEMA = {
     {name = "max_associations", type = "integer", min = 1, default = 8, on = PEERS,
      doc = "Associations at once to a peer, for every operation of this process (backup, validate, restore, query, health, store). A ceiling: with adaptive_associations the backup starts at 4 and adapts below it."},
     {name = "adaptive_associations", type = "boolean", default = true, on = PEERS,
-     doc = "true: a backup keeps as many moves going as makes it faster (one more while throughput grows, half as many when the source struggles), never above max_associations, and logs what it chose; false: always max_associations."},
+     doc = "true: a backup (and store) keeps as many associations going as makes it faster (one more while throughput grows, half as many when the peer struggles or queues associations instead of serving them), never above max_associations, and logs what it chose; false: always max_associations."},
     {name = "window", type = "string", check = check_window, on = {"settings", "dicom", "mosaiq", "target"},
      doc = "Backup window \"HH:MM-HH:MM\" in the site's time zone (may cross midnight). Outside it a backup does nothing (exit 5) and a running one starts no new work."},
     {name = "circuit_breaker_failures", type = "integer", min = 1, default = 3, on = ENV_ONLY,
