@@ -42,18 +42,29 @@ rtb() {
 scu() { TCP_NODELAY=1 time_ms storescu +sd -aet BENCH -aec "$1" 127.0.0.1 "$2" "$work/ct"; }
 into_orthanc() { # what... : wipes Orthanc, runs it, checks all N arrived
   wipe
+  sync
   local ms
   ms=$("$@")
   [ "$(count)" = "$N" ] || { echo "Orthanc holds $(count) of $N" >&2; exit 1; }
   echo "$ms"
 }
 
+# The sink's runs all come before Orthanc's (whose writeback of 129 MB a run would
+# land in whichever sink run came next), each after a sync, and the three tools take
+# turns at going first.
 sink_ours=() sink_one=() sink_scu=()
+for i in $(seq "$RUNS"); do
+  for k in 0 1 2; do
+    sync
+    case $(( (i + k) % 3 )) in
+      0) sink_scu+=("$(scu BENCHSCP "$port")") ;;
+      1) sink_ours+=("$(rtb BENCHSCP "$port")") ;;
+      2) sink_one+=("$(rtb BENCHSCP "$port" --associations 1)") ;;
+    esac
+  done
+done
 declare -A orth
 for _ in $(seq "$RUNS"); do
-  sink_scu+=("$(scu BENCHSCP "$port")")
-  sink_ours+=("$(rtb BENCHSCP "$port")")
-  sink_one+=("$(rtb BENCHSCP "$port" --associations 1)")
   orth[scu]+="$(into_orthanc scu "$MAIN_AET" "$MAIN_PORT") "
   orth[def]+="$(into_orthanc rtb "$MAIN_AET" "$MAIN_PORT") "
   for n in 1 2 4 8; do orth[N$n]+="$(into_orthanc rtb "$MAIN_AET" "$MAIN_PORT" --associations "$n") "; done

@@ -38,7 +38,7 @@ local pace = {}
 local Pace = {}
 Pace.__index = Pace
 
-local GAIN, LATENCY_FACTOR, QUEUED_SHARE = 1.05, 4, 0.25
+local GAIN, LATENCY_FACTOR, QUEUED_SHARE, QUEUED_MIN = 1.05, 4, 0.25, 0.005
 
 --- opts: cap (required, >= 1), start (default min(cap, 4)), adaptive (default true),
 -- name (for the log), admits (optional: function() -> how many the peer admits now,
@@ -122,14 +122,15 @@ end
 
 -- Whether a transfer waited to be accepted at least QUEUED_SHARE of the time it then
 -- took: its opening beyond the quickest opening seen (connect and negotiation, the
--- same for every association) against the rest of its time.
+-- same for every association) against the rest of its time. A wait under QUEUED_MIN
+-- is an opening's jitter, not a queue (a few small files take a few ms to send).
 function Pace:queued(sample)
     local opening, associations = sample.opening, sample.associations or 0
     if not (opening and sample.seconds and associations > 0) then return false end
     local per = opening / associations
     if not self.fastest_open or per < self.fastest_open then self.fastest_open = per end
     local waited = opening - associations * self.fastest_open
-    return waited > 0 and waited >= QUEUED_SHARE * (sample.seconds - opening)
+    return waited >= QUEUED_MIN and waited >= QUEUED_SHARE * (sample.seconds - opening)
 end
 
 --- Gives the place back with what the transfer did: {instances, seconds, trouble,
