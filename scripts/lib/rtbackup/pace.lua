@@ -25,9 +25,9 @@
 --     association at least a quarter as long as it then took (a peer serving fewer
 --     associations at once than it is offered queues the others: a storescp
 --     serves one; more places only wait longer): half the places, and that limit
---     less one becomes the ceiling for the rest of the run. Trouble met by a transfer begun before the pace
---     last changed is the old load's, answered already (one halving per burst, as TCP
---     does).
+--     less one becomes the ceiling for the rest of the run. Trouble met by a transfer
+--     begun before the pace last changed is the old load's, answered already (one
+--     halving per burst, as TCP does).
 -- Every change is logged (INFO "associations"), so an operator sees what it chose.
 local host = require "rtbackup.host"
 local log = require "rtbackup.log"
