@@ -604,6 +604,8 @@ static int move_push(lua_State *L)
         lua_newtable(L);
         rtb_lua_set_integer(L, "status", r->result.status);
         set_retrieve_fields(L, &r->result);
+        lua_pushnumber(L, r->result.open_seconds);
+        lua_setfield(L, -2, "open_seconds");
     }
     return 1;
 }
@@ -617,7 +619,8 @@ static int move_done(lua_State *L, void *data)
 }
 
 /* core.move(peer, level, model, identifier_table, destination_ae) -> {status,
- * completed, failed, warning, remaining, failed_uids} */
+ * completed, failed, warning, remaining, failed_uids, open_seconds (spent opening the
+ * association, a wait for the peer to accept included)} */
 static int l_move(lua_State *L)
 {
     lua_settop(L, 5); /* read_peer leaves values on the stack: none may pose as an argument */

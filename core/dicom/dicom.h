@@ -213,6 +213,9 @@ typedef struct {
     /* C-GET only (see rtb_dicom_get): */
     size_t transcoded;    /* arrived in another transfer syntax than the peer stores: refused */
     size_t associations;  /* opened for this retrieve (query and rounds) */
+    double open_seconds;  /* C-MOVE: spent opening its association, any wait for the peer
+                           * to accept included (a peer serving fewer associations at once
+                           * than it is offered queues the others) */
     int stored_syntax_known; /* 1: the peer's C-FIND told the transfer syntax of every instance */
     char message[RTB_DICOM_MESSAGE_MAX]; /* why the first failed instance failed, "" if none */
 } rtb_dicom_retrieve_result;

@@ -2,6 +2,7 @@
 // association; we only follow the progress and report the final counts.
 #include "internal.hpp"
 
+#include <chrono>
 #include <cstring>
 
 using namespace rtb;
@@ -47,7 +48,9 @@ extern "C" int rtb_dicom_move(const rtb_dicom_peer *peer, rtb_dicom_model model,
 
     const char *sop_class = move_model_uid(model);
     Association a(peer);
+    auto opening = std::chrono::steady_clock::now();
     T_ASC_PresentationContextID pc = a.open_for(sop_class, err);
+    out->open_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - opening).count();
     if (pc == 0) return -1;
 
     T_DIMSE_C_MoveRQ req = {};

@@ -16,12 +16,17 @@ that arrives while N others are relayed gets the A-ASSOCIATE-RJ such an archive 
 (rejected-transient, DICOM UL service-provider, local-limit-exceeded; PS3.8 9.3.4)
 instead of being relayed, as dcmqrscp does past its MaxAssociations.
 
+With --serve-at-once N it plays an archive that serves N connections at a time and
+leaves the others waiting, unanswered, in its queue (as a single-process SCP does:
+storescp without --fork, dcmqrscp --single-process): a connection beyond N is
+relayed only once one of the N has ended.
+
     delay_relay.py --target HOST:PORT [--port 0] [--delay-ms 5] [--stats FILE]
-                   [--max-associations N]
+                   [--max-associations N] [--serve-at-once N]
 
 Prints the port it listens on (first line of stdout), then runs until SIGTERM/SIGINT.
 --stats FILE is rewritten (atomically) whenever the counts change:
-    {"connections": N, "associations": N, "open": N, "peak": N, "refused": N}
+    {"connections": N, "associations": N, "open": N, "peak": N, "refused": N, "queued": N}
 """
 import argparse
 import asyncio
@@ -40,7 +45,7 @@ CHUNK = 256 * 1024
 class Stats:
     def __init__(self, path):
         self.path = path
-        self.connections = self.associations = self.open = self.peak = self.refused = 0
+        self.connections = self.associations = self.open = self.peak = self.refused = self.queued = 0
         self.relayed = 0  # connections being relayed now (one association each)
         self.write()
 
@@ -50,7 +55,8 @@ class Stats:
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"connections": self.connections, "associations": self.associations,
-                       "open": self.open, "peak": self.peak, "refused": self.refused}, f)
+                       "open": self.open, "peak": self.peak, "refused": self.refused,
+                       "queued": self.queued}, f)
         os.replace(tmp, self.path)
 
     def associated(self):
@@ -154,10 +160,13 @@ async def main():
     p.add_argument("--stats", help="JSON file of association counts")
     p.add_argument("--max-associations", type=int, default=0,
                    help="refuse (A-ASSOCIATE-RJ, transient) a connection beyond N at once; 0: no limit")
+    p.add_argument("--serve-at-once", type=int, default=0,
+                   help="relay N connections at a time, the others waiting unanswered; 0: no limit")
     args = p.parse_args()
     target_host, target_port = args.target.rsplit(":", 1)
     delay = args.delay_ms / 1000.0
     stats = Stats(args.stats)
+    serving = asyncio.Semaphore(args.serve_at_once) if args.serve_at_once else None
 
     async def refuse(client_reader, client_writer):
         try:
@@ -176,11 +185,18 @@ async def main():
         if args.max_associations and stats.relayed >= args.max_associations:
             await refuse(client_reader, client_writer)
             return
+        if serving is not None and serving.locked():
+            stats.queued += 1
+            stats.write()
+        if serving is not None:
+            await serving.acquire()
         stats.relayed += 1
         try:
             await relay(client_reader, client_writer)
         finally:
             stats.relayed -= 1
+            if serving is not None:
+                serving.release()
 
     async def relay(client_reader, client_writer):
         try:

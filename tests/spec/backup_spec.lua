@@ -251,6 +251,28 @@ max_associations = 6
         end)
     end
 
+    -- An archive that serves one association at a time leaves the others waiting to be
+    -- accepted: played by a relay in front of ARIA that relays one connection at a time.
+    it("asks fewer moves at once of a source that queues its associations", function()
+        local total = source_total()
+        local rl = h.relay(tb.HOST, tb.ARIA_PORT, {delay_ms = 2, serve_at_once = 1})
+        write_env(string.format([[
+[TB.sources.SERIAL]
+type = "aria"
+aet = "%s"
+ip = "%s"
+port = %s
+]], tb.ARIA_AET, tb.HOST, rl.port))
+        local r = backup({}, "SERIAL")
+        local stats = rl.stats()
+        rl.stop()
+        assert.are.equal(0, r.code, r.output)
+        assert.is_true(stats.queued > 0, "no association waited to be accepted: the test shows nothing")
+        assert.matches("associations from=4 [^\n]*to=2 why=\"the peer queues associations\"", r.stderr)
+        assert.are.equal(total, r.summary.verified)
+        assert.are.equal(total, main:count())
+    end)
+
     it("exits 4 when the source is unreachable", function()
         local r = rtb({"backup", "TB", "DEAD", table.unpack(ALL)})
         assert.are.equal(4, r.code, r.output)

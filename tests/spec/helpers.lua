@@ -213,14 +213,16 @@ end
 --- tests/bench/delay_relay.py in front of host:port: adds opts.delay_ms (default 5)
 -- each way and counts the DICOM associations open at once; opts.max_associations
 -- makes it refuse (A-ASSOCIATE-RJ, transient) a connection beyond that many, as an
--- archive at its limit does. Returns {port, stats() -> {associations, peak,
--- refused, ...}, stop()}.
+-- archive at its limit does; opts.serve_at_once leaves a connection beyond that many
+-- waiting, unanswered, until one has ended, as a single-process archive does. Returns
+-- {port, stats() -> {associations, peak, refused, queued, ...}, stop()}.
 function helpers.relay(host, port, opts)
     opts = opts or {}
     local dir = helpers.tmpdir()
-    os.execute(string.format("/usr/bin/python3 %s --target %s:%s --delay-ms %s --max-associations %d --stats %s >%s 2>%s & echo $! >%s",
+    os.execute(string.format("/usr/bin/python3 %s --target %s:%s --delay-ms %s --max-associations %d --serve-at-once %d --stats %s >%s 2>%s & echo $! >%s",
                              quote(helpers.source .. "/tests/bench/delay_relay.py"), host, port,
-                             opts.delay_ms or 5, opts.max_associations or 0, quote(dir .. "/stats.json"),
+                             opts.delay_ms or 5, opts.max_associations or 0, opts.serve_at_once or 0,
+                             quote(dir .. "/stats.json"),
                              quote(dir .. "/port"), quote(dir .. "/relay.log"), quote(dir .. "/pid")))
     local listening
     for _ = 1, 100 do

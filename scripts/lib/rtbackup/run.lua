@@ -17,7 +17,7 @@
 -- complete = units, found, present, skipped (instances found but not planned: a peer
 -- failed), errors = {}, summary = {...}}; describe(run, units) -> dry-run rows;
 -- group(run, units) -> jobs ({units = ...}); transfer(run, job, units) -> reported
--- count; verify(run, job, units) -> {[key] = {total =, missing = {uid = true}, n =}};
+-- count (each C-MOVE's result given to run:opened(job, r) first); verify(run, job, units) -> {[key] = {total =, missing = {uid = true}, n =}};
 -- retry(run, job, units, missing, attempt); selects(run, unit) (optional); finish(run)
 -- (optional); moves_from(run) -> the peer the moves are asked of (optional: the pace
 -- keeps to what its limiter learned it admits). Jobs are moved largest first, up to the
@@ -291,6 +291,13 @@ function Run:requeue_move(job, err)
     return true
 end
 
+--- Notes what a C-MOVE's association took to open (a wait for the source to accept
+-- included), for the pace: a source that queues associations is asked for fewer.
+function Run:opened(job, r)
+    job.opening = (job.opening or 0) + (tonumber(r.open_seconds) or 0)
+    job.associations = (job.associations or 0) + 1
+end
+
 -- The move stage of a job: transfers its units that are not moved yet. Returns
 -- "verify" (hand it to the verify stage), "done" (nothing more to do: stopped or
 -- unreachable, its units counted as skipped) or "requeue" (try it again later), and
@@ -465,13 +472,17 @@ function Run:start_work(bar)
             if not job then break end
             if job.wait_ms then task.sleep(job.wait_ms) end
             local ticket = self.pace:enter()
+            job.opening, job.associations = nil, nil -- this move's, not a retry's
             local t0, w0 = host.monotonic(), limits.waited()
             local ok, outcome, moved = xpcall(self.move_job, task.traceback, self, job)
             -- The move's own time: without its wait for the peer's limiter (a peer that
             -- admits fewer associations than the pace allows is not a slow one).
             local seconds = host.monotonic() - t0 - (limits.waited() - w0)
-            self.pace:leave({instances = ok and moved or 0, seconds = seconds, trouble = job.trouble}, ticket)
-            job.trouble = nil
+            -- Opening times only of moves that went through (rtbackup.parallel_store says why).
+            local went = ok and outcome ~= "requeue" and not job.trouble
+            self.pace:leave({instances = ok and moved or 0, seconds = seconds, trouble = job.trouble,
+                             opening = went and job.opening or nil, associations = job.associations}, ticket)
+            job.trouble, job.opening, job.associations = nil, nil, nil
             if not ok then
                 failed_job(job, outcome)
             elseif outcome == "requeue" then

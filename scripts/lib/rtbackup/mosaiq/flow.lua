@@ -456,13 +456,18 @@ move_records = function(run, hop, job, units, list)
         q.SOPInstanceUID = #list == 1 and list[1] or list
         return hop:move(q)
     end)
-    if ok then return r.completed end
+    if ok then
+        run:opened(job, r)
+        return r.completed
+    end
     if exit.is_unreachable(r) then error(r, 0) end
     -- A staging SCP that refuses UID lists: one record per C-MOVE.
     local completed = 0
     for _, uid in ipairs(list) do
         q.SOPInstanceUID = uid
-        completed = completed + (hop:move(q).completed or 0)
+        local one = hop:move(q)
+        run:opened(job, one)
+        completed = completed + (one.completed or 0)
     end
     return completed
 end

@@ -103,14 +103,19 @@ function flow.transfer(run, job, units)
                patient = units[1].data.patient}
     if job.level == "STUDY" and #units == #job.units and ladder.study_moves(run) then
         local ok, r = pcall(source.move, source, q)
-        if ok then return r.completed end
+        if ok then
+            run:opened(job, r)
+            return r.completed
+        end
         if not ladder.refused(r) then error(r, 0) end
         ladder.no_study_moves(run, r) -- then series by series, below
     end
     local completed = 0
     for _, u in ipairs(units) do
         q.level, q.SeriesInstanceUID = "SERIES", u.key
-        completed = completed + (source:move(q).completed or 0)
+        local r = source:move(q)
+        run:opened(job, r)
+        completed = completed + (r.completed or 0)
     end
     return completed
 end
