@@ -17,8 +17,9 @@
 -- complete = units, found, present, skipped (instances found but not planned: a peer
 -- failed), errors = {}, summary = {...}}; describe(run, units) -> dry-run rows;
 -- group(run, units) -> jobs ({units = ...}); transfer(run, job, units) -> reported
--- count (each C-MOVE's result given to run:opened(job, r) first); verify(run, job, units) -> {[key] = {total =, missing = {uid = true}, n =}};
--- retry(run, job, units, missing, attempt); selects(run, unit) (optional); finish(run)
+-- count (each C-MOVE's result handed to run:opened(job, r)); verify(run, job, units) ->
+-- {[key] = {total =, missing = {uid = true}, n =}}; retry(run, job, units, missing,
+-- attempt); selects(run, unit) (optional); finish(run)
 -- (optional); moves_from(run) -> the peer the moves are asked of (optional: the pace
 -- keeps to what its limiter learned it admits). Jobs are moved largest first, up to the
 -- pace's limit at once (rtbackup.pace), each verified beside the next moves. plan(run,
