@@ -185,10 +185,10 @@ async def main():
         if args.max_associations and stats.relayed >= args.max_associations:
             await refuse(client_reader, client_writer)
             return
-        if serving is not None and serving.locked():
-            stats.queued += 1
-            stats.write()
         if serving is not None:
+            if serving.locked():
+                stats.queued += 1
+                stats.write()
             await serving.acquire()
         stats.relayed += 1
         try:
