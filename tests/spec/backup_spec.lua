@@ -225,24 +225,26 @@ describe("rtbackup backup", function()
         assert.matches(pid, r.stderr)
     end)
 
+    -- A backup of ARIA, as source `name`, through tests/bench/delay_relay.py (h.relay
+    -- opts); `settings` and `source` are extra TOML lines for the settings and the
+    -- source. Returns the run and the relay's counts.
+    local function backup_through_relay(name, relay_opts, settings, source)
+        local rl = h.relay(tb.HOST, tb.ARIA_PORT, relay_opts)
+        write_env(string.format('%s\n[TB.sources.%s]\ntype = "aria"\naet = "%s"\nip = "%s"\nport = %s\n%s\n',
+                                settings or "", name, tb.ARIA_AET, tb.HOST, rl.port, source or ""))
+        local r = backup({}, name)
+        local stats = rl.stats()
+        rl.stop()
+        return r, stats
+    end
+
     -- An archive serving its maximum of associations rejects one more (A-ASSOCIATE-RJ,
     -- rejected-transient): played by a relay in front of ARIA that refuses a third.
     for _, case in ipairs{{"6 at once, fixed", "false"}, {"adaptive up to 6", "true"}} do
         it("backs everything up from a source at its limit of 2 associations (" .. case[1] .. ")", function()
             local total = source_total()
-            local rl = h.relay(tb.HOST, tb.ARIA_PORT, {delay_ms = 2, max_associations = 2})
-            write_env(string.format([[
-adaptive_associations = %s
-[TB.sources.BUSY]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-max_associations = 6
-]], case[2], tb.ARIA_AET, tb.HOST, rl.port))
-            local r = backup({}, "BUSY")
-            local stats = rl.stats()
-            rl.stop()
+            local r, stats = backup_through_relay("BUSY", {delay_ms = 2, max_associations = 2},
+                                                  "adaptive_associations = " .. case[2], "max_associations = 6")
             assert.are.equal(0, r.code, r.output)
             assert.is_true(stats.refused > 0, "the source never refused an association: the test shows nothing")
             assert.matches("the peer admits fewer associations at once; keeping to that[^\n]*associations=[12]", r.stderr)
@@ -255,17 +257,7 @@ max_associations = 6
     -- accepted: played by a relay in front of ARIA that relays one connection at a time.
     it("asks fewer moves at once of a source that queues its associations", function()
         local total = source_total()
-        local rl = h.relay(tb.HOST, tb.ARIA_PORT, {delay_ms = 2, serve_at_once = 1})
-        write_env(string.format([[
-[TB.sources.SERIAL]
-type = "aria"
-aet = "%s"
-ip = "%s"
-port = %s
-]], tb.ARIA_AET, tb.HOST, rl.port))
-        local r = backup({}, "SERIAL")
-        local stats = rl.stats()
-        rl.stop()
+        local r, stats = backup_through_relay("SERIAL", {delay_ms = 2, serve_at_once = 1})
         assert.are.equal(0, r.code, r.output)
         assert.is_true(stats.queued > 0, "no association waited to be accepted: the test shows nothing")
         assert.matches("associations from=4 [^\n]*to=2 why=\"the peer queues associations\"", r.stderr)

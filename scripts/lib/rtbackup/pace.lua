@@ -123,10 +123,12 @@ end
 -- Whether a transfer waited to be accepted at least QUEUED_SHARE of the time it then
 -- took: its opening beyond the quickest opening seen (connect and negotiation, the
 -- same for every association) against the rest of its time. A wait under QUEUED_MIN
--- is an opening's jitter, not a queue (a few small files take a few ms to send).
+-- is an opening's jitter, not a queue (a few small files take a few ms to send). A
+-- transfer that met trouble says nothing of it: an association refused at once would
+-- make every later opening look like a wait.
 function Pace:queued(sample)
     local opening, associations = sample.opening, sample.associations or 0
-    if not (opening and sample.seconds and associations > 0) then return false end
+    if sample.trouble or not (opening and sample.seconds and associations > 0) then return false end
     local per = opening / associations
     if not self.fastest_open or per < self.fastest_open then self.fastest_open = per end
     local waited = opening - associations * self.fastest_open

@@ -184,11 +184,8 @@ function M.store(peer, files, opts)
                 gave_up = reason or copy_error(r.error, "not sent: ")
             end
         end
-        local trouble = r.error ~= nil or (r.reconnects or 0) > 0
-        -- The time its associations took to open says whether it waited in the peer's
-        -- queue; one that failed to open (refused at once) would say nothing of that.
-        p:leave({instances = r.stored or 0, seconds = seconds, trouble = trouble,
-                 opening = not trouble and r.open_seconds or nil, associations = r.associations}, ticket)
+        p:leave({instances = r.stored or 0, seconds = seconds, opening = r.open_seconds,
+                 associations = r.associations, trouble = r.error ~= nil or (r.reconnects or 0) > 0}, ticket)
         progress()
     end
 

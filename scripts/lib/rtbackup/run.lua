@@ -479,11 +479,9 @@ function Run:start_work(bar)
             -- The move's own time: without its wait for the peer's limiter (a peer that
             -- admits fewer associations than the pace allows is not a slow one).
             local seconds = host.monotonic() - t0 - (limits.waited() - w0)
-            -- Opening times only of moves that went through (rtbackup.parallel_store says why).
-            local went = ok and outcome ~= "requeue" and not job.trouble
             self.pace:leave({instances = ok and moved or 0, seconds = seconds, trouble = job.trouble,
-                             opening = went and job.opening or nil, associations = job.associations}, ticket)
-            job.trouble, job.opening, job.associations = nil, nil, nil
+                             opening = job.opening, associations = job.associations}, ticket)
+            job.trouble = nil
             if not ok then
                 failed_job(job, outcome)
             elseif outcome == "requeue" then
