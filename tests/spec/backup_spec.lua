@@ -131,6 +131,53 @@ describe("rtbackup backup", function()
         assert.are.equal(first.summary.found, r.summary.already_present)
     end)
 
+    it("asks the archive nothing per study it lacks, and compares the series of one it holds", function()
+        -- Orthanc "staging" as the source: it counts a study's instances, which the
+        -- plan's shortcuts need (dcmqrscp does not).
+        staging:wipe()
+        local audit_log = dir .. "/audit.jsonl"
+        os.remove(audit_log)
+        write_env(string.format("audit_log = %q", audit_log))
+        local stage = dicom.peer{aet = tb.STAGING_AET, host = tb.HOST, port = tonumber(tb.STAGING_PORT),
+                                 calling_aet = tb.SCU_AET}
+        local files = {}
+        for line in io.lines(tb.SYNTH_DIR .. "/index.txt") do
+            local pid, _, path = line:match("^(%S+) (%S+) (%S+)$")
+            if pid == "RTB001" or pid == "RTB002" then files[#files + 1] = path end
+        end
+        assert.are.equal(#files, stage:store(files).stored)
+        -- The archive's series-level C-FINDs (their keys ask for the series' counts), per run.
+        local function archive_series_finds()
+            local n = 0
+            for line in io.lines(audit_log) do
+                local e = cjson.decode(line)
+                if e.op == "c-find" and e.peer == "MAIN" and e.keys and e.keys.NumberOfSeriesRelatedInstances then
+                    n = n + 1
+                end
+            end
+            os.remove(audit_log)
+            return n
+        end
+        local first = backup({}, "STAGE")
+        assert.are.equal(0, first.code, first.output)
+        assert.are.equal(#files, first.summary.moved)
+        assert.are.equal(#files, main:count())
+        assert.are.equal(0, archive_series_finds())
+
+        -- One series more in one study: that study is compared series by series, the
+        -- other is whole in the archive (counted at STUDY level, not compared).
+        local study = stage:find{level = "STUDY", PatientID = "RTB001", StudyInstanceUID = ""}[1].StudyInstanceUID
+        assert.are.equal(1, stage:store{dicom.dataset{
+            SOPClassUID = "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID = dicom.uid(),
+            StudyInstanceUID = study, SeriesInstanceUID = dicom.uid(),
+            PatientID = "RTB001", PatientName = "TEST^PATIENT001", Modality = "OT", SeriesNumber = 99}}.stored)
+        local r = backup({}, "STAGE")
+        staging:wipe()
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(1, r.summary.moved)
+        assert.are.equal(1, archive_series_finds())
+    end)
+
     it("moves the structure set and CT a backed-up plan references", function()
         write_env('dicom_query_keys = { Modality = "RTPLAN" }')
         local r = backup{"--patient", "RTB001"}

@@ -6,7 +6,8 @@
 --              study-level dicom_query_keys)
 --   shortcut   studies the target holds whole by NumberOfStudyRelatedInstances (one
 --              C-FIND per 100 studies) are counted, not compared series by series
---   diff       per remaining study, SERIES-level C-FIND on both sides; a series the
+--   diff       per remaining study, SERIES-level C-FIND on both sides (the source's
+--              only, for a study that query showed the target lacks); a series the
 --              target lacks (or holds in part) becomes a unit of work
 local log = require "rtbackup.log"
 local task = require "rtbackup.task"
@@ -63,15 +64,17 @@ local function series_keys(selection)
 end
 
 -- Compares one study's series on both sides; units for the series not complete in
--- the target, plus counts.
-local function diff_study(src_peer, tgt_peer, study, selection, accept)
+-- the target, plus counts. absent: the target's STUDY-level C-FIND did not return the
+-- study, so its series are not asked of the target.
+local function diff_study(src_peer, tgt_peer, study, selection, accept, absent)
     local patient = study.PatientID
     local sq = {level = "SERIES", StudyInstanceUID = study.StudyInstanceUID, SeriesInstanceUID = "",
                 Modality = "", NumberOfSeriesRelatedInstances = "", SeriesDate = "", patient = patient}
     for k, v in pairs(series_keys(selection)) do sq[k] = v end
     local src = src_peer:find(sq)
-    local tgt = tgt_peer:find{level = "SERIES", StudyInstanceUID = study.StudyInstanceUID, SeriesInstanceUID = "",
-                              NumberOfSeriesRelatedInstances = "", patient = patient}
+    local tgt = absent and {} or tgt_peer:find{level = "SERIES", StudyInstanceUID = study.StudyInstanceUID,
+                                               SeriesInstanceUID = "", NumberOfSeriesRelatedInstances = "",
+                                               patient = patient}
     local in_target = {}
     for _, s in ipairs(tgt) do in_target[s.SeriesInstanceUID] = s end
 
@@ -106,9 +109,13 @@ end
 
 -- Studies the target already holds whole, by instance counts at STUDY level: the
 -- incremental run's shortcut. Only where both peers give NumberOfStudyRelatedInstances;
--- any doubt goes to the series diff.
+-- any doubt goes to the series diff. Second result: the counted studies the target did
+-- not return at all (it holds none of their series; a full backup's common case), where
+-- its answer can be trusted for that: it returned some study of a list, or the list's
+-- first study asked alone is not there either (a peer that ignores a list of UIDs
+-- answers nothing; taking that as "absent" would move again what it holds).
 local function complete_studies(tgt_peer, studies)
-    local counted, complete = {}, {}
+    local counted, complete, absent = {}, {}, {}
     for _, st in ipairs(studies) do
         if count_of(st, "NumberOfStudyRelatedInstances") then counted[#counted + 1] = st end
     end
@@ -121,17 +128,21 @@ local function complete_studies(tgt_peer, studies)
         local there = {}
         for _, t in ipairs(tgt_peer:find{level = "STUDY", StudyInstanceUID = #uids == 1 and uids[1] or uids,
                                          NumberOfStudyRelatedInstances = "", patient = patients}) do
-            there[t.StudyInstanceUID] = t.NumberOfStudyRelatedInstances
+            there[t.StudyInstanceUID] = t.NumberOfStudyRelatedInstances or false -- returned, uncounted
         end
+        local lists = #uids == 1 or next(there) ~= nil or
+            #tgt_peer:find{level = "STUDY", StudyInstanceUID = uids[1], patient = patients[1]} == 0
         for k = i, math.min(i + 99, #counted) do
             local st = counted[k]
             local n = there[st.StudyInstanceUID]
             if math.type(n) == "integer" and n >= st.NumberOfStudyRelatedInstances then
                 complete[st.StudyInstanceUID] = true
+            elseif n == nil and lists then
+                absent[st.StudyInstanceUID] = true
             end
         end
     end
-    return complete
+    return complete, absent
 end
 
 --- The plan of a selection: {units = {...}, complete = {...}, found, present,
@@ -155,13 +166,14 @@ function plan.make(src_peer, tgt_peer, selection, opts)
     for _, v in pairs(series_keys(selection)) do
         if v ~= "" and v ~= "*" then filtered = true end
     end
-    local whole = filtered and {} or complete_studies(tgt_peer, studies)
+    local whole, absent = {}, {}
+    if not filtered then whole, absent = complete_studies(tgt_peer, studies) end
     local results, failures = task.map(studies, function(study)
         if whole[study.StudyInstanceUID] then
             local n = study.NumberOfStudyRelatedInstances
             return {units = {}, complete = {}, found = n, present = n}
         end
-        local r = diff_study(src_peer, tgt_peer, study, selection, opts.accept)
+        local r = diff_study(src_peer, tgt_peer, study, selection, opts.accept, absent[study.StudyInstanceUID])
         if opts.on_study then opts.on_study(r) end
         return r
     end, {concurrency = opts.concurrency or 4, errors = "return"})
