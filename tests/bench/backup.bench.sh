@@ -83,12 +83,24 @@ complete_references = false
 ${3:+adaptive_associations = $3}
 TOML
 }
+# CPU (user+sys, ms) the two Orthancs have used so far: "source archive".
+servers_ms() {
+  local t; t=$(getconf CLK_TCK)
+  echo "$(awk -v t="$t" '{printf "%d", ($14 + $15) * 1000 / t}' "/proc/$STAGING_PID/stat")" \
+       "$(awk -v t="$t" '{printf "%d", ($14 + $15) * 1000 / t}' "/proc/$MAIN_PID/stat")"
+}
+# servers_since "S0 M0": what each Orthanc used since servers_ms said that, into $work/srv.
+servers_since() {
+  local a b c d; read -r a b <<<"$1"; read -r c d <<<"$(servers_ms)"
+  echo "$(( c - a )) $(( d - b ))" >"$work/srv"
+}
 # rtb_backup PORT [N]: a full backup, N fixed associations (none: the defaults); prints
-# ms, and the host's user+sys ms into $work/cpu.
+# ms, the host's user+sys ms into $work/cpu and the Orthancs' into $work/srv.
 rtb_backup() {
   if [ -n "${2:-}" ]; then envfile "$1" "$2" false; else envfile "$1"; fi
   wipe "$MAIN_HTTP_URL"; rm -rf "$work/state"
-  local t0 t1
+  local t0 t1 s0
+  s0=$(servers_ms)
   t0=$(now_ms)
   /usr/bin/time -f "%U %S" -o "$work/time" "$RTBACKUP_BIN" --config "$work/bench.toml" backup BENCH \
     --since 2026-11-01 --until 2026-11-01 >"$work/backup.log" 2>&1 || {
@@ -96,6 +108,7 @@ rtb_backup() {
     echo "backup failed (port $1, N ${2:-default}):" >&2; grep -v "^  error" "$work/backup.log" | tail -5 >&2
     echo 0 >"$work/cpu"; echo "-" >"$work/final"; echo "failed"; return; }
   t1=$(now_ms)
+  servers_since "$s0"
   awk '{printf "%d", ($1 + $2) * 1000}' "$work/time" >"$work/cpu"
   [ "$(count "$MAIN_HTTP_URL")" = "$total" ] || { echo "backup incomplete" >&2; exit 1; }
   grep -q '"verified":'"$total"'\b' "$work/state/BENCH-SRC-last-run.json" || { echo "not all verified (port $1): $(cat "$work/state/BENCH-SRC-last-run.json")" >&2; exit 1; }
@@ -113,13 +126,16 @@ movescu_loop() {
       -k QueryRetrieveLevel=STUDY -k StudyInstanceUID="$study" >/dev/null 2>&1
   done <"$work/studies.txt"
 }
-# movescu_timed PORT P: ms, or "incomplete" when the source refused some of them.
+# movescu_timed PORT P: ms, or "incomplete" when the source refused some of them; the
+# Orthancs' CPU into $work/srv.
 movescu_timed() {
   wipe "$MAIN_HTTP_URL"
-  local t0 t1
+  local t0 t1 s0
+  s0=$(servers_ms)
   t0=$(now_ms)
   movescu_parallel "$1" "$2" >/dev/null 2>&1 || true
   t1=$(now_ms)
+  servers_since "$s0"
   if [ "$(count "$MAIN_HTTP_URL")" = "$total" ]; then echo $(( t1 - t0 )); else echo incomplete; fi
 }
 
@@ -129,16 +145,19 @@ curl -s "$STAGING_HTTP_URL/studies?expand" | grep -o '"StudyInstanceUID" : "[0-9
 nstudies=$(wc -l <"$work/studies.txt")
 
 declare -A ms   # ms[source,run] = "runs..."
-cpu=() finals=()
+cpu=() finals=() srv_p4=() srv_def=() # srv_*: "source,archive" CPU ms of the Orthancs, local runs
 loop=()
 for _ in $(seq "$RUNS"); do
   wipe "$MAIN_HTTP_URL"
   loop+=("$(time_ms movescu_loop)")
   for src in $SOURCES; do
     port_var=${src}_PORT; port=${!port_var}
-    for p in 2 4 8; do ms[$src,P$p]+="$(movescu_timed "$port" "$p") "; done
+    for p in 2 4 8; do
+      ms[$src,P$p]+="$(movescu_timed "$port" "$p") "
+      [ "$src$p" = local4 ] && srv_p4+=("$(tr ' ' , <"$work/srv")")
+    done
     ms[$src,def]+="$(rtb_backup "$port") "
-    [ "$src" = local ] && cpu+=("$(cat "$work/cpu")")
+    [ "$src" = local ] && cpu+=("$(cat "$work/cpu")") && srv_def+=("$(tr ' ' , <"$work/srv")")
     finals+=("$src:$(cat "$work/final")")
     for n in 1 2 4 8; do ms[$src,N$n]+="$(rtb_backup "$port" "$n") "; done
   done
@@ -206,9 +225,23 @@ that finds everything present takes **$n ms** (median; runs ${noop[*]}), $(awk -
 backup (goal: under 2%), moves $moved instances, and opens $assoc associations. Peak memory
 of the host (max RSS) during that run: $(median "${rss[@]}") KiB."
 fi
+# per_k "A,B A,B ...": the medians of the As and of the Bs, in ms per 1000 instances.
+per_k() {
+  local as=() bs=() x
+  for x in $1; do as+=("${x%,*}"); bs+=("${x#*,}"); done
+  awk -v a="$(median "${as[@]}")" -v b="$(median "${bs[@]}")" -v n="$total" \
+    'BEGIN{printf "%.0f | %.0f", a * 1000 / n, b * 1000 / n}'
+}
 cpu_md=""
 [ "${#cpu[@]}" -gt 0 ] && cpu_md="Host CPU of the full backup with the defaults (user+sys of the rtbackup process, local):
-$(awk -v c="$(median "${cpu[@]}")" -v n="$total" 'BEGIN{printf "%.0f", c*1000/n}') ms per 1000 instances (runs, ms: ${cpu[*]})."
+$(awk -v c="$(median "${cpu[@]}")" -v n="$total" 'BEGIN{printf "%.0f", c*1000/n}') ms per 1000 instances (runs, ms: ${cpu[*]}).
+
+What the two Orthancs spend (local; user+sys ms per 1000 instances, medians; runs as source,archive ms):
+
+| run | source Orthanc | archive Orthanc | runs |
+|---|---:|---:|---|
+| movescu per study, 4 at a time | $(per_k "${srv_p4[*]}") | ${srv_p4[*]} |
+| rtbackup backup, defaults (plan, moves, verification) | $(per_k "${srv_def[*]}") | ${srv_def[*]} |"
 
 cat <<MD
 ## Full and incremental backup, Orthanc to Orthanc
