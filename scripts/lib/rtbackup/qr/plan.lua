@@ -130,8 +130,12 @@ local function complete_studies(tgt_peer, studies)
                                          NumberOfStudyRelatedInstances = "", patient = patients}) do
             there[t.StudyInstanceUID] = t.NumberOfStudyRelatedInstances or false -- returned, uncounted
         end
-        local lists = #uids == 1 or next(there) ~= nil or
-            #tgt_peer:find{level = "STUDY", StudyInstanceUID = uids[1], patient = patients[1]} == 0
+        local lists = #uids == 1 or next(there) ~= nil
+        if not lists then -- the probe; a failure of it only costs the shortcut
+            local ok, alone = pcall(tgt_peer.find, tgt_peer, {level = "STUDY", StudyInstanceUID = uids[1],
+                                                               patient = patients[1]})
+            lists = ok and #alone == 0
+        end
         for k = i, math.min(i + 99, #counted) do
             local st = counted[k]
             local n = there[st.StudyInstanceUID]
