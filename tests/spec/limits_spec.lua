@@ -33,13 +33,38 @@ describe("a peer's limiter", function()
         -- 4 x 2 served in a row: one more
         for _ = 1, 8 do l:note_ok() end
         assert.are.equal(3, l:limit())
-        -- a refusal resets the count
+        -- a refusal resets the count (the first, within the 2 confirmed, is forgiven:
+        -- see below)
         for _ = 1, 11 do l:note_ok() end
+        l:note_busy()
         l:note_busy()
         assert.are.equal(1, l:limit())
         -- back to the cap in the end
         for _ = 1, 100 do l:note_ok() end
         assert.are.equal(6, l:limit())
+    end)
+
+    it("forgives a refusal within what it has seen the peer admit, once in a while", function()
+        local l = limiter(4)
+        for _ = 1, 3 do l:acquire() end
+        l:note_busy() -- refused while 3 are held: the peer admits 2
+        assert.are.equal(2, l:limit())
+        for _ = 1, 8 do l:note_ok() end -- 4 x 2 served: 2 confirmed, 3 tried
+        assert.are.equal(3, l:limit())
+        l:note_busy() -- refused at 3, more than confirmed: believed
+        assert.are.equal(2, l:limit())
+        l:release() -- 2 held
+        -- Refused within the 2 confirmed: one of ours may not have ended yet for the
+        -- peer (its release on the way); kept to 2.
+        l:note_busy()
+        assert.are.equal(2, l:limit())
+        l:note_ok() -- one served: fewer than the 2 confirmed
+        l:note_busy() -- refused again: believed
+        assert.are.equal(1, l:limit())
+        for _ = 1, 8 do l:note_ok() end -- 1 confirmed now, 2 tried
+        l:note_busy() -- refused at 2, more than confirmed: believed
+        assert.are.equal(1, l:limit())
+        l:release(); l:release()
     end)
 
     it("tells how long a task waited for slots, so its operation's own time can be told apart", function()

@@ -17,6 +17,13 @@
 -- rejected-transient) while this process holds n, the limiter keeps to n - 1 (at least
 -- 1), so moves, queries and verifications wait here instead of being refused there;
 -- after 4 x that many operations served in a row it tries one more, up to the cap.
+-- That many served also confirms the number it kept to. A refusal within a confirmed
+-- number n is forgiven when at least n operations were served since the last one
+-- forgiven: one of our associations that has ended may not have ended yet for the peer
+-- (its release still on the way), and keeping to one fewer then would halve the work
+-- with an archive capped at 2, for nothing. A peer that really admits fewer now refuses
+-- about as often as it serves, and is soon believed. The refused operation is asked
+-- again later (rtbackup.dicom, rtbackup.run), as always.
 local errors = require "rtbackup.error"
 local host = require "rtbackup.host"
 local log = require "rtbackup.log"
@@ -45,7 +52,7 @@ function limits.for_peer(key, cap)
     cap = math.max(1, math.tointeger(cap) or 1)
     local l = registry[key]
     if not l then
-        l = setmetatable({key = key, cap = cap, active = 0, peak = 0, waiting = {}, granted = {},
+        l = setmetatable({key = key, cap = cap, active = 0, peak = 0, waiting = {}, granted = {}, since_forgiven = 0,
                           holders = setmetatable({}, {__mode = "k"})}, Limiter)
         registry[key] = l
     elseif cap < l.cap then
@@ -68,7 +75,14 @@ end
 --- The peer refused an association as busy while this one held a slot.
 function Limiter:note_busy()
     local learned = math.max(1, self.active - 1)
+    if self.active <= (self.confirmed or 0) and self.since_forgiven >= self.confirmed then
+        self.since_forgiven = 0
+        log.debug("the peer refused an association within what it was seen to admit; asking again",
+                  {peer = self.key, associations = self.active})
+        return
+    end
     self.served = 0
+    if self.confirmed then self.confirmed = math.min(self.confirmed, learned) end
     if learned < self:limit() then
         self.learned = learned
         log.info("the peer admits fewer associations at once; keeping to that", {peer = self.key, associations = learned})
@@ -77,10 +91,12 @@ end
 
 --- The peer served an association: after enough in a row, one more is tried.
 function Limiter:note_ok()
+    self.since_forgiven = self.since_forgiven + 1
     if not self.learned then return end
     self.served = (self.served or 0) + 1
     if self.served >= 4 * self.learned then
         self.served = 0
+        self.confirmed = self.learned
         self.learned = self.learned + 1
         if self.learned >= self.cap then self.learned = nil end
     end

@@ -320,9 +320,15 @@ function Run:move_job(job)
         return "verify", tonumber(reported) or 0
     end
     if self:requeue_move(job, reported) then
-        log.warn(exit.is_busy(reported) and "the source is at its limit of associations; the move is tried again later"
-                 or "the source struggles with this many associations; the move is tried again with fewer",
-                 {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
+        -- A source at its limit says so and is simply asked again (an archive capped at
+        -- two associations does that many times a run): not a warning.
+        local busy = exit.is_busy(reported)
+        local fields = {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)}
+        if busy then
+            log.info("the source is at its limit of associations; the move is tried again later", fields)
+        else
+            log.warn("the source struggles with this many associations; the move is tried again with fewer", fields)
+        end
         return "requeue", 0
     end
     if exit.is_unreachable(reported) or exit.is_stopped(reported) then
