@@ -33,9 +33,8 @@ local function peer(series, lists)
                                         NumberOfStudyRelatedInstances = 0}
                     out[#out + 1] = studies[s.study]
                 end
-                if studies[s.study] then
-                    studies[s.study].NumberOfStudyRelatedInstances = studies[s.study].NumberOfStudyRelatedInstances + s.n
-                end
+                local st = studies[s.study]
+                if st then st.NumberOfStudyRelatedInstances = st.NumberOfStudyRelatedInstances + s.n end
             end
         end
         for _, m in ipairs(out) do if on_match then on_match(m) end end
