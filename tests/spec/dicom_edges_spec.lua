@@ -172,6 +172,21 @@ describe("rtbackup store over several associations", function()
         assert.are.same({1, 1}, {stats.associations, stats.peak})
     end)
 
+    it("refuses an --associations or --max-reconnects that is no whole number, naming it, before any association", function()
+        local dir = folder()
+        local rl = relay(tb.MAIN_PORT)
+        for _, bad in ipairs{{"--associations", "0"}, {"--associations", "four"}, {"--associations", "2.5"},
+                             {"--max-reconnects", "-1"}} do
+            local r = store_through(rl, dir, bad[1] .. "=" .. bad[2]) -- "=": "-1" is no option
+            assert.are.equal(2, r.code, r.output)
+            local said = string.format("%s: expected a whole number of at least ", bad[1])
+            assert.matches(said:gsub("%p", "%%%0") .. "%d, got '" .. bad[2]:gsub("%p", "%%%0") .. "'", r.stderr)
+        end
+        local stats = rl.stats()
+        rl.stop()
+        assert.are.equal(0, stats.associations)
+    end)
+
     it("with --associations 4 keeps 4 open at once, every file with its own outcome", function()
         orthanc:wipe()
         local dir, n, bad = folder()
