@@ -17,20 +17,10 @@ choices are logged); --associations N fixes the number (1: one association, as s
   rtbackup store --aet ME --aec ORTHANC --host 10.0.0.9 --port 4242 --filepath ./ct --associations 4]], dc.EXIT_CODES)
 dc.add_peer_options(parser)
 parser:option("--filepath", "a DICOM file or a directory"):count("+")
--- A whole number of at least `min`, else an error naming the option and what was given.
-local function whole(option, min)
-    return function(text)
-        local n = math.tointeger(tonumber(text))
-        if n == nil or n < min then
-            return nil, string.format("%s: expected a whole number of at least %d, got '%s'", option, min, text)
-        end
-        return n
-    end
-end
 parser:option("--max-reconnects", "associations lost in a row before the rest is given up", "3")
-      :convert(whole("--max-reconnects", 0))
+      :convert(cli.whole_number("--max-reconnects", 0))
 parser:option("--associations", "associations at once (default: adaptive up to the peer's max_associations)")
-      :convert(whole("--associations", 1))
+      :convert(cli.whole_number("--associations", 1))
 dc.add_format_option(parser)
 local args = cli.parse(parser, dc.dcmtk_args({...}))
 

@@ -41,6 +41,18 @@ function cli.add_format_option(parser, choices)
     parser:option("--format", table.concat(choices, ", ")):choices(choices)
 end
 
+--- An option's converter (parser:option(...):convert(...)): a whole number of at least
+-- `min`, else a usage error naming the option and what was given.
+function cli.whole_number(option, min)
+    return function(text)
+        local n = math.tointeger(tonumber(text))
+        if n == nil or n < min then
+            return nil, string.format("%s: expected a whole number of at least %d, got '%s'", option, min, text)
+        end
+        return n
+    end
+end
+
 --- --since/--until: real dates, the first not after the last.
 function cli.period(since, till)
     return clock.check_period(since, till, "--since", "--until")
