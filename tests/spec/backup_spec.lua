@@ -101,28 +101,39 @@ describe("rtbackup backup", function()
         assert.are.equal(r.summary.found, main:count())
     end)
 
-    it("moves only a series added at the source (Orthanc to Orthanc)", function()
-        -- Orthanc "staging" plays the source here: unlike dcmqrscp, what this test
-        -- adds to it can be taken away again, so the other specs see the same data.
+    -- Orthanc "staging" plays the source (source "STAGE") in the tests below: unlike
+    -- dcmqrscp, it counts a study's instances (the plan's shortcuts need that), and what
+    -- a test adds to it can be taken away again, so the other specs see the same data.
+    -- Empties it and stores the synthetic files of `patients`; returns its peer and
+    -- the number of files.
+    local function stage_patients(patients)
         staging:wipe()
         local stage = dicom.peer{aet = tb.STAGING_AET, host = tb.HOST, port = tonumber(tb.STAGING_PORT),
                                  calling_aet = tb.SCU_AET}
         local files = {}
         for line in io.lines(tb.SYNTH_DIR .. "/index.txt") do
             local pid, _, path = line:match("^(%S+) (%S+) (%S+)$")
-            if pid == "RTB001" then files[#files + 1] = path end
+            if patients[pid] then files[#files + 1] = path end
         end
         assert.are.equal(#files, stage:store(files).stored)
-        local first = backup({}, "STAGE")
-        assert.are.equal(0, first.code, first.output)
-        assert.are.equal(#files, first.summary.moved)
-
+        return stage, #files
+    end
+    -- Adds a one-instance series to RTB001's study in staging.
+    local function add_series(stage)
         local study = stage:find{level = "STUDY", PatientID = "RTB001", StudyInstanceUID = ""}[1].StudyInstanceUID
-        local stored = stage:store{dicom.dataset{
+        assert.are.equal(1, stage:store{dicom.dataset{
             SOPClassUID = "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID = dicom.uid(),
             StudyInstanceUID = study, SeriesInstanceUID = dicom.uid(),
-            PatientID = "RTB001", PatientName = "TEST^PATIENT001", Modality = "OT", SeriesNumber = 99}}
-        assert.are.equal(1, stored.stored)
+            PatientID = "RTB001", PatientName = "TEST^PATIENT001", Modality = "OT", SeriesNumber = 99}}.stored)
+    end
+
+    it("moves only a series added at the source (Orthanc to Orthanc)", function()
+        local stage, n = stage_patients{RTB001 = true}
+        local first = backup({}, "STAGE")
+        assert.are.equal(0, first.code, first.output)
+        assert.are.equal(n, first.summary.moved)
+
+        add_series(stage)
         local r = backup({}, "STAGE")
         staging:wipe()
         assert.are.equal(0, r.code, r.output)
@@ -132,20 +143,10 @@ describe("rtbackup backup", function()
     end)
 
     it("asks the archive nothing per study it lacks, and compares the series of one it holds", function()
-        -- Orthanc "staging" as the source: it counts a study's instances, which the
-        -- plan's shortcuts need (dcmqrscp does not).
-        staging:wipe()
         local audit_log = dir .. "/audit.jsonl"
         os.remove(audit_log)
         write_env(string.format("audit_log = %q", audit_log))
-        local stage = dicom.peer{aet = tb.STAGING_AET, host = tb.HOST, port = tonumber(tb.STAGING_PORT),
-                                 calling_aet = tb.SCU_AET}
-        local files = {}
-        for line in io.lines(tb.SYNTH_DIR .. "/index.txt") do
-            local pid, _, path = line:match("^(%S+) (%S+) (%S+)$")
-            if pid == "RTB001" or pid == "RTB002" then files[#files + 1] = path end
-        end
-        assert.are.equal(#files, stage:store(files).stored)
+        local stage, n = stage_patients{RTB001 = true, RTB002 = true}
         -- The archive's series-level C-FINDs (their keys ask for the series' counts), per run.
         local function archive_series_finds()
             local n = 0
@@ -160,17 +161,13 @@ describe("rtbackup backup", function()
         end
         local first = backup({}, "STAGE")
         assert.are.equal(0, first.code, first.output)
-        assert.are.equal(#files, first.summary.moved)
-        assert.are.equal(#files, main:count())
+        assert.are.equal(n, first.summary.moved)
+        assert.are.equal(n, main:count())
         assert.are.equal(0, archive_series_finds())
 
         -- One series more in one study: that study is compared series by series, the
         -- other is whole in the archive (counted at STUDY level, not compared).
-        local study = stage:find{level = "STUDY", PatientID = "RTB001", StudyInstanceUID = ""}[1].StudyInstanceUID
-        assert.are.equal(1, stage:store{dicom.dataset{
-            SOPClassUID = "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID = dicom.uid(),
-            StudyInstanceUID = study, SeriesInstanceUID = dicom.uid(),
-            PatientID = "RTB001", PatientName = "TEST^PATIENT001", Modality = "OT", SeriesNumber = 99}}.stored)
+        add_series(stage)
         local r = backup({}, "STAGE")
         staging:wipe()
         assert.are.equal(0, r.code, r.output)
