@@ -84,11 +84,7 @@ ${3:+adaptive_associations = $3}
 TOML
 }
 # CPU (user+sys, ms) the two Orthancs have used so far: "source archive".
-servers_ms() {
-  local t; t=$(getconf CLK_TCK)
-  echo "$(awk -v t="$t" '{printf "%d", ($14 + $15) * 1000 / t}' "/proc/$STAGING_PID/stat")" \
-       "$(awk -v t="$t" '{printf "%d", ($14 + $15) * 1000 / t}' "/proc/$MAIN_PID/stat")"
-}
+servers_ms() { echo "$(cpu_ms "$STAGING_PID") $(cpu_ms "$MAIN_PID")"; }
 # servers_since "S0 M0": what each Orthanc used since servers_ms said that, into $work/srv.
 servers_since() {
   local a b c d; read -r a b <<<"$1"; read -r c d <<<"$(servers_ms)"

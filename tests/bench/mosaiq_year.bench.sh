@@ -57,7 +57,7 @@ gen_ms=$(( $(now_ms) - t0 ))
 orthanc_cpu() {
   local pid
   pid=$(pgrep -f "$work/tb/$1/orthanc.json" | head -n 1)
-  awk '{ printf "%.1f", ($14 + $15) / '"$(getconf CLK_TCK)"' }' "/proc/$pid/stat"
+  awk -v ms="$(cpu_ms "$pid")" 'BEGIN { printf "%.1f", ms / 1000 }'
 }
 main0=$(orthanc_cpu main) staging0=$(orthanc_cpu staging)
 t0=$(now_ms)
