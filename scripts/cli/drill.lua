@@ -19,20 +19,17 @@ anywhere; the scratch directory is removed at the end. Recorded like a run (jour
 parser:argument("env", "environment")
 parser:argument("source", "source alias (default: the environment's default_source)"):args("?")
 parser:flag("--all", "every source of the environment, one after the other")
-parser:option("--sample", "how many studies (Mosaiq: records) to drill (default: the setting drill_sample)"):convert(tonumber)
+parser:option("--sample", "how many studies (Mosaiq: records) to drill (default: the setting drill_sample)")
+      :convert(cli.whole_number("--sample", 1))
 parser:option("--study", "drill this StudyInstanceUID (every verified series of it) instead of a sample")
-parser:option("--seed", "seed of the random sample (to repeat a drill's choice)"):convert(tonumber)
+parser:option("--seed", "seed of the random sample (to repeat a drill's choice)"):convert(cli.whole_number("--seed"))
 parser:option("--metrics-file", "write the drill's Prometheus metrics to this file (command=\"drill\")")
 cli.add_format_option(parser, {"text", "json"})
 local args = cli.parse(parser, {...})
 
-if args.sample and (args.sample < 1 or args.sample ~= math.floor(args.sample)) then
-    cli.usage("--sample: expected a whole number, 1 or more")
-end
 if args.sample and args.study then cli.usage("--sample and --study: give one") end
-if args.seed and args.seed ~= math.floor(args.seed) then cli.usage("--seed: expected a whole number") end
 local env = cli.load_env(args.env)
 return require("rtbackup.drill").sources(env, cli.sources(env, args.source, args.all), {
-    sample = math.tointeger(args.sample), study = args.study, seed = math.tointeger(args.seed),
+    sample = args.sample, study = args.study, seed = args.seed,
     metrics_file = args.metrics_file, format = args.format,
 })

@@ -25,13 +25,12 @@ parser:argument("env", "environment")
 cli.add_format_option(parser)
 parser:flag("--json", "the same as --format json")
 parser:flag("--deep", "also C-FIND each source and the archive, and C-MOVE one instance into the archive")
-parser:option("--timeout", "seconds each check may take", "10"):convert(tonumber)
-parser:option("--min-free-mb", "free space below this many MiB fails the check", "1024"):convert(tonumber)
+parser:option("--timeout", "seconds each check may take", "10"):convert(cli.seconds("--timeout"))
+parser:option("--min-free-mb", "free space below this many MiB fails the check", "1024")
+      :convert(cli.whole_number("--min-free-mb", 0))
 parser:option("--metrics-file", "also write the results in Prometheus text format to this file")
 local args = cli.parse(parser, {...})
 
-if not args.timeout or args.timeout <= 0 then cli.usage("--timeout: expected a positive number of seconds") end
-if not args.min_free_mb or args.min_free_mb < 0 then cli.usage("--min-free-mb: expected a number of MiB (0 or more)") end
 
 local health = require "rtbackup.health"
 local env = cli.load_env(args.env)

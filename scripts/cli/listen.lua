@@ -23,13 +23,15 @@ scp_max_associations and scp_max_per_host apply unless an option says otherwise.
     "130/143 stopped by SIGINT/SIGTERM (the normal end), 1 cannot listen, 2 usage or configuration error")
 parser:option("--env", "environment: our AE title and port from its script_ae, limits from its settings")
 parser:option("--aet", "our AE title")
-parser:option("--port", "port to listen on (0: any free port)"):convert(tonumber)
+parser:option("--port", "port to listen on (0: any free port)"):convert(cli.port("--port", true))
 parser:option("--out-dir", "where instances are written (created)")
 parser:option("--allow", "calling AE title to accept (repeatable; default: any)"):count("*")
 parser:option("--request-timeout", "seconds a new connection has to send its association request (default 5)")
-    :convert(tonumber)
-parser:option("--max-associations", "connections served at once, all hosts together (default 8)"):convert(tonumber)
-parser:option("--max-per-host", "connections served at once from one remote address (default 4)"):convert(tonumber)
+    :convert(cli.whole_number("--request-timeout", 1))
+parser:option("--max-associations", "connections served at once, all hosts together (default 8)")
+    :convert(cli.whole_number("--max-associations", 1))
+parser:option("--max-per-host", "connections served at once from one remote address (default 4)")
+    :convert(cli.whole_number("--max-per-host", 1))
 parser:option("--tls-cert", "DICOM TLS: our certificate (PEM); every connection must then use TLS")
 parser:option("--tls-key", "DICOM TLS: the private key of --tls-cert (PEM)")
 parser:option("--tls-ca", "DICOM TLS: CA certificates (PEM) a client certificate must chain to")
@@ -52,16 +54,11 @@ if not aet or not port or not args.out_dir then
     usage("give --aet, --port (or --env) and --out-dir")
 end
 
-local function count(name, value, default, min)
-    value = value or default
-    if math.type(value) ~= "integer" or value < min then
-        usage(string.format("%s must be a whole number >= %d, got %s", name, min, tostring(value)))
-    end
-    return value
-end
-local request_timeout = count("--request-timeout", args.request_timeout or settings.scp_request_timeout, 5, 1)
-local max_associations = count("--max-associations", args.max_associations or settings.scp_max_associations, 8, 1)
-local max_per_host = count("--max-per-host", args.max_per_host or settings.scp_max_per_host, 4, 1)
+-- Each is checked where it comes from: the option by its converter, the setting by the
+-- configuration's validation.
+local request_timeout = args.request_timeout or settings.scp_request_timeout or 5
+local max_associations = args.max_associations or settings.scp_max_associations or 8
+local max_per_host = args.max_per_host or settings.scp_max_per_host or 4
 
 --- The words of a command line: blanks separate, '...' and "..." group (no escapes,
 -- no variables, no globs: it never reaches a shell).

@@ -19,18 +19,15 @@ serve_password_hash as a secret); serve_hide_patient_ids leaves patient IDs out.
     "130/143 stopped by SIGINT/SIGTERM (the normal end)")
 parser:argument("env", "environments to serve (default: every one in the configuration)"):args("*")
 parser:option("--address", "address to listen on (overrides serve_address)")
-parser:option("--port", "TCP port (overrides serve_port; 0: any free port)"):convert(tonumber)
+parser:option("--port", "TCP port (overrides serve_port; 0: any free port)"):convert(cli.port("--port", true))
 parser:option("--port-file", "write the port listened on to this file once serving (with --port 0)")
 parser:flag("--hash-password", "read a password on stdin, print its hash for serve_password_hash, exit")
 local args = cli.parse(parser, {...})
 
 if args.hash_password then return require("rtbackup.serve.password").print_hash(io.stdin, io.stdout) end
-if args.port and (args.port ~= math.floor(args.port) or args.port < 0 or args.port > 65535) then
-    cli.usage("--port: expected 0 to 65535")
-end
 local names = #args.env > 0 and args.env or require("rtbackup.config").environments()
 if #names == 0 then cli.usage("no environment to serve in " .. tostring(require("rtbackup.config").path())) end
 local envs = {}
 for i, name in ipairs(names) do envs[i] = cli.load_env(name) end
-return require("rtbackup.serve").run(envs, {address = args.address, port = math.tointeger(args.port),
+return require("rtbackup.serve").run(envs, {address = args.address, port = args.port,
                                             port_file = args.port_file})

@@ -15,22 +15,21 @@ backup (C-FIND; Mosaiq: the day's deliveries rebuilt).
     "2 usage or configuration error, 4 --refresh: a peer unreachable")
 parser:argument("env", "environment")
 parser:argument("source", "source alias (default: every source)"):args("?")
-parser:option("--days", "the last N days, today included (default: the setting serve_days, 30)"):convert(tonumber)
+parser:option("--days", "the last N days, today included (default: the setting serve_days, 30)")
+      :convert(cli.whole_number("--days", 1))
 parser:option("--since", "first day, YYYY-MM-DD (instead of --days)")
 parser:option("--until", "last day, YYYY-MM-DD (default: today)")
-parser:option("--runs", "how many of the last runs to list", "10"):convert(tonumber)
+parser:option("--runs", "how many of the last runs to list", "10"):convert(cli.whole_number("--runs", 1))
 parser:flag("--refresh", "count the days again on the peers (C-FIND; Mosaiq: rebuild the day's records)")
 parser:flag("--hide-patient-ids", "leave patient IDs out")
 cli.add_format_option(parser, {"table", "json"})
 local args = cli.parse(parser, {...})
 
-if args.days and (args.days < 1 or args.days ~= math.floor(args.days)) then cli.usage("--days: expected a whole number of days, 1 or more") end
 if args.days and args.since then cli.usage("--days and --since: give one") end
-if not args.runs or args.runs < 1 then cli.usage("--runs: expected 1 or more") end
 local env = cli.load_env(args.env)
 if args.source and not (env.sources or {})[args.source] then cli.usage(env.name .. " has no source " .. args.source) end
 local since, till = cli.period(args.since, args["until"])
 local status = require "rtbackup.status"
-return status.run(env, {source = args.source, days = math.tointeger(args.days), since = since, ["until"] = till,
-                        runs = math.tointeger(args.runs), refresh = args.refresh,
+return status.run(env, {source = args.source, days = args.days, since = since, ["until"] = till,
+                        runs = args.runs, refresh = args.refresh,
                         hide_patients = args.hide_patient_ids, format = args.format})

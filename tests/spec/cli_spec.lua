@@ -50,6 +50,32 @@ describe("rtbackup", function()
         assert.are.equal(2, r.code)
         assert.matches("Usage:", r.stderr)
     end)
+
+    -- Each command's numbers are checked by the same converters before anything is
+    -- loaded or contacted (no environment is needed to be refused).
+    it("refuses a number that is not one, or out of range, naming the option and what it got (exit 2)", function()
+        local cases = {
+            {{"drill", "X", "--sample", "three"}, "--sample: expected a whole number of at least 1, got 'three'"},
+            {{"drill", "X", "--seed", "1.5"}, "--seed: expected a whole number, got '1.5'"},
+            {{"status", "X", "--days", "0"}, "--days: expected a whole number of at least 1, got '0'"},
+            {{"status", "X", "--runs", "ten"}, "--runs: expected a whole number of at least 1, got 'ten'"},
+            {{"health", "X", "--timeout", "0"}, "--timeout: expected a positive number of seconds, got '0'"},
+            {{"health", "X", "--min-free-mb", "lots"}, "--min-free-mb: expected a whole number of at least 0, got 'lots'"},
+            {{"serve", "--port", "65536"}, "--port: expected a whole number from 0 to 65535, got '65536'"},
+            {{"listen", "--port", "http"}, "--port: expected a whole number from 0 to 65535, got 'http'"},
+            {{"listen", "--max-per-host", "0"}, "--max-per-host: expected a whole number of at least 1, got '0'"},
+            {{"echo", "--port", "x"}, "--port: expected a whole number from 1 to 65535, got 'x'"},
+            {{"echo", "--aet", "A", "--aec", "B", "127.0.0.1", "0"}, "port: expected a whole number from 1 to 65535, got '0'"},
+            {{"find", "--dimse-timeout", "nan"}, "--dimse-timeout: expected a positive number of seconds, got 'nan'"},
+            {{"mosaiq-db", "create", "X", "--patients", "-"}, "--patients: expected a whole number of at least 1, got '-'"},
+        }
+        for _, case in ipairs(cases) do
+            local r = h.run(case[1])
+            local line = table.concat(case[1], " ")
+            assert.are.equal(2, r.code, line .. ": " .. r.stderr)
+            assert.matches(case[2], r.stderr, 1, true)
+        end
+    end)
 end)
 
 describe("rtbackup run", function()

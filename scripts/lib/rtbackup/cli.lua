@@ -42,15 +42,36 @@ function cli.add_format_option(parser, choices)
 end
 
 --- An option's converter (parser:option(...):convert(...)): a whole number of at least
--- `min`, else a usage error naming the option and what was given.
-function cli.whole_number(option, min)
+-- `min` (nil: any) and at most `max` (nil: no bound), else a usage error naming the
+-- option, what it expects and what was given ("--port: expected a whole number from
+-- 1 to 65535, got 'x'"; argparse alone says only "malformed argument 'x'").
+function cli.whole_number(option, min, max)
+    local expected = "a whole number"
+    if min and max then expected = string.format("a whole number from %d to %d", min, max)
+    elseif min then expected = string.format("a whole number of at least %d", min) end
     return function(text)
         local n = math.tointeger(tonumber(text))
-        if n == nil or n < min then
-            return nil, string.format("%s: expected a whole number of at least %d, got '%s'", option, min, text)
+        if n == nil or (min and n < min) or (max and n > max) then
+            return nil, string.format("%s: expected %s, got '%s'", option, expected, text)
         end
         return n
     end
+end
+
+--- An option's converter: a positive number of seconds (fractions allowed).
+function cli.seconds(option)
+    return function(text)
+        local n = tonumber(text)
+        if n == nil or n <= 0 or n ~= n or n == math.huge then
+            return nil, string.format("%s: expected a positive number of seconds, got '%s'", option, text)
+        end
+        return n
+    end
+end
+
+--- An option's converter: a TCP port, 1 to 65535 (0 too where `any` says "any free port").
+function cli.port(option, any)
+    return cli.whole_number(option, any and 0 or 1, 65535)
 end
 
 --- --since/--until: real dates, the first not after the last.

@@ -37,10 +37,10 @@ function M.add_peer_options(parser)
     parser:option("--aet", "our (calling) AE title (default with --env: its script_ae.aet); DCMTK: -aet")
     parser:option("--aec", "the peer's (called) AE title; DCMTK: -aec")
     parser:option("--host", "the peer's host name or IP address")
-    parser:option("--port", "the peer's port"):convert(tonumber)
-    parser:option("--connect-timeout", "seconds to connect (default: the setting); DCMTK: -to"):convert(tonumber)
-    parser:option("--acse-timeout", "seconds for association messages; DCMTK: -ta"):convert(tonumber)
-    parser:option("--dimse-timeout", "seconds for DIMSE messages; DCMTK: -td"):convert(tonumber)
+    parser:option("--port", "the peer's port"):convert(cli.port("--port"))
+    parser:option("--connect-timeout", "seconds to connect (default: the setting); DCMTK: -to"):convert(cli.seconds("--connect-timeout"))
+    parser:option("--acse-timeout", "seconds for association messages; DCMTK: -ta"):convert(cli.seconds("--acse-timeout"))
+    parser:option("--dimse-timeout", "seconds for DIMSE messages; DCMTK: -td"):convert(cli.seconds("--dimse-timeout"))
     parser:flag("--verbose", "log what happens (level info); DCMTK: -v")
     parser:flag("--debug", "log everything, associations included (level debug); DCMTK: -d")
 end
@@ -51,10 +51,7 @@ end
 
 local function apply_timeouts(peer, args)
     for _, k in ipairs{"connect_timeout", "acse_timeout", "dimse_timeout"} do
-        if args[k] then
-            if args[k] <= 0 then usage("--" .. k:gsub("_", "-") .. ": expected a positive number of seconds") end
-            peer[k] = math.ceil(args[k])
-        end
+        if args[k] then peer[k] = math.ceil(args[k]) end -- DCMTK counts whole seconds
     end
     return peer
 end
@@ -68,8 +65,8 @@ function M.peer(args)
         args.host = args.peer_host
     end
     if args.peer_port then
-        local port = tonumber(args.peer_port)
-        if not port then usage("port: expected a number, got " .. args.peer_port) end
+        local port, err = cli.port("port")(args.peer_port)
+        if not port then usage(err) end
         args.port = port
     end
     local env = args.env and cli.load_env(args.env)
