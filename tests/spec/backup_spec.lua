@@ -350,6 +350,30 @@ describe("rtbackup restore", function()
     it("is a usage error without --patient or --study", function()
         assert.are.equal(2, rtb{"restore", "TB", "--to", "STAGING"}.code)
     end)
+
+    -- C-FIND reads '*' in a PatientID as a wildcard: the archive answers for both
+    -- patients below, and only the one named may reach the destination.
+    it("restores only the patient named, though the archive's match also takes others", function()
+        main:wipe()
+        staging:wipe()
+        local archive = dicom.peer{aet = tb.MAIN_AET, host = tb.HOST, port = tonumber(tb.MAIN_PORT),
+                                   calling_aet = tb.SCU_AET}
+        local function instance(patient)
+            return dicom.dataset{SOPClassUID = "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID = dicom.uid(),
+                                 StudyInstanceUID = dicom.uid(), SeriesInstanceUID = dicom.uid(),
+                                 PatientID = patient, PatientName = "TEST^WILDCARD", Modality = "OT"}
+        end
+        assert.are.equal(2, archive:store{instance("RTB*7"), instance("RTBX7")}.stored)
+        local r = rtb{"restore", "TB", "--to", "STAGING", "--patient", "RTB*7"}
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("restored 1 of 1 instances", r.stdout)
+        assert.matches("studies_left_out=1", r.stderr)
+        local patients = staging:get("/patients")
+        assert.are.equal(1, #patients)
+        assert.are.equal("RTB*7", staging:get("/patients/" .. patients[1]).MainDicomTags.PatientID)
+        main:wipe()
+        staging:wipe()
+    end)
 end)
 
 describe("rtbackup query", function()

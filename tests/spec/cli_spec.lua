@@ -68,6 +68,13 @@ describe("rtbackup", function()
             {{"echo", "--aet", "A", "--aec", "B", "127.0.0.1", "0"}, "port: expected a whole number from 1 to 65535, got '0'"},
             {{"find", "--dimse-timeout", "nan"}, "--dimse-timeout: expected a positive number of seconds, got 'nan'"},
             {{"mosaiq-db", "create", "X", "--patients", "-"}, "--patients: expected a whole number of at least 1, got '-'"},
+            -- an empty ID or UID would match every patient or study in a C-FIND or C-MOVE
+            {{"restore", "X", "--to", "Y", "--patient", " "}, "--patient: expected one patient's ID (not blank"},
+            {{"restore", "X", "--to", "Y", "--patient", "A\\B"}, "--patient: expected one patient's ID"},
+            {{"restore", "X", "--to", "Y", "--study", ""}, "--study: expected a UID (digits and dots, at most 64 characters), got ''"},
+            {{"backup", "X", "--study", "1.2.*"}, "--study: expected a UID"},
+            {{"validate", "X", "--patient", ""}, "--patient: expected one patient's ID"},
+            {{"drill", "X", "--study", "1..2"}, "--study: expected a UID"},
         }
         for _, case in ipairs(cases) do
             local r = h.run(case[1])

@@ -34,6 +34,7 @@ function restore.run(env, opts)
         ctx:flush()
         return exit.is_unreachable(studies) and exit.unreachable or exit.partial
     end
+    studies = plan.of_patient(studies, opts.patient, archive.alias)
     if #studies == 0 then
         io.stderr:write(string.format("rtbackup restore: %s holds nothing for %s\n", archive.alias,
                                       opts.patient and ("patient " .. opts.patient) or ("study " .. opts.study)))

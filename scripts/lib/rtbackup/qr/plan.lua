@@ -51,7 +51,31 @@ function plan.studies(peer, selection)
     end
     if selection.patient then q.PatientID = selection.patient end
     if selection.study then q.StudyDate = "" end -- a named study is taken whatever its date
-    return peer:find(q)
+    return plan.of_patient(peer:find(q), selection.patient, peer.alias)
+end
+
+--- The rows of `rows` that are `patient`'s (all of them when patient is nil). C-FIND
+-- reads '*' and '?' in an ID as wildcards, and an archive may match loosely (case,
+-- prefix, its own rules): a row naming another patient is left out, and said. A row
+-- naming none is kept only when the ID has no wildcard (the archive matched it exactly).
+function plan.of_patient(rows, patient, peer_name)
+    if not patient then return rows end
+    local pattern = patient:find("[*?]") ~= nil
+    local kept, others = {}, 0
+    for _, row in ipairs(rows) do
+        local id = row.PatientID
+        if type(id) ~= "string" or id == "" then id = not pattern and patient or nil end
+        if id ~= patient then
+            others = others + 1
+        else
+            kept[#kept + 1] = row
+        end
+    end
+    if others > 0 then
+        log.warn("the archive answered a query for one patient with studies of others: left out",
+                 {peer = peer_name, patient = patient, studies_left_out = others})
+    end
+    return kept
 end
 
 -- The series keys of the selection (those not at STUDY level).
