@@ -91,11 +91,10 @@ void plan_file(rtb_dicom_store_item *it, const rtb_dicom_peer *peer, Plan &p)
     DcmMetaInfo *meta = ff.getMetaInfo();
     std::string sop_class = read_uid(ds, DCM_SOPClassUID);
     std::string sop_instance = read_uid(ds, DCM_SOPInstanceUID);
-    std::string xfer;
+    std::string xfer, media_class;
     if (meta && meta->card() > 0) {
         xfer = read_uid(meta, DCM_TransferSyntaxUID);
-        if (sop_class.empty()) sop_class = read_uid(meta, DCM_MediaStorageSOPClassUID);
-        if (sop_instance.empty()) sop_instance = read_uid(meta, DCM_MediaStorageSOPInstanceUID);
+        media_class = read_uid(meta, DCM_MediaStorageSOPClassUID);
     }
     // The syntax the dataset was actually read in: a meta header may name another.
     E_TransferSyntax read_as = ds->getOriginalXfer();
@@ -103,9 +102,17 @@ void plan_file(rtb_dicom_store_item *it, const rtb_dicom_peer *peer, Plan &p)
     copy_str(it->sop_class_uid, sizeof it->sop_class_uid, sop_class.c_str());
     copy_str(it->transfer_syntax_uid, sizeof it->transfer_syntax_uid, xfer.c_str());
     copy_str(it->sop_instance_uid, sizeof it->sop_instance_uid, sop_instance.c_str());
+    // The UIDs must be the dataset's own (as storescu requires): the meta header's
+    // copies alone would send a dataset the peer cannot index and we cannot verify.
+    if (media_class == UID_MediaStorageDirectoryStorage) {
+        item_fail(it, peer, RTB_STORE_UNREADABLE, RTB_DICOM_E_IO,
+                  "%s: a DICOMDIR (the index of a medium), not an instance", it->path);
+        return;
+    }
     if (sop_class.empty() || sop_instance.empty()) {
         item_fail(it, peer, RTB_STORE_UNREADABLE, RTB_DICOM_E_IO,
-                  "%s: not a DICOM instance (no SOP Class/Instance UID)", it->path);
+                  "%s: not a DICOM instance (no SOP %s UID in its dataset)", it->path,
+                  sop_class.empty() ? "Class" : "Instance");
         return;
     }
     p.sop_class = sop_class;

@@ -3,7 +3,8 @@ local cli = require "rtbackup.cli"
 local dc = require "rtbackup.dicom_cli"
 
 local parser = cli.parser("store", [[
-Sends DICOM files (C-STORE). A directory is walked recursively. Every file has its own
+Sends DICOM files (C-STORE). A directory is walked recursively (a DICOMDIR in it, the
+index of a CD or USB export, is skipped and said). Every file has its own
 outcome: stored, refused by the peer, unreadable (not DICOM, truncated: never sent) or
 not sent (the association was lost and the peer kept failing). A lost association is
 reopened for the remaining files. Compressed files are sent as they are. Exit 1 when
@@ -26,14 +27,25 @@ local args = cli.parse(parser, dc.dcmtk_args({...}))
 
 -- The regular files under path (or path itself), sorted like `find path -type f | sort`.
 -- A path that does not exist, or a directory that cannot be read, is a usage error:
--- sending part of a tree without saying so would look like a complete send.
+-- sending part of a tree without saying so would look like a complete send. A DICOMDIR
+-- met in a directory (a CD or USB export's index; PS3.10 names it so) is no instance:
+-- it is left out and said, not counted as a failure. Named itself, it is sent for.
 local function files_under(path)
     local ok, found = pcall(require("rtbackup.sys").walk, path)
     if not ok then
         local message = type(found) == "table" and found.message or tostring(found)
         require("rtbackup.error").raise{kind = "usage", message = "--filepath " .. path .. ": " .. message}
     end
-    return found
+    if #found == 1 and found[1] == path then return found end
+    local files = {}
+    for _, f in ipairs(found) do
+        if f:match("[^/]*$"):upper() == "DICOMDIR" then
+            io.stderr:write("skipped: ", f, ": a DICOMDIR (the index of a medium), not an instance\n")
+        else
+            files[#files + 1] = f
+        end
+    end
+    return files, #found
 end
 
 return dc.run(function()
@@ -48,8 +60,8 @@ return dc.run(function()
     end
     local files = {}
     for _, path in ipairs(args.filepath) do
-        local found = files_under(path)
-        if #found == 0 then
+        local found, walked = files_under(path)
+        if (walked or #found) == 0 then
             require("rtbackup.error").raise{kind = "usage", message = "--filepath " .. path .. ": no such file or directory (or it is empty)"}
         end
         for _, f in ipairs(found) do files[#files + 1] = f end

@@ -136,6 +136,40 @@ describe("rtbackup store of a folder with a truncated file in the middle", funct
     end)
 end)
 
+describe("rtbackup store of an export with a DICOMDIR", function()
+    local PYDICOM_FILES = "/usr/lib/python3/dist-packages/pydicom/data/test_files/"
+
+    it("skips the DICOMDIR, saying so, and stores the instances (exit 0)", function()
+        orthanc:wipe()
+        local dir = tmpdir()
+        copy(PYDICOM_FILES .. "dicomdirtests/DICOMDIR", dir .. "/DICOMDIR")
+        os.execute("mkdir -p " .. h.quote(dir .. "/DICOM"))
+        copy(PYDICOM_FILES .. "CT_small.dcm", dir .. "/DICOM/IM0001")
+        local r = h.run(cmd(peer_args(tb.MAIN_AET, tb.MAIN_PORT), "store", "--filepath", dir, "--format", "json"))
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("skipped: " .. (dir .. "/DICOMDIR"):gsub("%p", "%%%0") .. ": a DICOMDIR", r.stderr)
+        assert.are.same({stored = 1, refused = 0, unreadable = 0, not_sent = 0, failed = 0}, cjson.decode(r.stdout)[1])
+        assert.are.equal(1, orthanc:count())
+
+        -- Named itself, it is no instance: unreadable, never sent.
+        r = h.run(cmd(peer_args(tb.MAIN_AET, tb.MAIN_PORT), "store", "--filepath", dir .. "/DICOMDIR"))
+        assert.are.equal(1, r.code, r.output)
+        assert.matches("unreadable: [^\n]*DICOMDIR: a DICOMDIR %(the index of a medium%), not an instance", r.stderr)
+        orthanc:wipe()
+    end)
+
+    -- A real-world file whose SOP Class and Instance UIDs are only in its meta header
+    -- (storescu refuses it too): sent, it would be a dataset no archive can index by them.
+    it("does not send a file whose dataset lacks its own SOP UIDs", function()
+        local r = h.run(cmd(peer_args(tb.MAIN_AET, tb.MAIN_PORT), "store", "--filepath",
+                            PYDICOM_FILES .. "no_meta_group_length.dcm"))
+        assert.are.equal(1, r.code, r.output)
+        assert.matches("unreadable: [^\n]*no_meta_group_length%.dcm: not a DICOM instance %(no SOP Class UID in its dataset%)",
+                       r.stderr)
+        assert.are.equal(0, orthanc:count())
+    end)
+end)
+
 describe("rtbackup store over several associations", function()
     -- A relay in front of the peer (tests/bench/delay_relay.py) counts the DICOM
     -- associations open at once; its 5 ms each way make the batches overlap, as they do
