@@ -396,7 +396,9 @@ typedef struct {
  * C-ECHO and C-STORE for every standard storage SOP class, uncompressed and the
  * common compressed transfer syntaxes. A C-STORE is answered with success only
  * once its file is durable (fdatasync, rename, fsync of the directory, the last
- * shared by the associations storing into the same directory at once). */
+ * shared by the associations storing into the same directory at once); a data
+ * set whose own SOP Class/Instance UIDs are not the request's is refused with
+ * 0xA900 and not kept (the file is named after the request). */
 int rtb_dicom_scp_start(const rtb_dicom_scp_config *cfg, rtb_dicom_scp **out, rtb_dicom_error *err);
 int rtb_dicom_scp_port(const rtb_dicom_scp *scp);
 /* Number of instances stored so far. */

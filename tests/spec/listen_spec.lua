@@ -401,6 +401,53 @@ describe("rtbackup listen under concurrent associations", function()
     end)
 end)
 
+-- Another DICOM stack (python3-odil) sends C-STORE requests whose data set names
+-- another instance than the request, or none: no DCMTK tool can, they read both
+-- from the same file.
+local MISMATCH_PY = h.write_file(work .. "/mismatch.py", [[
+import json, sys
+import odil
+port = int(sys.argv[1])
+CT = "1.2.840.10008.5.1.4.1.1.2"
+def dataset(sop):
+    ds = odil.DataSet()
+    ds.add(odil.registry.SOPClassUID, [CT])
+    if sop:
+        ds.add(odil.registry.SOPInstanceUID, [sop])
+    ds.add(odil.registry.StudyInstanceUID, ["1.2.3.4"])
+    ds.add(odil.registry.SeriesInstanceUID, ["1.2.3.4.5"])
+    ds.add(odil.registry.PatientID, ["RTB_MISMATCH"])
+    ds.add(odil.registry.Modality, ["CT"])
+    return ds
+a = odil.Association()
+a.set_peer_host("127.0.0.1")
+a.set_peer_port(port)
+pc = odil.AssociationParameters.PresentationContext(
+    1, CT, [odil.registry.ExplicitVRLittleEndian], odil.AssociationParameters.PresentationContext.Role.SCU)
+a.update_parameters().set_calling_ae_title("ODIL_SCU").set_called_ae_title("RTB_LISTEN").set_presentation_contexts([pc])
+a.associate()
+out = []
+for announced, inside in (("1.2.3.4.5.100", "1.2.3.4.5.999"), ("1.2.3.4.5.101", None), ("1.2.3.4.5.102", "1.2.3.4.5.102")):
+    a.send_message(odil.messages.CStoreRequest(a.next_message_id(), CT, announced, 0, dataset(inside)), CT)
+    out.append(odil.messages.CStoreResponse(a.receive_message()).get_status())
+a.release()
+print(json.dumps(out))
+]])
+
+describe("rtbackup listen and a data set that is not the instance announced", function()
+    it("refuses it (0xA900) and keeps nothing under the announced name; the next store on the association is kept", function()
+        local l = listen()
+        local out, code = sh(string.format("%s %s %d", PY, MISMATCH_PY, l.port))
+        assert.are.equal(0, code, out)
+        assert.are.same({0xA900, 0xA900, 0}, cjson.decode(out:match("%[[^\n]*%]")))
+        local s = stopped_line(stop(l))
+        assert.are.equal(1, s.stored)
+        assert.are.equal(1, count_files(l.out))
+        assert.are.equal(1, count_files(l.out, "1.2.3.4.5.102.dcm"))
+        assert.are.equal(0, count_files(l.out, "*.tmp*"))
+    end)
+end)
+
 describe("rtbackup listen with storescp's habits", function()
     it("--sort-by-study writes each instance under <out-dir>/<StudyInstanceUID>/", function()
         local l = listen{"--sort-by-study"}
