@@ -486,3 +486,68 @@ describe("rtbackup get of every corpus transfer syntax", function()
         assert.are.same({source:digest()}, got)
     end)
 end)
+
+-- A C-GET peer that sends, under an announced SOP Instance UID, the data set of another
+-- instance. No archive of the testbed does that (each reads both from one file), so a
+-- few lines of python3-odil play the peer: they answer the plan's C-FIND with nothing
+-- (the retrieve then goes as asked), then send one wrong and one right instance.
+describe("rtbackup get from a peer that sends another instance than it announces", function()
+    it("refuses that one (0xA900), keeps it nowhere, keeps the right one, and exits 1", function()
+        local dir = tmpdir()
+        local port = h.free_port()
+        local script = h.write_file(dir .. "/wrong_instance_get.py", [[
+import json, sys
+import odil
+port = int(sys.argv[1])
+CT = "1.2.840.10008.5.1.4.1.1.2"
+def dataset(sop):
+    ds = odil.DataSet()
+    ds.add(odil.registry.SOPClassUID, [CT])
+    ds.add(odil.registry.SOPInstanceUID, [sop])
+    ds.add(odil.registry.StudyInstanceUID, ["1.2.3.4"])
+    ds.add(odil.registry.SeriesInstanceUID, ["1.2.3.4.5"])
+    ds.add(odil.registry.PatientID, ["RTB_WRONG_INSTANCE"])
+    ds.add(odil.registry.Modality, ["CT"])
+    return ds
+statuses = []
+for _ in range(2):  # the plan's C-FIND, then the C-GET
+    a = odil.Association()
+    a.set_tcp_timeout(20)
+    a.receive_association("v4", port)
+    while True:
+        try:
+            msg = a.receive_message()
+        except (odil.AssociationReleased, odil.AssociationAborted):
+            break
+        field = msg.get_command_set().as_int(odil.registry.CommandField)[0]
+        if field == 0x0020:
+            req = odil.messages.CFindRequest(msg)
+            a.send_message(odil.messages.CFindResponse(req.get_message_id(), 0), req.get_affected_sop_class_uid())
+        elif field == 0x0010:
+            req = odil.messages.CGetRequest(msg)
+            for announced, inside in (("1.2.3.4.5.100", "1.2.3.4.5.999"), ("1.2.3.4.5.102", "1.2.3.4.5.102")):
+                a.send_message(odil.messages.CStoreRequest(a.next_message_id(), CT, announced, 0, dataset(inside)), CT)
+                statuses.append(odil.messages.CStoreResponse(a.receive_message()).get_status())
+            rsp = odil.messages.CGetResponse(req.get_message_id(), 0xB000)
+            rsp.set_number_of_completed_sub_operations(1)
+            rsp.set_number_of_failed_sub_operations(1)
+            rsp.set_number_of_warning_sub_operations(0)
+            a.send_message(rsp, req.get_affected_sop_class_uid())
+print(json.dumps(statuses))
+]])
+        local statuses = dir .. "/statuses.json"
+        os.execute(string.format("%s %s %d >%s 2>&1 &", PY, h.quote(script), port, h.quote(statuses)))
+        os.execute(string.format("for i in $(seq 100); do ss -Htln 'sport = :%d' | grep -q . && break; sleep 0.1; done", port))
+        local out = dir .. "/out"
+        local r = h.run(cmd(peer_args("WRONG_GET", port), "get", "--study-uid", "1.2.3.4", "--out-dir", out))
+        assert.are.equal(1, r.code, r.output)
+        assert.matches("1.2.3.4.5.100 arrived as a data set of another instance: refused, not kept", r.stderr, 1, true)
+        local listing = io.popen("ls " .. h.quote(out)):read("a")
+        assert.are.equal("1.2.3.4.5.102.dcm\n", listing)
+        os.execute("sleep 0.5")
+        local f = io.open(statuses)
+        local said = f:read("a")
+        f:close()
+        assert.are.same({0xA900, 0}, cjson.decode(said:match("%[[^\n]*%]")))
+    end)
+end)
