@@ -121,9 +121,23 @@ describe("a backup from an archive with vendor quirks", function()
         converges{fail = {every_nth = 5}}
     end)
 
+    it("answering every C-FIND match twice: each study, series and instance counted and moved once", function()
+        converges{duplicate_matches = true}
+        forget()
+        os.execute("rm -rf " .. h.quote(state))
+        quirks{duplicate_matches = true}
+        local r, s = honest_run()
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(TOTAL, s.found, r.stdout)
+        assert.are.equal(TOTAL, s.verified, r.stdout)
+        local v = rtb{"validate", "Q", table.unpack(ALL)}
+        assert.are.equal(0, v.code, v.output)
+        assert.matches(TOTAL .. " instances; 0 missing, 0 extra", v.stderr, 1, true)
+    end)
+
     it("with every quirk at once", function()
         converges{no_counts = true, image_find_needs_series = true, warning_status = true,
                   move_responses_without_counts = true, drop = {every_nth = 3}, refuse_uid_lists = true,
-                  refuse_move_levels = {"STUDY"}}
+                  refuse_move_levels = {"STUDY"}, duplicate_matches = true}
     end)
 end)

@@ -83,6 +83,9 @@ restart; a missing or unreadable file means no quirks, and says so in the log):
                            requester (an archive crashing mid-move); the N are delivered.
   "move_delay_ms": MS      wait MS before every sub-operation (a slow archive).
   "find_delay_ms": MS      wait MS before answering each C-FIND (a slow database).
+  "duplicate_matches": true
+                           every C-FIND match is sent twice (an archive answering from two
+                           nodes, or listing a study once per patient record it is filed under).
   SELECTOR is {"every_nth": N} (the Nth, 2Nth, ... instance of each C-MOVE, in the order
   sent: by study, series, InstanceNumber, SOPInstanceUID), {"uids": [SOPInstanceUID, ...]},
   {"modalities": ["RTDOSE", ...]}, or several of these (any selects).
@@ -194,7 +197,7 @@ UNRECOGNIZED = 0x0211
 KNOWN_QUIRKS = {"no_counts", "image_find_needs_series", "warning_status",
                 "move_responses_without_counts", "drop", "drop_report", "refuse_uid_lists",
                 "refuse_move_levels", "fail", "find_limit", "move_abort_after", "move_delay_ms",
-                "find_delay_ms"}
+                "find_delay_ms", "duplicate_matches"}
 
 
 def text(v):
@@ -462,6 +465,8 @@ class Association:
         limit = self.q.get("find_limit")
         if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
             recs = recs[:limit]
+        if self.q.get("duplicate_matches"):
+            recs = [rec for rec in recs for _ in (0, 1)]
         no_counts = self.q.get("no_counts")
         for rec in recs:
             rsp = odil.DataSet()

@@ -14,7 +14,8 @@ local restore = {}
 -- Instance UIDs per study in a peer: what must arrive.
 local function instances(peer, study, patient)
     local set, n = {}, 0
-    for _, s in ipairs(peer:find{level = "SERIES", StudyInstanceUID = study, SeriesInstanceUID = "", patient = patient}) do
+    local series = peer:find{level = "SERIES", StudyInstanceUID = study, SeriesInstanceUID = "", patient = patient}
+    for _, s in ipairs(plan.unique(series, "SeriesInstanceUID", peer.alias)) do
         local uids = plan.instance_uids(peer, study, s.SeriesInstanceUID, patient)
         for u in pairs(uids) do set[u] = true; n = n + 1 end
     end
@@ -34,7 +35,7 @@ function restore.run(env, opts)
         ctx:flush()
         return exit.is_unreachable(studies) and exit.unreachable or exit.partial
     end
-    studies = plan.of_patient(studies, opts.patient, archive.alias)
+    studies = plan.unique(plan.of_patient(studies, opts.patient, archive.alias), "StudyInstanceUID", archive.alias)
     if #studies == 0 then
         io.stderr:write(string.format("rtbackup restore: %s holds nothing for %s\n", archive.alias,
                                       opts.patient and ("patient " .. opts.patient) or ("study " .. opts.study)))

@@ -22,6 +22,30 @@ plan.STUDY_KEYS = {
     StudyDescription = true, ReferringPhysicianName = true, ModalitiesInStudy = true,
 }
 
+--- The rows of a C-FIND answer with a usable `key` (a UID, not empty), each UID once:
+-- an archive answering from two nodes, or filing a study under two patient records,
+-- lists it twice, and a row without its unique key names nothing to move or compare
+-- (asking with it missing would match everything). Rows left out are logged.
+function plan.unique(rows, key, peer_name)
+    local seen, kept, blank, twice = {}, {}, 0, 0
+    for _, row in ipairs(rows) do
+        local uid = row[key]
+        if type(uid) ~= "string" or uid == "" then
+            blank = blank + 1
+        elseif seen[uid] then
+            twice = twice + 1
+        else
+            seen[uid] = true
+            kept[#kept + 1] = row
+        end
+    end
+    if blank > 0 or twice > 0 then
+        log.warn("the archive's C-FIND answer lists rows twice or without their UID: each counted once",
+                 {peer = peer_name, key = key, duplicates = twice, without_uid = blank})
+    end
+    return kept
+end
+
 local function count_of(row, key)
     local n = row and row[key or "NumberOfSeriesRelatedInstances"]
     return math.type(n) == "integer" and n or nil
@@ -51,7 +75,7 @@ function plan.studies(peer, selection)
     end
     if selection.patient then q.PatientID = selection.patient end
     if selection.study then q.StudyDate = "" end -- a named study is taken whatever its date
-    return plan.of_patient(peer:find(q), selection.patient, peer.alias)
+    return plan.unique(plan.of_patient(peer:find(q), selection.patient, peer.alias), "StudyInstanceUID", peer.alias)
 end
 
 --- The rows of `rows` that are `patient`'s (all of them when patient is nil). C-FIND
@@ -95,7 +119,7 @@ local function diff_study(src_peer, tgt_peer, study, selection, accept, absent)
     local sq = {level = "SERIES", StudyInstanceUID = study.StudyInstanceUID, SeriesInstanceUID = "",
                 Modality = "", NumberOfSeriesRelatedInstances = "", SeriesDate = "", patient = patient}
     for k, v in pairs(series_keys(selection)) do sq[k] = v end
-    local src = src_peer:find(sq)
+    local src = plan.unique(src_peer:find(sq), "SeriesInstanceUID", src_peer.alias)
     local tgt = absent and {} or tgt_peer:find{level = "SERIES", StudyInstanceUID = study.StudyInstanceUID,
                                                SeriesInstanceUID = "", NumberOfSeriesRelatedInstances = "",
                                                patient = patient}
@@ -105,7 +129,7 @@ local function diff_study(src_peer, tgt_peer, study, selection, accept, absent)
     local result = {units = {}, complete = {}, found = 0, present = 0}
     for _, s in ipairs(src) do
         local uid = s.SeriesInstanceUID
-        if type(uid) == "string" and uid ~= "" and (not accept or accept(s, study)) then
+        if not accept or accept(s, study) then
             local expected, present = count_of(s), count_of(in_target[uid])
             if in_target[uid] == nil then present = 0 end
             if expected == nil or present == nil then
