@@ -20,7 +20,8 @@ local envfile = h.write_file(dir .. "/tb.toml", h.env_toml(tb, "TB", {
     description = "testbed", default_source = "ARIA", default_backup = "MAIN",
     script_ae = {aet = tb.SCU_AET, port = 11113},
     sources = {{alias = "ARIA", type = "aria", peer = "ARIA"}},
-    targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}}}))
+    targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+    settings = {state_dir = dir .. "/state"}}))
 teardown(function() os.execute("rm -rf " .. h.quote(dir)) end)
 
 describe("rtbackup echo", function()

@@ -465,7 +465,8 @@ describe("rtbackup get of every corpus transfer syntax", function()
             description = "testbed", default_source = "CORPUS", default_backup = "MAIN",
             script_ae = {aet = tb.SCU_AET, port = 11113},
             sources = {{alias = "CORPUS", type = "aria", peer = "CORPUS"}},
-            targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}}}))
+            targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
+            settings = {state_dir = dir .. "/state"}}))
         local r = h.run{"--config", envfile, "validate", "TB", "--study", study_uid, "--since", "1900-01-01",
                         "--until", "2099-12-31", "--deep", "--format", "json"}
         assert.are.equal(0, r.code, r.output)
