@@ -47,12 +47,17 @@ send() {
 # count DIR: the instances that arrived.
 count() { find "$1" -type f -name '*.dcm' | wc -l; }
 
+# A new output directory for each run, all removed at the end (the trap): ext4 without
+# a journal skips inodes deleted in the last seconds when it creates a file, and a run
+# right after another's 1000 files were deleted spent a quarter of its CPU in that
+# search (perf: recently_deleted), whichever SCP it was.
+fresh_out() { mktemp -d "$work/out.XXXXXX"; }
+
 # run_storescp SENDERS: one measurement against a fresh storescp.
 run_storescp() {
   local senders=$1 port out ms fork=()
   [ "$senders" = 1 ] || fork=(--fork)
-  port=$(free_port); out="$work/out-storescp"
-  rm -rf "$out"; mkdir -p "$out"
+  port=$(free_port); out=$(fresh_out)
   TCP_NODELAY=1 storescp "${fork[@]}" -aet BENCHSCP -od "$out" -fe .dcm "$port" >/dev/null 2>&1 &
   local pid=$!; pids+=("$pid")
   wait_port "$port"
@@ -65,8 +70,7 @@ run_storescp() {
 # run_listen SENDERS: one measurement against a fresh rtbackup listen.
 run_listen() {
   local senders=$1 port out ms
-  port=$(free_port); out="$work/out-listen"
-  rm -rf "$out"; mkdir -p "$out"
+  port=$(free_port); out=$(fresh_out)
   "$RTBACKUP_BIN" listen --aet BENCHSCP --port "$port" --out-dir "$out" --max-associations $((senders + 4)) \
     --max-per-host $((senders + 4)) >"$work/listen.log" 2>&1 &
   local pid=$!; pids+=("$pid")
