@@ -14,6 +14,7 @@ lack it: a plan whose structure set was deleted on purpose, say).
 parser:argument("env", "environment")
 parser:argument("source", "source alias (default: default_source)"):args("?")
 parser:option("--ack", "acknowledge the open references to or from this SOP Instance UID"):count("*")
+      :convert(cli.uid("--ack"))
 parser:flag("--all", "also the resolved and acknowledged references")
 parser:option("--shard", "I/N: the journal of that shard")
 cli.add_format_option(parser)

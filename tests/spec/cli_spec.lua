@@ -75,6 +75,7 @@ describe("rtbackup", function()
             {{"backup", "X", "--study", "1.2.*"}, "--study: expected a UID"},
             {{"validate", "X", "--patient", ""}, "--patient: expected one patient's ID"},
             {{"drill", "X", "--study", "1..2"}, "--study: expected a UID"},
+            {{"refs", "X", "--ack", "1.2.3", "--ack", ""}, "--ack: expected a UID (digits and dots, at most 64 characters), got ''"},
         }
         for _, case in ipairs(cases) do
             local r = h.run(case[1])
