@@ -351,6 +351,17 @@ describe("rtbackup restore", function()
         assert.are.equal(2, rtb{"restore", "TB", "--to", "STAGING"}.code)
     end)
 
+    it("refuses, from a script too, a blank patient or a study that is no UID: they would match everything", function()
+        local restore = require "rtbackup.restore"
+        for _, opts in ipairs{{study = "", to = "STAGING"}, {study = "1.2.*", to = "STAGING"},
+                              {patient = " ", to = "STAGING"}, {to = "STAGING"}} do
+            local ok, err = pcall(restore.run, {name = "TB", default_backup = "MAIN"}, opts)
+            assert.is_false(ok)
+            assert.are.equal("usage", err.kind, tostring(err.message))
+            assert.matches("^restore: ", err.message)
+        end
+    end)
+
     -- C-FIND reads '*' in a PatientID as a wildcard: the archive answers for both
     -- patients below, and only the one named may reach the destination.
     it("restores only the patient named, though the archive's match also takes others", function()

@@ -3,6 +3,7 @@
 -- when the destination answers C-FIND. Audited as a whole (op "restore", the patient)
 -- and operation by operation.
 local context = require "rtbackup.context"
+local errors = require "rtbackup.error"
 local exit = require "rtbackup.exit"
 local log = require "rtbackup.log"
 local plan = require "rtbackup.qr.plan"
@@ -22,9 +23,24 @@ local function instances(peer, study, patient)
     return set, n
 end
 
+-- What a restore names must name one patient or one study: a blank value, or a UID
+-- with wildcards, would match everything in the archive's C-FIND and C-MOVE. (The
+-- command's options are checked the same way before; this keeps scripts to it.)
+local function check_selection(opts)
+    local function usage(message) errors.raise{kind = "usage", message = "restore: " .. message} end
+    if (opts.patient == nil) == (opts.study == nil) then usage("give exactly one of patient and study") end
+    if opts.patient ~= nil and (type(opts.patient) ~= "string" or not opts.patient:find("%S")) then
+        usage("patient must be one patient's ID, not blank")
+    end
+    if opts.study ~= nil and (type(opts.study) ~= "string" or not opts.study:match("^[%d.]+$")) then
+        usage("study must be one StudyInstanceUID, got " .. tostring(opts.study))
+    end
+end
+
 --- Restores from `from` (an alias; default the environment's default_backup) to `to`:
 -- opts.patient or opts.study; opts.dry_run lists only. Returns the exit code.
 function restore.run(env, opts)
+    check_selection(opts)
     local ctx = context.new(env, {command = "restore"})
     local archive, destination = ctx:peer(opts.from or env.default_backup), ctx:peer(opts.to)
     local ok, studies = pcall(archive.find, archive, {level = "STUDY", PatientID = opts.patient or "*",
