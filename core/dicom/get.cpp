@@ -139,8 +139,8 @@ bool handle_store(GetState &st, T_ASC_PresentationContextID pid, T_DIMSE_C_Store
     if (st.received.count(uid)) {
         // Sent again in a later round (a peer that gave no failed list): kept once.
     } else if (read_uid(ds, DCM_SOPInstanceUID) != uid || read_uid(ds, DCM_SOPClassUID) != req.AffectedSOPClassUID) {
-        // The data set is another instance than the request announces (or names none):
-        // kept, it would pass for the instance asked for.
+        // The data set is another instance than the request announces (or names
+        // none): were it kept, it would pass for the instance asked for.
         st.local_failures++;
         note(st.out, "%s arrived as a data set of another instance: refused, not kept", uid.c_str());
         status = STATUS_STORE_Error_DataSetDoesNotMatchSOPClass;

@@ -31,7 +31,6 @@ parser:option("--min-free-mb", "free space below this many MiB fails the check",
 parser:option("--metrics-file", "also write the results in Prometheus text format to this file")
 local args = cli.parse(parser, {...})
 
-
 local health = require "rtbackup.health"
 local env = cli.load_env(args.env)
 local rows = health.check(env, {timeout = math.ceil(args.timeout), min_free_mb = args.min_free_mb,

@@ -29,7 +29,8 @@ local args = cli.parse(parser, dc.dcmtk_args({...}))
 -- A path that does not exist, or a directory that cannot be read, is a usage error:
 -- sending part of a tree without saying so would look like a complete send. A DICOMDIR
 -- met in a directory (a CD or USB export's index; PS3.10 names it so) is no instance:
--- it is left out and said, not counted as a failure. Named itself, it is sent for.
+-- it is left out and said, not counted as a failure. Named itself, it is an item like
+-- any other (reported unreadable: no instance).
 local function files_under(path)
     local ok, found = pcall(require("rtbackup.sys").walk, path)
     if not ok then

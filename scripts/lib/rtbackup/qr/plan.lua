@@ -75,7 +75,8 @@ function plan.studies(peer, selection)
     end
     if selection.patient then q.PatientID = selection.patient end
     if selection.study then q.StudyDate = "" end -- a named study is taken whatever its date
-    return plan.unique(plan.of_patient(peer:find(q), selection.patient, peer.alias), "StudyInstanceUID", peer.alias)
+    local rows = plan.of_patient(peer:find(q), selection.patient, peer.alias)
+    return plan.unique(rows, "StudyInstanceUID", peer.alias)
 end
 
 --- The rows of `rows` that are `patient`'s (all of them when patient is nil). C-FIND
