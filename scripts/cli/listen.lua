@@ -28,11 +28,14 @@ parser:option("--aet", "our AE title")
 parser:option("--port", "port to listen on (0: any free port)"):convert(cli.port("--port", true))
 parser:option("--out-dir", "where instances are written (created)")
 parser:option("--allow", "calling AE title to accept (repeatable; default: any)"):count("*")
-parser:option("--request-timeout", "seconds a new connection has to send its association request (default 5)")
+parser:option("--request-timeout", "seconds a new connection has to send its association request " ..
+    "(default: the setting scp_request_timeout, 5)")
     :convert(cli.whole_number("--request-timeout", 1))
-parser:option("--max-associations", "connections served at once, all hosts together (default 8)")
+parser:option("--max-associations", "connections served at once, all hosts together " ..
+    "(default: the setting scp_max_associations, 16)")
     :convert(cli.whole_number("--max-associations", 1))
-parser:option("--max-per-host", "connections served at once from one remote address (default 4)")
+parser:option("--max-per-host", "connections served at once from one remote address " ..
+    "(default: the setting scp_max_per_host, 4)")
     :convert(cli.whole_number("--max-per-host", 1))
 parser:option("--tls-cert", "DICOM TLS: our certificate (PEM); every connection must then use TLS")
 parser:option("--tls-key", "DICOM TLS: the private key of --tls-cert (PEM)")
@@ -49,18 +52,19 @@ local function usage(message)
 end
 
 local env = args.env and cli.load_env(args.env)
-local settings = env and env.settings or {}
 local aet = args.aet or (env and env.script_ae.aet)
 local port = args.port or (env and env.script_ae.port)
 if not aet or not port or not args.out_dir then
     usage("give --aet, --port (or --env) and --out-dir")
 end
 
--- Each is checked where it comes from: the option by its converter, the setting by the
--- configuration's validation.
-local request_timeout = args.request_timeout or settings.scp_request_timeout or 5
-local max_associations = args.max_associations or settings.scp_max_associations or 8
-local max_per_host = args.max_per_host or settings.scp_max_per_host or 4
+-- An option, else the environment's setting, else the setting's default (the same
+-- without --env). Each is checked where it comes from: the option by its converter,
+-- the setting by the configuration's validation.
+local function limit(option, name) return option or require("rtbackup.settings").get(env or {}, name) end
+local request_timeout = limit(args.request_timeout, "scp_request_timeout")
+local max_associations = limit(args.max_associations, "scp_max_associations")
+local max_per_host = limit(args.max_per_host, "scp_max_per_host")
 
 --- The words of a command line: blanks separate, '...' and "..." group (no escapes,
 -- no variables, no globs: it never reaches a shell).

@@ -167,6 +167,13 @@ describe("rtbackup listen under silent clients", function()
         assert.matches("max_associations=6", text)
         assert.matches("max_per_host=2", text)
     end)
+
+    it("takes the settings' defaults where neither an option nor the environment sets them", function()
+        local text = stop(listen())
+        assert.matches("request_timeout=5", text)
+        assert.matches("max_associations=16", text) -- docs/settings.md's default, with --env or without
+        assert.matches("max_per_host=4", text)
+    end)
 end)
 
 describe("rtbackup listen reports", function()
