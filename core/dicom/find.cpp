@@ -15,6 +15,19 @@ struct FindState {
     bool cancelled = false;
 };
 
+// A match's text in UTF-8, whatever character set the peer answered in (Orthanc
+// answers in its DefaultEncoding, Latin-1 out of the box; archives in Europe often
+// ISO_IR 100): names go on into JSON, the journal, logs and the status page, all
+// UTF-8, where Latin-1 bytes are invalid. A set DCMTK cannot convert (or none
+// declared) is left as the peer sent it.
+void to_utf8(DcmDataset *ds)
+{
+    OFString charset;
+    if (ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset).bad()) return;
+    if (charset.empty() || charset == "ISO_IR 192") return;
+    ds->convertToUTF8();
+}
+
 void on_match(void *data, T_DIMSE_C_FindRQ *, int, T_DIMSE_C_FindRSP *, DcmDataset *ids)
 {
     FindState *st = static_cast<FindState *>(data);
@@ -23,6 +36,7 @@ void on_match(void *data, T_DIMSE_C_FindRQ *, int, T_DIMSE_C_FindRSP *, DcmDatas
     if (st->cancelled || !ids) return;
     st->res->matches++;
     if (!st->fn) return;
+    to_utf8(ids);
     BorrowedDs match(ids);
     if (st->fn(st->ud, &match.ds) != 0) {
         st->cancelled = true;

@@ -35,6 +35,21 @@ const char *get_model_uid(rtb_dicom_model model)
                                         : UID_GETStudyRootQueryRetrieveInformationModel;
 }
 
+// Whether a text element of ds (top level: an identifier's keys) holds a byte
+// outside ASCII.
+static bool has_non_ascii_text(DcmDataset *ds)
+{
+    for (DcmObject *o = ds->nextInContainer(nullptr); o; o = ds->nextInContainer(o)) {
+        DcmElement *e = OFstatic_cast(DcmElement *, o);
+        if (!e->isAffectedBySpecificCharacterSet()) continue;
+        char *text = nullptr;
+        if (e->getString(text).bad() || !text) continue;
+        for (const unsigned char *c = reinterpret_cast<const unsigned char *>(text); *c; c++)
+            if (*c >= 0x80) return true;
+    }
+    return false;
+}
+
 std::unique_ptr<DcmDataset> make_identifier(const rtb_ds *identifier, rtb_dicom_level level,
                                             rtb_dicom_error *err)
 {
@@ -56,6 +71,12 @@ std::unique_ptr<DcmDataset> make_identifier(const rtb_ds *identifier, rtb_dicom_
         ds->insert(OFstatic_cast(DcmElement *, e->clone()), OFTrue);
     }
     ds->putAndInsertString(DCM_QueryRetrieveLevel, name);
+    // Our text is UTF-8: a value outside ASCII (a name to match) is declared so, or
+    // the peer reads it in its own default set and matches nothing.
+    OFString charset; // asked back empty counts as not declared
+    ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset);
+    if (charset.empty() && has_non_ascii_text(ds.get()))
+        ds->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
     return ds;
 }
 

@@ -68,6 +68,30 @@ describe("rtbackup store and find", function()
         assert.matches("SeriesDescription", r.stdout:match("^[^\n]*"))
     end)
 
+    -- Orthanc answers C-FIND in its DefaultEncoding, Latin-1 out of the box (ISO_IR 100),
+    -- as many archives do: a name outside ASCII must still match and print in UTF-8.
+    it("matches and prints a name outside ASCII in UTF-8, whatever character set the peer answers in", function()
+        local dicom = require "rtbackup.dicom"
+        local peer = dicom.peer{aet = tb.MAIN_AET, host = tb.HOST, port = tonumber(tb.MAIN_PORT),
+                                calling_aet = tb.SCU_AET}
+        local name = "Müller^Jürgen"
+        assert.are.equal(1, peer:store{dicom.dataset{
+            SOPClassUID = "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID = dicom.uid(), StudyInstanceUID = dicom.uid(),
+            SeriesInstanceUID = dicom.uid(), PatientID = "RTB_UTF8", PatientName = name, Modality = "OT",
+            SpecificCharacterSet = "ISO_IR 192"}}.stored)
+        local r = h.run(with(main, "find", "--query-level", "STUDY", "-k", "PatientName=Mü*", "-k",
+                             "SpecificCharacterSet=", "--format", "json"))
+        assert.are.equal(0, r.code, r.output)
+        local rows = cjson.decode(r.stdout)
+        assert.are.equal(1, #rows, r.stdout)
+        assert.are.equal(name, rows[1].PatientName)
+        assert.are.equal("RTB_UTF8", rows[1].PatientID)
+        local orthanc = h.orthanc(tb.MAIN_HTTP_URL)
+        for _, hit in ipairs(orthanc:post("/tools/lookup", rows[1].StudyInstanceUID)) do
+            orthanc:delete("/studies/" .. hit.ID)
+        end
+    end)
+
     it("exits 2 for an unknown keyword in -k", function()
         local r = h.run(with(main, "find", "-k", "NotAKeyword=1"))
         assert.are.equal(2, r.code)
