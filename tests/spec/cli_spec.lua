@@ -58,6 +58,8 @@ describe("rtbackup", function()
             {{"drill", "X", "--sample", "three"}, "--sample: expected a whole number of at least 1, got 'three'"},
             {{"drill", "X", "--seed", "1.5"}, "--seed: expected a whole number, got '1.5'"},
             {{"status", "X", "--days", "0"}, "--days: expected a whole number of at least 1, got '0'"},
+            {{"status", "X", "--days", "-7"}, "--days: expected a whole number of at least 1, got '-7'"},
+            {{"health", "X", "--min-free-mb", "-1"}, "--min-free-mb: expected a whole number of at least 0, got '-1'"},
             {{"status", "X", "--runs", "ten"}, "--runs: expected a whole number of at least 1, got 'ten'"},
             {{"health", "X", "--timeout", "0"}, "--timeout: expected a positive number of seconds, got '0'"},
             {{"health", "X", "--min-free-mb", "lots"}, "--min-free-mb: expected a whole number of at least 0, got 'lots'"},

@@ -22,9 +22,27 @@ function cli.parser(name, description, exit_codes)
     return argparse("rtbackup " .. name, description, "exit codes: " .. (exit_codes or exit.HELP.common))
 end
 
+-- argparse takes "-1" for an option: "--days -1" would say "unknown option '-1'".
+-- Joined as "--days=-1", the value reaches the option's converter, which names
+-- the option and what it expects.
+local function join_negative_values(args)
+    local out, i = {}, 1
+    while i <= #args do
+        local a, nxt = args[i], args[i + 1]
+        if type(a) == "string" and a:match("^%-%-[%w-]+$") and type(nxt) == "string" and nxt:match("^%-[%d.]") then
+            out[#out + 1] = a .. "=" .. nxt
+            i = i + 2
+        else
+            out[#out + 1] = a
+            i = i + 1
+        end
+    end
+    return out
+end
+
 --- Parses args; a mistake raises a usage error (exit 2) showing the usage line.
 function cli.parse(parser, args)
-    local ok, result = parser:pparse(args)
+    local ok, result = parser:pparse(join_negative_values(args))
     if not ok then usage(result .. "\n" .. parser:get_usage()) end
     return result
 end
