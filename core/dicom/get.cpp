@@ -138,7 +138,7 @@ bool handle_store(GetState &st, T_ASC_PresentationContextID pid, T_DIMSE_C_Store
     auto planned = st.plan->find(uid);
     if (st.received.count(uid)) {
         // Sent again in a later round (a peer that gave no failed list): kept once.
-    } else if (read_uid(ds, DCM_SOPInstanceUID) != uid || read_uid(ds, DCM_SOPClassUID) != req.AffectedSOPClassUID) {
+    } else if (!is_announced_instance(ds, req)) {
         // The data set is another instance than the request announces (or names
         // none): were it kept, it would pass for the instance asked for.
         st.local_failures++;

@@ -58,6 +58,12 @@ std::string read_uid(DcmItem *item, const DcmTagKey &key)
     return trim(v.c_str());
 }
 
+bool is_announced_instance(DcmItem *ds, const T_DIMSE_C_StoreRQ &req)
+{
+    return read_uid(ds, DCM_SOPInstanceUID) == req.AffectedSOPInstanceUID &&
+           read_uid(ds, DCM_SOPClassUID) == req.AffectedSOPClassUID;
+}
+
 } // namespace rtb
 
 extern "C" void rtb_dicom_uid_name(const char *uid, char *out, size_t size)

@@ -110,20 +110,18 @@ struct StoreCtx {
     bool committed = false;
 };
 
-// Whether the data set received into `path` is the instance the request announced:
-// its own SOP Class and Instance UIDs equal the request's. The file is named after
-// the request (and its meta header written from it), so a data set naming another
-// instance, or none, would be kept under a name that is not its own (storescp and
-// Orthanc refuse it too). Only the first elements are read, from the page cache.
-bool is_announced_instance(const std::string &path, const T_DIMSE_C_StoreRQ *req)
+// Whether the data set received into `path` is the instance the request announced.
+// The file is named after the request (and its meta header written from it), so a
+// data set naming another instance, or none, would be kept under a name that is not
+// its own (storescp and Orthanc refuse it too). Only the first elements are read,
+// from the page cache.
+bool file_is_announced_instance(const std::string &path, const T_DIMSE_C_StoreRQ &req)
 {
     DcmFileFormat ff;
     if (ff.loadFileUntilTag(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect,
                             DcmTagKey(0x0008, 0x0019)).bad())
         return false;
-    DcmDataset *ds = ff.getDataset();
-    return read_uid(ds, DCM_SOPClassUID) == req->AffectedSOPClassUID &&
-           read_uid(ds, DCM_SOPInstanceUID) == req->AffectedSOPInstanceUID;
+    return is_announced_instance(ff.getDataset(), req);
 }
 
 void on_store_progress(void *data, T_DIMSE_StoreProgress *progress, T_DIMSE_C_StoreRQ *req,
@@ -134,7 +132,7 @@ void on_store_progress(void *data, T_DIMSE_StoreProgress *progress, T_DIMSE_C_St
     // DCMTK closed the file before this last callback; the status it proposes
     // tells whether the data arrived whole.
     if (rsp->DimseStatus != STATUS_Success) return;
-    if (!is_announced_instance(ctx->tmp, req)) {
+    if (!file_is_announced_instance(ctx->tmp, *req)) {
         rsp->DimseStatus = STATUS_STORE_Error_DataSetDoesNotMatchSOPClass; // 0xA900; not kept
         return;
     }

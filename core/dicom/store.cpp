@@ -102,13 +102,13 @@ void plan_file(rtb_dicom_store_item *it, const rtb_dicom_peer *peer, Plan &p)
     copy_str(it->sop_class_uid, sizeof it->sop_class_uid, sop_class.c_str());
     copy_str(it->transfer_syntax_uid, sizeof it->transfer_syntax_uid, xfer.c_str());
     copy_str(it->sop_instance_uid, sizeof it->sop_instance_uid, sop_instance.c_str());
-    // The UIDs must be the dataset's own (as storescu requires): the meta header's
-    // copies alone would send a dataset the peer cannot index and we cannot verify.
     if (media_class == UID_MediaStorageDirectoryStorage) {
         item_fail(it, peer, RTB_STORE_UNREADABLE, RTB_DICOM_E_IO,
                   "%s: a DICOMDIR (the index of a medium), not an instance", it->path);
         return;
     }
+    // The UIDs must be the dataset's own (as storescu requires): the meta header's
+    // copies alone would send a dataset the peer cannot index and we cannot verify.
     if (sop_class.empty() || sop_instance.empty()) {
         item_fail(it, peer, RTB_STORE_UNREADABLE, RTB_DICOM_E_IO,
                   "%s: not a DICOM instance (no SOP %s UID in its dataset)", it->path,
