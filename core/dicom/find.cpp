@@ -19,12 +19,13 @@ struct FindState {
 // answers in its DefaultEncoding, Latin-1 out of the box; archives in Europe often
 // ISO_IR 100): names go on into JSON, the journal, logs and the status page, all
 // UTF-8, where Latin-1 bytes are invalid. A set DCMTK cannot convert (or none
-// declared) is left as the peer sent it.
+// declared) is left as the peer sent it. A match in ASCII (UIDs and counts, the
+// verification's thousands) needs no converter opened.
 void to_utf8(DcmDataset *ds)
 {
     OFString charset;
     if (ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset).bad()) return;
-    if (charset.empty() || charset == "ISO_IR 192") return;
+    if (charset.empty() || charset == "ISO_IR 192" || !has_non_ascii_text(ds)) return;
     ds->convertToUTF8();
 }
 

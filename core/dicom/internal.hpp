@@ -154,6 +154,9 @@ std::string trim(const std::string &s);
 std::string uid_name(const std::string &uid);
 // A UID element's value, also when a file encodes it with VR UN/OB; "" if absent.
 std::string read_uid(DcmItem *item, const DcmTagKey &key);
+// Whether a text element at the top level of ds (names, descriptions; not UIDs)
+// holds a byte outside ASCII, or an ISO 2022 escape.
+bool has_non_ascii_text(DcmItem *ds);
 // Whether a received data set is the instance its C-STORE request announced: its own
 // SOP Class and Instance UIDs are the request's (not only present).
 bool is_announced_instance(DcmItem *ds, const T_DIMSE_C_StoreRQ &req);

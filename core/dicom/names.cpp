@@ -58,6 +58,19 @@ std::string read_uid(DcmItem *item, const DcmTagKey &key)
     return trim(v.c_str());
 }
 
+bool has_non_ascii_text(DcmItem *ds)
+{
+    for (DcmObject *o = ds->nextInContainer(nullptr); o; o = ds->nextInContainer(o)) {
+        DcmElement *e = OFstatic_cast(DcmElement *, o);
+        if (!e->isAffectedBySpecificCharacterSet()) continue;
+        char *text = nullptr;
+        if (e->getString(text).bad() || !text) continue;
+        for (const unsigned char *c = reinterpret_cast<const unsigned char *>(text); *c; c++)
+            if (*c >= 0x80 || *c == 0x1B) return true; // 0x1B: an ISO 2022 escape
+    }
+    return false;
+}
+
 bool is_announced_instance(DcmItem *ds, const T_DIMSE_C_StoreRQ &req)
 {
     return read_uid(ds, DCM_SOPInstanceUID) == req.AffectedSOPInstanceUID &&

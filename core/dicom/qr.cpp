@@ -35,21 +35,6 @@ const char *get_model_uid(rtb_dicom_model model)
                                         : UID_GETStudyRootQueryRetrieveInformationModel;
 }
 
-// Whether a text element of ds (top level: an identifier's keys) holds a byte
-// outside ASCII.
-static bool has_non_ascii_text(DcmDataset *ds)
-{
-    for (DcmObject *o = ds->nextInContainer(nullptr); o; o = ds->nextInContainer(o)) {
-        DcmElement *e = OFstatic_cast(DcmElement *, o);
-        if (!e->isAffectedBySpecificCharacterSet()) continue;
-        char *text = nullptr;
-        if (e->getString(text).bad() || !text) continue;
-        for (const unsigned char *c = reinterpret_cast<const unsigned char *>(text); *c; c++)
-            if (*c >= 0x80) return true;
-    }
-    return false;
-}
-
 std::unique_ptr<DcmDataset> make_identifier(const rtb_ds *identifier, rtb_dicom_level level,
                                             rtb_dicom_error *err)
 {

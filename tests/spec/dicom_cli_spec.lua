@@ -92,6 +92,35 @@ describe("rtbackup store and find", function()
         end
     end)
 
+    -- pydicom's real-world files in ISO_IR 100, stored into Orthanc: their names come back
+    -- as pydicom decodes them (Orthanc keeps them in its Latin-1 answers).
+    it("prints the names of real-world ISO_IR 100 files as pydicom reads them", function()
+        local files = {"chrFren.dcm", "chrGerm.dcm"}
+        local charsets = "/usr/lib/python3/dist-packages/pydicom/data/charset_files/"
+        local paths = {}
+        for i, f in ipairs(files) do paths[i] = charsets .. f end
+        local p = io.popen("/usr/bin/python3 -c " .. h.quote([[
+import json, sys, pydicom
+print(json.dumps({pydicom.dcmread(f).PatientID: str(pydicom.dcmread(f).PatientName) for f in sys.argv[1:]}))
+]]) .. " " .. table.concat(paths, " "))
+        local expected = cjson.decode(p:read("a"))
+        p:close()
+        local r = h.run(with(main, "store", "--filepath", paths[1], "--filepath", paths[2]))
+        assert.are.equal(0, r.code, r.output)
+        local orthanc = h.orthanc(tb.MAIN_HTTP_URL)
+        for id, name in pairs(expected) do
+            r = h.run(with(main, "find", "--query-level", "STUDY", "--patient-id", id, "-k", "PatientName=",
+                           "--format", "json"))
+            assert.are.equal(0, r.code, r.output)
+            local rows = cjson.decode(r.stdout)
+            assert.are.equal(1, #rows, r.stdout)
+            assert.are.equal(name, rows[1].PatientName)
+            for _, hit in ipairs(orthanc:post("/tools/lookup", rows[1].StudyInstanceUID)) do
+                orthanc:delete("/studies/" .. hit.ID)
+            end
+        end
+    end)
+
     it("exits 2 for an unknown keyword in -k", function()
         local r = h.run(with(main, "find", "-k", "NotAKeyword=1"))
         assert.are.equal(2, r.code)
