@@ -491,15 +491,53 @@ end)
 -- A C-GET peer that sends, under an announced SOP Instance UID, the data set of another
 -- instance. No archive of the testbed does that (each reads both from one file), so a
 -- few lines of python3-odil play the peer: they answer the plan's C-FIND with nothing
--- (the retrieve then goes as asked), then send one wrong and one right instance.
+-- (the retrieve then goes as asked), then send one wrong and one right instance. odil
+-- listens afresh for each association, so a relay with a real backlog stands in front
+-- (the C-GET's connection would otherwise race odil's listening again).
 describe("rtbackup get from a peer that sends another instance than it announces", function()
     it("refuses that one (0xA900), keeps it nowhere, keeps the right one, and exits 1", function()
         local dir = tmpdir()
         local port = h.free_port()
-        local script = h.write_file(dir .. "/wrong_instance_get.py", [[
-import json, sys
+        local script = h.write_file(dir .. "/wrong_instance_get.py", [==[
+import json, os, select, socket, sys, time
 import odil
-port = int(sys.argv[1])
+public = int(sys.argv[1])
+spare = socket.socket()
+spare.bind(("127.0.0.1", 0))
+port = spare.getsockname()[1]  # odil's, behind the relay
+spare.close()
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", public))
+listener.listen(8)
+odil_pid = os.fork()
+if odil_pid == 0:
+    listener.close()
+else:
+    for _ in range(2):  # relay each connection to odil, once odil listens again
+        conn, _addr = listener.accept()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                inner = socket.create_connection(("127.0.0.1", port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        ends = {conn: inner, inner: conn}
+        while ends:
+            ready, _, _ = select.select(list(ends), [], [], 30)
+            if not ready:
+                break
+            data = ready[0].recv(65536)
+            if not data:
+                break
+            ends[ready[0]].sendall(data)
+        conn.close()
+        inner.close()
+    os.waitpid(odil_pid, 0)
+    sys.exit(0)
 CT = "1.2.840.10008.5.1.4.1.1.2"
 def dataset(sop):
     ds = odil.DataSet()
@@ -534,8 +572,8 @@ for _ in range(2):  # the plan's C-FIND, then the C-GET
             rsp.set_number_of_failed_sub_operations(1)
             rsp.set_number_of_warning_sub_operations(0)
             a.send_message(rsp, req.get_affected_sop_class_uid())
-print(json.dumps(statuses))
-]])
+print(json.dumps(statuses), flush=True)
+]==])
         local statuses = dir .. "/statuses.json"
         os.execute(string.format("%s %s %d >%s 2>&1 &", PY, h.quote(script), port, h.quote(statuses)))
         os.execute(string.format("for i in $(seq 100); do ss -Htln 'sport = :%d' | grep -q . && break; sleep 0.1; done", port))
@@ -545,10 +583,14 @@ print(json.dumps(statuses))
         assert.matches("1.2.3.4.5.100 arrived as a data set of another instance: refused, not kept", r.stderr, 1, true)
         local listing = io.popen("ls " .. h.quote(out)):read("a")
         assert.are.equal("1.2.3.4.5.102.dcm\n", listing)
-        os.execute("sleep 0.5")
-        local f = io.open(statuses)
-        local said = f:read("a")
-        f:close()
-        assert.are.same({0xA900, 0}, cjson.decode(said:match("%[[^\n]*%]")))
+        local said -- the peer prints the statuses it got once the association has ended
+        for _ = 1, 100 do
+            local f = io.open(statuses)
+            said = f:read("a"):match("%[[^\n]*%]")
+            f:close()
+            if said then break end
+            os.execute("sleep 0.1")
+        end
+        assert.are.same({0xA900, 0}, cjson.decode(said or "null"))
     end)
 end)
