@@ -92,12 +92,10 @@ function cli.port(option, any)
     return cli.whole_number(option, any and 0 or 1, 65535)
 end
 
---- An option's converter: one StudyInstanceUID, digits in components separated by
--- dots, at most 64 characters (an empty value would match every study). Components
--- with a leading zero are accepted: archives hold such UIDs, and they must be named.
+--- An option's converter: one UID (rtbackup.dicom.names_one_uid).
 function cli.uid(option)
     return function(text)
-        if #text > 64 or not text:match("^%d+$") and not text:match("^%d+%.[%d.]*%d$") or text:find("..", 1, true) then
+        if not require("rtbackup.dicom").names_one_uid(text) then
             return nil, string.format("%s: expected a UID (digits and dots, at most 64 characters), got '%s'",
                                       option, text)
         end
@@ -105,12 +103,11 @@ function cli.uid(option)
     end
 end
 
---- An option's converter: one patient's ID. C-FIND would read an empty value as every
--- patient and '\' as a list of IDs. ('*' and '?' are wildcards there too; the answers
--- are kept to the patient named exactly: rtbackup.qr.plan.of_patient.)
+--- An option's converter: one patient's ID (rtbackup.dicom.names_one_patient), without
+-- its padding.
 function cli.patient_id(option)
     return function(text)
-        if not text:find("%S") or text:find("\\", 1, true) or #text > 64 then
+        if not require("rtbackup.dicom").names_one_patient(text) then
             return nil, string.format("%s: expected one patient's ID (not blank, no \\, at most 64 characters), " ..
                                       "got '%s'", option, text)
         end

@@ -37,6 +37,22 @@ local dicom = {
     uid_name = core.uid_name, -- "MR Image Storage", "RLE Lossless"
 }
 
+--- Whether text names one UID as a query or retrieve key: digits in components
+-- separated by dots, at most 64 characters. Lenient about a component's leading zero
+-- (archives hold such UIDs, and they must be named); an empty value (which would match
+-- everything) or a wildcard is not one.
+function dicom.names_one_uid(text)
+    return type(text) == "string" and #text <= 64 and text:find("..", 1, true) == nil
+        and (text:match("^%d+$") or text:match("^%d+%.[%d.]*%d$")) ~= nil
+end
+
+--- Whether text names one patient's ID as a key: not blank (C-FIND reads an empty
+-- value as every patient), no '\' (a list of IDs), at most 64 characters. ('*' and '?'
+-- are wildcards there too; answers are kept to the ID named: rtbackup.qr.plan.of_patient.)
+function dicom.names_one_patient(text)
+    return type(text) == "string" and text:find("%S") ~= nil and not text:find("\\", 1, true) and #text <= 64
+end
+
 -- Keys of a query table that steer the operation rather than match attributes.
 -- `patient`: who the operation concerns, for the audit log, when the identifier does
 -- not say it (a C-MOVE by study UID); never sent.

@@ -3,6 +3,7 @@
 -- when the destination answers C-FIND. Audited as a whole (op "restore", the patient)
 -- and operation by operation.
 local context = require "rtbackup.context"
+local dicom = require "rtbackup.dicom"
 local errors = require "rtbackup.error"
 local exit = require "rtbackup.exit"
 local log = require "rtbackup.log"
@@ -25,14 +26,14 @@ end
 
 -- What a restore names must name one patient or one study: a blank value, or a UID
 -- with wildcards, would match everything in the archive's C-FIND and C-MOVE. (The
--- command's options are checked the same way before; this keeps scripts to it.)
+-- command's options are checked by the same rules; this keeps scripts to them.)
 local function check_selection(opts)
     local function usage(message) errors.raise{kind = "usage", message = "restore: " .. message} end
     if (opts.patient == nil) == (opts.study == nil) then usage("give exactly one of patient and study") end
-    if opts.patient ~= nil and (type(opts.patient) ~= "string" or not opts.patient:find("%S")) then
+    if opts.patient ~= nil and not dicom.names_one_patient(opts.patient) then
         usage("patient must be one patient's ID, not blank")
     end
-    if opts.study ~= nil and (type(opts.study) ~= "string" or not opts.study:match("^[%d.]+$")) then
+    if opts.study ~= nil and not dicom.names_one_uid(opts.study) then
         usage("study must be one StudyInstanceUID, got " .. tostring(opts.study))
     end
 end
