@@ -538,16 +538,9 @@ else:
         inner.close()
     os.waitpid(odil_pid, 0)
     sys.exit(0)
-CT = "1.2.840.10008.5.1.4.1.1.2"
+from odil_ct import CT, ct_dataset
 def dataset(sop):
-    ds = odil.DataSet()
-    ds.add(odil.registry.SOPClassUID, [CT])
-    ds.add(odil.registry.SOPInstanceUID, [sop])
-    ds.add(odil.registry.StudyInstanceUID, ["1.2.3.4"])
-    ds.add(odil.registry.SeriesInstanceUID, ["1.2.3.4.5"])
-    ds.add(odil.registry.PatientID, ["RTB_WRONG_INSTANCE"])
-    ds.add(odil.registry.Modality, ["CT"])
-    return ds
+    return ct_dataset(sop, "RTB_WRONG_INSTANCE")
 statuses = []
 for _ in range(2):  # the plan's C-FIND, then the C-GET
     a = odil.Association()
@@ -575,7 +568,8 @@ for _ in range(2):  # the plan's C-FIND, then the C-GET
 print(json.dumps(statuses), flush=True)
 ]==])
         local statuses = dir .. "/statuses.json"
-        os.execute(string.format("%s %s %d >%s 2>&1 &", PY, h.quote(script), port, h.quote(statuses)))
+        os.execute(string.format("PYTHONPATH=%s %s %s %d >%s 2>&1 &", h.quote(h.source .. "/tests/spec"), PY,
+                                 h.quote(script), port, h.quote(statuses)))
         os.execute(string.format("for i in $(seq 100); do ss -Htln 'sport = :%d' | grep -q . && break; sleep 0.1; done", port))
         local out = dir .. "/out"
         local r = h.run(cmd(peer_args("WRONG_GET", port), "get", "--study-uid", "1.2.3.4", "--out-dir", out))

@@ -414,18 +414,10 @@ end)
 local MISMATCH_PY = h.write_file(work .. "/mismatch.py", [[
 import json, sys
 import odil
+from odil_ct import CT, ct_dataset
 port = int(sys.argv[1])
-CT = "1.2.840.10008.5.1.4.1.1.2"
 def dataset(sop):
-    ds = odil.DataSet()
-    ds.add(odil.registry.SOPClassUID, [CT])
-    if sop:
-        ds.add(odil.registry.SOPInstanceUID, [sop])
-    ds.add(odil.registry.StudyInstanceUID, ["1.2.3.4"])
-    ds.add(odil.registry.SeriesInstanceUID, ["1.2.3.4.5"])
-    ds.add(odil.registry.PatientID, ["RTB_MISMATCH"])
-    ds.add(odil.registry.Modality, ["CT"])
-    return ds
+    return ct_dataset(sop, "RTB_MISMATCH")
 a = odil.Association()
 a.set_peer_host("127.0.0.1")
 a.set_peer_port(port)
@@ -444,7 +436,8 @@ print(json.dumps(out))
 describe("rtbackup listen and a data set that is not the instance announced", function()
     it("refuses it (0xA900) and keeps nothing under the announced name; the next store on the association is kept", function()
         local l = listen()
-        local out, code = sh(string.format("%s %s %d", PY, MISMATCH_PY, l.port))
+        local out, code = sh(string.format("PYTHONPATH=%s %s %s %d", h.quote(h.source .. "/tests/spec"), PY,
+                                           MISMATCH_PY, l.port))
         assert.are.equal(0, code, out)
         assert.are.same({0xA900, 0xA900, 0}, cjson.decode(out:match("%[[^\n]*%]")))
         local s = stopped_line(stop(l))
