@@ -25,30 +25,6 @@ parser:option("--associations", "associations at once (default: adaptive up to t
 dc.add_format_option(parser)
 local args = cli.parse(parser, dc.dcmtk_args({...}))
 
--- The regular files under path (or path itself), sorted like `find path -type f | sort`.
--- A path that does not exist, or a directory that cannot be read, is a usage error:
--- sending part of a tree without saying so would look like a complete send. A DICOMDIR
--- met in a directory (a CD or USB export's index; PS3.10 names it so) is no instance:
--- it is left out and said, not counted as a failure. Named itself, it is an item like
--- any other (reported unreadable: no instance).
-local function files_under(path)
-    local ok, found = pcall(require("rtbackup.sys").walk, path)
-    if not ok then
-        local message = type(found) == "table" and found.message or tostring(found)
-        require("rtbackup.error").raise{kind = "usage", message = "--filepath " .. path .. ": " .. message}
-    end
-    if #found == 1 and found[1] == path then return found end
-    local files = {}
-    for _, f in ipairs(found) do
-        if f:match("[^/]*$"):upper() == "DICOMDIR" then
-            io.stderr:write("skipped: ", f, ": a DICOMDIR (the index of a medium), not an instance\n")
-        else
-            files[#files + 1] = f
-        end
-    end
-    return files, #found
-end
-
 return dc.run(function()
     local peer, env = dc.peer(args)
     -- An environment's peer keeps its configured ceiling (and adaptive_associations);
@@ -57,16 +33,9 @@ return dc.run(function()
     if env and args.peer then
         adaptive = require("rtbackup.settings").get(env, "adaptive_associations", args.peer)
     elseif args.associations and args.associations > peer.limiter.cap then
-        peer.limiter.cap = math.tointeger(args.associations)
+        peer.limiter.cap = args.associations
     end
-    local files = {}
-    for _, path in ipairs(args.filepath) do
-        local found, walked = files_under(path)
-        if (walked or #found) == 0 then
-            require("rtbackup.error").raise{kind = "usage", message = "--filepath " .. path .. ": no such file or directory (or it is empty)"}
-        end
-        for _, f in ipairs(found) do files[#files + 1] = f end
-    end
+    local files = dc.files_to_store(args.filepath)
     -- On a terminal, one progress line rewriting itself; cleared before the report.
     local tty = require("rtbackup.host").isatty(2)
     local r = require("rtbackup.parallel_store").store(peer, files, {

@@ -91,6 +91,33 @@ function M.peer(args)
                                      alias = args.aec, ctx = ctx}, args), env
 end
 
+--- The files `store` sends for its --filepath paths: each path itself, or the regular
+-- files under it, sorted like `find path -type f | sort`. A path that does not exist, an
+-- empty directory, or one that cannot be read is a usage error: sending part of a tree
+-- without saying so would look like a complete send. A DICOMDIR met in a directory (a
+-- CD or USB export's index; PS3.10 names it so) is no instance: it is left out and said
+-- on stderr, not counted as a failure. Named itself, it is an item like any other
+-- (reported unreadable: no instance).
+function M.files_to_store(paths)
+    local files = {}
+    for _, path in ipairs(paths) do
+        local ok, found = pcall(require("rtbackup.sys").walk, path)
+        if not ok then
+            usage("--filepath " .. path .. ": " .. (type(found) == "table" and found.message or tostring(found)))
+        end
+        if #found == 0 then usage("--filepath " .. path .. ": no such file or directory (or it is empty)") end
+        local walked = not (#found == 1 and found[1] == path)
+        for _, f in ipairs(found) do
+            if walked and f:match("[^/]*$"):upper() == "DICOMDIR" then
+                io.stderr:write("skipped: ", f, ": a DICOMDIR (the index of a medium), not an instance\n")
+            else
+                files[#files + 1] = f
+            end
+        end
+    end
+    return files
+end
+
 --- The query options of find/move/get.
 function M.add_query_options(parser, default_level)
     parser:option("--query-level", "PATIENT, STUDY, SERIES or IMAGE", default_level)
