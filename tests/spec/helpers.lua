@@ -18,6 +18,13 @@ local function slurp(path)
     return data
 end
 
+function helpers.read_file(path)
+    local f = assert(io.open(path, "rb"))
+    local data = f:read("a")
+    f:close()
+    return data
+end
+
 function helpers.write_file(path, text)
     local f = assert(io.open(path, "wb"))
     f:write(text)

@@ -141,3 +141,42 @@ describe("a backup from an archive with vendor quirks", function()
                   refuse_move_levels = {"STUDY"}, duplicate_matches = true}
     end)
 end)
+
+describe("a backup from a source that does not know the archive as a move destination", function()
+    local saved
+    before_each(function()
+        saved = h.read_file(tb.ODIL_DESTINATIONS)
+        local without = {}
+        for line in saved:gmatch("[^\n]+") do
+            if not line:match("^" .. tb.MAIN_AET .. "%s") then without[#without + 1] = line end
+        end
+        h.write_file(tb.ODIL_DESTINATIONS, table.concat(without, "\n") .. "\n")
+    end)
+    after_each(function() h.write_file(tb.ODIL_DESTINATIONS, saved) end)
+
+    -- 0xA801 is the source's configuration speaking: no retry or other way of asking
+    -- changes it. Before, every series was moved, verified and retried three times
+    -- (about 10 s here) and the run ended "partial" with each series "not in MAIN
+    -- after 3 retries".
+    it("stops moving at the first 0xA801, names the fix, leaves the work for the next run and exits 2", function()
+        local refused_before = select(2, h.read_file(tb.RTB_TESTBED_DIR .. "/logs/odil.log"):gsub("refused 0xA801", ""))
+        local r = rtb{"backup", "Q", "--format", "json", table.unpack(ALL)}
+        assert.are.equal(2, r.code, r.output)
+        local s = cjson.decode(r.stdout)
+        assert.are.equal(0, s.moved, r.stdout)
+        assert.are.equal(0, s.failed, r.stdout)
+        assert.are.equal(TOTAL, s.skipped, r.stdout)
+        assert.matches("ODIL does not know the move destination " .. tb.MAIN_AET, s.errors[1].error, 1, true)
+        local refused = select(2, h.read_file(tb.RTB_TESTBED_DIR .. "/logs/odil.log"):gsub("refused 0xA801", ""))
+        assert.is_true(refused - refused_before <= 8, -- one per move running at once, at most
+                       (refused - refused_before) .. " moves refused: the others were asked anyway")
+        local text = rtb{"backup", "Q", table.unpack(ALL)}
+        assert.are.equal(2, text.code, text.output)
+        local _, lines = text.stdout:gsub("does not know the move destination", "")
+        assert.are.equal(1, lines, "the cause is said once:\n" .. text.stdout)
+        h.write_file(tb.ODIL_DESTINATIONS, saved)
+        local fixed = rtb{"backup", "Q", table.unpack(ALL)}
+        assert.are.equal(0, fixed.code, fixed.output)
+        assert.are.equal(TOTAL, in_main())
+    end)
+end)

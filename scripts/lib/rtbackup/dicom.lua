@@ -269,13 +269,28 @@ end
 -- query.patient names the patient(s) for the audit log when the identifier does not.
 function Peer:move(query)
     local level = level_of(query)
-    if not query.destination then
+    local destination = query.destination
+    if not destination then
         errors.raise{kind = "invalid", message = "move: destination (an AE title) is required"}
     end
     check_retrieve_keys(query, level)
-    return annotated(self, "move", query, function()
-        return core.move(self, level, model_of(query, level), identifier(query), query.destination)
+    -- A destination this peer said it does not know stays unknown until someone
+    -- changes its configuration: later moves to it fail at once, without asking.
+    self.unknown_destinations = self.unknown_destinations or {}
+    local known_unknown = self.unknown_destinations[destination]
+    if known_unknown then error(known_unknown, 0) end
+    local ok, r = pcall(annotated, self, "move", query, function()
+        return core.move(self, level, model_of(query, level), identifier(query), destination)
     end)
+    if ok then return r end
+    if errors.is(r, "status") and r.status == 0xA801 then
+        r.destination_unknown = destination
+        r.message = string.format(
+            "%s does not know the move destination %s (C-MOVE status 0xA801): add %s, with its host and port, to %s's move destinations, or correct the AE title in the environment",
+            self.alias or self.aet, destination, destination, self.alias or self.aet)
+        self.unknown_destinations[destination] = r
+    end
+    error(r, 0)
 end
 
 --- C-GET. `into` is a directory (instances land there as <SOPInstanceUID>.dcm) or a

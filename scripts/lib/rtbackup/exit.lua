@@ -4,7 +4,9 @@
 --   0   ok: everything done (backup: every instance verified)
 --   1   partial: something failed and is named (instances missing, discrepancies, a
 --       record that could not be built, an unresolved reference)
---   2   usage or configuration error: nothing was attempted
+--   2   usage or configuration error: nothing was attempted, or nothing more could be
+--       until a setting is changed (ours, or a peer's: a source that does not know
+--       the archive as a move destination)
 --   3   another run holds the lock
 --   4   a source or target unreachable (the rest waits for the next run)
 --   5   outside the source's time window
@@ -49,9 +51,17 @@ function exit.is_stopped(err)
     return type(err) == "table" and err.kind == "stopped"
 end
 
+--- True when err says nothing can be done until a setting is changed, here or on a
+-- peer: our configuration, or a source that does not know the move destination
+-- (C-MOVE 0xA801; rtbackup.dicom marks it). Asking again changes nothing.
+function exit.needs_configuration(err)
+    return errors.is(err, "usage") or errors.is(err, "config")
+        or (type(err) == "table" and err.destination_unknown ~= nil)
+end
+
 --- The exit code an error deserves when it ends a command.
 function exit.of_error(err)
-    if errors.is(err, "usage") or errors.is(err, "config") then return exit.usage end
+    if exit.needs_configuration(err) then return exit.usage end
     -- A journal damaged or written by a newer rtbackup: state the operator must fix.
     if errors.is(err, "corrupt") or errors.is(err, "version") then return exit.usage end
     if errors.is(err, "locked") then return exit.locked end

@@ -84,9 +84,13 @@ function restore.run(env, opts)
         log.info("study restored", {study = uid, instances = n, moved = r.completed, missing = missing})
         return missing == 0
     end, {concurrency = settings.get(env, "max_associations", opts.from or env.default_backup), errors = "return"})
+    local said, misconfigured = {}, false
     for _, err in pairs(failures) do
         unreachable = unreachable or exit.is_unreachable(err)
-        io.stderr:write("rtbackup restore: ", tostring(err), "\n")
+        misconfigured = misconfigured or exit.needs_configuration(err)
+        local text = tostring(err)
+        if not said[text] then io.stderr:write("rtbackup restore: ", text, "\n") end
+        said[text] = true
     end
     if opts.dry_run then
         ctx:flush()
@@ -101,6 +105,7 @@ function restore.run(env, opts)
     io.stdout:write(string.format("restored %d of %d instances from %s to %s%s; %d missing there\n", restored, total,
                                   archive.alias, opts.to, unverified and " (not verified: no C-FIND)" or "", failed))
     if exit.stop_code() then return exit.stop_code() end
+    if misconfigured then return exit.usage end
     if unreachable then return exit.unreachable end
     return incomplete == 0 and exit.ok or exit.partial
 end

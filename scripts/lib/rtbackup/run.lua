@@ -111,7 +111,7 @@ function run.new(env, alias, opts)
         target_alias = target, target_cfg = env.backup_targets[target],
         flow = require(flow_module), choices = site.choices(env),
         started = host.monotonic(), started_at = clock.iso_utc(), phase = "starting",
-        failures = {unreachable = false, partial = false},
+        failures = {configuration = false, unreachable = false, partial = false},
         moves_done = 0, -- moves ended well, so a job requeued by a busy source knows others progress
     }, Run)
     if opts.metrics_file then
@@ -257,11 +257,27 @@ function Run:must_stop()
     end
 end
 
---- Notes an error that kept units from being done: unreachable peers make exit 4,
--- others make the run partial (1).
+--- Notes an error that kept units from being done: a setting to change makes exit 2,
+-- unreachable peers exit 4, others make the run partial (1).
 function Run:note_failure(err)
     if exit.is_stopped(err) then return end
-    if exit.is_unreachable(err) then self.failures.unreachable = true else self.failures.partial = true end
+    if exit.needs_configuration(err) then
+        if not self.failures.configuration then
+            log.error("nothing more can be moved until a setting is changed", {source = self.source_alias,
+                                                                                error = tostring(err)})
+        end
+        self.failures.configuration = true
+    elseif exit.is_unreachable(err) then
+        self.failures.unreachable = true
+    else
+        self.failures.partial = true
+    end
+end
+
+-- Errors after which this run cannot move anything more from its source: left for
+-- the next run (their units keep their state), not counted as failed.
+local function ends_moving(err)
+    return exit.is_unreachable(err) or exit.is_stopped(err) or exit.needs_configuration(err)
 end
 
 -- Errors that say a peer is alive but struggling under this load: the transfer is
@@ -331,10 +347,12 @@ function Run:move_job(job)
         end
         return "requeue", 0
     end
-    if exit.is_unreachable(reported) or exit.is_stopped(reported) then
+    if ends_moving(reported) then
+        if not exit.needs_configuration(reported) then -- said once, by note_failure
+            log.error("cannot move", {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
+        end
         self:note_failure(reported)
         for _, u in ipairs(job.units) do book:skipped(u, reported) end
-        log.error("cannot move", {source = self.source_alias, unit = fresh[1].key, error = tostring(reported)})
         return "done", 0
     end
     -- Refused: what the source does accept is found by the retries of the verify
@@ -371,7 +389,10 @@ function Run:verify_job(job, bar)
         local moved, err = pcall(flow.retry, self, job, pending, found, attempt)
         if not moved then
             self:note_failure(err)
-            if exit.is_unreachable(err) then break end
+            if ends_moving(err) then
+                for _, u in ipairs(pending) do book:skipped(u, err); found[u.key] = nil end
+                break
+            end
         end
         local again_ok, again = pcall(flow.verify, self, job, pending)
         if not again_ok then
@@ -660,6 +681,7 @@ function Run:exit_code()
     local stop = exit.stop_code()
     if stop then return stop end
     if self.summary.outside_window then return exit.outside_window end
+    if self.failures.configuration then return exit.usage end
     if self.failures.unreachable then
         -- Work left for later because a peer could not be reached (or the window
         -- closed on it meanwhile).

@@ -53,6 +53,30 @@ local function print_dry_run(out, s)
     end
 end
 
+-- The units' errors, one line each; an error that many units share (a peer that
+-- refused them all for one reason) is said once, with the first units it concerns.
+local function print_errors(out, errors)
+    local groups, order = {}, {}
+    for _, e in ipairs(errors) do
+        local text = e.error or ""
+        if not groups[text] then groups[text] = {}; order[#order + 1] = text end
+        table.insert(groups[text], (e.patient and (e.patient .. " ") or "") .. (e.unit or ""))
+    end
+    for i, text in ipairs(order) do
+        if i > 20 then
+            out:write(string.format("  ... and %d more (the JSON summary lists them all)\n", #order - 20))
+            break
+        end
+        local units = groups[text]
+        if #units == 1 then
+            out:write("  error: ", units[1], ": ", text, "\n")
+        else
+            out:write(string.format("  error, for %d units (%s%s): %s\n", #units, table.concat(units, ", ", 1, 2),
+                                    #units > 2 and ", ..." or "", text))
+        end
+    end
+end
+
 --- The summary for people, on `out` (default stdout).
 function summary.print(s, out)
     out = out or io.stdout
@@ -96,13 +120,7 @@ function summary.print(s, out)
     end
     out:write(string.format("  %.1f s, %.0f %s/s, exit %d (%s)\n", s.duration_seconds or 0,
                             s.instances_per_second or 0, unit, s.exit_code or 0, s.status or "?"))
-    for i, e in ipairs(s.errors or {}) do
-        if i > 20 then
-            out:write(string.format("  ... and %d more (the JSON summary lists them all)\n", #s.errors - 20))
-            break
-        end
-        out:write("  error: ", e.patient and (e.patient .. " ") or "", e.unit or "", ": ", e.error or "", "\n")
-    end
+    print_errors(out, s.errors or {})
     for i, u in ipairs(s.unresolved or {}) do
         if i > 20 then break end
         out:write(string.format("  unresolved: %s references %s %s\n", u.from or "?", u.kind or "instance", u.uid or "?"))
