@@ -31,6 +31,15 @@ describe("the pace", function()
         assert.is_true(p.limit <= 5)
     end)
 
+    it("adds no place for a window that moved nothing (its moves refused)", function()
+        local p = pace.new{cap = 8}
+        most_at_once(p, 4, 5, {instances = 0, seconds = 0.005})
+        assert.are.equal(4, p.limit)
+        assert.are.equal(0, #p.changes)
+        most_at_once(p, 4, 10) -- the first window that moved something is the best yet
+        assert.are.equal(5, p.limit)
+    end)
+
     it("halves on trouble, and keeps below the limit that met it", function()
         local p = pace.new{cap = 8}
         p:enter()

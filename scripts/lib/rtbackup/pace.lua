@@ -109,7 +109,8 @@ function Pace:judge()
                  rate)
         -- the times seen so far were another load's: one halving per slowdown
         self.best, self.held, self.fastest = nil, false, {}
-    elseif not self.best or rate > self.best * GAIN then
+    elseif rate > 0 and (not self.best or rate > self.best * GAIN) then
+        -- (a window that moved nothing, its moves refused, says nothing of throughput)
         self.best, self.best_limit = rate, self.limit
         if not self.held then self:set(self.limit + 1, "throughput grew", rate) end
     elseif self.limit > self.best_limit then
