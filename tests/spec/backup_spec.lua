@@ -142,6 +142,34 @@ describe("rtbackup backup", function()
         assert.are.equal(first.summary.found, r.summary.already_present)
     end)
 
+    -- Orthanc answers 0xC000 to any C-MOVE towards a destination it does not know,
+    -- whatever the request's form. Before, the run took every refusal for one of the
+    -- request's form, kept "no STUDY-level moves, one UID per move" in the journal for
+    -- every later run, and said only "N of N instances not in MAIN after 3 retries".
+    it("from a source that cannot send to the archive: says where to look, and learns nothing from it", function()
+        stage_patients{RTB001 = true}
+        local modalities = staging:get("/modalities?expand")
+        staging:delete("/modalities/main")
+        local ok, err = pcall(function()
+            local r = backup({}, "STAGE")
+            assert.are.equal(1, r.code, r.output)
+            assert.are.equal(0, r.summary.moved, r.output)
+            assert.matches("STAGE accepted none of this run's C-MOVEs: check that it knows " .. tb.MAIN_AET ..
+                           " (" .. tb.HOST .. " port " .. tb.MAIN_PORT .. ") as a move destination",
+                           r.summary.errors[1].error, 1, true)
+        end)
+        staging:put("/modalities/main", cjson.encode(modalities.main))
+        assert(ok, err)
+        local facts = rtb{"run", h.write_file(dir .. "/facts.lua", string.format([[
+            local j = require("rtbackup.journal").open(%q)
+            print(j:fact("peer STAGE", "study_moves"), j:fact("peer STAGE", "move_rung"))]],
+            state .. "/TB.journal.sqlite"))}
+        assert.are.equal("nil\tnil\n", facts.stdout, facts.output)
+        local fixed = backup({}, "STAGE")
+        staging:wipe()
+        assert.are.equal(0, fixed.code, fixed.output)
+    end)
+
     it("asks the archive nothing per study it lacks, and compares the series of one it holds", function()
         local audit_log = dir .. "/audit.jsonl"
         os.remove(audit_log)

@@ -196,7 +196,7 @@ function helpers.env_toml(tb, name, spec)
 end
 
 --- Orthanc's REST API, through curl: o:get(path) (decoded JSON), o:post(path, body),
--- o:delete(path), o:lookup(uid), o:wipe() (every patient), o:count() (instances).
+-- o:put(path, body), o:delete(path), o:lookup(uid), o:wipe() (every patient), o:count() (instances).
 function helpers.orthanc(url)
     local cjson = require "cjson"
     local o = {}
@@ -209,6 +209,7 @@ function helpers.orthanc(url)
     end
     function o.get(_, path) return cjson.decode(call("GET", path)) end
     function o.post(_, path, data) return cjson.decode(call("POST", path, data)) end
+    function o.put(_, path, data) call("PUT", path, data) end
     --- The Orthanc resources with this DICOM UID: {{ID, Type, Path}, ...}.
     function o.lookup(self, uid) return self:post("/tools/lookup", uid) end
     function o.delete(_, path) call("DELETE", path) end

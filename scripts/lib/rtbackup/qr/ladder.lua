@@ -8,10 +8,13 @@
 --   single   one C-MOVE per SOP Instance UID
 --   series   the whole series again (a peer that ignores IMAGE-level moves still sends
 --            the series; what the target has is simply sent again)
--- A refusal moves a peer down a rung for the rest of the run and is kept in the
--- journal (fact "move_rung" of the peer), so the next run starts on the rung that
--- works. A rung that "succeeded" while nothing arrived (a peer that drops silently)
--- also moves that unit down a rung for its next attempt.
+-- A refusal moves a peer down a rung for the rest of the run; once the lower rung has
+-- worked, it is kept in the journal (fact "move_rung" of the peer), so the next run
+-- starts on the rung that works. A source that refuses every way (a destination it
+-- does not know: Orthanc answers that 0xC000 too) teaches nothing about the form of
+-- requests, and the next run starts from the top again. A rung that "succeeded" while
+-- nothing arrived (a peer that drops silently) also moves that unit down a rung for its
+-- next attempt.
 local errors = require "rtbackup.error"
 local exit = require "rtbackup.exit"
 local log = require "rtbackup.log"
@@ -61,7 +64,8 @@ end
 
 function ladder.no_study_moves(run, err)
     run.no_study_moves[run.source_alias] = true
-    if run.journal then run.journal:set_fact(scope(run), "study_moves", "refused") end
+    run.unconfirmed = run.unconfirmed or {}
+    run.unconfirmed.study_moves = "refused"
     log.warn("the source refused a STUDY-level C-MOVE; moving series by series from now on",
              {source = run.source_alias, error = tostring(err)})
 end
@@ -71,7 +75,8 @@ local function descend(run, rung, err)
     if not lower then return nil end
     if INDEX[ladder.rung(run)] < INDEX[lower] then
         run.rungs[run.source_alias] = lower
-        if run.journal then run.journal:set_fact(scope(run), "move_rung", lower) end
+        run.unconfirmed = run.unconfirmed or {}
+        run.unconfirmed.move_rung = lower
         log.warn("the source refused a C-MOVE; moving stragglers the next way from now on",
                  {source = run.source_alias, was = rung, now = lower, error = tostring(err)})
     end
@@ -107,6 +112,17 @@ local function move_on(run, rung, unit, uids)
     end
 end
 
+--- A C-MOVE the source accepted: what was learned from its refusals is kept for the
+-- next runs (a lower way worked where the higher one was refused).
+function ladder.accepted(run)
+    run.moves_accepted = (run.moves_accepted or 0) + 1
+    local learned = run.unconfirmed
+    if not learned or not next(learned) then return end
+    run.unconfirmed = nil
+    if not run.journal then return end
+    for fact, value in pairs(learned) do run.journal:set_fact(scope(run), fact, value) end
+end
+
 --- Moves the `missing` instances (a set of SOP Instance UIDs) of `unit` again, on the
 -- run's rung for its source, going down a rung at a refusal, or when the last attempt
 -- on this rung brought nothing (`unit.last_retry`).
@@ -121,7 +137,7 @@ function ladder.move_missing(run, unit, missing, n_missing)
     local uids = sorted(missing)
     while true do
         local ok, err = pcall(move_on, run, rung, unit, uids)
-        if ok then break end
+        if ok then ladder.accepted(run); break end
         if not refused(err) then error(err, 0) end
         local lower = descend(run, rung, err)
         if not lower then error(err, 0) end
