@@ -154,9 +154,10 @@ describe("rtbackup backup", function()
             local r = backup({}, "STAGE")
             assert.are.equal(1, r.code, r.output)
             assert.are.equal(0, r.summary.moved, r.output)
-            assert.matches("STAGE accepted none of this run's C-MOVEs: check that it knows " .. tb.MAIN_AET ..
-                           " (" .. tb.HOST .. " port " .. tb.MAIN_PORT .. ") as a move destination",
-                           r.summary.errors[1].error, 1, true)
+            local hint = "STAGE accepted none of this run's C-MOVEs: check that it knows " .. tb.MAIN_AET ..
+                         " (" .. tb.HOST .. " port " .. tb.MAIN_PORT .. ") as a move destination"
+            assert.matches(hint, r.summary.hint, 1, true)
+            assert.matches("  hint: " .. hint, r.stdout, 1, true)
         end)
         staging:put("/modalities/main", cjson.encode(modalities.main))
         assert(ok, err)

@@ -113,6 +113,7 @@ function run.new(env, alias, opts)
         started = host.monotonic(), started_at = clock.iso_utc(), phase = "starting",
         failures = {configuration = false, unreachable = false, partial = false},
         moves_done = 0, -- moves ended well, so a job requeued by a busy source knows others progress
+        moves_accepted = 0, -- C-MOVEs the source answered without failure (retries included)
     }, Run)
     if opts.metrics_file then
         self.metrics = metrics.new{env = env.name, source = alias,
@@ -313,6 +314,19 @@ end
 function Run:opened(job, r)
     job.opening = (job.opening or 0) + (tonumber(r.open_seconds) or 0)
     job.associations = (job.associations or 0) + 1
+    self.moves_accepted = self.moves_accepted + 1
+end
+
+--- Where to look when something failed and the peer the moves are asked of accepted
+-- none of the run's C-MOVEs, whatever their form: it most likely cannot deliver to the
+-- archive at all (Orthanc answers 0xC000 for a destination it does not know). nil
+-- otherwise.
+function Run:undelivered_hint()
+    local from = self.flow.moves_from and self.flow.moves_from(self)
+    if self.moves_accepted > 0 or not from or not self.book or self.book.counts.failed == 0 then return nil end
+    local target = self:peer(self.target_alias)
+    return string.format("%s accepted none of this run's C-MOVEs: check that it knows %s (%s port %d) as a move destination, and that %s accepts its stores",
+                         from.alias or from.aet, target.aet, target.host, target.port, self.target_alias)
 end
 
 -- The move stage of a job: transfers its units that are not moved yet. Returns
@@ -718,6 +732,7 @@ function Run:close(code)
         s.errors = self.book.errors
         s.units_verified, s.units_failed, s.units_skipped = self.book.outcomes.verified,
             self.book.outcomes.failed, self.book.outcomes.skipped
+        s.hint = self:undelivered_hint()
     end
     s.finished_at = clock.iso_utc()
     s.duration_seconds = host.monotonic() - self.started

@@ -7,7 +7,8 @@
 -- "locked", "outside_window", "usage"), error (the cause when the run could not go on:
 -- {kind, message, phase, and for a peer's error: peer (alias), address (AET@host:port),
 -- operation ("C-FIND", ...)}), since/until, found, already_present, moved, verified,
--- failed, skipped, deferred, associations, errors ({unit, kind, patient, error}).
+-- failed, skipped, deferred, associations, errors ({unit, kind, patient, error}), hint
+-- (where to look when the source accepted no C-MOVE and something failed).
 -- A flow adds its own (studies, series_to_move, references; records_built,
 -- deliveries_skipped, ...).
 local cjson = require("cjson").new()
@@ -120,6 +121,7 @@ function summary.print(s, out)
     end
     out:write(string.format("  %.1f s, %.0f %s/s, exit %d (%s)\n", s.duration_seconds or 0,
                             s.instances_per_second or 0, unit, s.exit_code or 0, s.status or "?"))
+    if s.hint then out:write("  hint: ", s.hint, "\n") end
     print_errors(out, s.errors or {})
     for i, u in ipairs(s.unresolved or {}) do
         if i > 20 then break end

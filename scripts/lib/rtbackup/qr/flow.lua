@@ -105,7 +105,7 @@ function flow.transfer(run, job, units)
         local ok, r = pcall(source.move, source, q)
         if ok then
             run:opened(job, r)
-            ladder.accepted(run)
+            ladder.confirm(run)
             return r.completed
         end
         if not ladder.refused(r) then error(r, 0) end
@@ -116,7 +116,7 @@ function flow.transfer(run, job, units)
         q.level, q.SeriesInstanceUID = "SERIES", u.key
         local r = source:move(q)
         run:opened(job, r)
-        ladder.accepted(run)
+        ladder.confirm(run)
         completed = completed + (r.completed or 0)
     end
     return completed
@@ -190,16 +190,9 @@ local function first_uids(set, max)
 end
 
 --- The failure message of a unit still incomplete after the retries.
--- A source that accepted none of the run's C-MOVEs, whatever their form, most likely
--- cannot deliver to the archive at all (Orthanc answers 0xC000 for a destination it
--- does not know): the message names where to look.
 function flow.describe_missing(run, u, f, attempts)
-    local text = string.format("%d of %d instances not in %s after %d retries: %s", f.n, f.total, run.target_alias,
-                               attempts, first_uids(f.missing, 5))
-    if (run.moves_accepted or 0) > 0 then return text end
-    local target = run:peer(run.target_alias)
-    return string.format("%s; %s accepted none of this run's C-MOVEs: check that it knows %s (%s port %d) as a move destination, and that %s accepts its stores",
-                         text, run.source_alias, target.aet, target.host, target.port, run.target_alias)
+    return string.format("%d of %d instances not in %s after %d retries: %s", f.n, f.total, run.target_alias,
+                         attempts, first_uids(f.missing, 5))
 end
 
 --- The references of the RT objects verified in this run.

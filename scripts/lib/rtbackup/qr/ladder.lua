@@ -114,8 +114,7 @@ end
 
 --- A C-MOVE the source accepted: what was learned from its refusals is kept for the
 -- next runs (a lower way worked where the higher one was refused).
-function ladder.accepted(run)
-    run.moves_accepted = (run.moves_accepted or 0) + 1
+function ladder.confirm(run)
     local learned = run.unconfirmed
     if not learned or not next(learned) then return end
     run.unconfirmed = nil
@@ -137,7 +136,11 @@ function ladder.move_missing(run, unit, missing, n_missing)
     local uids = sorted(missing)
     while true do
         local ok, err = pcall(move_on, run, rung, unit, uids)
-        if ok then ladder.accepted(run); break end
+        if ok then
+            run.moves_accepted = run.moves_accepted + 1
+            ladder.confirm(run)
+            break
+        end
         if not refused(err) then error(err, 0) end
         local lower = descend(run, rung, err)
         if not lower then error(err, 0) end
