@@ -30,6 +30,8 @@ function units.book(journal, source)
         errors = {},
         done = {}, -- units verified in this run
         failed_units = {}, -- what each unit failed in this run added to the counts
+        verified_units = {}, -- what each unit verified in this run added to the counts
+        present_at_start = {}, -- per unit: what the target held when this run first counted it
     }, Book)
 end
 
@@ -76,6 +78,19 @@ local function present_before(u)
     return (u.data and u.data.present) or u.present or 0
 end
 
+-- What the target held of a unit before this run moved any of it. A unit can be
+-- counted twice in a run (the references pass moves and verifies a series again that
+-- the archive lost meanwhile, or that failed earlier): the arrivals are counted from
+-- what was there the first time, not from what was left the second.
+local function present_at_start(self, u)
+    local n = self.present_at_start[u.key]
+    if n == nil then
+        n = present_before(u)
+        self.present_at_start[u.key] = n
+    end
+    return n
+end
+
 local function note_error(self, unit, err)
     local e = {unit = unit.key, kind = unit.kind, patient = unit.data and unit.data.patient, error = tostring(err)}
     self.errors[#self.errors + 1] = e
@@ -93,6 +108,19 @@ function Book:moved(list, reported)
         u.state = "moved"
         u.reported = #list == 1 and reported or nil
     end
+end
+
+-- A unit counted as verified earlier in this run and verified again (the references
+-- pass found the archive had lost part of it, and moved it again): what it added
+-- then is taken back, so no instance counts twice.
+local function forget_verified(self, u)
+    local v = self.verified_units[u.key]
+    if not v then return false end
+    self.verified_units[u.key] = nil
+    self.counts.verified = self.counts.verified - v.verified
+    self.counts.moved = self.counts.moved - v.moved
+    self.outcomes.verified = self.outcomes.verified - 1
+    return true
 end
 
 -- A unit counted as failed earlier in this run and complete now (the references pass
@@ -119,10 +147,13 @@ function Book:verified_all(list)
     for _, v in ipairs(list) do
         local u, total = v[1], v[2]
         forget_failure(self, u)
+        local again = forget_verified(self, u)
+        local moved = math.max(0, total - present_at_start(self, u))
+        self.verified_units[u.key] = {verified = total, moved = moved}
         self.counts.verified = self.counts.verified + total
-        self.counts.moved = self.counts.moved + math.max(0, total - present_before(u))
+        self.counts.moved = self.counts.moved + moved
         self.outcomes.verified = self.outcomes.verified + 1
-        self.done[#self.done + 1] = u
+        if not again then self.done[#self.done + 1] = u end
     end
 end
 
@@ -144,7 +175,9 @@ function Book:failed(u, missing, total, message)
         data.missing = missing
     end
     self.journal:mark(self.source, u.key, "failed", {error = message, data = data})
-    local moved = math.max(0, total - missing - present_before(u))
+    forget_verified(self, u)
+    forget_failure(self, u)
+    local moved = math.max(0, total - missing - present_at_start(self, u))
     self.counts.failed = self.counts.failed + missing
     self.counts.moved = self.counts.moved + moved
     self.outcomes.failed = self.outcomes.failed + 1
