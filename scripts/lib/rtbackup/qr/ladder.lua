@@ -8,13 +8,15 @@
 --   single   one C-MOVE per SOP Instance UID
 --   series   the whole series again (a peer that ignores IMAGE-level moves still sends
 --            the series; what the target has is simply sent again)
--- A refusal moves a peer down a rung for the rest of the run; once the lower rung has
--- worked, it is kept in the journal (fact "move_rung" of the peer), so the next run
--- starts on the rung that works. A source that refuses every way (a destination it
--- does not know: Orthanc answers that 0xC000 too) teaches nothing about the form of
--- requests, and the next run starts from the top again. A rung that "succeeded" while
--- nothing arrived (a peer that drops silently) also moves that unit down a rung for its
--- next attempt.
+-- A refusal moves a peer down a rung for the rest of the run. It is kept in the
+-- journal (fact "move_rung" of the peer), so the next run starts on the rung that
+-- works, when it says the request's form was refused (0xA900: the identifier does not
+-- suit the request; 0x0122: not supported) and the lower rung then worked. Orthanc
+-- answers 0xC000 ("unable to process") alike to a form it refuses, to a destination
+-- it does not know and to a destination that failed one store of the move: that is
+-- learned for the run only (one refused attempt per run), never kept. A rung that
+-- "succeeded" while nothing arrived (a peer that drops silently) also moves that unit
+-- down a rung for its next attempt.
 local errors = require "rtbackup.error"
 local exit = require "rtbackup.exit"
 local log = require "rtbackup.log"
@@ -52,6 +54,17 @@ local function refused(err)
 end
 ladder.refused = refused
 
+-- Statuses that say the form of the request was refused, whatever else: worth
+-- remembering across runs.
+local FORM_REFUSED = {[0xA900] = true, [0x0122] = true}
+
+-- Notes what a refusal taught, to keep once a lower way has worked (ladder.confirm).
+local function learned(run, err, fact, value)
+    if not FORM_REFUSED[tonumber(type(err) == "table" and err.status) or -1] then return end
+    run.unconfirmed = run.unconfirmed or {}
+    run.unconfirmed[fact] = value
+end
+
 --- Whether the source takes STUDY-level C-MOVEs (a study moved whole in one request);
 -- false once it refused one (for the run, and the next runs: fact "study_moves").
 function ladder.study_moves(run)
@@ -64,8 +77,7 @@ end
 
 function ladder.no_study_moves(run, err)
     run.no_study_moves[run.source_alias] = true
-    run.unconfirmed = run.unconfirmed or {}
-    run.unconfirmed.study_moves = "refused"
+    learned(run, err, "study_moves", "refused")
     log.warn("the source refused a STUDY-level C-MOVE; moving series by series from now on",
              {source = run.source_alias, error = tostring(err)})
 end
@@ -75,8 +87,7 @@ local function descend(run, rung, err)
     if not lower then return nil end
     if INDEX[ladder.rung(run)] < INDEX[lower] then
         run.rungs[run.source_alias] = lower
-        run.unconfirmed = run.unconfirmed or {}
-        run.unconfirmed.move_rung = lower
+        learned(run, err, "move_rung", lower)
         log.warn("the source refused a C-MOVE; moving stragglers the next way from now on",
                  {source = run.source_alias, was = rung, now = lower, error = tostring(err)})
     end
