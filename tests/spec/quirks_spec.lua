@@ -135,6 +135,18 @@ describe("a backup from an archive with vendor quirks", function()
         assert.matches(TOTAL .. " instances; 0 missing, 0 extra", v.stderr, 1, true)
     end)
 
+    it("failing the same sub-operations at every attempt: each unit's failure says the source reported them", function()
+        quirks{fail = {modalities = {"RTDOSE"}}}
+        local _, s = honest_run()
+        local doses = tonumber(tb.ODIL_PATIENTS)
+        assert.are.equal(doses, s.failed)
+        assert.are.equal(doses, #s.errors)
+        for _, e in ipairs(s.errors) do
+            assert.matches("1 of 1 instances not in MAIN after 3 retries: [%d.]+; ODIL reported it could not send 1 of them",
+                           e.error)
+        end
+    end)
+
     it("with every quirk at once", function()
         converges{no_counts = true, image_find_needs_series = true, warning_status = true,
                   move_responses_without_counts = true, drop = {every_nth = 3}, refuse_uid_lists = true,

@@ -114,6 +114,7 @@ function run.new(env, alias, opts)
         failures = {configuration = false, unreachable = false, partial = false},
         moves_done = 0, -- moves ended well, so a job requeued by a busy source knows others progress
         moves_accepted = 0, -- C-MOVEs the source answered without failure (retries included)
+        reported_failed = {}, -- SOP Instance UIDs the source listed as failed sub-operations
     }, Run)
     if opts.metrics_file then
         self.metrics = metrics.new{env = env.name, source = alias,
@@ -309,12 +310,30 @@ function Run:requeue_move(job, err)
     return true
 end
 
---- Notes what a C-MOVE's association took to open (a wait for the source to accept
--- included), for the pace: a source that queues associations is asked for fewer.
+--- Notes a C-MOVE the source answered without failure, `r` its result: what its
+-- association took to open (a wait for the source to accept included), for the pace
+-- (a source that queues associations is asked for fewer; job nil: a retry's move),
+-- and the instances it reported it could not send (Failed SOP Instance UID List).
 function Run:opened(job, r)
-    job.opening = (job.opening or 0) + (tonumber(r.open_seconds) or 0)
-    job.associations = (job.associations or 0) + 1
+    if job then
+        job.opening = (job.opening or 0) + (tonumber(r.open_seconds) or 0)
+        job.associations = (job.associations or 0) + 1
+    end
     self.moves_accepted = self.moves_accepted + 1
+    for _, uid in ipairs(type(r.failed_uids) == "table" and r.failed_uids or {}) do
+        self.reported_failed[uid] = true
+    end
+end
+
+--- How many of `uids` (a set) the source reported it could not send, as a clause for
+-- a unit's failure: "; ARIA reported it could not send 3 of them (...)", or "".
+function Run:reported_failed_clause(uids)
+    local n = 0
+    for uid in pairs(uids) do if self.reported_failed[uid] then n = n + 1 end end
+    if n == 0 then return "" end
+    local from = self.flow.moves_from and self.flow.moves_from(self)
+    return string.format("; %s reported it could not send %d of them (failed sub-operations: its log says why)",
+                         from and (from.alias or from.aet) or self.source_alias, n)
 end
 
 --- Where to look when something failed and the peer the moves are asked of accepted

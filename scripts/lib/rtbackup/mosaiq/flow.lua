@@ -557,7 +557,8 @@ function flow.describe_missing(run, u, f, attempts)
                              "after %d retries: its copy is not this record", run.target_alias, u.data.uid,
                              f.different, u.data.digest, attempts)
     end
-    return string.format("record %s not found in %s after %d retries", u.data.uid, run.target_alias, attempts)
+    return string.format("record %s not found in %s after %d retries%s", u.data.uid, run.target_alias, attempts,
+                         run:reported_failed_clause(f.missing))
 end
 
 -- Deletes the instance `uid` from an Orthanc through its REST API; returns true, or

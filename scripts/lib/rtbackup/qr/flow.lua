@@ -191,8 +191,8 @@ end
 
 --- The failure message of a unit still incomplete after the retries.
 function flow.describe_missing(run, u, f, attempts)
-    return string.format("%d of %d instances not in %s after %d retries: %s", f.n, f.total, run.target_alias,
-                         attempts, first_uids(f.missing, 5))
+    return string.format("%d of %d instances not in %s after %d retries: %s%s", f.n, f.total, run.target_alias,
+                         attempts, first_uids(f.missing, 5), run:reported_failed_clause(f.missing))
 end
 
 --- The references of the RT objects verified in this run.

@@ -109,7 +109,7 @@ local function move_on(run, rung, unit, uids)
         local q = {level = level}
         for k, v in pairs(base) do q[k] = v end
         for k, v in pairs(extra) do q[k] = v end
-        return peer:move(q)
+        run:opened(nil, peer:move(q))
     end
     if rung == "series" then
         move("SERIES", {SeriesInstanceUID = unit.key})
@@ -148,7 +148,6 @@ function ladder.move_missing(run, unit, missing, n_missing)
     while true do
         local ok, err = pcall(move_on, run, rung, unit, uids)
         if ok then
-            run.moves_accepted = run.moves_accepted + 1
             ladder.confirm(run)
             break
         end
