@@ -182,6 +182,10 @@ describe("the Mosaiq backup", function()
         assert.matches(string.format("not built (missing_version): %s %s (plan unknown) fraction",
                                      missing.day, missing.mrn), r.stdout, 1, true)
         assert.matches("FLD_ID " .. missing.fld_id, r.stdout, 1, true)
+        -- each delivery row named, so the rows of one fraction (an HDR channel each) are told apart
+        for _, d in ipairs(s.skipped_deliveries) do
+            assert.matches("fraction " .. d.fraction .. " (Dose_Hst " .. d.dhs_id .. "): ", r.stdout, 1, true)
+        end
 
         -- a rerun sends nothing: the same records, the same UIDs, the same bytes
         local again = backup()

@@ -144,9 +144,11 @@ function summary.print(s, out)
     end
     for i, d in ipairs(s.skipped_deliveries or {}) do
         if i > 20 then break end
-        out:write(string.format("  not built (%s): %s %s %s fraction %s: %s\n", d.kind or "?", d.day or "",
+        -- The delivery row (Dose_Hst.DHS_ID) tells apart the rows of one fraction
+        -- (an HDR session has one per channel).
+        out:write(string.format("  not built (%s): %s %s %s fraction %s%s: %s\n", d.kind or "?", d.day or "",
                                 d.patient or "?", d.plan or "(plan unknown)", tostring(d.fraction or "?"),
-                                d.reason or "?"))
+                                d.dhs_id and (" (Dose_Hst " .. tostring(d.dhs_id) .. ")") or "", d.reason or "?"))
     end
 end
 
