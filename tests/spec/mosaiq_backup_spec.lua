@@ -184,7 +184,7 @@ describe("the Mosaiq backup", function()
         assert.matches("FLD_ID " .. missing.fld_id, r.stdout, 1, true)
         -- each delivery row named, so the rows of one fraction (an HDR channel each) are told apart
         for _, d in ipairs(s.skipped_deliveries) do
-            assert.matches("fraction " .. d.fraction .. " (Dose_Hst " .. d.dhs_id .. "): ", r.stdout, 1, true)
+            assert.matches(string.format("fraction %d (Dose_Hst %d): ", d.fraction, d.dhs_id), r.stdout, 1, true)
         end
 
         -- a rerun sends nothing: the same records, the same UIDs, the same bytes
