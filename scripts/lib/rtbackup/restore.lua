@@ -102,8 +102,14 @@ function restore.run(env, opts)
               study_uid = opts.study, count = restored, failed = failed,
               outcome = incomplete == 0 and "ok" or "incomplete"}
     ctx:flush()
-    io.stdout:write(string.format("restored %d of %d instances from %s to %s%s; %d missing there\n", restored, total,
-                                  archive.alias, opts.to, unverified and " (not verified: no C-FIND)" or "", failed))
+    if unverified then
+        -- Nothing could be counted there: say what the archive reported, not "0 missing".
+        io.stdout:write(string.format("restored %d of %d instances from %s to %s, as %s reported; not verified: %s answers no C-FIND\n",
+                                      restored, total, archive.alias, opts.to, archive.alias, opts.to))
+    else
+        io.stdout:write(string.format("restored %d of %d instances from %s to %s; %d missing there\n", restored, total,
+                                      archive.alias, opts.to, failed))
+    end
     if exit.stop_code() then return exit.stop_code() end
     if misconfigured then return exit.usage end
     if unreachable then return exit.unreachable end
