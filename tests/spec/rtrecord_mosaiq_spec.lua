@@ -394,6 +394,36 @@ describe("MLC leaf sets", function()
         assert.is_nil((map.decode_leaf_set(bytes, "int8")))
     end)
 
+    -- Before: float32 leaf sets read as int16 built records (with warnings) whose
+    -- leaves stood at -1274.9 mm; int16 ones read as float32 failed on "30 leaves
+    -- decoded, 60 expected" without saying why.
+    it("refuses a record read in the wrong encoding, naming the site choice, both ways", function()
+        local leaves = {}
+        for i = 1, 60 do leaves[i] = -50 + i * 1.25 end -- -48.75 .. 25 mm
+        local function with(bytes_of, encoding)
+            local g = groups.two_beam_static()
+            for _, f in ipairs(g.fields) do
+                for _, p in ipairs(f.points) do p.A_Leaf_Set, p.B_Leaf_Set = bytes_of(leaves), bytes_of(leaves) end
+            end
+            return pcall(map.build, g, options{mlc = {encoding = encoding}})
+        end
+        local function int16(values)
+            local parts = {}
+            for i, v in ipairs(values) do parts[i] = string.pack("<i2", math.floor(v * 10 + 0.5)) end
+            return table.concat(parts)
+        end
+        assert.is_true((with(groups.float32_leaves, "float32_mm")))
+        assert.is_true((with(int16, "int16_0.01cm")))
+        local ok, err = with(groups.float32_leaves, "int16_0.01cm")
+        assert.is_false(ok)
+        assert.matches("read as int16_0.01cm, and all within reach read as float32_mm: is the site choice " ..
+                       "mosaiq.mlc.encoding right?", err.message, 1, true)
+        ok, err = with(int16, "float32_mm")
+        assert.is_false(ok)
+        assert.matches("30 leaves decoded, 60 expected (read as int16_0.01cm, the 120 bytes hold 60: is the " ..
+                       "site choice mosaiq.mlc.encoding right?)", err.message, 1, true)
+    end)
+
     it("lays the banks out in DICOM order as the site says", function()
         local g = groups.two_beam_static()
         local ds = map.build(g, options{mlc = {encoding = "float32_mm", first_bank = "B", negate_first_bank = true}})

@@ -250,6 +250,16 @@ function Mapper:mlc(point, where, field_label, mlc)
     end
     local range = M.PLAUSIBLE.leaf
     if math.min(lo1, lo2) < range[1] or math.max(hi1, hi2) > range[2] then
+        -- Leaves no MLC can reach, where the other encoding reads both sets within
+        -- reach: the site choice is wrong, and every leaf of the record with it. Such a
+        -- record is not built (a warning would archive nonsense positions).
+        local other = mlc.encoding == "float32_mm" and "int16_0.01cm" or "float32_mm"
+        local o1, o2 = leaves.decoded(first, other, count), leaves.decoded(second, other, count)
+        if o1 and o2 and o1.n == n1 and o2.n == n2 and math.min(o1.lo, o2.lo) >= range[1]
+            and math.max(o1.hi, o2.hi) <= range[2] then
+            self:fail(where, "leaf positions outside %s..%s mm read as %s, and all within reach read as %s: is the site choice mosaiq.mlc.encoding right?",
+                      range[1], range[2], mlc.encoding, other)
+        end
         for i = 1, #out do -- name the first leaf out of range
             if out[i] < range[1] or out[i] > range[2] then
                 check(self, out[i], range, where, "leaf position " .. i, " mm")
