@@ -186,6 +186,10 @@ describe("a backup from a source that does not know the archive as a move destin
         assert.are.equal(2, text.code, text.output)
         local _, lines = text.stdout:gsub("does not know the move destination", "")
         assert.are.equal(1, lines, "the cause is said once:\n" .. text.stdout)
+        assert.are.equal("ODIL_QR@" .. tb.HOST .. ":" .. tb.ODIL_PORT .. ": " .. s.errors[1].error:match("ODIL does.*$"),
+                         s.hint)
+        local status = rtb{"status", "Q"}
+        assert.matches("  last run: [^\n]*ODIL does not know the move destination " .. tb.MAIN_AET, status.stdout)
         h.write_file(tb.ODIL_DESTINATIONS, saved)
         local fixed = rtb{"backup", "Q", table.unpack(ALL)}
         assert.are.equal(0, fixed.code, fixed.output)

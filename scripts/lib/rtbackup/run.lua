@@ -267,6 +267,7 @@ function Run:note_failure(err)
         if not self.failures.configuration then
             log.error("nothing more can be moved until a setting is changed", {source = self.source_alias,
                                                                                 error = tostring(err)})
+            self.summary.hint = tostring(err) -- names peers and AE titles, never a patient
         end
         self.failures.configuration = true
     elseif exit.is_unreachable(err) then
@@ -751,7 +752,7 @@ function Run:close(code)
         s.errors = self.book.errors
         s.units_verified, s.units_failed, s.units_skipped = self.book.outcomes.verified,
             self.book.outcomes.failed, self.book.outcomes.skipped
-        s.hint = self:undelivered_hint()
+        s.hint = s.hint or self:undelivered_hint()
     end
     s.finished_at = clock.iso_utc()
     s.duration_seconds = host.monotonic() - self.started

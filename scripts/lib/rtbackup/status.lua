@@ -112,7 +112,9 @@ local function run_row(r)
             deferred = s.deferred, compared = s.compared, equal = s.equal, different = s.different, missing = s.missing,
             already_present = s.already_present, records_built = s.records_built,
             deliveries_skipped = s.deliveries_skipped, references_unresolved = s.references_unresolved,
-            shard = s.shard, host = r.host, error = s.error and s.error.message or nil}
+            shard = s.shard, host = r.host, error = s.error and s.error.message or nil,
+            -- why a run did not end well, in a line that names no patient
+            cause = s.error and s.error.message or s.hint}
 end
 
 -- lua-cjson decodes every number as a float: counts get their integer type back.
@@ -420,6 +422,8 @@ function status.print(st, format, out)
                                    status = r.status, moved = n(r.moved), verified = n(r.verified), failed = n(r.failed)}
             end
             out:write(render(runs, {"started", "command", "duration", "exit", "status", "moved", "verified", "failed"}))
+            local last = src.runs[1]
+            if last.status ~= "ok" and last.cause then out:write("  last run: ", last.cause, "\n") end
         end
         if #src.failures > 0 then
             out:write(string.format("open failures (%d)\n", #src.failures))

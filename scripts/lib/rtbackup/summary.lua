@@ -55,8 +55,9 @@ local function print_dry_run(out, s)
 end
 
 -- The units' errors, one line each; an error that many units share (a peer that
--- refused them all for one reason) is said once, with the first units it concerns.
-local function print_errors(out, errors)
+-- refused them all for one reason) is said once, with the first units it concerns,
+-- and not again when it is the hint printed above.
+local function print_errors(out, errors, hint)
     local groups, order = {}, {}
     for _, e in ipairs(errors) do
         local text = e.error or ""
@@ -69,6 +70,7 @@ local function print_errors(out, errors)
             break
         end
         local units = groups[text]
+        if text == hint then text = "the hint above" end
         if #units == 1 then
             out:write("  error: ", units[1], ": ", text, "\n")
         else
@@ -122,7 +124,7 @@ function summary.print(s, out)
     out:write(string.format("  %.1f s, %.0f %s/s, exit %d (%s)\n", s.duration_seconds or 0,
                             s.instances_per_second or 0, unit, s.exit_code or 0, s.status or "?"))
     if s.hint then out:write("  hint: ", s.hint, "\n") end
-    print_errors(out, s.errors or {})
+    print_errors(out, s.errors or {}, s.hint)
     for i, u in ipairs(s.unresolved or {}) do
         if i > 20 then break end
         out:write(string.format("  unresolved: %s references %s %s\n", u.from or "?", u.kind or "instance", u.uid or "?"))
