@@ -17,9 +17,9 @@
 -- complete = units, found, present, skipped (instances found but not planned: a peer
 -- failed), errors = {}, summary = {...}}; describe(run, units) -> dry-run rows;
 -- group(run, units) -> jobs ({units = ...}); transfer(run, job, units) -> reported
--- count (each C-MOVE's result handed to run:opened(job, r)); verify(run, job, units) ->
--- {[key] = {total =, missing = {uid = true}, n =}}; retry(run, job, units, missing,
--- attempt); selects(run, unit) (optional); finish(run)
+-- count (each C-MOVE's result handed to run:move_answered(job, r)); verify(run, job,
+-- units) -> {[key] = {total =, missing = {uid = true}, n =}}; retry(run, job, units,
+-- missing, attempt); selects(run, unit) (optional); finish(run)
 -- (optional); moves_from(run) -> the peer the moves are asked of (optional: the pace
 -- keeps to what its limiter learned it admits). Jobs are moved largest first, up to the
 -- pace's limit at once (rtbackup.pace), each verified beside the next moves. plan(run,
@@ -315,7 +315,7 @@ end
 -- association took to open (a wait for the source to accept included), for the pace
 -- (a source that queues associations is asked for fewer; job nil: a retry's move),
 -- and the instances it reported it could not send (Failed SOP Instance UID List).
-function Run:opened(job, r)
+function Run:move_answered(job, r)
     if job then
         job.opening = (job.opening or 0) + (tonumber(r.open_seconds) or 0)
         job.associations = (job.associations or 0) + 1

@@ -457,7 +457,7 @@ move_records = function(run, hop, job, units, list)
         return hop:move(q)
     end)
     if ok then
-        run:opened(job, r)
+        run:move_answered(job, r)
         return r.completed
     end
     if exit.is_unreachable(r) then error(r, 0) end
@@ -466,7 +466,7 @@ move_records = function(run, hop, job, units, list)
     for _, uid in ipairs(list) do
         q.SOPInstanceUID = uid
         local one = hop:move(q)
-        run:opened(job, one)
+        run:move_answered(job, one)
         completed = completed + (one.completed or 0)
     end
     return completed

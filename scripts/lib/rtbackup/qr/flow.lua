@@ -104,7 +104,7 @@ function flow.transfer(run, job, units)
     if job.level == "STUDY" and #units == #job.units and ladder.study_moves(run) then
         local ok, r = pcall(source.move, source, q)
         if ok then
-            run:opened(job, r)
+            run:move_answered(job, r)
             ladder.confirm(run)
             return r.completed
         end
@@ -115,7 +115,7 @@ function flow.transfer(run, job, units)
     for _, u in ipairs(units) do
         q.level, q.SeriesInstanceUID = "SERIES", u.key
         local r = source:move(q)
-        run:opened(job, r)
+        run:move_answered(job, r)
         ladder.confirm(run)
         completed = completed + (r.completed or 0)
     end

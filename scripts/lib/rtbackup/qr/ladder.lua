@@ -109,7 +109,7 @@ local function move_on(run, rung, unit, uids)
         local q = {level = level}
         for k, v in pairs(base) do q[k] = v end
         for k, v in pairs(extra) do q[k] = v end
-        run:opened(nil, peer:move(q))
+        run:move_answered(nil, peer:move(q))
     end
     if rung == "series" then
         move("SERIES", {SeriesInstanceUID = unit.key})
