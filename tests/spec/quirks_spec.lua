@@ -147,6 +147,29 @@ describe("a backup from an archive with vendor quirks", function()
         end
     end)
 
+    -- Pending responses are optional (PS3.4): such a source answers a C-MOVE once, when
+    -- the whole move is done. Before, a move longer than dimse_timeout timed out at
+    -- every attempt and the source was given up as unreachable, run after run.
+    it("answering a C-MOVE only when it is done, later than dimse_timeout: waits for it (move_timeout)", function()
+        local function env(extra)
+            local settings = {state_dir = state, retry_backoff_ms = 10, max_retries = 3, dimse_timeout = 1}
+            for k, v in pairs(extra or {}) do settings[k] = v end
+            return h.write_file(dir .. "/slow.toml", h.env_toml(tb, "Q", {
+                default_source = "ODIL", default_backup = "MAIN", script_ae = {aet = tb.SCU_AET},
+                sources = {{alias = "ODIL", type = "aria", peer = "ODIL"}},
+                targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}}, settings = settings}))
+        end
+        quirks{no_pending_responses = true, move_delay_ms = 250} -- a study of 13 takes ~3.3 s
+        local short = h.run{"--config", env{move_timeout = 1}, "backup", "Q", table.unpack(ALL)}
+        assert.are.equal(4, short.code, "the test shows nothing: " .. short.output)
+        assert.matches("(no response within 1 s: move_timeout)", short.stdout, 1, true)
+        forget()
+        os.execute("rm -rf " .. h.quote(state))
+        local r = h.run{"--config", env(), "backup", "Q", table.unpack(ALL)}
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(TOTAL, in_main())
+    end)
+
     it("with every quirk at once", function()
         converges{no_counts = true, image_find_needs_series = true, warning_status = true,
                   move_responses_without_counts = true, drop = {every_nth = 3}, refuse_uid_lists = true,

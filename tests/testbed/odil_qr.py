@@ -82,6 +82,9 @@ restart; a missing or unreadable file means no quirks, and says so in the log):
   "move_abort_after": N    after N sub-operations of a C-MOVE, A-ABORT the association of the
                            requester (an archive crashing mid-move); the N are delivered.
   "move_delay_ms": MS      wait MS before every sub-operation (a slow archive).
+  "no_pending_responses": true
+                           a C-MOVE answers only once, when every sub-operation is done
+                           (pending responses are optional in PS3.4; some archives send none).
   "find_delay_ms": MS      wait MS before answering each C-FIND (a slow database).
   "duplicate_matches": true
                            every C-FIND match is sent twice (an archive answering from two
@@ -197,6 +200,7 @@ UNRECOGNIZED = 0x0211
 KNOWN_QUIRKS = {"no_counts", "image_find_needs_series", "warning_status",
                 "move_responses_without_counts", "drop", "drop_report", "refuse_uid_lists",
                 "refuse_move_levels", "fail", "find_limit", "move_abort_after", "move_delay_ms",
+                "no_pending_responses",
                 "find_delay_ms", "duplicate_matches"}
 
 
@@ -602,7 +606,7 @@ class Association:
                 else:
                     failed += 1
                     failed_uids.append(inst.sop)
-                if remaining > 0:
+                if remaining > 0 and not q.get("no_pending_responses"):
                     self.send(response(PENDING, remaining, completed, failed, warning), sop_class)
         finally:
             store.close()

@@ -279,10 +279,17 @@ function Peer:move(query)
     self.unknown_destinations = self.unknown_destinations or {}
     local known_unknown = self.unknown_destinations[destination]
     if known_unknown then error(known_unknown, 0) end
+    -- A C-MOVE's responses are awaited for move_timeout: a source need not send pending
+    -- responses, and one that sends none answers only when the whole move is done
+    -- (with dimse_timeout, a move longer than a minute would never succeed).
+    local wire = self.move_timeout and setmetatable({dimse_timeout = self.move_timeout}, {__index = self}) or self
     local ok, r = pcall(annotated, self, "move", query, function()
-        return core.move(self, level, model_of(query, level), identifier(query), destination)
+        return core.move(wire, level, model_of(query, level), identifier(query), destination)
     end)
     if ok then return r end
+    if errors.is(r, "timeout") and type(r.message) == "string" and r.message:find("DIMSE", 1, true) then
+        r.message = string.format("%s (no response within %d s: move_timeout)", r.message, wire.dimse_timeout or 0)
+    end
     if errors.is(r, "status") and r.status == 0xA801 then
         r.destination_unknown = destination
         r.message = string.format(
@@ -367,7 +374,7 @@ function dicom.peer_in(ctx, alias)
         alias = alias, aet = spec.aet, host = spec.host or spec.ip, port = spec.port,
         calling_aet = env.script_ae and env.script_ae.aet,
         connect_timeout = get("connect_timeout"), acse_timeout = get("acse_timeout"),
-        dimse_timeout = get("dimse_timeout"), max_pdu = pdu ~= 0 and pdu or nil,
+        dimse_timeout = get("dimse_timeout"), move_timeout = get("move_timeout"), max_pdu = pdu ~= 0 and pdu or nil,
         max_associations = get("max_associations"), tls = spec.tls, type = spec.type,
         -- A run (a batched context) skips a peer that keeps failing; an operator at the
         -- REPL keeps trying.

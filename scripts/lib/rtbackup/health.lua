@@ -17,6 +17,7 @@ local sorted_keys = require("rtbackup.pretty").sorted_keys
 local function echo(ctx, alias, timeout)
     local peer = ctx:peer(alias)
     peer.connect_timeout, peer.acse_timeout, peer.dimse_timeout = timeout, timeout, timeout
+    peer.move_timeout = timeout
     local seconds = peer:echo()
     return string.format("%s@%s:%d", peer.aet, peer.host, peer.port), seconds
 end
@@ -101,6 +102,7 @@ end
 
 local function with_timeout(peer, timeout)
     peer.connect_timeout, peer.acse_timeout, peer.dimse_timeout = timeout, timeout, timeout
+    peer.move_timeout = timeout
     return peer
 end
 

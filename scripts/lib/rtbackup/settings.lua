@@ -81,7 +81,10 @@ settings.SCHEMA = {
     {name = "connect_timeout", type = "integer", min = 1, default = 10, on = PEERS, doc = "Seconds to open a TCP connection."},
     {name = "acse_timeout", type = "integer", min = 1, default = 30, on = PEERS, doc = "Seconds to wait for association negotiation."},
     {name = "dimse_timeout", type = "integer", min = 1, default = 60, on = PEERS,
-     doc = "Seconds to wait for the next DIMSE message (a C-MOVE's pending responses included)."},
+     doc = "Seconds to wait for the next DIMSE message (C-MOVE: see move_timeout)."},
+    {name = "move_timeout", type = "integer", min = 1, max = 86400, default = 1800, on = PEERS,
+     doc = "Seconds to wait for the next response of a C-MOVE. Pending responses are optional: " ..
+           "a source may answer only once the whole move is done, so this is as long as the longest move may take."},
     {name = "max_pdu", type = "integer", min = 4096, max = 131072, zero_ok = true, on = ENV_ONLY,
      doc = "Our maximum receive PDU in bytes (0: DCMTK's default, 116794)."},
     -- the storage SCP (listen)
