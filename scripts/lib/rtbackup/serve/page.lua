@@ -157,7 +157,7 @@ local function runs_html(src)
                            duration = status.duration(r.duration_seconds),
                            result = status_badge(r.status) .. (r.exit_code and (" exit " .. esc(r.exit_code)) or ""),
                            moved = r.moved, verified = r.verified or r.equal, failed = r.failed or r.different,
-                           note = r.error}
+                           note = r.status ~= "ok" and r.cause or nil}
     end
     return table_html({{key = "started", title = "started (UTC)", class = "when"}, {key = "command", title = "command"},
                        {key = "duration", title = "duration", num = true}, {key = "result", title = "result", raw = true},
