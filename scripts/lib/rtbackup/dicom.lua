@@ -274,11 +274,11 @@ function Peer:move(query)
         errors.raise{kind = "invalid", message = "move: destination (an AE title) is required"}
     end
     check_retrieve_keys(query, level)
-    -- A destination this peer said it does not know stays unknown until someone
-    -- changes its configuration: later moves to it fail at once, without asking.
-    self.unknown_destinations = self.unknown_destinations or {}
-    local known_unknown = self.unknown_destinations[destination]
-    if known_unknown then error(known_unknown, 0) end
+    -- What only a change of configuration can mend (see below) stays so for the
+    -- peer's life: later moves fail at once, without asking again.
+    self.unmovable = self.unmovable or {}
+    local known = self.unmovable[destination]
+    if known then error(known, 0) end
     -- A C-MOVE's responses are awaited for move_timeout: a source need not send pending
     -- responses, and one that sends none answers only when the whole move is done
     -- (with dimse_timeout, a move longer than a minute would never succeed).
@@ -287,15 +287,23 @@ function Peer:move(query)
         return core.move(wire, level, model_of(query, level), identifier(query), destination)
     end)
     if ok then return r end
+    local name = self.alias or self.aet
     if errors.is(r, "timeout") and type(r.message) == "string" and r.message:find("DIMSE", 1, true) then
         r.message = string.format("%s (no response within %d s: move_timeout)", r.message, wire.dimse_timeout or 0)
-    end
-    if errors.is(r, "status") and r.status == 0xA801 then
-        r.destination_unknown = destination
+    elseif errors.is(r, "status") and r.status == 0xA801 then
+        r.needs_configuration = true -- rtbackup.exit: exit 2
         r.message = string.format(
             "%s does not know the move destination %s (C-MOVE status 0xA801): add %s, with its host and port, to %s's move destinations, or correct the AE title in the environment",
-            self.alias or self.aet, destination, destination, self.alias or self.aet)
-        self.unknown_destinations[destination] = r
+            name, destination, destination, name)
+        self.unmovable[destination] = r
+    elseif errors.is(r, "negotiation") then
+        -- It accepted the association but not C-MOVE (a plain storage SCP named as
+        -- staging or source, or an archive that offers only Patient Root).
+        r.needs_configuration = true
+        r.message = string.format(
+            "%s does not accept C-MOVE (Study Root Query/Retrieve): a source or staging SCP must; check %s's entry (AE title, port) or its configuration (%s)",
+            name, name, r.message)
+        self.unmovable[destination] = r
     end
     error(r, 0)
 end

@@ -52,11 +52,12 @@ function exit.is_stopped(err)
 end
 
 --- True when err says nothing can be done until a setting is changed, here or on a
--- peer: our configuration, or a source that does not know the move destination
--- (C-MOVE 0xA801; rtbackup.dicom marks it). Asking again changes nothing.
+-- peer: our configuration, or a peer that cannot move (a source that does not know
+-- the move destination, C-MOVE 0xA801, or one that does not accept C-MOVE at all:
+-- rtbackup.dicom marks them). Asking again changes nothing.
 function exit.needs_configuration(err)
     return errors.is(err, "usage") or errors.is(err, "config")
-        or (type(err) == "table" and err.destination_unknown ~= nil)
+        or (type(err) == "table" and err.needs_configuration == true)
 end
 
 --- The exit code an error deserves when it ends a command.

@@ -49,7 +49,9 @@ local DELIVERY = {[0xA701] = true, [0xA702] = true, [0xA801] = true, [0xB000] = 
 -- The peer refused the request itself (not: it could not be reached, nor could it
 -- deliver what was asked).
 local function refused(err)
-    if not errors.is(err) or exit.is_unreachable(err) or err.kind == "stopped" then return false end
+    if not errors.is(err) or exit.is_unreachable(err) or err.kind == "stopped" or exit.needs_configuration(err) then
+        return false
+    end
     return not DELIVERY[tonumber(err.status) or -1]
 end
 ladder.refused = refused
