@@ -8,7 +8,8 @@
 -- {kind, message, phase, and for a peer's error: peer (alias), address (AET@host:port),
 -- operation ("C-FIND", ...)}), since/until, found, already_present, moved, verified,
 -- failed, skipped, deferred, associations, errors ({unit, kind, patient, error}), hint
--- (where to look when the source accepted no C-MOVE and something failed).
+-- (where to look: the refusal that ended the moves, or that the source accepted no
+-- C-MOVE while something failed; it names peers, never a patient).
 -- A flow adds its own (studies, series_to_move, references; records_built,
 -- deliveries_skipped, ...).
 local cjson = require("cjson").new()

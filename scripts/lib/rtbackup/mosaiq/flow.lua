@@ -460,7 +460,7 @@ move_records = function(run, hop, job, units, list)
         run:move_answered(job, r)
         return r.completed
     end
-    if exit.is_unreachable(r) then error(r, 0) end
+    if exit.is_unreachable(r) or exit.needs_configuration(r) then error(r, 0) end
     -- A staging SCP that refuses UID lists: one record per C-MOVE.
     local completed = 0
     for _, uid in ipairs(list) do

@@ -38,7 +38,7 @@ local function decode(bytes, encoding, count)
             -- float32 bytes hold half as many leaves as int16 ones: a set too short for
             -- one encoding that the other fills is most likely the site choice.
             local other = encoding == "float32_mm" and "int16_0.01cm" or "float32_mm"
-            local fits = other == "int16_0.01cm" and (#bytes + 1) // 2 >= count or #bytes // 4 >= count
+            local fits = (other == "int16_0.01cm" and (#bytes + 1) // 2 or #bytes // 4) >= count
             return nil, string.format("%d leaves decoded, %d expected%s", n, count, fits and string.format(
                 " (read as %s, the %d bytes hold %d: is the site choice mosaiq.mlc.encoding right?)", other, #bytes,
                 count) or "")
