@@ -20,7 +20,8 @@ local function write_env(extra_settings)
                    {alias = "STAGE", type = "mim", peer = "STAGING"}},
         targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"},
                    {alias = "STAGING", type = "orthanc", peer = "STAGING"},
-                   {alias = "SINK", type = "dicom_scp", peer = "STORESCP"}},
+                   {alias = "SINK", type = "dicom_scp", peer = "STORESCP"},
+                   {alias = "UNKNOWN", type = "dicom_scp", peer = "STORESCP", aet = "NOT_IN_MAIN"}},
         settings = {state_dir = state, retry_backoff_ms = 10}, extra = extra_settings}))
 end
 
@@ -377,6 +378,18 @@ describe("rtbackup restore", function()
         assert.matches("restored 13 of 13 instances from MAIN to SINK, as MAIN reported; not verified: SINK answers no C-FIND",
                        r.stdout, 1, true)
         assert.is_nil(r.stdout:find("missing", 1, true), r.stdout)
+    end)
+
+    -- Before: "restored 0 of 13 instances ...; 0 missing there" and exit 1, with
+    -- Orthanc's bare 0xC000 above it.
+    it("to a destination the archive does not know: says no study was restored, and where to look", function()
+        assert.are.equal(0, backup().code)
+        local r = rtb{"restore", "TB", "--to", "UNKNOWN", "--patient", "RTB002"}
+        assert.are.equal(1, r.code, r.output)
+        assert.matches("restored 0 of 13 instances from MAIN to UNKNOWN; 1 of 1 studies not restored (see above)",
+                       r.stdout, 1, true)
+        assert.matches("hint: MAIN moved none of the studies: check that it knows NOT_IN_MAIN (" .. tb.HOST ..
+                       " port " .. tb.STORESCP_PORT .. ") as a move destination", r.stderr, 1, true)
     end)
 
     it("lists and moves nothing with --dry-run", function()

@@ -84,13 +84,20 @@ function restore.run(env, opts)
         log.info("study restored", {study = uid, instances = n, moved = r.completed, missing = missing})
         return missing == 0
     end, {concurrency = settings.get(env, "max_associations", opts.from or env.default_backup), errors = "return"})
-    local said, misconfigured = {}, false
+    local said, misconfigured, refusals, not_restored = {}, false, 0, 0
     for _, err in pairs(failures) do
+        not_restored = not_restored + 1
         unreachable = unreachable or exit.is_unreachable(err)
         misconfigured = misconfigured or exit.needs_configuration(err)
+        if errors.is(err, "status") and err.operation == "C-MOVE" then refusals = refusals + 1 end
         local text = tostring(err)
         if not said[text] then io.stderr:write("rtbackup restore: ", text, "\n") end
         said[text] = true
+    end
+    if refusals > 0 and refusals == #studies and not misconfigured then
+        -- Every move failed (Orthanc answers 0xC000 for a destination it does not know).
+        io.stderr:write(string.format("rtbackup restore: hint: %s moved none of the studies: check that it knows %s (%s port %d) as a move destination, and that %s accepts its stores\n",
+                                      archive.alias, destination.aet, destination.host, destination.port, opts.to))
     end
     if opts.dry_run then
         ctx:flush()
@@ -102,14 +109,21 @@ function restore.run(env, opts)
               study_uid = opts.study, count = restored, failed = failed,
               outcome = incomplete == 0 and "ok" or "incomplete"}
     ctx:flush()
+    -- Only what was counted is said: "missing there" counts the studies moved and
+    -- checked; a destination without C-FIND checks nothing; a study whose move failed
+    -- is named as such (its error is above).
+    local said_of = {}
     if unverified then
-        -- Nothing could be counted there: say what the archive reported, not "0 missing".
-        io.stdout:write(string.format("restored %d of %d instances from %s to %s, as %s reported; not verified: %s answers no C-FIND\n",
-                                      restored, total, archive.alias, opts.to, archive.alias, opts.to))
-    else
-        io.stdout:write(string.format("restored %d of %d instances from %s to %s; %d missing there\n", restored, total,
-                                      archive.alias, opts.to, failed))
+        said_of[1] = string.format("not verified: %s answers no C-FIND", opts.to)
+    elseif not_restored < #studies then
+        said_of[1] = string.format("%d missing there", failed)
     end
+    if not_restored > 0 then
+        said_of[#said_of + 1] = string.format("%d of %d studies not restored (see above)", not_restored, #studies)
+    end
+    io.stdout:write(string.format("restored %d of %d instances from %s to %s%s; %s\n", restored, total, archive.alias,
+                                  opts.to, unverified and (", as " .. archive.alias .. " reported") or "",
+                                  table.concat(said_of, "; ")))
     if exit.stop_code() then return exit.stop_code() end
     if misconfigured then return exit.usage end
     if unreachable then return exit.unreachable end
