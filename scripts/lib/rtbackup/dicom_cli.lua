@@ -56,6 +56,9 @@ local function apply_timeouts(peer, args)
     for _, k in ipairs{"connect_timeout", "acse_timeout", "dimse_timeout"} do
         if args[k] then peer[k] = math.ceil(args[k]) end -- DCMTK counts whole seconds
     end
+    -- As with movescu, the DIMSE timeout given is also the wait for a C-MOVE's responses
+    -- (an environment's peer otherwise waits move_timeout for them).
+    if args.dimse_timeout then peer.move_timeout = peer.dimse_timeout end
     return peer
 end
 
