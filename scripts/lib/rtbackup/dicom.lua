@@ -274,8 +274,9 @@ function Peer:move(query)
         errors.raise{kind = "invalid", message = "move: destination (an AE title) is required"}
     end
     check_retrieve_keys(query, level)
-    -- What only a change of configuration can mend (see below) stays so for the
-    -- peer's life: later moves fail at once, without asking again.
+    -- What only a change of configuration can mend (see below) stays so for the rest
+    -- of a run (a batched context): later moves fail at once, without asking again. An
+    -- operator at the REPL, who may be mending it, is answered afresh.
     self.unmovable = self.unmovable or {}
     local known = self.unmovable[destination]
     if known then error(known, 0) end
@@ -295,7 +296,7 @@ function Peer:move(query)
         r.message = string.format(
             "%s does not know the move destination %s (C-MOVE status 0xA801): add %s, with its host and port, to %s's move destinations, or correct the AE title in the environment",
             name, destination, destination, name)
-        self.unmovable[destination] = r
+        if self.ctx.batched then self.unmovable[destination] = r end
     elseif errors.is(r, "negotiation") then
         -- It accepted the association but not C-MOVE (a plain storage SCP named as
         -- staging or source, or an archive that offers only Patient Root).
@@ -303,7 +304,7 @@ function Peer:move(query)
         r.message = string.format(
             "%s does not accept C-MOVE (Study Root Query/Retrieve): a source or staging SCP must; check %s's entry (AE title, port) or its configuration (%s)",
             name, name, r.message)
-        self.unmovable[destination] = r
+        if self.ctx.batched then self.unmovable[destination] = r end
     end
     error(r, 0)
 end
