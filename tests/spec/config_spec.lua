@@ -49,6 +49,43 @@ describe("rtbackup config check", function()
         assert.is_true(errors >= 5, r.stdout)
     end)
 
+    -- Before, such a backup found everything "already present" and exited 0.
+    it("refuses a source that is the archive it is backed up into; the same peer as a restore destination is fine", function()
+        local dir = h.tmpdir()
+        local function env(target_port)
+            return h.write_file(dir .. "/same.toml", string.format([[
+[S]
+description = "one peer twice"
+default_source = "ARIA"
+default_backup = "MAIN"
+[S.script_ae]
+aet = "RTB"
+[S.sources.ARIA]
+type = "aria"
+aet = "ARIA"
+ip = "10.0.0.1"
+port = 104
+[S.backup_targets.MAIN]
+type = "orthanc"
+aet = "ARIA"
+ip = "10.0.0.1"
+port = %d
+[S.backup_targets.BACK_TO_ARIA]
+type = "dicom_scp"
+aet = "ARIA"
+ip = "10.0.0.1"
+port = 104
+]], target_port))
+        end
+        local r = h.run{"--config", env(104), "config", "check"}
+        local fine = h.run{"--config", env(4242), "config", "check"}
+        os.execute("rm -rf " .. h.quote(dir))
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("same.toml:%d+: S: sources.ARIA: source ARIA is the archive it is backed up into " ..
+                       "%(default_backup MAIN, ARIA@10.0.0.1:104%)", r.stdout)
+        assert.are.equal(0, fine.code, fine.output)
+    end)
+
     it("reports a TOML syntax error with file and line", function()
         local dir = h.tmpdir()
         local file = h.write_file(dir .. "/bad.toml", "[A]\ndescription = \"x\"\nport = = 3\n")

@@ -35,10 +35,36 @@ local function locator(env_name)
     return function(key) return core.locate(env_name, key) end
 end
 
+-- A source that is the archive it is backed up into (default_backup: the same AE
+-- title, host and port) would find everything "already present" and prove nothing.
+-- (The same peer as another backup target is fine: a restore destination, say.)
+local function same_peer_problems(raw, locate)
+    local function address(p)
+        if type(p) ~= "table" or not p.aet or not (p.ip or p.host) or not p.port then return nil end
+        return string.format("%s@%s:%s", p.aet, p.ip or p.host, tostring(math.tointeger(p.port) or p.port))
+    end
+    local archive = raw.default_backup and address((raw.backup_targets or {})[raw.default_backup])
+    if not archive then return {} end
+    local list, aliases = {}, {}
+    for alias in pairs(raw.sources or {}) do aliases[#aliases + 1] = alias end
+    table.sort(aliases)
+    for _, alias in ipairs(aliases) do
+        if address(raw.sources[alias]) == archive then
+            local key = "sources." .. alias
+            local file, line = locate(key .. ".aet")
+            list[#list + 1] = {severity = "error", env = raw.name, key = key, file = file, line = line, message =
+                string.format("source %s is the archive it is backed up into (default_backup %s, %s): such a backup proves nothing",
+                              alias, raw.default_backup, archive)}
+        end
+    end
+    return list
+end
+
 local function settings_problems(env_name)
     local raw = core.raw(env_name)
     if not raw then return {} end
     local list = settings.check(raw, locator(env_name))
+    for _, p in ipairs(same_peer_problems(raw, locator(env_name))) do list[#list + 1] = p end
     for _, p in ipairs(list) do with_text(p) end
     return list
 end
