@@ -209,6 +209,10 @@ describe("a backup from a source that does not know the archive as a move destin
         assert.are.equal(2, text.code, text.output)
         local _, lines = text.stdout:gsub("does not know the move destination", "")
         assert.are.equal(1, lines, "the cause is said once:\n" .. text.stdout)
+        assert.matches("error, for " .. #s.errors .. " units: the hint above", text.stdout, 1, true)
+        for _, e in ipairs(s.errors) do -- and every series it concerns is named
+            assert.matches("\n    " .. e.patient .. " " .. e.unit .. "\n", text.stdout, 1, true)
+        end
         assert.are.equal("ODIL_QR@" .. tb.HOST .. ":" .. tb.ODIL_PORT .. ": " .. s.errors[1].error:match("ODIL does.*$"),
                          s.hint)
         local status = rtb{"status", "Q"}

@@ -55,9 +55,10 @@ local function print_dry_run(out, s)
     end
 end
 
--- The units' errors, one line each; an error that many units share (a peer that
--- refused them all for one reason) is said once, with the first units it concerns,
--- and not again when it is the hint printed above.
+-- The units' errors, one line each (20 at most: the JSON summary has them all). An
+-- error that many units share (a peer that refused them all for one reason) is said
+-- once, with the units it concerns below it, and not again when it is the hint
+-- printed above.
 local function print_errors(out, errors, hint)
     local groups, order = {}, {}
     for _, e in ipairs(errors) do
@@ -65,19 +66,22 @@ local function print_errors(out, errors, hint)
         if not groups[text] then groups[text] = {}; order[#order + 1] = text end
         table.insert(groups[text], (e.patient and (e.patient .. " ") or "") .. (e.unit or ""))
     end
-    for i, text in ipairs(order) do
-        if i > 20 then
-            out:write(string.format("  ... and %d more (the JSON summary lists them all)\n", #order - 20))
-            break
-        end
+    local named = 0 -- units named so far
+    for _, text in ipairs(order) do
+        if named >= 20 then break end
         local units = groups[text]
-        if text == hint then text = "the hint above" end
+        local said = text == hint and "the hint above" or text
         if #units == 1 then
-            out:write("  error: ", units[1], ": ", text, "\n")
+            out:write("  error: ", units[1], ": ", said, "\n")
+            named = named + 1
         else
-            out:write(string.format("  error, for %d units (%s%s): %s\n", #units, table.concat(units, ", ", 1, 2),
-                                    #units > 2 and ", ..." or "", text))
+            out:write(string.format("  error, for %d units: %s\n", #units, said))
+            for i = 1, math.min(#units, 20 - named) do out:write("    ", units[i], "\n") end
+            named = named + math.min(#units, 20 - named)
         end
+    end
+    if named < #errors then
+        out:write(string.format("  ... and %d more (the JSON summary lists them all)\n", #errors - named))
     end
 end
 
