@@ -244,7 +244,7 @@ end
 -- each as it arrives (return false to stop: C-CANCEL); returns the number delivered.
 function Peer:find(query, on_match)
     local level = level_of(query)
-    return annotated(self, "find", query, function(note)
+    local ok, r = pcall(annotated, self, "find", query, function(note)
         local stream = core.find_start(self, level, model_of(query, level), identifier(query))
         local all, count = {}, 0
         while true do
@@ -262,6 +262,16 @@ function Peer:find(query, on_match)
         end
         return on_match and count or all
     end)
+    if ok then return r end
+    if errors.is(r, "negotiation") then
+        -- It accepted the association but not C-FIND in this model: a plain storage SCP
+        -- named as a source or archive, or an archive without this Query/Retrieve model.
+        local name = self.alias or self.aet
+        r.needs_configuration = true -- rtbackup.exit: exit 2
+        r.message = string.format("%s does not accept C-FIND (%s Root Query/Retrieve): check %s's entry (AE title, port) or its configuration (%s)",
+                                  name, model_of(query, level) == "patient" and "Patient" or "Study", name, r.message)
+    end
+    error(r, 0)
 end
 
 --- C-MOVE to query.destination. Returns {status, completed, failed, warning,
