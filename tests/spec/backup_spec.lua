@@ -17,7 +17,8 @@ local function write_env(extra_settings)
         description = "testbed", default_source = "ARIA", default_backup = "MAIN",
         sources = {{alias = "ARIA", type = "aria", peer = "ARIA"},
                    {alias = "DEAD", type = "mim", aet = "DEAD", ip = tb.HOST, port = tb.CLOSED_PORT},
-                   {alias = "STAGE", type = "mim", peer = "STAGING"}},
+                   {alias = "STAGE", type = "mim", peer = "STAGING"},
+                   {alias = "NOFIND", type = "mim", peer = "STORESCP"}},
         targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"},
                    {alias = "STAGING", type = "orthanc", peer = "STAGING"},
                    {alias = "SINK", type = "dicom_scp", peer = "STORESCP"},
@@ -338,6 +339,14 @@ describe("rtbackup backup", function()
         assert.matches("associations from=4 [^\n]*to=2 why=\"the peer queues associations\"", r.stderr)
         assert.are.equal(total, r.summary.verified)
         assert.are.equal(total, main:count())
+    end)
+
+    -- Before: "stopped while planning: ... accepted none of the 1 proposed presentation
+    -- contexts" and exit 1, as if something had been partly done.
+    it("exits 2 when the source does not answer C-FIND at all (a storage SCP named as a source)", function()
+        local r = rtb({"backup", "TB", "NOFIND", table.unpack(ALL)})
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("NOFIND does not accept C-FIND (Study Root Query/Retrieve)", r.stdout, 1, true)
     end)
 
     it("exits 4 when the source is unreachable", function()
