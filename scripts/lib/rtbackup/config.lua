@@ -6,7 +6,8 @@
 --   config.problems("UCLA")                 -- every problem, as {severity, file, line, env, key, message, text}
 --
 -- Two checks make one list: the structure (shape, addresses, AE titles, aliases,
--- secrets; in C, core/config) and the settings (their schema, rtbackup.settings).
+-- secrets; in C, core/config) and, here, the settings (their schema, rtbackup.settings)
+-- and the peers' roles (no source is its own archive).
 -- Parse errors come first: a file that does not parse is reported as such.
 local core = require "rtbackup.config.core"
 local errors = require "rtbackup.error"
@@ -60,7 +61,9 @@ local function same_peer_problems(raw, locate)
     return list
 end
 
-local function settings_problems(env_name)
+-- What is checked here rather than in C: the settings (their schema) and the roles of
+-- the peers.
+local function lua_problems(env_name)
     local raw = core.raw(env_name)
     if not raw then return {} end
     local list = settings.check(raw, locator(env_name))
@@ -75,7 +78,7 @@ function config.problems(env_name)
     local names = env_name and {env_name} or core.environments()
     for _, name in ipairs(names) do
         if core.raw(name) then
-            for _, p in ipairs(settings_problems(name)) do list[#list + 1] = p end
+            for _, p in ipairs(lua_problems(name)) do list[#list + 1] = p end
         end
     end
     return list
@@ -89,7 +92,7 @@ function config.load(name)
                      table.concat(core.environments(), ", ") .. ")"}
     end
     local env, problems = core.load(name, NAMES)
-    for _, p in ipairs(settings_problems(name)) do problems[#problems + 1] = p end
+    for _, p in ipairs(lua_problems(name)) do problems[#problems + 1] = p end
     local lines = {}
     for _, p in ipairs(problems) do
         if p.severity == "error" then lines[#lines + 1] = "  " .. p.text end
