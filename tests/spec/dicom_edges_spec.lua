@@ -378,15 +378,23 @@ describe("an archive at its limit of associations", function()
     -- The relay admits one association and refuses the next (A-ASSOCIATE-RJ,
     -- rejected-transient, local limit exceeded); a bare TCP connection holds the one
     -- place for 0.6 s, as another client of the archive would.
-    local function hold(port, seconds)
+    -- Waits until the relay has counted the holding connection (a fixed pause lost the
+    -- race on a loaded machine: the C-FIND came first and took the place).
+    local function hold(rl, seconds)
+        local before = rl.stats().connections or 0
         os.execute(string.format("%s -c 'import socket,time; s=socket.create_connection((\"%s\", %s)); time.sleep(%s)' &",
-                                 PY, tb.HOST, port, seconds))
-        sh("sleep 0.1")
+                                 PY, tb.HOST, rl.port, seconds))
+        for _ = 1, 100 do
+            local ok, stats = pcall(rl.stats)
+            if ok and (stats.connections or 0) > before then return end
+            sh("sleep 0.05")
+        end
+        error("the holding connection never reached the relay")
     end
 
     it("is asked again: a C-FIND refused while it is busy gets its answer", function()
         local rl = h.relay(tb.HOST, tb.MAIN_PORT, {delay_ms = 0, max_associations = 1})
-        hold(rl.port, 0.6)
+        hold(rl, 0.6)
         local r = h.run(cmd(peer_args(tb.MAIN_AET, rl.port), "find", "--query-level", "PATIENT", "--format", "json"))
         local stats = rl.stats()
         rl.stop()
@@ -397,7 +405,7 @@ describe("an archive at its limit of associations", function()
 
     it("that stays busy ends the C-FIND with the archive's own reason, after about 3 s", function()
         local rl = h.relay(tb.HOST, tb.MAIN_PORT, {delay_ms = 0, max_associations = 1})
-        hold(rl.port, 8)
+        hold(rl, 8)
         local r = h.run(cmd(peer_args(tb.MAIN_AET, rl.port), "find", "--query-level", "PATIENT"))
         local stats = rl.stats()
         rl.stop()
