@@ -240,6 +240,23 @@ function Peer:echo()
     return annotated(self, "echo", nil, function() return core.echo(self) end)
 end
 
+-- A peer that accepted the association but not the operation in this model (a plain
+-- storage SCP named as a source, staging or archive, or an archive without that
+-- Query/Retrieve model): only a change of configuration mends it (rtbackup.exit: exit 2).
+local function not_served(self, err, operation, model)
+    local name = self.alias or self.aet
+    err.needs_configuration = true
+    err.message = string.format("%s does not accept %s (%s Root Query/Retrieve): check %s's entry (AE title, port) or its configuration (%s)",
+                                name, operation, model == "patient" and "Patient" or "Study", name, err.message)
+end
+
+--- Where to look when `source` sent nothing to the peer `target` (alias
+-- `target_alias`): the sentence the summaries and restore end their hints with.
+function dicom.check_destination(target, target_alias)
+    return string.format("check that it knows %s (%s port %d) as a move destination, and that %s accepts its stores",
+                         target.aet, target.host, target.port, target_alias)
+end
+
 --- C-FIND. Without on_match: the list of matches. With on_match(match): called for
 -- each as it arrives (return false to stop: C-CANCEL); returns the number delivered.
 function Peer:find(query, on_match)
@@ -263,14 +280,7 @@ function Peer:find(query, on_match)
         return on_match and count or all
     end)
     if ok then return r end
-    if errors.is(r, "negotiation") then
-        -- It accepted the association but not C-FIND in this model: a plain storage SCP
-        -- named as a source or archive, or an archive without this Query/Retrieve model.
-        local name = self.alias or self.aet
-        r.needs_configuration = true -- rtbackup.exit: exit 2
-        r.message = string.format("%s does not accept C-FIND (%s Root Query/Retrieve): check %s's entry (AE title, port) or its configuration (%s)",
-                                  name, model_of(query, level) == "patient" and "Patient" or "Study", name, r.message)
-    end
+    if errors.is(r, "negotiation") then not_served(self, r, "C-FIND", model_of(query, level)) end
     error(r, 0)
 end
 
@@ -308,12 +318,7 @@ function Peer:move(query)
             name, destination, destination, name)
         if self.ctx.batched then self.unmovable[destination] = r end
     elseif errors.is(r, "negotiation") then
-        -- It accepted the association but not C-MOVE (a plain storage SCP named as
-        -- staging or source, or an archive that offers only Patient Root).
-        r.needs_configuration = true
-        r.message = string.format(
-            "%s does not accept C-MOVE (Study Root Query/Retrieve): a source or staging SCP must; check %s's entry (AE title, port) or its configuration (%s)",
-            name, name, r.message)
+        not_served(self, r, "C-MOVE", model_of(query, level))
         if self.ctx.batched then self.unmovable[destination] = r end
     end
     error(r, 0)

@@ -96,8 +96,8 @@ function restore.run(env, opts)
     end
     if refusals > 0 and refusals == #studies and not misconfigured then
         -- Every move failed (Orthanc answers 0xC000 for a destination it does not know).
-        io.stderr:write(string.format("rtbackup restore: hint: %s moved none of the studies: check that it knows %s (%s port %d) as a move destination, and that %s accepts its stores\n",
-                                      archive.alias, destination.aet, destination.host, destination.port, opts.to))
+        io.stderr:write(string.format("rtbackup restore: hint: %s moved none of the studies: %s\n", archive.alias,
+                                      dicom.check_destination(destination, opts.to)))
     end
     if opts.dry_run then
         ctx:flush()

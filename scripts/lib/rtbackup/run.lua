@@ -33,6 +33,7 @@
 local alerts = require "rtbackup.alerts"
 local clock = require "rtbackup.clock"
 local context = require "rtbackup.context"
+local dicom = require "rtbackup.dicom"
 local errors = require "rtbackup.error"
 local exit = require "rtbackup.exit"
 local files = require "rtbackup.files"
@@ -326,13 +327,18 @@ function Run:move_answered(job, r)
     end
 end
 
+-- The peer the moves are asked of (the source, or Mosaiq's staging), nil if none.
+function Run:moves_peer()
+    return self.flow.moves_from and self.flow.moves_from(self)
+end
+
 --- How many of `uids` (a set) the source reported it could not send, as a clause for
 -- a unit's failure: "; ARIA reported it could not send 3 of them (...)", or "".
 function Run:reported_failed_clause(uids)
     local n = 0
     for uid in pairs(uids) do if self.reported_failed[uid] then n = n + 1 end end
     if n == 0 then return "" end
-    local from = self.flow.moves_from and self.flow.moves_from(self)
+    local from = self:moves_peer()
     return string.format("; %s reported it could not send %d of them (failed sub-operations: its log says why)",
                          from and (from.alias or from.aet) or self.source_alias, n)
 end
@@ -342,11 +348,10 @@ end
 -- archive at all (Orthanc answers 0xC000 for a destination it does not know). nil
 -- otherwise.
 function Run:undelivered_hint()
-    local from = self.flow.moves_from and self.flow.moves_from(self)
+    local from = self:moves_peer()
     if self.moves_accepted > 0 or not from or not self.book or self.book.counts.failed == 0 then return nil end
-    local target = self:peer(self.target_alias)
-    return string.format("%s accepted none of this run's C-MOVEs: check that it knows %s (%s port %d) as a move destination, and that %s accepts its stores",
-                         from.alias or from.aet, target.aet, target.host, target.port, self.target_alias)
+    return string.format("%s accepted none of this run's C-MOVEs: %s", from.alias or from.aet,
+                         dicom.check_destination(self:peer(self.target_alias), self.target_alias))
 end
 
 -- The move stage of a job: transfers its units that are not moved yet. Returns
@@ -478,7 +483,7 @@ end
 --   local w = self:start_work(bar); w:add(jobs); ...; w:close(); w:wait()
 function Run:start_work(bar)
     local cap = self:setting("max_associations")
-    local from = self.flow.moves_from and self.flow.moves_from(self)
+    local from = self:moves_peer()
     local limiter = from and from.limiter
     self.pace = pace.new{cap = cap, adaptive = self:setting("adaptive_associations"), name = self.source_alias,
                          admits = limiter and function() return limiter:limit() end}
