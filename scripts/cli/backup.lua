@@ -6,14 +6,14 @@ local parser = cli.parser("backup", [[
 Backs up one source of an environment (default: its default_source), or every source
 with --all, into its default_backup, and verifies every instance arrived. Work is
 journaled in the state dir: a run that is interrupted is finished by the next one.
-  rtbackup backup UCLA                      # ARIA, yesterday and today
+  rtbackup backup UCLA                      # ARIA: studies of the last lookback_days (90)
   rtbackup backup UCLA MIM --since 2026-11-01 --until 2026-11-21
   rtbackup backup UCLA --all --dry-run
   rtbackup backup TJU Mosaiq --format json  # the run's summary as JSON on stdout]], exit.HELP.backup)
 parser:argument("env", "environment")
 parser:argument("source", "source alias (default: the environment's default_source)"):args("?")
 parser:flag("--all", "every source of the environment, one after the other")
-parser:option("--since", "first day, YYYY-MM-DD (default: yesterday; Mosaiq: today)")
+parser:option("--since", "first day, YYYY-MM-DD (default: lookback_days before --until: 90 for ARIA/MIM by study date, 7 for Mosaiq)")
 parser:option("--until", "last day, YYYY-MM-DD (default: today)")
 parser:option("--patient", "only this patient (MRN / PatientID)")
       :convert(cli.patient_id("--patient"))

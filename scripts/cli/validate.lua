@@ -3,7 +3,7 @@ local cli = require "rtbackup.cli"
 
 local parser = cli.parser("validate", [[
 Lists the instances of the source that are missing in the backup archive, and the
-ones only the backup has, over the selected studies (default: yesterday and today).
+ones only the backup has, over the selected studies (default: those of the source's lookback_days, 90, to today).
 --deep also retrieves every instance from both sides (C-GET, as stored) and compares
 their content digests.
   rtbackup validate UCLA                        # default_source against default_backup
@@ -13,7 +13,7 @@ their content digests.
 parser:argument("env", "environment")
 parser:argument("source", "source alias (default: default_source)"):args("?")
 parser:argument("backup", "backup target alias (default: default_backup)"):args("?")
-parser:option("--since", "first study date, YYYY-MM-DD (default: yesterday)")
+parser:option("--since", "first study date, YYYY-MM-DD (default: lookback_days before --until, 90)")
 parser:option("--until", "last study date, YYYY-MM-DD (default: today)")
 parser:option("--patient", "only this patient (PatientID)")
       :convert(cli.patient_id("--patient"))

@@ -249,6 +249,30 @@ describe("the Mosaiq backup", function()
         assert.are.equal(0, #again)
     end)
 
+    it("by default looks back a week, so the run after midnight builds the evening's deliveries", function()
+        -- A clinic whose last six days end yesterday (the deploy's timer runs at 01:30,
+        -- when "today" has no deliveries yet).
+        local function day(ago) return os.date("%Y-%m-%d", os.time() - ago * 86400) end
+        os.remove(dir .. "/mosaiq.db")
+        local db = odbc.connect({odbc_driver = "SQLite3", db_database = dir .. "/mosaiq.db"}, nil, {create = true})
+        mosaiq.create_schema(db)
+        synth.generate(db, {seed = 3, patients = 4, start_date = day(6), days = 6, leaf_encoding = "float32_mm"})
+        db:close()
+        local function records(period)
+            local set = {}
+            for _, row in ipairs(planned_records(period)) do set[row.record] = true end
+            return set
+        end
+        local week, today = records{"--since", day(6), "--until", day(1)}, records{"--since", day(0)}
+        local before_today = 0
+        for key in pairs(week) do if not today[key] then before_today = before_today + 1 end end
+        assert.is_true(before_today > 0, "the synthetic week has no deliveries before today")
+        local default = records{}
+        for key in pairs(week) do assert.is_true(default[key], key) end
+        write_env{settings = "lookback_days = 0"} -- today only: the week's records are not seen
+        assert.are.same(today, records{})
+    end)
+
     it("lets a site accept deliveries that are never treatment records, still naming them", function()
         -- the patient whose plan was checked in QA mode (the missing field version is another's)
         local qa = clinic.situations.qa_mode[1]

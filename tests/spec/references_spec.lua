@@ -20,12 +20,12 @@ local CLASS = {CT = "1.2.840.10008.5.1.4.1.1.2", RTSTRUCT = "1.2.840.10008.5.1.4
                RTPLAN = "1.2.840.10008.5.1.4.1.1.481.5", RTDOSE = "1.2.840.10008.5.1.4.1.1.481.2",
                RTRECORD = "1.2.840.10008.5.1.4.1.1.481.4"}
 
-local function write_env(aet)
+local function write_env(aet, extra)
     h.write_file(dir .. "/refs.toml", h.env_toml(tb, "REFS", {
         default_source = "SRC", default_backup = "MAIN", script_ae = {aet = aet or tb.SCU_AET},
         sources = {{alias = "SRC", type = "aria", peer = "STAGING"}},
         targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
-        settings = {state_dir = state, retry_backoff_ms = 10}}))
+        settings = {state_dir = state, retry_backoff_ms = 10}, extra = extra}))
 end
 
 local function rtb(args)
@@ -204,5 +204,43 @@ describe("the references pass", function()
             named = named or (e.kind == "references" and e.error:find("cannot read the RT objects back", 1, true) ~= nil)
         end
         assert.is_true(named, r.stdout)
+    end)
+end)
+
+describe("a course's objects added to the study of its planning CT", function()
+    -- The default run looks back lookback_days (90 for a DICOM source) by StudyDate, the
+    -- only date a Q/R archive is asked by: a plan made today in the study of a CT taken
+    -- weeks ago carries that CT's date. A run that looked at yesterday and today only
+    -- (lookback_days = 1) never saw it.
+    local function day(days_ago) return os.date("%Y%m%d", os.time() - days_ago * 86400) end
+    local function default_run()
+        local r = rtb{"backup", "REFS", "--format", "json"}
+        r.summary = r.stdout:match("^%s*{") and cjson.decode(r.stdout) or {}
+        return r
+    end
+
+    it("are found by the default run, which looks back 90 days", function()
+        local sim = study("REF004", day(30))
+        local images = ct(sim, 3)
+        store(images.instances)
+        local r = default_run()
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(3, main:count())
+
+        -- Planning, weeks later: structure set and plan go into the CT's study.
+        local rs = structure_set(sim, images)
+        store{rs, plan(sim, rs.SOPInstanceUID)}
+        write_env(nil, "lookback_days = 1")
+        r = default_run()
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(0, r.summary.found or 0, r.output) -- yesterday and today: not seen
+        assert.are.equal(3, main:count())
+
+        write_env()
+        r = default_run()
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(5, main:count())
+        assert.are.equal(2, r.summary.moved)
+        assert.are.equal(3, r.summary.already_present)
     end)
 end)

@@ -86,6 +86,13 @@ function clock.check_period(since, till, since_name, till_name)
     return since, till
 end
 
+--- A command's period: --since and --until as given, else from `back` days before the
+-- last day (--until, else today in time zone tz) to that day.
+function clock.lookback(since, till, tz, back)
+    till = till or clock.today(tz, 0)
+    return since or clock.format_day(assert(clock.day(till)) - back), till
+end
+
 --- "YYYYMMDD" for "YYYY-MM-DD".
 function clock.dicom_date(s)
     return (s:gsub("%-", ""))

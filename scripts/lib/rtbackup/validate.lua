@@ -13,6 +13,7 @@ local exit = require "rtbackup.exit"
 local log = require "rtbackup.log"
 local metrics = require "rtbackup.metrics"
 local plan = require "rtbackup.qr.plan"
+local qr_flow = require "rtbackup.qr.flow"
 local settings = require "rtbackup.settings"
 local task = require "rtbackup.task"
 
@@ -107,7 +108,8 @@ function validate.run(env, source_alias, target_alias, opts)
     local collector = opts.metrics_file and metrics.new{env = env.name, source = source_alias, command = "validate"}
     local ctx = context.new(env, {command = "validate", source = source_alias, metrics = collector, batched = true})
     local tz = settings.get(env, "timezone")
-    local since, till = opts.since or clock.today(tz, -1), opts["until"] or clock.today(tz, 0)
+    local since, till = clock.lookback(opts.since, opts["until"], tz,
+        settings.get(env, "lookback_days", source_alias) or qr_flow.LOOKBACK_DAYS)
     local selection = {patient = opts.patient, study = opts.study,
                        keys = settings.get(env, "dicom_query_keys", source_alias),
                        study_dates = clock.dicom_date(since) .. "-" .. clock.dicom_date(till)}

@@ -39,13 +39,16 @@ local task = require "rtbackup.task"
 
 local flow = {kind = "mosaiq", unit = "records"}
 
---- Days from --since (default: today in the site's time zone) to --until (default:
--- today, or --since's day when only --until is missing and --since is today).
+-- Days a run looks back by default (lookback_days unset): the scheduled run after
+-- midnight covers the evening before, and a Dose_Hst row corrected within the week
+-- (the weekly chart check) is built again and archived as a new version.
+flow.LOOKBACK_DAYS = 7
+
+--- Days from --since (default: lookback_days before the last day) to --until (default:
+-- today), in the site's time zone.
 function flow.period(run)
-    local today = clock.today(settings.get(run.env, "timezone"), 0)
-    local first = run.opts.since or today
-    local last = run.opts["until"] or (run.opts.since and today or first)
-    return first, last
+    return clock.lookback(run.opts.since, run.opts["until"], settings.get(run.env, "timezone"),
+                          run:setting("lookback_days") or flow.LOOKBACK_DAYS)
 end
 
 --- The stable name that scopes the UIDs of this Mosaiq database's records: the

@@ -18,10 +18,16 @@ local settings = require "rtbackup.settings"
 
 local flow = {kind = "qr", unit = "instances"}
 
---- --since/--until, else yesterday and today in the site's time zone.
+-- Days a run looks back by default (lookback_days unset): long enough for a course of
+-- treatment, since the objects of a course (plans, structure sets, each day's
+-- treatment records) are often added to the study of its planning CT, and StudyDate,
+-- the only date a Q/R archive is asked by, is that CT's.
+flow.LOOKBACK_DAYS = 90
+
+--- --since/--until, else lookback_days before today to today, in the site's time zone.
 function flow.period(run)
-    local tz = settings.get(run.env, "timezone")
-    return run.opts.since or clock.today(tz, -1), run.opts["until"] or clock.today(tz, 0)
+    return clock.lookback(run.opts.since, run.opts["until"], settings.get(run.env, "timezone"),
+                          run:setting("lookback_days") or flow.LOOKBACK_DAYS)
 end
 
 --- The selection of a run: dates, patient, study, the source's query keys.
