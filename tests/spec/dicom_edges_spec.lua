@@ -249,9 +249,10 @@ describe("rtbackup store over several associations", function()
 
     it("by default goes down to one association at a peer that serves one at a time", function()
         -- The testbed's storescp serves one association at a time (no --fork): the
-        -- others wait in its queue, so more at once would only wait longer.
+        -- others wait in its queue, so more at once would only wait longer. Enough
+        -- files for the pace to see the queue twice (4 -> 2 -> 1) on a loaded machine.
         local dir = tmpdir()
-        local n = 120
+        local n = 300
         local uids = {}
         for i = 1, n do
             uids[i] = dicom.uid("spec", "serial", i)

@@ -6,9 +6,11 @@
 local plan = require "rtbackup.qr.plan"
 
 -- A peer holding `series` ({study, series, n}), answering STUDY and SERIES C-FINDs with
--- their counts; `lists = false`: a StudyInstanceUID list matches nothing. Records each
--- query's level and study in `asked`.
-local function peer(series, lists)
+-- their counts; `lists = false`: a StudyInstanceUID list matches nothing; `cap`: a
+-- SERIES-level answer holds at most that many rows (and still ends with success), as
+-- archives with a cap on their answers do. Records each query's level and study in
+-- `asked`.
+local function peer(series, lists, cap)
     local p = {asked = {}}
     function p:find(q, on_match)
         self.asked[#self.asked + 1] = q.level .. " " .. (type(q.StudyInstanceUID) == "table" and "list" or
@@ -26,15 +28,20 @@ local function peer(series, lists)
         for _, s in ipairs(series) do
             if matches(s.study) then
                 if q.level == "SERIES" then
-                    out[#out + 1] = {StudyInstanceUID = s.study, SeriesInstanceUID = s.series, Modality = "CT",
-                                     NumberOfSeriesRelatedInstances = s.n}
+                    if #out < (cap or math.huge) then
+                        out[#out + 1] = {StudyInstanceUID = s.study, SeriesInstanceUID = s.series, Modality = "CT",
+                                         NumberOfSeriesRelatedInstances = s.n}
+                    end
                 elseif not studies[s.study] then
                     studies[s.study] = {StudyInstanceUID = s.study, PatientID = "P-" .. s.study,
-                                        NumberOfStudyRelatedInstances = 0}
+                                        NumberOfStudyRelatedInstances = 0, NumberOfStudyRelatedSeries = 0}
                     out[#out + 1] = studies[s.study]
                 end
                 local st = studies[s.study]
-                if st then st.NumberOfStudyRelatedInstances = st.NumberOfStudyRelatedInstances + s.n end
+                if st then
+                    st.NumberOfStudyRelatedInstances = st.NumberOfStudyRelatedInstances + s.n
+                    st.NumberOfStudyRelatedSeries = st.NumberOfStudyRelatedSeries + 1
+                end
             end
         end
         for _, m in ipairs(out) do if on_match then on_match(m) end end
@@ -62,14 +69,32 @@ local function asked(p, what)
 end
 
 describe("the plan of a backup", function()
-    it("asks an archive that answers UID lists nothing more of a study it lacks", function()
+    it("asks an archive that answers UID lists for the series of many studies at once", function()
         local target = peer(HELD)
         local p = plan.make(peer(SOURCE), target, {study_dates = ""})
         assert.are.same({"1.2.1"}, keys(p.units))
         assert.are.equal(22, p.found)
         assert.are.equal(15, p.present)
-        assert.are.equal(0, asked(target, "SERIES 1.2"))
-        assert.are.equal(0, asked(target, "SERIES 1.1")) -- whole by its count
+        assert.are.equal(1, asked(target, "SERIES list"))
+        assert.are.equal(0, asked(target, "SERIES 1.1") + asked(target, "SERIES 1.2"))
+    end)
+
+    it("finds a new series in a study whose instance count did not change (a plan replaced)", function()
+        -- The source deleted series 1.1.2 and made 1.1.3 of the same size; the archive
+        -- keeps 1.1.2: 15 instances of study 1.1 on each side.
+        local source = {{study = "1.1", series = "1.1.1", n = 10}, {study = "1.1", series = "1.1.3", n = 5}}
+        local p = plan.make(peer(source), peer(HELD), {study_dates = ""})
+        assert.are.same({"1.1.3"}, keys(p.units))
+    end)
+
+    it("asks a study alone when a source's answer for many was cut short by its cap", function()
+        -- Three series in two studies; the source answers at most two rows at a time.
+        local source = peer(SOURCE, true, 2)
+        local p = plan.make(source, peer({}), {study_dates = ""})
+        assert.are.same({"1.1.1", "1.1.2", "1.2.1"}, keys(p.units))
+        assert.are.equal(22, p.found)
+        assert.are.equal(1, asked(source, "SERIES 1.2"))
+        assert.are.equal(0, asked(source, "SERIES 1.1")) -- its two rows were all its series
     end)
 
     it("does not take an archive that ignores UID lists for an empty one", function()
@@ -78,14 +103,50 @@ describe("the plan of a backup", function()
         -- Study 1.1 is compared series by series and found whole: nothing of it moves.
         assert.are.same({"1.2.1"}, keys(p.units))
         assert.are.equal(15, p.present)
-        assert.are.equal(1, asked(target, "STUDY 1.1")) -- the list's first study, asked alone
-        assert.are.equal(1, asked(target, "SERIES 1.1"))
+        assert.are.equal(2, asked(target, "SERIES 1.1")) -- the list's first study asked alone, then compared
+        assert.are.equal(1, asked(target, "SERIES 1.2"))
     end)
 
     it("trusts an empty answer to a list when the first study asked alone is not there either", function()
         local target = peer({}, false)
         local p = plan.make(peer(SOURCE), target, {study_dates = ""})
         assert.are.same({"1.1.1", "1.1.2", "1.2.1"}, keys(p.units))
-        assert.are.equal(0, asked(target, "SERIES 1.1") + asked(target, "SERIES 1.2"))
+        assert.are.equal(1, asked(target, "SERIES 1.1")) -- the probe
+        assert.are.equal(0, asked(target, "SERIES 1.2"))
+    end)
+end)
+
+describe("the studies of a plan", function()
+    -- A source of `n` studies, one a day from 2026-01-01, answering at most `cap` rows
+    -- (and still success); `dates = false`: it ignores StudyDate.
+    local function dated(n, cap, dates)
+        local p = {queries = 0}
+        function p:find(q)
+            self.queries = self.queries + 1
+            local a, b = q.StudyDate:match("^(%d+)%-(%d+)$")
+            local out = {}
+            for i = 1, n do
+                local date = os.date("!%Y%m%d", os.time{year = 2026, month = 1, day = i, hour = 12})
+                if dates == false or not a or (date >= a and date <= b) then
+                    if #out < cap then out[#out + 1] = {StudyInstanceUID = "1." .. i, StudyDate = date} end
+                end
+            end
+            return out
+        end
+        return p
+    end
+
+    it("are asked again in halves of their dates while an answer may have been cut short", function()
+        local source = dated(300, 250)
+        assert.are.equal(300, #plan.studies(source, {study_dates = "20260101-20261231"}))
+    end)
+
+    it("are asked once when the answer is small, or when the source ignores the dates", function()
+        local small = dated(50, 1000)
+        assert.are.equal(50, #plan.studies(small, {study_dates = "19000101-21000101"}))
+        assert.are.equal(1, small.queries)
+        local undated = dated(300, 1000, false)
+        assert.are.equal(300, #plan.studies(undated, {study_dates = "19000101-21000101"}))
+        assert.are.equal(3, undated.queries) -- the whole, then its two halves sharing every study
     end)
 end)

@@ -244,3 +244,54 @@ describe("a course's objects added to the study of its planning CT", function()
         assert.are.equal(3, r.summary.already_present)
     end)
 end)
+
+describe("a study the source changed after it was backed up", function()
+    -- The archive keeps what the source deleted, so it may hold as many instances of a
+    -- study as the source while lacking the source's newest: counts alone do not show it.
+    local function run_once()
+        local r = rtb{"backup", "REFS", "--format", "json", table.unpack(WINDOW)}
+        r.summary = r.stdout:match("^%s*{") and cjson.decode(r.stdout) or {}
+        return r
+    end
+    local function has(uid) return #main:lookup(uid) > 0 end
+
+    it("has its replacement plan found, though the study's count did not change", function()
+        local st = study("REF005", "20261120")
+        local images = ct(st, 3)
+        local rs = structure_set(st, images)
+        local first = plan(st, rs.SOPInstanceUID)
+        store(images.instances)
+        store{rs, first}
+        assert.are.equal(0, run_once().code)
+        assert.are.equal(5, main:count())
+
+        -- Replanned: the first plan deleted at the source, a new one made in its place.
+        source:delete("/instances/" .. source:lookup(first.SOPInstanceUID)[1].ID)
+        local second = plan(st, rs.SOPInstanceUID)
+        store{second}
+        local r = run_once()
+        assert.are.equal(0, r.code, r.output)
+        assert.is_true(has(second.SOPInstanceUID), r.output)
+        assert.are.equal(6, main:count())
+        assert.are.equal(1, r.summary.moved)
+    end)
+
+    it("has an instance found that the source added after deleting more of the same series", function()
+        local st = study("REF006", "20261120")
+        local images = ct(st, 3)
+        store(images.instances)
+        assert.are.equal(0, run_once().code)
+        -- Two slices deleted at the source and one added: the archive holds 3 of the
+        -- series, the source lists 2, and one of those is new.
+        for k = 1, 2 do
+            source:delete("/instances/" .. source:lookup(images.instances[k].SOPInstanceUID)[1].ID)
+        end
+        local late = base(st, "CT", "CT", images.series)
+        late.InstanceNumber, late.FrameOfReferenceUID = 4, images.frame
+        store{late}
+        local r = run_once()
+        assert.are.equal(0, r.code, r.output)
+        assert.is_true(has(late.SOPInstanceUID), r.output)
+        assert.are.equal(4, main:count())
+    end)
+end)

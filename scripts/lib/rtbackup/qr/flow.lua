@@ -58,7 +58,7 @@ function flow.plan(run, hand)
         if #done > 0 then run.journal:mark_many(run.source_alias, done, "verified", {}) end
     end
     -- The selection's studies: the references pass re-checks the edges of their RT objects.
-    run.selected_studies = p.study_uids
+    run.selected_studies, run.whole_studies = p.study_uids, p.whole
     return {open = hand and {} or p.units, complete = hand and {} or p.complete, found = p.found,
             present = p.present, errors = p.errors, skipped = p.not_compared,
             summary = {studies = p.studies, series_to_move = #p.units, plan_errors = #p.errors}}

@@ -4,15 +4,27 @@
 --
 --   studies    STUDY-level C-FIND at the source (date window, patient, study, the
 --              study-level dicom_query_keys)
---   shortcut   studies the target holds whole by NumberOfStudyRelatedInstances (one
---              C-FIND per 100 studies) are counted, not compared series by series
---   diff       per remaining study, SERIES-level C-FIND on both sides (the source's
---              only, for a study that query showed the target lacks); a series the
---              target lacks (or holds in part) becomes a unit of work
+--   series     the series of 100 studies at a time, on each side (one SERIES-level
+--              C-FIND with their UIDs as a list; study by study where a peer does not
+--              answer lists)
+--   diff       per study: a series the target lacks, or holds fewer instances of,
+--              becomes a unit of work; one it holds more of than the source lists
+--              (the archive keeps what the source deleted) is compared UID by UID
+--
+-- Why not by study counts: the archive keeps what the source deleted, so a study whose
+-- old plan was deleted and a new one made has the same count on both sides while the
+-- archive lacks the new plan. The series show it (a new series), at the price of the
+-- series rows. What counts cannot show is an instance replaced by another in the same
+-- series with the count unchanged; `rtbackup validate` compares UID lists and does.
+local clock = require "rtbackup.clock"
 local log = require "rtbackup.log"
 local task = require "rtbackup.task"
 
 local plan = {}
+
+-- Studies whose series one C-FIND asks for (their UIDs as a list); answers to a
+-- STUDY-level C-FIND from this many rows on are asked again in halves of their dates.
+plan.STUDIES_PER_QUERY, plan.SPLIT_AT = 100, 200
 
 -- Attributes of the STUDY level (sent with the study query); other keys of
 -- dicom_query_keys go to the series query.
@@ -66,17 +78,50 @@ function plan.instance_uids(peer, study, series, patient)
     return set, n
 end
 
+-- The day number of "YYYYMMDD", or nil.
+local function day_of(s)
+    return s and clock.day(s:sub(1, 4) .. "-" .. s:sub(5, 6) .. "-" .. s:sub(7, 8))
+end
+
+-- The STUDY-level answer of `peer` to `q` for the days first..last (day numbers): asked
+-- whole, and again in halves while an answer holds SPLIT_AT rows or more. An archive
+-- with a cap on its answers cuts a long list short and still ends with success; no cap
+-- of SPLIT_AT or more goes unnoticed this way. A peer whose halves share a study does
+-- not select by date: its whole answer is taken.
+local function studies_by_halves(peer, q, first, last, rows)
+    local function ask(from, to)
+        local one = {}
+        for k, v in pairs(q) do one[k] = v end
+        one.StudyDate = clock.dicom_date(clock.format_day(from)) .. "-" .. clock.dicom_date(clock.format_day(to))
+        return peer:find(one)
+    end
+    rows = rows or ask(first, last)
+    if #rows < plan.SPLIT_AT or first == last then return rows end
+    local middle = (first + last) // 2
+    local left, right = ask(first, middle), ask(middle + 1, last)
+    local in_left = {}
+    for _, r in ipairs(left) do in_left[r.StudyInstanceUID or ""] = true end
+    for _, r in ipairs(right) do
+        if in_left[r.StudyInstanceUID or ""] then return rows end
+    end
+    left, right = studies_by_halves(peer, q, first, middle, left), studies_by_halves(peer, q, middle + 1, last, right)
+    return table.move(right, 1, #right, #left + 1, left)
+end
+
 --- The studies of `peer` in a selection {study_dates, patient, study, keys}.
 function plan.studies(peer, selection)
     local q = {level = "STUDY", StudyInstanceUID = selection.study or "", PatientID = "*",
-               StudyDate = selection.study_dates or "", PatientName = "", NumberOfStudyRelatedInstances = ""}
+               StudyDate = selection.study_dates or "", PatientName = "", NumberOfStudyRelatedInstances = "",
+               NumberOfStudyRelatedSeries = ""}
     for k, v in pairs(selection.keys or {}) do
         if plan.STUDY_KEYS[k] then q[k] = v end
     end
     if selection.patient then q.PatientID = selection.patient end
     if selection.study then q.StudyDate = "" end -- a named study is taken whatever its date
-    local rows = plan.of_patient(peer:find(q), selection.patient, peer.alias)
-    return plan.unique(rows, "StudyInstanceUID", peer.alias)
+    local a, b = q.StudyDate:match("^(%d%d%d%d%d%d%d%d)%-(%d%d%d%d%d%d%d%d)$")
+    local first, last = day_of(a), day_of(b)
+    local rows = (first and last and first <= last) and studies_by_halves(peer, q, first, last) or peer:find(q)
+    return plan.unique(plan.of_patient(rows, selection.patient, peer.alias), "StudyInstanceUID", peer.alias)
 end
 
 --- The rows of `rows` that are `patient`'s (all of them when patient is nil). C-FIND
@@ -112,18 +157,70 @@ local function series_keys(selection)
     return keys
 end
 
+-- Whether the selection's series keys filter the series (Modality = "RTPLAN", say):
+-- then a study may have fewer matching series than it has, or none.
+local function filters_series(selection)
+    for _, v in pairs(series_keys(selection)) do
+        if v ~= "" and v ~= "*" then return true end
+    end
+    return false
+end
+
+-- The SERIES-level query of the source (with the selection's series keys) or of the
+-- target, for `study` (a UID or a list of them).
+local function series_query(study, selection, patient)
+    if not selection then
+        return {level = "SERIES", StudyInstanceUID = study, SeriesInstanceUID = "",
+                NumberOfSeriesRelatedInstances = "", patient = patient}
+    end
+    local q = {level = "SERIES", StudyInstanceUID = study, SeriesInstanceUID = "", Modality = "",
+               NumberOfSeriesRelatedInstances = "", SeriesDate = "", patient = patient}
+    for k, v in pairs(series_keys(selection)) do q[k] = v end
+    return q
+end
+
+-- The series of a batch of studies in `peer`, in one C-FIND with their UIDs as a list:
+-- {[study uid] = rows} for the studies of the batch it answered for (no rows: it holds
+-- none of its series), or nil where the peer does not answer lists: a row outside the
+-- batch or without its study, or no rows at all while the batch's first study asked
+-- alone has some (a peer that reads a list as one UID matches nothing). selection: the
+-- source's (its series keys), nil for the target. Of the source (unless its series are
+-- filtered), a study with fewer rows than its NumberOfStudyRelatedSeries, or none, is
+-- left out (asked alone later): an answer cut short by a cap on answers must not pass
+-- for a study's whole list.
+local function series_of_studies(peer, batch, selection)
+    local uids, patients, out = {}, {}, {}
+    for i, st in ipairs(batch) do
+        uids[i], patients[i] = st.StudyInstanceUID, st.PatientID
+        out[st.StudyInstanceUID] = {}
+    end
+    local rows = peer:find(series_query(#uids == 1 and uids[1] or uids, selection, patients))
+    for _, row in ipairs(rows) do
+        local list = out[row.StudyInstanceUID]
+        if not list then return nil end
+        list[#list + 1] = row
+    end
+    if #rows == 0 and #uids > 1 then
+        local ok, alone = pcall(peer.find, peer, series_query(uids[1], selection, patients[1]))
+        if not ok or #alone > 0 then return nil end
+    end
+    if selection and not filters_series(selection) then
+        for _, st in ipairs(batch) do
+            local n, listed = count_of(st, "NumberOfStudyRelatedSeries"), #out[st.StudyInstanceUID]
+            if listed == 0 or (n and listed < n) then out[st.StudyInstanceUID] = nil end
+        end
+    end
+    return out
+end
+
 -- Compares one study's series on both sides; units for the series not complete in
--- the target, plus counts. absent: the target's STUDY-level C-FIND did not return the
--- study, so its series are not asked of the target.
-local function diff_study(src_peer, tgt_peer, study, selection, accept, absent)
+-- the target, plus counts. src_rows, tgt_rows: the study's series rows where the
+-- batch queries gave them (nil: asked here).
+local function diff_study(src_peer, tgt_peer, study, selection, accept, src_rows, tgt_rows)
     local patient = study.PatientID
-    local sq = {level = "SERIES", StudyInstanceUID = study.StudyInstanceUID, SeriesInstanceUID = "",
-                Modality = "", NumberOfSeriesRelatedInstances = "", SeriesDate = "", patient = patient}
-    for k, v in pairs(series_keys(selection)) do sq[k] = v end
-    local src = plan.unique(src_peer:find(sq), "SeriesInstanceUID", src_peer.alias)
-    local tgt = absent and {} or tgt_peer:find{level = "SERIES", StudyInstanceUID = study.StudyInstanceUID,
-                                               SeriesInstanceUID = "", NumberOfSeriesRelatedInstances = "",
-                                               patient = patient}
+    local src = plan.unique(src_rows or src_peer:find(series_query(study.StudyInstanceUID, selection, patient)),
+                            "SeriesInstanceUID", src_peer.alias)
+    local tgt = tgt_rows or tgt_peer:find(series_query(study.StudyInstanceUID, nil, patient))
     local in_target = {}
     for _, s in ipairs(tgt) do in_target[s.SeriesInstanceUID] = s end
 
@@ -133,8 +230,10 @@ local function diff_study(src_peer, tgt_peer, study, selection, accept, absent)
         if not accept or accept(s, study) then
             local expected, present = count_of(s), count_of(in_target[uid])
             if in_target[uid] == nil then present = 0 end
-            if expected == nil or present == nil then
-                -- A peer without counts (dcmqrscp, some archives): compare the lists.
+            if expected == nil or present == nil or present > expected then
+                -- A peer without counts (dcmqrscp, some archives), or a target holding
+                -- more than the source lists (what the source deleted, beside what it
+                -- may have added since): compare the lists.
                 local src_set, n = plan.instance_uids(src_peer, study.StudyInstanceUID, uid, patient)
                 local tgt_set = in_target[uid] and plan.instance_uids(tgt_peer, study.StudyInstanceUID, uid, patient) or {}
                 expected, present = n, 0
@@ -156,51 +255,9 @@ local function diff_study(src_peer, tgt_peer, study, selection, accept, absent)
     return result
 end
 
--- Studies the target already holds whole, by instance counts at STUDY level: the
--- incremental run's shortcut. Only where both peers give NumberOfStudyRelatedInstances;
--- any doubt goes to the series diff. Second result: the counted studies the target did
--- not return at all (it holds none of their series; a full backup's common case), where
--- its answer can be trusted for that: it returned some study of a list, or the list's
--- first study asked alone is not there either (a peer that ignores a list of UIDs
--- answers nothing; taking that as "absent" would move again what it holds).
-local function complete_studies(tgt_peer, studies)
-    local counted, complete, absent = {}, {}, {}
-    for _, st in ipairs(studies) do
-        if count_of(st, "NumberOfStudyRelatedInstances") then counted[#counted + 1] = st end
-    end
-    for i = 1, #counted, 100 do
-        local uids, patients = {}, {}
-        for k = i, math.min(i + 99, #counted) do
-            uids[#uids + 1] = counted[k].StudyInstanceUID
-            patients[#patients + 1] = counted[k].PatientID
-        end
-        local there = {}
-        for _, t in ipairs(tgt_peer:find{level = "STUDY", StudyInstanceUID = #uids == 1 and uids[1] or uids,
-                                         NumberOfStudyRelatedInstances = "", patient = patients}) do
-            there[t.StudyInstanceUID] = t.NumberOfStudyRelatedInstances or false -- returned, uncounted
-        end
-        local lists = #uids == 1 or next(there) ~= nil
-        if not lists then -- the probe; a failure of it only costs the shortcut
-            local ok, alone = pcall(tgt_peer.find, tgt_peer, {level = "STUDY", StudyInstanceUID = uids[1],
-                                                               patient = patients[1]})
-            lists = ok and #alone == 0
-        end
-        for k = i, math.min(i + 99, #counted) do
-            local st = counted[k]
-            local n = there[st.StudyInstanceUID]
-            if math.type(n) == "integer" and n >= st.NumberOfStudyRelatedInstances then
-                complete[st.StudyInstanceUID] = true
-            elseif n == nil and lists then
-                absent[st.StudyInstanceUID] = true
-            end
-        end
-    end
-    return complete, absent
-end
-
 --- The plan of a selection: {units = {...}, complete = {...}, found, present,
--- studies, errors = {...}, whole = {[study uid] = true: complete in the target, its
--- series not compared}, not_compared = instances of the studies that could not be
+-- studies, errors = {...}, whole = {[study uid] = true: every series the source lists
+-- is complete in the target}, not_compared = instances of the studies that could not be
 -- compared (a peer failed), as the source counted them}. opts: concurrency, shard
 -- (function(study_uid) -> bool), accept (function(series, study) -> bool), on_study
 -- (function(result): each compared study's {units, complete, found, present} as soon
@@ -213,30 +270,32 @@ function plan.make(src_peer, tgt_peer, selection, opts)
         for _, st in ipairs(studies) do if opts.shard(st.StudyInstanceUID) then keep[#keep + 1] = st end end
         studies = keep
     end
-    -- A series-level filter (Modality = "RTPLAN", say) or a site's accept_series makes
-    -- the study's count the wrong "found" figure: then every study is diffed.
-    local filtered = opts.accept ~= nil
-    for _, v in pairs(series_keys(selection)) do
-        if v ~= "" and v ~= "*" then filtered = true end
+    -- The series of the studies, STUDIES_PER_QUERY at a time on each side (both sides
+    -- at once); a batch a peer does not answer as a list is asked study by study
+    -- (diff_study), as is one whose C-FIND failed.
+    local queries, src_rows, tgt_rows = {}, {}, {}
+    for i = 1, #studies, plan.STUDIES_PER_QUERY do
+        local batch = table.move(studies, i, math.min(i + plan.STUDIES_PER_QUERY - 1, #studies), 1, {})
+        queries[#queries + 1] = {peer = src_peer, batch = batch, selection = selection, into = src_rows}
+        queries[#queries + 1] = {peer = tgt_peer, batch = batch, into = tgt_rows}
     end
-    local whole, absent = {}, {}
-    if not filtered then whole, absent = complete_studies(tgt_peer, studies) end
+    task.map(queries, function(q)
+        for uid, rows in pairs(series_of_studies(q.peer, q.batch, q.selection) or {}) do q.into[uid] = rows end
+    end, {concurrency = opts.concurrency or 4, errors = "return"})
     local results, failures = task.map(studies, function(study)
-        if whole[study.StudyInstanceUID] then
-            local n = study.NumberOfStudyRelatedInstances
-            return {units = {}, complete = {}, found = n, present = n}
-        end
-        local r = diff_study(src_peer, tgt_peer, study, selection, opts.accept, absent[study.StudyInstanceUID])
+        local uid = study.StudyInstanceUID
+        local r = diff_study(src_peer, tgt_peer, study, selection, opts.accept, src_rows[uid], tgt_rows[uid])
         if opts.on_study then opts.on_study(r) end
         return r
     end, {concurrency = opts.concurrency or 4, errors = "return"})
     local out = {units = {}, complete = {}, found = 0, present = 0, studies = #studies, errors = {}, study_uids = {},
-                 whole = whole, not_compared = 0}
+                 whole = {}, not_compared = 0}
     for _, st in ipairs(studies) do out.study_uids[st.StudyInstanceUID] = true end
     for i = 1, #studies do
         local r = results[i]
         if r then
             out.found, out.present = out.found + r.found, out.present + r.present
+            if #r.units == 0 then out.whole[studies[i].StudyInstanceUID] = true end
             for _, u in ipairs(r.units) do out.units[#out.units + 1] = u end
             for _, u in ipairs(r.complete) do out.complete[#out.complete + 1] = u end
         else

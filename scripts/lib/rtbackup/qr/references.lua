@@ -245,7 +245,10 @@ function references.complete(run)
     end
     -- Edges still open from earlier runs, and edges of the selection's RT objects and
     -- of everything they lead to (a record's plan's structure set's images): the
-    -- archive may have lost any of it since.
+    -- archive may have lost any of it since. A resolved edge into a study this run's
+    -- plan found whole in the archive (every series the source lists, compared just
+    -- now) is not asked again: over a lookback of months that is most of them, each a
+    -- C-FIND or two.
     local by_from, seeded = {}, {}
     local function known_edge(r)
         local d = type(r.detail) == "table" and r.detail or {}
@@ -253,11 +256,12 @@ function references.complete(run)
                 from_series = d.from_series, from_study = d.from_study, via = d.via,
                 acknowledged = r.state == "acknowledged"}
     end
+    local selected, whole = run.selected_studies or {}, run.whole_studies or {}
     for _, r in ipairs(run.journal:refs(run.source_alias)) do
         local e = known_edge(r)
         by_from[e.from] = by_from[e.from] or {}
         table.insert(by_from[e.from], e)
-        if r.state == "open" or (run.selected_studies and run.selected_studies[e.from_study]) then
+        if r.state == "open" or (selected[e.from_study] and not (r.state == "resolved" and whole[e.study])) then
             edges[#edges + 1] = e
             seeded[e.from .. ">" .. e.uid] = true
         end
