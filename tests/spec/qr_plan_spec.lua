@@ -16,6 +16,9 @@ local function peer(series, lists, cap)
         self.asked[#self.asked + 1] = q.level .. " " .. (type(q.StudyInstanceUID) == "table" and "list" or
                                                         q.StudyInstanceUID)
         local wanted = q.StudyInstanceUID
+        if lists == "abort" and type(wanted) == "table" then
+            error({kind = "aborted", message = "the peer aborted the association"}, 0)
+        end
         local function matches(study)
             if type(wanted) == "table" then
                 if lists == false then return false end
@@ -95,6 +98,16 @@ describe("the plan of a backup", function()
         assert.are.equal(22, p.found)
         assert.are.equal(1, asked(source, "SERIES 1.2"))
         assert.are.equal(0, asked(source, "SERIES 1.1")) -- its two rows were all its series
+    end)
+
+    it("asks a peer that aborts on a list of studies one list only, then study by study", function()
+        local many = {}
+        for i = 1, 250 do many[i] = {study = "2." .. i, series = "2." .. i .. ".1", n = 3} end
+        local source = peer(many, "abort")
+        local p = plan.make(source, peer({}), {study_dates = ""})
+        assert.are.equal(250, #p.units)
+        assert.are.equal(1, asked(source, "SERIES list")) -- each failure counts toward its breaker
+        assert.are.equal(1, asked(source, "SERIES 2.250"))
     end)
 
     it("does not take an archive that ignores UID lists for an empty one", function()

@@ -272,16 +272,32 @@ function plan.make(src_peer, tgt_peer, selection, opts)
     end
     -- The series of the studies, STUDIES_PER_QUERY at a time on each side (both sides
     -- at once); a batch a peer does not answer as a list is asked study by study
-    -- (diff_study), as is one whose C-FIND failed.
-    local queries, src_rows, tgt_rows = {}, {}, {}
-    for i = 1, #studies, plan.STUDIES_PER_QUERY do
-        local batch = table.move(studies, i, math.min(i + plan.STUDIES_PER_QUERY - 1, #studies), 1, {})
-        queries[#queries + 1] = {peer = src_peer, batch = batch, selection = selection, into = src_rows}
-        queries[#queries + 1] = {peer = tgt_peer, batch = batch, into = tgt_rows}
+    -- (diff_study), as is one whose C-FIND failed. Each side's first batch goes alone:
+    -- a peer that fails it (a strict archive may abort the association) is not asked
+    -- the others, each of which would count toward its circuit breaker.
+    local src_rows, tgt_rows = {}, {}
+    local sides = {{peer = src_peer, selection = selection, into = src_rows}, {peer = tgt_peer, into = tgt_rows}}
+    local function list(side, batch)
+        local ok, listed = pcall(series_of_studies, side.peer, batch, side.selection)
+        if not (ok and listed) then return false end
+        for uid, rows in pairs(listed) do side.into[uid] = rows end
+        return true
     end
-    task.map(queries, function(q)
-        for uid, rows in pairs(series_of_studies(q.peer, q.batch, q.selection) or {}) do q.into[uid] = rows end
-    end, {concurrency = opts.concurrency or 4, errors = "return"})
+    local batches = {}
+    for i = 1, #studies, plan.STUDIES_PER_QUERY do
+        batches[#batches + 1] = table.move(studies, i, math.min(i + plan.STUDIES_PER_QUERY - 1, #studies), 1, {})
+    end
+    local rest = {}
+    if #batches > 0 then
+        local first = task.map(sides, function(side) return list(side, batches[1]) end,
+                               {concurrency = 2, errors = "return"})
+        for k, side in ipairs(sides) do
+            if first[k] then
+                for b = 2, #batches do rest[#rest + 1] = {side = side, batch = batches[b]} end
+            end
+        end
+    end
+    task.map(rest, function(q) list(q.side, q.batch) end, {concurrency = opts.concurrency or 4, errors = "return"})
     local results, failures = task.map(studies, function(study)
         local uid = study.StudyInstanceUID
         local r = diff_study(src_peer, tgt_peer, study, selection, opts.accept, src_rows[uid], tgt_rows[uid])
