@@ -94,6 +94,17 @@ describe("a backup from an archive with vendor quirks", function()
         converges{image_find_needs_series = true}
     end)
 
+    it("cutting its C-FIND answers short (a cap on results): what it does not list is verified by count, and said",
+       function()
+        quirks{find_limit = 6} -- a CT series has 10 instances: the source lists 6 of them
+        local r = honest_run()
+        assert.are.equal(0, r.code, r.output)
+        local s = cjson.decode(r.stdout)
+        assert.are.equal(TOTAL, in_main())
+        assert.are.same({TOTAL, TOTAL}, {s.found, s.verified})
+        assert.matches("the source lists fewer instances of a series than it counts", r.stderr, 1, true)
+    end)
+
     it("ending C-FIND and C-MOVE with 0xB000 warnings", function()
         converges{warning_status = true}
     end)

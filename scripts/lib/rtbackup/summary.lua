@@ -10,8 +10,8 @@
 -- failed, skipped, deferred, associations, errors ({unit, kind, patient, error}), hint
 -- (where to look: the refusal that ended the moves, or that the source accepted no
 -- C-MOVE while something failed; it names peers, never a patient).
--- A flow adds its own (studies, series_to_move, references; records_built,
--- deliveries_skipped, ...).
+-- A flow adds its own (studies, series_to_move, references, unverified: instances a
+-- source counts but does not list; records_built, deliveries_skipped, ...).
 local cjson = require("cjson").new()
 
 cjson.encode_sparse_array(true)
@@ -133,6 +133,10 @@ function summary.print(s, out)
     for i, u in ipairs(s.unresolved or {}) do
         if i > 20 then break end
         out:write(string.format("  unresolved: %s references %s %s\n", u.from or "?", u.kind or "instance", u.uid or "?"))
+    end
+    if count(s.unverified) > 0 then
+        out:write(string.format("  %d instances not verified: the source counts them but does not list them " ..
+                                "(a cap on its C-FIND answers?)\n", s.unverified))
     end
     if count(s.records_content_unchecked) > 0 then
         out:write(string.format("  %d records checked by presence only: the archive refuses C-GET\n",

@@ -12,6 +12,7 @@
 --   finish    the references of the RT objects verified in this run (rtbackup.qr.references)
 local clock = require "rtbackup.clock"
 local ladder = require "rtbackup.qr.ladder"
+local log = require "rtbackup.log"
 local plan = require "rtbackup.qr.plan"
 local run_mod -- rtbackup.run, required lazily (it requires this module)
 local settings = require "rtbackup.settings"
@@ -152,9 +153,39 @@ local function compare(src, tgt)
     return {total = total, missing = missing, n = n}
 end
 
+-- The source counted more instances of unit `u` than it listed (a cap on its C-FIND
+-- answers cuts lists short): what it did not list cannot be checked by UID. With every
+-- listed one there and the archive holding at least the source's count, the series is
+-- verified by that count, and the log says so once a run; otherwise it stays as
+-- compared (the listed ones), and the summary counts the rest as unverified.
+local function beyond_list(run, u, f, held)
+    local unlisted = u.expected - f.total
+    if f.n == 0 and held >= u.expected then
+        f.total = u.expected
+        if not run.said_unlisted then
+            run.said_unlisted = true
+            log.warn("the source lists fewer instances of a series than it counts (a cap on its C-FIND answers?): " ..
+                     "the rest are verified by the archive's count", {source = run.source_alias, series = u.key,
+                     counted = u.expected, listed = u.expected - unlisted, archive_holds = held})
+        end
+    else
+        -- (asked again at each retry: counted once per series)
+        run.unverified = run.unverified or {}
+        run.unverified[u.key] = unlisted
+        local sum = 0
+        for _, k in pairs(run.unverified) do sum = sum + k end
+        run.summary.unverified = sum
+        run.failures.partial = true
+        log.warn("instances the source counts but does not list cannot be verified",
+                 {source = run.source_alias, series = u.key, counted = u.expected, unverified = unlisted})
+    end
+    return f
+end
+
 --- Which instances of `units` the target still lacks: {[key] = {total, missing, n}}.
 -- A study moved whole is checked with one study-wide C-FIND per side first; series
--- that check leaves in doubt (or peers that refuse it) are checked one by one.
+-- that check leaves in doubt (or peers that refuse it, or a list shorter than the
+-- source's count) are checked one by one.
 function flow.verify(run, job, units)
     local src, tgt = run:peer(run.source_alias), run:peer(run.target_alias)
     local found, rest = {}, units
@@ -167,14 +198,16 @@ function flow.verify(run, job, units)
             rest = {}
             for _, u in ipairs(units) do
                 local f = a[u.key] and compare(a[u.key], b[u.key] or {})
-                if f and f.n == 0 then found[u.key] = f else rest[#rest + 1] = u end
+                if f and f.n == 0 and f.total >= (u.expected or 0) then found[u.key] = f else rest[#rest + 1] = u end
             end
         end
     end
     for _, u in ipairs(rest) do
         local a = plan.instance_uids(src, u.data.study, u.key, u.data.patient)
-        local b = plan.instance_uids(tgt, u.data.study, u.key, u.data.patient)
-        found[u.key] = compare(a, b)
+        local b, held = plan.instance_uids(tgt, u.data.study, u.key, u.data.patient)
+        local f = compare(a, b)
+        if u.expected and f.total < u.expected then f = beyond_list(run, u, f, held) end
+        found[u.key] = f
     end
     return found
 end
