@@ -20,7 +20,7 @@ h.write_file(dir .. "/q.toml", h.env_toml(tb, "Q", {
     default_source = "ODIL", default_backup = "MAIN", script_ae = {aet = tb.SCU_AET},
     sources = {{alias = "ODIL", type = "aria", peer = "ODIL"}},
     targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"}},
-    settings = {state_dir = state, retry_backoff_ms = 10, max_retries = 3}}))
+    settings = {state_dir = state, retry_backoff_ms = 10, max_retries = 3, progress_interval = 1}}))
 
 local function rtb(args)
     local full = {"--config", dir .. "/q.toml"}
@@ -103,6 +103,14 @@ describe("a backup from an archive with vendor quirks", function()
         assert.are.equal(TOTAL, in_main())
         assert.are.same({TOTAL, TOTAL}, {s.found, s.verified})
         assert.matches("the source lists fewer instances of a series than it counts", r.stderr, 1, true)
+    end)
+
+    it("answering slowly: validate says how far it is, a line a second (progress_interval)", function()
+        assert.are.equal(0, honest_run().code)
+        quirks{find_delay_ms = 300}
+        local v = rtb{"validate", "Q", table.unpack(ALL)}
+        assert.are.equal(0, v.code, v.output)
+        assert.matches('progress [^\n]*total=3 [^\n]*unit=studies work="validate ODIL vs MAIN"', v.stderr)
     end)
 
     it("ending C-FIND and C-MOVE with 0xB000 warnings", function()

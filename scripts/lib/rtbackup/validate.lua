@@ -13,6 +13,7 @@ local exit = require "rtbackup.exit"
 local log = require "rtbackup.log"
 local metrics = require "rtbackup.metrics"
 local plan = require "rtbackup.qr.plan"
+local progress = require "rtbackup.progress"
 local qr_flow = require "rtbackup.qr.flow"
 local settings = require "rtbackup.settings"
 local task = require "rtbackup.task"
@@ -73,12 +74,19 @@ end
 
 --- Compares the studies of a selection ({study_dates, patient, study, keys}) of the
 -- peers `source` and `target`. Returns {studies, instances, compared, missing, extra,
--- different, errors}.
+-- different, errors}. opts: deep, concurrency, progress_interval (seconds between the
+-- progress lines a long comparison logs when stderr is not a terminal).
 function validate.compare(source, target, selection, opts)
     opts = opts or {}
     local studies = plan.studies(source, selection)
-    local results, failures = task.map(studies, function(s) return validate.study(source, target, s, opts.deep) end,
-                                       {concurrency = opts.concurrency or 4, errors = "return"})
+    local bar = progress.new(string.format("validate %s vs %s", source.alias or source.aet, target.alias or target.aet),
+                             #studies, {unit = "studies", interval = opts.progress_interval})
+    local results, failures = task.map(studies, function(s)
+        local r = validate.study(source, target, s, opts.deep)
+        bar:add(1)
+        return r
+    end, {concurrency = opts.concurrency or 4, errors = "return"})
+    bar:finish()
     local total = {instances = 0, compared = 0, missing = {}, extra = {}, different = {}, errors = {},
                    studies = #studies}
     for i = 1, #studies do
@@ -116,7 +124,8 @@ function validate.run(env, source_alias, target_alias, opts)
     local started_at = clock.iso_utc()
     local source, target = ctx:peer(source_alias), ctx:peer(target_alias)
     local ok, result = pcall(validate.compare, source, target, selection,
-                             {deep = opts.deep, concurrency = settings.get(env, "max_associations", source_alias)})
+                             {deep = opts.deep, concurrency = settings.get(env, "max_associations", source_alias),
+                              progress_interval = settings.get(env, "progress_interval")})
     ctx:flush()
     local code
     if not ok then
