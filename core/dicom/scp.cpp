@@ -4,6 +4,8 @@
 // scp_assoc.cpp (one association).
 #include "scp.hpp"
 
+#include <algorithm>
+
 #include <dcmtk/dcmnet/dcmlayer.h>
 
 #include <cerrno>
@@ -143,6 +145,9 @@ extern "C" int rtb_dicom_scp_start(const rtb_dicom_scp_config *cfg, rtb_dicom_sc
         close(scp->listen_fd);
         return fail(err, RTB_DICOM_E_IO, "pipe: %s", strerror(errno));
     }
+    // Two ready temporaries per association the SCP serves at once (scp_pool.cpp).
+    if (!scp->sort_by_study)
+        scp->pool.reset(new TempPool(scp->dir, std::min<size_t>(64, 2 * std::max(4, scp->max_associations))));
     rtb_dicom_scp *p = scp.get();
     scp->acceptor = std::thread([p] { scp_accept_loop(p); });
     *out = scp.release();
@@ -203,6 +208,7 @@ extern "C" void rtb_dicom_scp_stop_stats(rtb_dicom_scp *scp, rtb_dicom_scp_stats
         scp->conns.clear();
         scp->per_host.clear();
     }
+    scp->pool.reset(); // every worker has returned: the files not taken are removed
     if (scp->executor) {
         Executor *ex = scp->executor.get();
         ex->finish(); // every worker has returned: run what they queued, then stop

@@ -50,6 +50,26 @@ private:
     std::thread thread_;
 };
 
+// Empty temporary files in the output directory, made durable ahead of the stores
+// that will fill them, by a thread of its own (scp_pool.cpp).
+class TempPool {
+public:
+    TempPool(std::string dir, size_t size);
+    ~TempPool(); // stops the thread and removes the files not taken
+    // A ready temporary file (its path, *fd open on it), or "" when none is.
+    std::string take(int *fd);
+
+private:
+    void fill();
+    std::string dir_;
+    size_t size_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::pair<int, std::string>> ready_;
+    bool stop_ = false;
+    std::thread thread_;
+};
+
 } // namespace rtb
 
 struct rtb_dicom_scp {
@@ -105,6 +125,7 @@ struct rtb_dicom_scp {
     std::mutex study_dirs_mu;
     std::set<std::string> study_dirs;
     std::unique_ptr<rtb::Executor> executor; // --exec-on-reception, or none
+    std::unique_ptr<rtb::TempPool> pool;     // temporaries made ahead (not with --sort-by-study)
     size_t exec_ran = 0, exec_failed = 0;    // its counts, once it has finished
 };
 
