@@ -11,7 +11,9 @@ Receives instances (C-STORE, C-ECHO) and writes them to --out-dir as
 <SOPInstanceUID>.dcm, until SIGINT or SIGTERM. A C-STORE is answered with
 success only once its file is durable (fsync of the file and of its directory);
 a data set that is not the instance its request announces (another SOP Instance
-or Class UID, or none) is refused (0xA900) and not kept.
+or Class UID, or none) is refused (0xA900) and not kept. While it runs, --out-dir
+also holds hidden files (".*"): a few empty ones made ahead to write the next
+instances into, removed when it stops, and the ones being received.
 Each connection must send its association request within --request-timeout
 seconds; connections beyond --max-associations, or beyond --max-per-host from
 one address, are refused at once, so idle or slow clients cannot starve it.
