@@ -13,7 +13,8 @@
 --            the last audit batch, the lock; then the alert the summary deserves
 --            (rtbackup.alerts), and run history older than run_history_days pruned
 --
--- A flow is a table: kind, period(run) -> since, till; plan(run) -> {open = units,
+-- A flow is a table: kind, LOOKBACK_DAYS (the period without --since: that many days
+-- before --until or today, unless the setting lookback_days says otherwise); plan(run) -> {open = units,
 -- complete = units, found, present, skipped (instances found but not planned: a peer
 -- failed), errors = {}, summary = {...}}; describe(run, units) -> dry-run rows;
 -- group(run, units) -> jobs ({units = ...}); transfer(run, job, units) -> reported
@@ -122,7 +123,8 @@ function run.new(env, alias, opts)
                                    shard = opts.shard and (opts.shard.index .. "/" .. opts.shard.count)}
     end
     self.ctx = context.new(env, {command = "backup", source = alias, metrics = self.metrics, batched = true})
-    self.since, self["until"] = self.flow.period(self)
+    self.since, self["until"] = clock.lookback(opts.since, opts["until"], settings.get(env, "timezone"),
+                                               self:setting("lookback_days") or self.flow.LOOKBACK_DAYS)
     self.summary = {env = env.name, source = alias, target = target, command = "backup", kind = self.flow.kind,
                     started_at = self.started_at, since = self.since, ["until"] = self["until"],
                     shard = opts.shard and (opts.shard.index .. "/" .. opts.shard.count) or nil,

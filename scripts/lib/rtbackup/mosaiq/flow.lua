@@ -44,13 +44,6 @@ local flow = {kind = "mosaiq", unit = "records"}
 -- (the weekly chart check) is built again and archived as a new version.
 flow.LOOKBACK_DAYS = 7
 
---- Days from --since (default: lookback_days before the last day) to --until (default:
--- today), in the site's time zone.
-function flow.period(run)
-    return clock.lookback(run.opts.since, run.opts["until"], settings.get(run.env, "timezone"),
-                          run:setting("lookback_days") or flow.LOOKBACK_DAYS)
-end
-
 --- The stable name that scopes the UIDs of this Mosaiq database's records: the
 -- setting uid_namespace, else the one this journal derived and kept the first time
 -- ("ENV/SOURCE" then), so renaming an environment never re-archives a record.

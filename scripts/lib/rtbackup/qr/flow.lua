@@ -15,7 +15,6 @@ local ladder = require "rtbackup.qr.ladder"
 local log = require "rtbackup.log"
 local plan = require "rtbackup.qr.plan"
 local run_mod -- rtbackup.run, required lazily (it requires this module)
-local settings = require "rtbackup.settings"
 
 local flow = {kind = "qr", unit = "instances"}
 
@@ -24,12 +23,6 @@ local flow = {kind = "qr", unit = "instances"}
 -- treatment records) are often added to the study of its planning CT, and StudyDate,
 -- the only date a Q/R archive is asked by, is that CT's.
 flow.LOOKBACK_DAYS = 90
-
---- --since/--until, else lookback_days before today to today, in the site's time zone.
-function flow.period(run)
-    return clock.lookback(run.opts.since, run.opts["until"], settings.get(run.env, "timezone"),
-                          run:setting("lookback_days") or flow.LOOKBACK_DAYS)
-end
 
 --- The selection of a run: dates, patient, study, the source's query keys.
 function flow.selection(run)
