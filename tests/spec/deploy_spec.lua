@@ -248,22 +248,62 @@ describe("the Dockerfile", function()
         assert.matches("CMD rtbackup health ", healthcheck)
     end)
 
+    -- The packages each stage names: {[1] = the build stage's, [2] = the runtime
+    -- stage's}, each a list and a set.
+    local function stage_packages()
+        local stages, stage = {}, 0
+        for _, ins in ipairs(instructions()) do
+            if ins:match("^FROM%s") then
+                stage = stage + 1
+                stages[stage] = {list = {}, set = {}}
+            end
+            local list = ins:match("apt%-get install (.-)%s*&&")
+            for pkg in (list or ""):gmatch("%S+") do
+                if not pkg:match("^%-") then
+                    table.insert(stages[stage].list, pkg)
+                    stages[stage].set[pkg] = true
+                end
+            end
+        end
+        return stages
+    end
+
+    -- The packages `list` brings onto a machine: those and their dependencies, as
+    -- apt-get installs them (a set).
+    local function with_dependencies(list)
+        local quoted = {}
+        for i, pkg in ipairs(list) do quoted[i] = h.quote(pkg) end
+        local code, out = sh("apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks"
+                             .. " --no-replaces --no-enhances " .. table.concat(quoted, " "))
+        assert.are.equal(0, code, out)
+        local set = {}
+        for name in out:gmatch("[^\n]+") do
+            if not name:match("^%s") then set[name:match("^<?([^>]+)>?$")] = true end
+        end
+        return set
+    end
+
+    -- The Debian package that holds `path` (dpkg -S), trying the /usr-merged
+    -- spelling too; nil when none does.
+    local function package_of(path)
+        for _, p in ipairs{path, (path:gsub("^/usr/lib/", "/lib/")), (path:gsub("^/lib/", "/usr/lib/"))} do
+            local code, out = sh("dpkg -S " .. h.quote(p))
+            if code == 0 then return out:match("^([^:,]+)") end
+        end
+    end
+
     it("installs only packages Debian knows, building with those of tools/deps.sh", function()
         if sh("apt-cache show cmake >/dev/null") ~= 0 then
             return pending("apt-cache has no package lists (apt-get update)")
         end
         local deps = read(h.source .. "/tools/deps.sh")
-        local wanted, stage = {}, 0
-        for _, ins in ipairs(instructions()) do
-            if ins:match("^FROM%s") then stage = stage + 1 end
-            local list = ins:match("apt%-get install (.-)%s*&&")
-            for pkg in (list or ""):gmatch("%S+") do
-                if not pkg:match("^%-") then
-                    wanted[#wanted + 1] = pkg
-                    if stage == 1 then -- the build stage
-                        assert.is_truthy(deps:find("%f[%w%-]" .. pkg:gsub("%p", "%%%0") .. "%f[^%w%-%.]"),
-                                         pkg .. " is not in tools/deps.sh")
-                    end
+        local wanted = {}
+        for i, stage in ipairs(stage_packages()) do
+            for _, pkg in ipairs(stage.list) do
+                wanted[#wanted + 1] = pkg
+                if i == 1 then -- the build stage
+                    assert.is_truthy(deps:find("%f[%w%-]" .. pkg:gsub("%p", "%%%0") .. "%f[^%w%-%.]"),
+                                     pkg .. " is not in tools/deps.sh")
                 end
             end
         end
@@ -275,6 +315,61 @@ describe("the Dockerfile", function()
         local known = {}
         for name in ("\n" .. out):gmatch("\nPackage: (%S+)") do known[name] = true end
         for _, pkg in ipairs(wanted) do assert.is_true(known[pkg] == true, "apt does not know " .. pkg) end
+    end)
+
+    -- The image builds with -DBUILD_TESTING=OFF: every pkg-config module the
+    -- product's CMake files require (and those they require in turn) must come from
+    -- a package of the build stage, or cmake stops there.
+    it("builds with a package for every library the product's CMake files require", function()
+        if sh("apt-cache show cmake >/dev/null") ~= 0 then
+            return pending("apt-cache has no package lists (apt-get update)")
+        end
+        local build = with_dependencies(stage_packages()[1].list)
+        local _, lists = sh("cd " .. h.quote(h.source) .. " && find . -name CMakeLists.txt -not -path './tests/*'"
+                            .. " -not -path './build*' | xargs cat")
+        local modules, seen = {}, {}
+        for args in lists:gmatch("pkg_check_modules%(([^)]*)%)") do
+            for word in args:gmatch("%S+") do
+                if word:match("^[%l%d][%w%.%-+]*$") then modules[#modules + 1] = word end
+            end
+        end
+        assert.is_true(#modules >= 8, "pkg_check_modules not found in the CMake files")
+        while #modules > 0 do
+            local mod = table.remove(modules)
+            if not seen[mod] then
+                seen[mod] = true
+                local code, dir = sh("pkg-config --variable=pcfiledir " .. h.quote(mod))
+                assert.are.equal(0, code, "pkg-config does not know " .. mod .. " (tools/deps.sh)")
+                local pkg = package_of(dir:gsub("%s+$", "") .. "/" .. mod .. ".pc")
+                assert.is_truthy(pkg, mod .. ".pc belongs to no package")
+                assert.is_true(build[pkg] == true, pkg .. " (" .. mod .. ".pc) is not installed by the Dockerfile's build stage")
+                local _, req = sh("pkg-config --print-requires --print-requires-private " .. h.quote(mod))
+                for dep in req:gmatch("[^\n]+") do modules[#modules + 1] = dep:match("^(%S+)") end
+            end
+        end
+    end)
+
+    -- Every shared library the built binary needs must be in the runtime stage, or
+    -- the image's rtbackup does not start ("error while loading shared libraries").
+    it("runs with a package for every shared library the binary needs", function()
+        if sh("apt-cache show cmake >/dev/null") ~= 0 then
+            return pending("apt-cache has no package lists (apt-get update)")
+        end
+        local runtime = with_dependencies(stage_packages()[2].list)
+        local code, needed = sh("readelf -d " .. h.quote(bin))
+        assert.are.equal(0, code, needed)
+        local n = 0
+        for lib in needed:gmatch("%(NEEDED%)%s+Shared library: %[([^%]]+)%]") do
+            local _, where = sh("ldconfig -p | awk -v l=" .. h.quote(lib) .. " '$1 == l { print $NF; exit }'")
+            where = where:gsub("%s+$", "")
+            assert.is_true(where ~= "", "ldconfig does not know " .. lib)
+            local _, real = sh("readlink -f " .. h.quote(where))
+            local pkg = package_of(where) or package_of((real:gsub("%s+$", "")))
+            assert.is_truthy(pkg, lib .. " belongs to no package")
+            assert.is_true(runtime[pkg] == true, pkg .. " (" .. lib .. ") is not installed by the Dockerfile's runtime stage")
+            n = n + 1
+        end
+        assert.is_true(n >= 10, "readelf listed " .. n .. " libraries")
     end)
 end)
 
