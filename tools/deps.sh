@@ -4,8 +4,8 @@
 set -euo pipefail
 
 PACKAGES=(
-  # build
-  build-essential cmake pkg-config
+  # build, and the allocator the executable links (jemalloc)
+  build-essential cmake pkg-config libjemalloc-dev
   # host: Lua 5.4, libuv, TOML, line editing, CLI parsing, JSON
   liblua5.4-dev lua5.4 libuv1-dev libtomlplusplus-dev libedit-dev lua-argparse lua-cjson
   # DICOM: DCMTK library and tools, hashing, Orthanc as the backup archive
