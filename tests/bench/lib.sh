@@ -1,4 +1,10 @@
-# Helpers for the benchmark scripts.
+# Helpers for the benchmark scripts, and the defaults run.sh gives them, so that each
+# *.bench.sh also runs alone from the repository root.
+_bench_top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export RTBACKUP_BIN=${RTBACKUP_BIN:-$_bench_top/build/bindings/rtbackup}
+export RTB_BUILD_DIR=${RTB_BUILD_DIR:-$_bench_top/build}
+export RUNS=${RUNS:-5}
+[ -x "$RTBACKUP_BIN" ] || { echo "build first: tools/build.sh (no $RTBACKUP_BIN)" >&2; exit 2; }
 
 # now_ms: wall clock in milliseconds.
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
