@@ -259,13 +259,14 @@ static int scp_stored(lua_State *L)
     return 1;
 }
 
-/* scp:stats() -> {stored, associations, refused, rejected, dropped, exec_ran, exec_failed} */
+/* scp:stats() -> {stored, associations, refused, rejected, dropped, exec_ran, exec_failed,
+ * stale_removed} */
 static int scp_stats(lua_State *L)
 {
     scp_state *s = check_scp(L);
     rtb_dicom_scp_stats st;
     current_stats(s, &st);
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 8);
     rtb_lua_set_integer(L, "stored", (lua_Integer)st.stored);
     rtb_lua_set_integer(L, "associations", (lua_Integer)st.associations);
     rtb_lua_set_integer(L, "refused", (lua_Integer)st.refused);
@@ -273,6 +274,7 @@ static int scp_stats(lua_State *L)
     rtb_lua_set_integer(L, "dropped", (lua_Integer)st.dropped);
     rtb_lua_set_integer(L, "exec_ran", (lua_Integer)st.exec_ran);
     rtb_lua_set_integer(L, "exec_failed", (lua_Integer)st.exec_failed);
+    rtb_lua_set_integer(L, "stale_removed", (lua_Integer)st.stale_removed);
     return 1;
 }
 

@@ -390,6 +390,8 @@ typedef struct {
                             request_timeout, failed TLS handshake, not DICOM */
     size_t exec_ran;     /* reception commands that exited 0 */
     size_t exec_failed;  /* reception commands that could not start or exited non-zero */
+    size_t stale_removed; /* temporary files an SCP stopped by a signal or a power cut had
+                             left in dir, removed at start (none while another SCP serves it) */
 } rtb_dicom_scp_stats;
 
 /* Binds, then serves on its own threads until rtb_dicom_scp_stop(). Accepts

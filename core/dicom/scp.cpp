@@ -145,6 +145,7 @@ extern "C" int rtb_dicom_scp_start(const rtb_dicom_scp_config *cfg, rtb_dicom_sc
         close(scp->listen_fd);
         return fail(err, RTB_DICOM_E_IO, "pipe: %s", strerror(errno));
     }
+    scp->stale_removed = claim_dir(scp->dir, &scp->dir_lock);
     // Two ready temporaries per association the SCP serves at once (scp_pool.cpp).
     if (!scp->sort_by_study)
         scp->pool.reset(new TempPool(scp->dir, std::min<size_t>(64, 2 * std::max(4, scp->max_associations))));
@@ -175,6 +176,7 @@ extern "C" void rtb_dicom_scp_get_stats(const rtb_dicom_scp *scp, rtb_dicom_scp_
     out->dropped = scp->dropped.load();
     out->exec_ran = scp->executor ? scp->executor->ran() : scp->exec_ran;
     out->exec_failed = scp->executor ? scp->executor->failed() : scp->exec_failed;
+    out->stale_removed = scp->stale_removed;
 }
 
 extern "C" void rtb_dicom_scp_stop(rtb_dicom_scp *scp)
@@ -219,6 +221,7 @@ extern "C" void rtb_dicom_scp_stop_stats(rtb_dicom_scp *scp, rtb_dicom_scp_stats
     if (final) rtb_dicom_scp_get_stats(scp, final);
     scp_handoff_free(scp);
     if (scp->listen_fd >= 0) close(scp->listen_fd);
+    if (scp->dir_lock >= 0) close(scp->dir_lock);
     for (int fd : scp->wake)
         if (fd >= 0) close(fd);
     delete scp;

@@ -70,6 +70,12 @@ private:
     std::thread thread_;
 };
 
+// Takes a shared lock on `dir` for as long as the SCP serves it (*lock_fd, -1 when
+// the file system has no locks). When no other SCP holds one, first removes the
+// temporary files an SCP stopped by a signal or a power cut left there, and returns
+// how many (scp_pool.cpp).
+size_t claim_dir(const std::string &dir, int *lock_fd);
+
 } // namespace rtb
 
 struct rtb_dicom_scp {
@@ -126,6 +132,8 @@ struct rtb_dicom_scp {
     std::set<std::string> study_dirs;
     std::unique_ptr<rtb::Executor> executor; // --exec-on-reception, or none
     std::unique_ptr<rtb::TempPool> pool;     // temporaries made ahead (not with --sort-by-study)
+    int dir_lock = -1;                       // shared lock on dir while we serve it (claim_dir)
+    size_t stale_removed = 0;                // temporaries an earlier SCP left, removed at start
     size_t exec_ran = 0, exec_failed = 0;    // its counts, once it has finished
 };
 

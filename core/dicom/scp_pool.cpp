@@ -14,12 +14,96 @@
 // instance's name stays within one directory, covered by one flush of it. With
 // --sort-by-study the names go into other directories, and no pool is used.
 // A store finding the pool empty makes its own file, as before.
+//
+// Temporaries are never renamed until complete and durable, so those an SCP
+// killed or cut off by a power loss left behind are no instance, only clutter (up
+// to a whole instance each). Every SCP holds a shared flock on its directory while
+// it serves it; one that finds no other holder (an exclusive lock succeeds) removes
+// them first. Only names our own temporaries take are touched (fileio.cpp's
+// temp_path_in: ".pool.XXXXXX", ".<SOP Instance UID>.dcm.XXXXXX"), so another
+// program's hidden files in the directory stay.
 #include "scp.hpp"
 
+#include <cctype>
+#include <cerrno>
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace rtb {
+
+namespace {
+
+// mkstemp's suffix: six letters or digits.
+bool temp_suffix(const std::string &s)
+{
+    if (s.size() != 6) return false;
+    for (char c : s)
+        if (!isalnum(static_cast<unsigned char>(c))) return false;
+    return true;
+}
+
+// ".pool.XXXXXX" or ".<UID>.dcm.XXXXXX": a name temp_path_in gives in an SCP's directory.
+bool scp_temporary(const std::string &name)
+{
+    if (name.size() < 8 || name[0] != '.' || name[name.size() - 7] != '.') return false;
+    if (!temp_suffix(name.substr(name.size() - 6))) return false;
+    std::string stem = name.substr(1, name.size() - 8);
+    if (stem == "pool") return true;
+    const std::string ext = ".dcm";
+    if (stem.size() <= ext.size() || stem.compare(stem.size() - ext.size(), ext.size(), ext) != 0) return false;
+    return rtb_dicom_uid_valid(stem.substr(0, stem.size() - ext.size()).c_str());
+}
+
+size_t remove_temporaries(const std::string &dir, int dir_fd)
+{
+    int fd = dup(dir_fd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : nullptr;
+    if (!d) {
+        if (fd >= 0) close(fd);
+        return 0;
+    }
+    rewinddir(d);
+    size_t removed = 0;
+    while (struct dirent *e = readdir(d)) {
+        struct stat st;
+        if (!scp_temporary(e->d_name)) continue;
+        if (fstatat(dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (unlinkat(dir_fd, e->d_name, 0) == 0) removed++;
+    }
+    closedir(d);
+    if (removed > 0) {
+        rtb_dicom_error err;
+        clear_error(&err);
+        (void)sync_dir(dir, &err);
+    }
+    return removed;
+}
+
+} // namespace
+
+size_t claim_dir(const std::string &dir, int *lock_fd)
+{
+    *lock_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*lock_fd < 0) return 0;
+    size_t removed = 0;
+    if (flock(*lock_fd, LOCK_EX | LOCK_NB) == 0) removed = remove_temporaries(dir, *lock_fd);
+    else if (errno != EWOULDBLOCK) {
+        // No locks here (some network file systems): no way to know who else serves
+        // the directory, so nothing is removed.
+        close(*lock_fd);
+        *lock_fd = -1;
+        return 0;
+    }
+    // Shared from now on, so that another SCP starting on the directory sees us.
+    if (flock(*lock_fd, LOCK_SH) != 0) {
+        close(*lock_fd);
+        *lock_fd = -1;
+    }
+    return removed;
+}
 
 TempPool::TempPool(std::string dir, size_t size) : dir_(std::move(dir)), size_(size)
 {

@@ -13,7 +13,9 @@ success only once its file is durable (fsync of the file and of its directory);
 a data set that is not the instance its request announces (another SOP Instance
 or Class UID, or none) is refused (0xA900) and not kept. While it runs, --out-dir
 also holds hidden files (".*"): a few empty ones made ahead to write the next
-instances into, removed when it stops, and the ones being received.
+instances into, removed when it stops, and the ones being received. Those a
+listen killed or cut off by a power loss left are removed at the next start
+(unless another listen serves the directory then).
 Each connection must send its association request within --request-timeout
 seconds; connections beyond --max-associations, or beyond --max-per-host from
 one address, are refused at once, so idle or slow clients cannot starve it.
@@ -118,6 +120,11 @@ if not ok then
     -- A setting the SCP refuses (unreadable certificate, bad value) is a configuration error.
     if errors.is(scp) and scp.kind == "invalid" then scp.kind = "config" end
     error(scp, 0)
+end
+local stale = scp:stats().stale_removed
+if stale > 0 then
+    log.warn("removed temporary files left by a listen that was killed or lost power " ..
+             "(never renamed: no instance among them)", {dir = args.out_dir, files = stale})
 end
 log.info("listening", {aet = aet, port = scp:port(), dir = args.out_dir, tls = tls ~= nil,
                        request_timeout = request_timeout, max_associations = max_associations,

@@ -36,12 +36,12 @@ end
 
 local n_listeners = 0
 --- Starts `rtbackup listen --port 0 ...extra` in the background; returns {pid, port,
--- out (its --out-dir), log (its output file)} once it listens.
-local function listen(extra)
+-- out (its --out-dir: `out`, else a new one), log (its output file)} once it listens.
+local function listen(extra, out)
     n_listeners = n_listeners + 1
     local base = string.format("%s/listener%d", work, n_listeners)
     os.execute("mkdir -p " .. h.quote(base))
-    local l = {out = base .. "/in", log = base .. "/listen.log"}
+    local l = {out = out or base .. "/in", log = base .. "/listen.log"}
     local args = {h.bin, "listen", "--aet", "RTB_LISTEN", "--port", "0", "--out-dir", l.out}
     for _, a in ipairs(extra or {}) do args[#args + 1] = a end
     for i, a in ipairs(args) do args[i] = h.quote(a) end
@@ -185,6 +185,44 @@ describe("rtbackup listen reports", function()
         local n = tonumber(tb.SYNTH_INSTANCES)
         assert.are.equal(n, s.stored)
         assert.are.equal(n, count_files(l.out))
+    end)
+end)
+
+describe("rtbackup listen and the temporary files a killed listen left", function()
+    local function exists(path) return io.open(path) ~= nil end
+
+    it("removes them at start, and no other hidden file; not while another listen serves the directory", function()
+        local dir = work .. "/killed"
+        os.execute("mkdir -p " .. h.quote(dir))
+        -- As a listen killed with -9 leaves them: an empty one made ahead, a half-received one.
+        local left = {dir .. "/.pool.Ab3xZ9", dir .. "/.1.2.826.0.1.3680043.10.543.7.dcm.q8Rt2K"}
+        h.write_file(left[1], "")
+        h.write_file(left[2], string.rep("\0", 128) .. "DICM")
+        -- Hidden files of others, some of them close to our names.
+        local others = {dir .. "/.config.backup", dir .. "/.notes.dcm.Ab3xZ9", dir .. "/.pool.toolong1",
+                        dir .. "/.1.2.3.dcm.txt"}
+        for _, f in ipairs(others) do h.write_file(f, "kept") end
+
+        local first = listen(nil, dir)
+        for _, f in ipairs(left) do assert.is_false(exists(f), f .. " is still there") end
+        for _, f in ipairs(others) do assert.is_true(exists(f), f .. " was removed") end
+        assert.matches("removed temporary files[^\n]*files=2", slurp(first.log))
+
+        -- The first listen's own ready temporaries, seen by a second listen on the same directory.
+        local out = sh("ls -a " .. h.quote(dir))
+        local mine = {}
+        for name in out:gmatch("%.pool%.%w+") do mine[#mine + 1] = dir .. "/" .. name end
+        assert.is_true(#mine > 0, out)
+        local second = listen(nil, dir)
+        for _, f in ipairs(mine) do assert.is_true(exists(f), f .. " of the running listen was removed") end
+        assert.is_nil(slurp(second.log):match("removed temporary files"))
+        local sent, code = storescu(first, h.quote(tb.SYNTH_DIR) .. "/*.dcm")
+        assert.are.equal(0, code, sent)
+        stop(second)
+        assert.are.equal(tonumber(tb.SYNTH_INSTANCES), stopped_line(stop(first)).stored)
+        assert.are.equal(tonumber(tb.SYNTH_INSTANCES), count_files(dir))
+        -- Both stopped normally: nothing of theirs is left to remove.
+        assert.are.equal(0, count_files(dir, ".pool.??????"))
     end)
 end)
 

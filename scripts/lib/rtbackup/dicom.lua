@@ -432,7 +432,8 @@ Listener.__index = Listener
 function Listener:port() return self.scp:port() end
 --- Instances stored so far.
 function Listener:stored() return self.scp:stored() end
---- Counters: {stored, associations, refused, rejected, dropped, exec_ran, exec_failed} (final after stop).
+--- Counters: {stored, associations, refused, rejected, dropped, exec_ran, exec_failed,
+-- stale_removed} (final after stop).
 function Listener:stats() return self.scp:stats() end
 
 --- Stops accepting, lets running associations end, delivers the last events.
