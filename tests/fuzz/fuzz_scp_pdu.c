@@ -85,7 +85,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(s, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    int rc = connect(s, (struct sockaddr *)&addr, sizeof addr);
+    if (rc != 0 && errno == EINTR) {
+        /* A signal (libFuzzer's timers) interrupted the call, not the connection,
+         * which goes on: wait for it and read its outcome. */
+        struct pollfd w = {.fd = s, .events = POLLOUT};
+        int err = 0;
+        socklen_t len = sizeof err;
+        while (poll(&w, 1, 5000) < 0 && errno == EINTR) {
+        }
+        rc = getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0 && (w.revents & POLLOUT) ? 0 : -1;
+        if (err) errno = err;
+    }
+    if (rc != 0) {
         perror("fuzz_scp_pdu: connect");
         abort(); /* the SCP stopped accepting: that is a finding too */
     }
