@@ -43,8 +43,12 @@ static struct {
     int live;     /* tasks not yet finished */
     int next_id;
     int stop_signal;
+    int main_failed; /* the main script failed while background tasks still ran */
     task *failed; /* failures not (yet) observed */
 } sched;
+
+/* How long background tasks get to stop once the main script has failed. */
+#define MAIN_FAILED_GRACE_MS 5000
 
 static task *current_task(lua_State *L)
 {
@@ -486,13 +490,21 @@ int rtb_task_stop_signal(void)
     return sched.stop_signal;
 }
 
-/* task.stopping() — the signal name when the run has been asked to stop, else false. */
+int rtb_task_live(void)
+{
+    return sched.live;
+}
+
+/* task.stopping() — the signal name when the run has been asked to stop, "error" when
+ * the main script has failed (background tasks should end), else false. */
 static int task_stopping(lua_State *L)
 {
-    if (!sched.stop_signal)
-        lua_pushboolean(L, 0);
-    else
+    if (sched.stop_signal)
         lua_pushstring(L, sched.stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+    else if (sched.main_failed)
+        lua_pushstring(L, "error");
+    else
+        lua_pushboolean(L, 0);
     return 1;
 }
 
@@ -507,6 +519,11 @@ static int task_current(lua_State *L)
 }
 
 /* ---- the main task ------------------------------------------------------------ */
+
+static void set_flag(void *arg)
+{
+    *(int *)arg = 1;
+}
 
 /* A task that failed while nobody waited for it, and that nobody waited for later
  * either, is logged with its traceback: failures are never silently dropped. */
@@ -557,13 +574,28 @@ int rtb_task_run_main(lua_State *L, int nargs, int *nresults)
                                       "never happen");
         return LUA_ERRRUN;
     }
-    /* Background tasks the script spawned and did not wait for still finish. */
-    while (sched.live > 0) {
+    /* Background tasks the script spawned and did not wait for still finish. Once the
+     * main script has failed, though, the run is over: they are asked to stop
+     * (task.stopping() says "error") and get MAIN_FAILED_GRACE_MS for it, so that a task
+     * that never ends (a listener's events, a loop) cannot hide the failure behind a
+     * process that runs on and says nothing. */
+    static int grace_over;
+    if (main_task->state == TASK_FAILED && sched.live > 0) {
+        sched.main_failed = 1;
+        rtb_log(RTB_LOG_WARN, "the script failed: waiting up to %d s for %d background task(s) to stop",
+                MAIN_FAILED_GRACE_MS / 1000, sched.live);
+        if (rtb_loop_after_ms(MAIN_FAILED_GRACE_MS, set_flag, &grace_over) < 0)
+            grace_over = 1;
+    }
+    while (sched.live > 0 && !grace_over) {
         if (run_ready())
             continue;
         if (!rtb_loop_run_once() && !sched.ready_head)
             break;
     }
+    if (sched.live > 0 && grace_over)
+        rtb_log(RTB_LOG_WARN, "%d background task(s) still running %d s after the script failed: "
+                              "stopping without them", sched.live, MAIN_FAILED_GRACE_MS / 1000);
     main_task->observed = 1;
     report_unobserved_failures(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, main_task->ref_outcome);

@@ -26,6 +26,10 @@ int rtb_task_run_main(lua_State *L, int nargs, int *nresults);
 /* 0, or the signal (SIGINT/SIGTERM) that asked the run to stop. */
 int rtb_task_stop_signal(void);
 
+/* Tasks not finished yet: after rtb_task_run_main, those that did not stop within
+ * its grace period once the main script had failed (still using the state). */
+int rtb_task_live(void);
+
 int luaopen_rtbackup_task_core(lua_State *L);
 
 #endif

@@ -55,7 +55,8 @@ end
 -- opts.stdin = text. Returns {code =, stdout =, stderr =, output = stdout..stderr}.
 function helpers.run(args, opts)
     opts = opts or {}
-    local parts = {"env"}
+    -- opts.timeout: seconds after which the command is killed (exit code 137)
+    local parts = opts.timeout and {"timeout", "-s", "KILL", tostring(opts.timeout), "env"} or {"env"}
     for k, v in pairs(opts.env or {}) do parts[#parts + 1] = quote(k .. "=" .. v) end
     parts[#parts + 1] = quote(helpers.bin)
     for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end

@@ -55,6 +55,57 @@ return table.unpack(t)
     end)
 end)
 
+describe("rtbackup run, when the script fails while tasks it spawned still run", function()
+    local function run_script(text)
+        local path, dir = script(text)
+        local r = helpers.run({"run", path}, {timeout = 60})
+        os.execute("rm -rf " .. helpers.quote(dir))
+        return r
+    end
+
+    it("asks them to stop (task.stopping() says \"error\") and exits with the script's error at once", function()
+        local r = run_script([[
+local task = require "rtbackup.task"
+task.spawn(function()
+    while not task.stopping() do task.sleep(50) end
+    print("background task saw: " .. task.stopping())
+end)
+task.sleep(100)
+error("the script broke")
+]])
+        assert.are.equal(1, r.code, r.output)
+        assert.matches("the script broke", r.stderr)
+        assert.matches("background task saw: error", r.stdout)
+        -- It stopped when asked: the grace period did not run out.
+        assert.is_nil(r.stderr:match("still running"), r.stderr)
+    end)
+
+    it("reports the error and exits once the grace period is over when a task never stops", function()
+        local r = run_script([[
+local task = require "rtbackup.task"
+task.spawn(function() while true do task.sleep(1000) end end)
+error("the script broke")
+]])
+        -- Before, the process ran on and printed nothing until it was killed (137).
+        assert.are.equal(1, r.code, r.output)
+        assert.matches("the script broke", r.stderr)
+        assert.matches("background task%(s%) still running 5 s after the script failed", r.stderr)
+    end)
+
+    it("exits with the error when a storage SCP with an event handler is listening", function()
+        local dir = helpers.tmpdir()
+        local r = run_script(string.format([[
+local dicom = require "rtbackup.dicom"
+local l = dicom.listen{aet = "HOSTSPEC", port = 0, dir = %q, on_store = function() end}
+assert(l:port() > 0)
+error("the script broke")
+]], dir))
+        os.execute("rm -rf " .. helpers.quote(dir))
+        assert.are.equal(1, r.code, r.output)
+        assert.matches("the script broke", r.stderr)
+    end)
+end)
+
 describe("task.spawn", function()
     it("hands 500 arguments to the task and 500 results back", function()
         local args = {}

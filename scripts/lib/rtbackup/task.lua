@@ -11,7 +11,9 @@
 -- all(list)              wait for tasks (or functions, spawned first); list of first results
 -- map(list, fn, opts)    fn(item, i) over list, opts.concurrency at a time, results in order
 -- sleep(ms)              suspend this task
--- stopping()             "SIGINT"/"SIGTERM" once the run was asked to stop, else false
+-- stopping()             "SIGINT"/"SIGTERM" once the run was asked to stop, "error" once
+--                        the main script failed (tasks still running get 5 s to end, then
+--                        the process exits with the script's error), else false
 -- suspend() / wake(t)    wait until another task wakes this one (semaphores, queues)
 local core = require "rtbackup.task.core"
 local errors = require "rtbackup.error"
