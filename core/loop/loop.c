@@ -176,8 +176,10 @@ int rtb_loop_run_once(void)
 
 static void close_any(uv_handle_t *h, void *arg)
 {
+    /* Timers not fired yet (a sleep, a grace period the run did not need) are ours
+     * alone (rtb_loop_after_ms) and own their memory. */
     if (!uv_is_closing(h))
-        uv_close(h, NULL);
+        uv_close(h, h->type == UV_TIMER ? timer_closed : NULL);
 }
 
 void rtb_loop_close(void)
