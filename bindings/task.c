@@ -44,6 +44,7 @@ static struct {
     int next_id;
     int stop_signal;
     int main_failed; /* the main script failed while background tasks still ran */
+    int abandoned;   /* those still running when their grace period was over */
     task *failed; /* failures not (yet) observed */
 } sched;
 
@@ -490,9 +491,9 @@ int rtb_task_stop_signal(void)
     return sched.stop_signal;
 }
 
-int rtb_task_live(void)
+int rtb_task_abandoned(void)
 {
-    return sched.live;
+    return sched.abandoned;
 }
 
 /* task.stopping() — the signal name when the run has been asked to stop, "error" when
@@ -593,9 +594,11 @@ int rtb_task_run_main(lua_State *L, int nargs, int *nresults)
         if (!rtb_loop_run_once() && !sched.ready_head)
             break;
     }
-    if (sched.live > 0 && grace_over)
+    if (sched.live > 0 && grace_over) {
+        sched.abandoned = sched.live;
         rtb_log(RTB_LOG_WARN, "%d background task(s) still running %d s after the script failed: "
                               "stopping without them", sched.live, MAIN_FAILED_GRACE_MS / 1000);
+    }
     main_task->observed = 1;
     report_unobserved_failures(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, main_task->ref_outcome);

@@ -26,9 +26,10 @@ int rtb_task_run_main(lua_State *L, int nargs, int *nresults);
 /* 0, or the signal (SIGINT/SIGTERM) that asked the run to stop. */
 int rtb_task_stop_signal(void);
 
-/* Tasks not finished yet: after rtb_task_run_main, those that did not stop within
- * its grace period once the main script had failed (still using the state). */
-int rtb_task_live(void);
+/* After rtb_task_run_main: the tasks that had not stopped when the grace period
+ * after the main script's failure was over (0 otherwise). They may still be inside
+ * the Lua state or the thread pool. */
+int rtb_task_abandoned(void);
 
 int luaopen_rtbackup_task_core(lua_State *L);
 

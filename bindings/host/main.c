@@ -318,7 +318,7 @@ int main(int argc, char **argv)
     }
     if (rtb_task_stop_signal())
         code = 128 + rtb_task_stop_signal();
-    if (rtb_task_live() > 0) {
+    if (rtb_task_abandoned() > 0) {
         /* Tasks that did not stop after the script failed may still be inside the
          * state or the thread pool: closing either under them would crash. The
          * failure is reported; the journal's transactions and the files' atomic
