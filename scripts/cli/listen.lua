@@ -121,11 +121,6 @@ if not ok then
     if errors.is(scp) and scp.kind == "invalid" then scp.kind = "config" end
     error(scp, 0)
 end
-local stale = scp:stats().stale_removed
-if stale > 0 then
-    log.warn("removed temporary files left by a listen that was killed or lost power " ..
-             "(never renamed: no instance among them)", {dir = args.out_dir, files = stale})
-end
 log.info("listening", {aet = aet, port = scp:port(), dir = args.out_dir, tls = tls ~= nil,
                        request_timeout = request_timeout, max_associations = max_associations,
                        max_per_host = max_per_host})

@@ -458,6 +458,11 @@ function dicom.listen(opts)
         request_timeout = opts.request_timeout, max_per_host = opts.max_per_host,
         tls = opts.tls, sort_by_study = opts.sort_by_study, exec = opts.exec,
     }
+    local stale = scp:stats().stale_removed
+    if stale > 0 then
+        log.warn("removed temporary files left by a listen that was killed or lost power " ..
+                 "(never renamed: no instance among them)", {dir = opts.dir, files = stale})
+    end
     local listener = setmetatable({scp = scp}, Listener)
     if opts.on_store then
         listener.drain = task.spawn(function()
