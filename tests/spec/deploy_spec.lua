@@ -268,13 +268,21 @@ describe("the Dockerfile", function()
         return stages
     end
 
+    local function apt_lists() return sh("apt-cache show cmake >/dev/null") == 0 end
+
+    -- Package names as shell words, for one apt-cache call over them all (each call
+    -- reads the whole package cache).
+    local function quoted(list)
+        local words = {}
+        for i, pkg in ipairs(list) do words[i] = h.quote(pkg) end
+        return table.concat(words, " ")
+    end
+
     -- The packages `list` brings onto a machine: those and their dependencies, as
     -- apt-get installs them (a set).
     local function with_dependencies(list)
-        local quoted = {}
-        for i, pkg in ipairs(list) do quoted[i] = h.quote(pkg) end
         local code, out = sh("apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks"
-                             .. " --no-replaces --no-enhances " .. table.concat(quoted, " "))
+                             .. " --no-replaces --no-enhances " .. quoted(list))
         assert.are.equal(0, code, out)
         local set = {}
         for name in out:gmatch("[^\n]+") do
@@ -293,9 +301,7 @@ describe("the Dockerfile", function()
     end
 
     it("installs only packages Debian knows, building with those of tools/deps.sh", function()
-        if sh("apt-cache show cmake >/dev/null") ~= 0 then
-            return pending("apt-cache has no package lists (apt-get update)")
-        end
+        if not apt_lists() then return pending("apt-cache has no package lists (apt-get update)") end
         local deps = read(h.source .. "/tools/deps.sh")
         local wanted = {}
         for i, stage in ipairs(stage_packages()) do
@@ -308,10 +314,7 @@ describe("the Dockerfile", function()
             end
         end
         assert.is_true(#wanted > 10)
-        -- One apt-cache call for all (each call reads the whole package cache).
-        local quoted = {}
-        for i, pkg in ipairs(wanted) do quoted[i] = h.quote(pkg) end
-        local _, out = sh("apt-cache show --no-all-versions " .. table.concat(quoted, " "))
+        local _, out = sh("apt-cache show --no-all-versions " .. quoted(wanted))
         local known = {}
         for name in ("\n" .. out):gmatch("\nPackage: (%S+)") do known[name] = true end
         for _, pkg in ipairs(wanted) do assert.is_true(known[pkg] == true, "apt does not know " .. pkg) end
@@ -321,9 +324,7 @@ describe("the Dockerfile", function()
     -- product's CMake files require (and those they require in turn) must come from
     -- a package of the build stage, or cmake stops there.
     it("builds with a package for every library the product's CMake files require", function()
-        if sh("apt-cache show cmake >/dev/null") ~= 0 then
-            return pending("apt-cache has no package lists (apt-get update)")
-        end
+        if not apt_lists() then return pending("apt-cache has no package lists (apt-get update)") end
         local build = with_dependencies(stage_packages()[1].list)
         local _, lists = sh("cd " .. h.quote(h.source) .. " && find . -name CMakeLists.txt -not -path './tests/*'"
                             .. " -not -path './build*' | xargs cat")
@@ -352,9 +353,7 @@ describe("the Dockerfile", function()
     -- Every shared library the built binary needs must be in the runtime stage, or
     -- the image's rtbackup does not start ("error while loading shared libraries").
     it("runs with a package for every shared library the binary needs", function()
-        if sh("apt-cache show cmake >/dev/null") ~= 0 then
-            return pending("apt-cache has no package lists (apt-get update)")
-        end
+        if not apt_lists() then return pending("apt-cache has no package lists (apt-get update)") end
         local runtime = with_dependencies(stage_packages()[2].list)
         local code, needed = sh("readelf -d " .. h.quote(bin))
         assert.are.equal(0, code, needed)
