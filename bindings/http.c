@@ -1,5 +1,6 @@
 /* rtbackup.http.core: an HTTP server (http_server.c), an HTTP client (http_client.c),
- * and here the password hashing for the server's basic auth.
+ * and here the password hashing for the server's basic auth, and the SHA-1 that names
+ * an Orthanc's resources in its REST API (rtbackup.orthanc).
  *
  * A password is stored as "pbkdf2-sha256$<iterations>$<salt>$<hash>" (standard
  * base64), PBKDF2-HMAC-SHA256 from OpenSSL's libcrypto with a random 16-byte salt.
@@ -178,10 +179,31 @@ static int l_verify_password(lua_State *L)
     return rtb_task_await(L, pw_work, pw_done, j);
 }
 
+/* core.sha1_hex(s) -> 40 lowercase hex digits. Not for secrets: Orthanc names a
+ * resource by the SHA-1 of its DICOM identifiers, and this computes those names. */
+static int l_sha1_hex(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    if (EVP_Digest(s, len, md, &md_len, EVP_sha1(), NULL) != 1 || md_len != 20)
+        return rtb_lua_error_raise(L, "crypto", "SHA-1 failed in libcrypto");
+    static const char hex[] = "0123456789abcdef";
+    char out[40];
+    for (unsigned int i = 0; i < md_len; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    lua_pushlstring(L, out, sizeof out);
+    return 1;
+}
+
 int luaopen_rtbackup_http_core(lua_State *L)
 {
     static const luaL_Reg funcs[] = {{"hash_password", l_hash_password},
                                      {"verify_password", l_verify_password},
+                                     {"sha1_hex", l_sha1_hex},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);
     rtb_http_open_server(L);

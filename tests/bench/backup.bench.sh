@@ -7,7 +7,9 @@
 # For each: rtbackup's defaults (adaptive below max_associations = 8) against fixed
 # numbers of associations, and `xargs -P{2,4,8}` running one `TCP_NODELAY=1 movescu`
 # per study (what a user could script; it verifies nothing). Locally also movescu per
-# study back to back, and the host's CPU (user+sys) per 1000 instances.
+# study back to back, the defaults with the archive verified over DICOM only (no
+# http_url: IMAGE-level C-FINDs instead of its REST API), and the CPU (user+sys) per
+# 1000 instances of the host and of both Orthancs.
 # Then the incremental no-op run over a larger source: its time against the full
 # backup, the associations it opened, and the host's peak memory.
 set -euo pipefail
@@ -77,6 +79,7 @@ type = "orthanc"
 aet = "$MAIN_AET"
 ip = "$HOST"
 port = $MAIN_PORT
+${ARCHIVE_URL:+http_url = "$ARCHIVE_URL"}
 [BENCH.settings]
 state_dir = "$work/state"
 complete_references = false
@@ -90,9 +93,12 @@ servers_since() {
   local a b c d; read -r a b <<<"$1"; read -r c d <<<"$(servers_ms)"
   echo "$(( c - a )) $(( d - b ))" >"$work/srv"
 }
-# rtb_backup PORT [N]: a full backup, N fixed associations (none: the defaults); prints
-# ms, the host's user+sys ms into $work/cpu and the Orthancs' into $work/srv.
+# rtb_backup PORT [N] [dicom]: a full backup, N fixed associations (none: the defaults),
+# "dicom": the archive without its http_url; prints ms, the host's user+sys ms into
+# $work/cpu and the Orthancs' into $work/srv.
 rtb_backup() {
+  ARCHIVE_URL=$MAIN_HTTP_URL
+  [ "${3:-}" = dicom ] && ARCHIVE_URL=""
   if [ -n "${2:-}" ]; then envfile "$1" "$2" false; else envfile "$1"; fi
   wipe "$MAIN_HTTP_URL"; rm -rf "$work/state"
   local t0 t1 s0
@@ -141,7 +147,8 @@ curl -s "$STAGING_HTTP_URL/studies?expand" | grep -o '"StudyInstanceUID" : "[0-9
 nstudies=$(wc -l <"$work/studies.txt")
 
 declare -A ms   # ms[source,run] = "runs..."
-cpu=() finals=() srv_p4=() srv_def=() # srv_*: "source,archive" CPU ms of the Orthancs, local runs
+cpu=() finals=() srv_p4=() srv_def=() srv_dicom=() # srv_*: "source,archive" CPU ms of the Orthancs, local runs
+ARCHIVE_URL=$MAIN_HTTP_URL
 loop=()
 for _ in $(seq "$RUNS"); do
   wipe "$MAIN_HTTP_URL"
@@ -155,6 +162,10 @@ for _ in $(seq "$RUNS"); do
     ms[$src,def]+="$(rtb_backup "$port") "
     [ "$src" = local ] && cpu+=("$(cat "$work/cpu")") && srv_def+=("$(tr ' ' , <"$work/srv")")
     finals+=("$src:$(cat "$work/final")")
+    if [ "$src" = local ]; then
+      ms[$src,dicom]+="$(rtb_backup "$port" "" dicom) "
+      srv_dicom+=("$(tr ' ' , <"$work/srv")")
+    fi
     for n in 1 2 4 8; do ms[$src,N$n]+="$(rtb_backup "$port" "$n") "; done
   done
 done
@@ -175,6 +186,11 @@ for src in $SOURCES; do
   bp=$(best "$(med "${ms[$src,P2]}")" "$(med "${ms[$src,P4]}")" "$(med "${ms[$src,P8]}")")
   bn=$(best "$(med "${ms[$src,N1]}")" "$(med "${ms[$src,N2]}")" "$(med "${ms[$src,N4]}")" "$(med "${ms[$src,N8]}")")
   rows=""
+  if [ -n "${ms[$src,dicom]:-}" ]; then
+    m=$(med "${ms[$src,dicom]}")
+    rows+="| rtbackup backup, defaults, the archive verified over DICOM only (no http_url) | $m | ${ms[$src,dicom]}| $(sratio "$m" "$d")× |
+"
+  fi
   for p in 2 4 8; do
     m=$(med "${ms[$src,P$p]}")
     rows+="| movescu per study, $p at a time (xargs -P$p) | $m | ${ms[$src,P$p]}| |
@@ -190,7 +206,7 @@ for src in $SOURCES; do
 
 | run | median ms | runs (ms) | defaults' speed-up over it |
 |---|---:|---|---:|
-| **rtbackup backup, defaults (adaptive, up to 8)** | **$d** | ${ms[$src,def]}| 1.00× |
+| **rtbackup backup, defaults (adaptive, up to 8; the archive's http_url set)** | **$d** | ${ms[$src,def]}| 1.00× |
 $rows
 Defaults against the best \`xargs movescu\` ($bp ms): **$(sratio "$bp" "$d")×**; against the best fixed
 number of associations ($bn ms): **$(sratio "$bn" "$d")×** (goal: at least 0.95).
@@ -237,7 +253,8 @@ What the two Orthancs spend (local; user+sys ms per 1000 instances, medians; run
 | run | source Orthanc | archive Orthanc | runs |
 |---|---:|---:|---|
 | movescu per study, 4 at a time | $(per_k "${srv_p4[*]}") | ${srv_p4[*]} |
-| rtbackup backup, defaults (plan, moves, verification) | $(per_k "${srv_def[*]}") | ${srv_def[*]} |"
+| rtbackup backup, defaults (plan, moves, verification through the archive's REST API) | $(per_k "${srv_def[*]}") | ${srv_def[*]} |
+| rtbackup backup, defaults, the archive verified over DICOM only | $(per_k "${srv_dicom[*]}") | ${srv_dicom[*]} |"
 
 cat <<MD
 ## Full and incremental backup, Orthanc to Orthanc

@@ -12,14 +12,15 @@ local main, staging = h.orthanc(tb.MAIN_HTTP_URL), h.orthanc(tb.STAGING_HTTP_URL
 local dir = h.tmpdir()
 local state = dir .. "/state"
 
-local function write_env(extra_settings)
+-- main_http_url: the archive's REST API (none by default: verified over DICOM).
+local function write_env(extra_settings, main_http_url)
     return h.write_file(dir .. "/tb.toml", h.env_toml(tb, "TB", {
         description = "testbed", default_source = "ARIA", default_backup = "MAIN",
         sources = {{alias = "ARIA", type = "aria", peer = "ARIA"},
                    {alias = "DEAD", type = "mim", aet = "DEAD", ip = tb.HOST, port = tb.CLOSED_PORT},
                    {alias = "STAGE", type = "mim", peer = "STAGING"},
                    {alias = "NOFIND", type = "mim", peer = "STORESCP"}},
-        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN", http_url = main_http_url},
                    {alias = "STAGING", type = "orthanc", peer = "STAGING"},
                    {alias = "SINK", type = "dicom_scp", peer = "STORESCP"},
                    {alias = "UNKNOWN", type = "dicom_scp", peer = "STORESCP", aet = "NOT_IN_MAIN"}},
@@ -212,6 +213,65 @@ describe("rtbackup backup", function()
         assert.are.equal(0, r.code, r.output)
         assert.are.equal(1, r.summary.moved)
         assert.are.same({1, 0}, archive_series_finds())
+    end)
+
+    -- An IMAGE-level C-FIND costs Orthanc a dataset per instance; its REST API lists a
+    -- series' children from one query. The proof is the same (its index, by UID), but
+    -- only where the http_url is this archive, and only a C-FIND declares anything missing.
+    it("verifies through the archive's REST API where it has one, never against another Orthanc", function()
+        local audit_log = dir .. "/audit.jsonl"
+        local function events()
+            local image_finds, rest = 0, 0
+            for line in io.lines(audit_log) do
+                local e = cjson.decode(line)
+                if e.op == "c-find" and e.peer == "MAIN" and e.keys and e.keys.SOPInstanceUID == "" then
+                    image_finds = image_finds + 1
+                elseif e.op == "rest" and e.peer == "MAIN" then
+                    assert.are.equal("GET", e.method)
+                    assert.truthy(e.patient_id and e.series_uid, line)
+                    rest = rest + 1
+                end
+            end
+            os.remove(audit_log)
+            return image_finds, rest
+        end
+        local total = source_total()
+        local function fresh_run(url)
+            main:wipe()
+            os.execute("rm -rf " .. h.quote(state))
+            os.remove(audit_log)
+            write_env(string.format("audit_log = %q", audit_log), url)
+            local r = backup()
+            assert.are.equal(0, r.code, r.output)
+            assert.are.equal(total, r.summary.verified, r.output)
+            assert.are.equal(total, main:count())
+            return r
+        end
+
+        local r = fresh_run(tb.MAIN_HTTP_URL)
+        assert.matches("using the archive's REST API", r.output, 1, true)
+        local image_finds, rest = events()
+        assert.are.equal(0, image_finds)
+        assert.is_true(rest > 0)
+
+        -- The names the REST path computes are Orthanc's own.
+        local orthanc = require "rtbackup.orthanc"
+        local id = main:get("/instances")[1]
+        local inst = main:get("/instances/" .. id)
+        local series = main:get("/series/" .. inst.ParentSeries)
+        local study = main:get("/studies/" .. series.ParentStudy)
+        assert.are.equal(id, orthanc.id(study.PatientMainDicomTags.PatientID, study.MainDicomTags.StudyInstanceUID,
+                                        series.MainDicomTags.SeriesInstanceUID, inst.MainDicomTags.SOPInstanceUID))
+
+        -- An http_url that is another Orthanc (staging), or that does not answer: over DICOM, and said.
+        for _, case in ipairs{{tb.STAGING_HTTP_URL, "another Orthanc than its DICOM settings name"},
+                              {"http://" .. tb.HOST .. ":" .. tb.CLOSED_PORT, "REST API does not answer"}} do
+            r = fresh_run(case[1])
+            assert.matches(case[2], r.output, 1, true)
+            image_finds, rest = events()
+            assert.is_true(image_finds > 0)
+            assert.are.equal(0, rest)
+        end
     end)
 
     it("moves the structure set and CT a backed-up plan references", function()

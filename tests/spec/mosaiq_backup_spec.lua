@@ -326,8 +326,9 @@ describe("the Mosaiq backup", function()
                         {again.code, again.summary.moved, again.summary.already_present})
     end)
 
-    it("removes the superseded version through Orthanc's REST API when the site asks for it", function()
-        write_env{http = true, settings = "mosaiq_remove_superseded = true"}
+    it("removes the superseded version through Orthanc's REST API when the site asks for it, audited", function()
+        local audit_log = h.tmpdir() .. "/audit.jsonl"
+        write_env{http = true, settings = string.format("mosaiq_remove_superseded = true\naudit_log = %q", audit_log)}
         local fix = clinic.situations.corrected[1]
         local only = {"--patient", fix.mrn, "--since", fix.day, "--until", fix.day}
         assert.are.equal(0, backup(only).code)
@@ -338,6 +339,14 @@ describe("the Mosaiq backup", function()
         assert.is_nil(archived(c.superseded))
         assert.is_truthy(archived(c.current))
         assert.are.equal("removed", r.summary.superseded_records[1].superseded[1].state)
+        local deletes = {}
+        for line in io.lines(audit_log) do
+            local e = cjson.decode(line)
+            if e.op == "rest" and e.method == "DELETE" then deletes[#deletes + 1] = e end
+        end
+        assert.are.equal(1, #deletes)
+        assert.are.same({"MAIN", fix.mrn, c.superseded, "ok"},
+                        {deletes[1].peer, deletes[1].patient_id, deletes[1].sop_instance_uid, deletes[1].outcome})
     end)
 
     it("fails, naming it, a record the archive holds with other content under its UID", function()

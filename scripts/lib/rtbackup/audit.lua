@@ -8,6 +8,7 @@
 --   log:event{op = "c-move", peer = "ARIA", patient_id = mrn, study_uid = s,
 --             series_uid = x, count = r.completed, outcome = "ok"}
 --   log:event{op = "sql", peer = "MOSAIQ", query_name = "day", params = {date}, rows = #rows}
+--   log:event{op = "rest", peer = "MAIN", method = "GET", path = "/series/<id>", patient_id = mrn, count = n}
 --   log:flush()                              -- at the end of each batch
 --
 -- There is no module-level "current" log: a run's context (rtbackup.context) holds
@@ -40,7 +41,7 @@ local audit = {}
 -- caller, not an event to record under a name nobody searches for.
 audit.OPS = {["c-find"] = true, ["c-move"] = true, ["c-get"] = true, ["c-store"] = true,
              sql = true, restore = true, repl = true, drill = true, query = true, report = true,
-             rtrecord = true}
+             rtrecord = true, rest = true}
 
 audit.MASK = "********"
 

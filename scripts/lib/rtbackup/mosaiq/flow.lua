@@ -557,34 +557,13 @@ function flow.describe_missing(run, u, f, attempts)
                          run:reported_failed_clause(f.missing))
 end
 
--- Deletes the instance `uid` from an Orthanc through its REST API; returns true, or
--- false and why.
-local function remove_from_orthanc(http_url, uid)
-    local http = require "rtbackup.http"
-    local cjson = require "cjson"
-    local base = tostring(http_url):gsub("/+$", "")
-    local ok, r = pcall(http.post, base .. "/tools/lookup", uid, {headers = {["Content-Type"] = "text/plain"}})
-    if not ok then return false, tostring(r) end
-    if r.status ~= 200 then return false, "lookup answered HTTP " .. tostring(r.status) end
-    local decoded, list = pcall(cjson.decode, r.body)
-    if not decoded or type(list) ~= "table" then return false, "lookup answered no JSON list" end
-    local removed = false
-    for _, hit in ipairs(list) do
-        if hit.Type == "Instance" and type(hit.ID) == "string" then
-            local done, d = pcall(http.request, "DELETE", base .. "/instances/" .. hit.ID, {})
-            if not done then return false, tostring(d) end
-            if d.status ~= 200 then return false, "delete answered HTTP " .. tostring(d.status) end
-            removed = true
-        end
-    end
-    return removed, removed and nil or "not in the archive"
-end
-
 --- The superseded versions of the records verified in this run: removed from the
 -- archive (mosaiq_remove_superseded, Orthanc REST), else reported as kept.
 function flow.finish(run)
     local remove = run:setting("mosaiq_remove_superseded")
     local http_url = run.target_cfg.http_url
+    local archive = remove and http_url and require("rtbackup.orthanc").for_peer(
+        {type = "orthanc", http_url = tostring(http_url), aet = run.target_cfg.aet}, run.target_alias, run.ctx)
     if remove and not http_url then
         log.warn("mosaiq_remove_superseded is set but the backup target has no http_url: superseded records " ..
                  "are kept", {target = run.target_alias})
@@ -599,8 +578,8 @@ function flow.finish(run)
             local still = {}
             for _, uid in ipairs(data.superseded) do
                 local state = "kept"
-                if remove and http_url then
-                    local ok, why = remove_from_orthanc(http_url, uid)
+                if archive then
+                    local ok, why = archive:remove_instance(uid, data.patient)
                     state = ok and "removed" or ("kept: " .. tostring(why))
                     if not ok and why ~= "not in the archive" then
                         log.error("cannot remove a superseded record", {record = u.key, uid = uid, error = why})

@@ -13,6 +13,7 @@
 local clock = require "rtbackup.clock"
 local ladder = require "rtbackup.qr.ladder"
 local log = require "rtbackup.log"
+local orthanc = require "rtbackup.orthanc"
 local plan = require "rtbackup.qr.plan"
 local run_mod -- rtbackup.run, required lazily (it requires this module)
 
@@ -34,6 +35,9 @@ end
 -- compared, so the first studies move while the others are still being compared.
 function flow.plan(run, hand)
     run_mod = run_mod or require "rtbackup.run"
+    -- The archive's REST API is checked once, before the first verification can start.
+    local archive = not run.opts.dry_run and orthanc.of_run(run)
+    if archive then archive:usable() end
     local shard = run.opts.shard
     local accept = run.choices.qr.accept_series or nil
     local p = plan.make(run:peer(run.source_alias), run:peer(run.target_alias), flow.selection(run), {
@@ -175,10 +179,29 @@ local function beyond_list(run, u, f, held)
     return f
 end
 
+-- Unit `u`'s instances the source listed (`listed`) compared with the target's: through
+-- the archive's REST API when it holds them all, else over DICOM (`study_wide`: the
+-- target's answer for the whole study, if asked). Returns the comparison and the number
+-- of instances the target holds of the series (nil from a study-wide answer).
+local function compare_with_target(run, tgt, u, listed, study_wide)
+    local archive = orthanc.of_run(run)
+    if archive then
+        local held, n = archive:series_holds(u.data.patient, u.data.study, u.key, listed)
+        if held then
+            local f = compare(listed, held)
+            if f.n == 0 then return f, n end
+        end
+    end
+    if study_wide then return compare(listed, study_wide[u.key] or {}) end
+    local b, held = plan.instance_uids(tgt, u.data.study, u.key, u.data.patient)
+    return compare(listed, b), held
+end
+
 --- Which instances of `units` the target still lacks: {[key] = {total, missing, n}}.
--- A study moved whole is checked with one study-wide C-FIND per side first; series
--- that check leaves in doubt (or peers that refuse it, or a list shorter than the
--- source's count) are checked one by one.
+-- A study moved whole is checked with one study-wide C-FIND at the source first (and
+-- at the target, unless its REST API answers); series that check leaves in doubt (or
+-- peers that refuse it, or a list shorter than the source's count) are checked one by
+-- one. Only a C-FIND of the target declares an instance missing.
 function flow.verify(run, job, units)
     local src, tgt = run:peer(run.source_alias), run:peer(run.target_alias)
     local found, rest = {}, units
@@ -186,19 +209,18 @@ function flow.verify(run, job, units)
         job.checked_whole = true
         local patient = units[1].data.patient
         local a = study_instances(src, job.study, patient)
-        local b = a and study_instances(tgt, job.study, patient)
+        local b = a and (orthanc.of_run(run) and {} or study_instances(tgt, job.study, patient))
         if b then
             rest = {}
             for _, u in ipairs(units) do
-                local f = a[u.key] and compare(a[u.key], b[u.key] or {})
+                local f = a[u.key] and compare_with_target(run, tgt, u, a[u.key], b)
                 if f and f.n == 0 and f.total >= (u.expected or 0) then found[u.key] = f else rest[#rest + 1] = u end
             end
         end
     end
     for _, u in ipairs(rest) do
         local a = plan.instance_uids(src, u.data.study, u.key, u.data.patient)
-        local b, held = plan.instance_uids(tgt, u.data.study, u.key, u.data.patient)
-        local f = compare(a, b)
+        local f, held = compare_with_target(run, tgt, u, a)
         if u.expected and f.total < u.expected then f = beyond_list(run, u, f, held) end
         found[u.key] = f
     end
