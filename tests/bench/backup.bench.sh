@@ -61,7 +61,9 @@ relay distant --delay-ms "$DELAY_MS"
 relay capped --delay-ms 0 --max-associations 2
 local_PORT=$STAGING_PORT
 
-envfile() { # port max_associations adaptive
+envfile() { # port max_associations adaptive (and the archive's http_url: $ARCHIVE_URL)
+  local rest=""
+  [ -n "$ARCHIVE_URL" ] && rest="http_url = \"$ARCHIVE_URL\""
   cat >"$work/bench.toml" <<TOML
 [BENCH]
 description = "benchmark"
@@ -79,7 +81,7 @@ type = "orthanc"
 aet = "$MAIN_AET"
 ip = "$HOST"
 port = $MAIN_PORT
-${ARCHIVE_URL:+http_url = "$ARCHIVE_URL"}
+$rest
 [BENCH.settings]
 state_dir = "$work/state"
 complete_references = false

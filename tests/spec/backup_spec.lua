@@ -265,7 +265,7 @@ describe("rtbackup backup", function()
 
         -- An http_url that is another Orthanc (staging), or that does not answer: over DICOM, and said.
         for _, case in ipairs{{tb.STAGING_HTTP_URL, "another Orthanc than its DICOM settings name"},
-                              {"http://" .. tb.HOST .. ":" .. tb.CLOSED_PORT, "REST API does not answer"}} do
+                              {"http://" .. tb.HOST .. ":" .. tb.CLOSED_PORT, "REST API gave no answer to GET /system"}} do
             r = fresh_run(case[1])
             assert.matches(case[2], r.output, 1, true)
             image_finds, rest = events()

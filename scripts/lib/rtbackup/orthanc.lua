@@ -52,7 +52,10 @@ end
 -- an Orthanc with an http_url, else nil. ctx: the run's context (audit), may be nil.
 function M.for_peer(cfg, alias, ctx)
     if type(cfg) ~= "table" or cfg.type ~= "orthanc" or type(cfg.http_url) ~= "string" then return nil end
-    return setmetatable({base = cfg.http_url:gsub("/+$", ""), aet = cfg.aet, alias = alias, ctx = ctx}, Archive)
+    local base = cfg.http_url:gsub("/+$", "")
+    -- What the log shows: without the user and password a URL may carry.
+    local shown = base:gsub("^(%a[%w+.-]*://)[^/@]*@", "%1****@")
+    return setmetatable({base = base, shown = shown, aet = cfg.aet, alias = alias, ctx = ctx}, Archive)
 end
 
 --- The archive of a run (rtbackup.run: its target), or false; made once per run, so
@@ -82,16 +85,16 @@ function Archive:usable()
         local sys, err = get_json(self, "/system")
         if not sys then
             self.ok = false
-            log.warn("the archive's REST API does not answer: not using it (verifying over DICOM only)",
-                     {target = self.alias, http_url = self.base, error = err})
+            log.warn("the archive's REST API gave no answer to GET /system: not using it (verifying over DICOM only)",
+                     {target = self.alias, http_url = self.shown, error = err})
         elseif sys.DicomAet ~= self.aet then
             self.ok = false
             log.warn("the archive's http_url is another Orthanc than its DICOM settings name: not using it " ..
                      "(verifying over DICOM only)",
-                     {target = self.alias, http_url = self.base, aet = self.aet, rest_aet = tostring(sys.DicomAet)})
+                     {target = self.alias, http_url = self.shown, aet = self.aet, rest_aet = tostring(sys.DicomAet)})
         else
             self.ok = true
-            log.info("using the archive's REST API", {target = self.alias, http_url = self.base})
+            log.info("using the archive's REST API", {target = self.alias, http_url = self.shown})
         end
     end
     return self.ok == true
@@ -107,7 +110,7 @@ function Archive:series_holds(patient, study, series, sops)
     local s, err = get_json(self, path)
     local event = {method = "GET", path = path, patient_id = patient, study_uid = study, series_uid = series}
     if not s then
-        event.count, event.outcome = 0, err == "HTTP 404" and "ok" or "failed"
+        event.count = 0
         event.error = err ~= "HTTP 404" and {kind = "http", message = err} or nil
         self:audit(event)
         if err == "HTTP 404" then return held, 0 end
@@ -143,8 +146,7 @@ function Archive:remove_instance(uid, patient)
             local why = not done and tostring(type(d) == "table" and d.message or d)
                         or d.status ~= 200 and "delete answered HTTP " .. tostring(d.status) or nil
             self:audit{method = "DELETE", path = path, patient_id = patient, sop_instance_uid = uid,
-                       count = why and 0 or 1, outcome = why and "failed" or "ok",
-                       error = why and {kind = "http", message = why} or nil}
+                       count = why and 0 or 1, error = why and {kind = "http", message = why} or nil}
             if why then return false, why end
             removed = true
         end
