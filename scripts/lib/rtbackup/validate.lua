@@ -37,9 +37,25 @@ local function digests(peer, study, series, patient)
     return out
 end
 
+-- The target's instances of a series, as a set of SOP Instance UIDs: `src` itself when
+-- the archive's REST API (rtbackup.orthanc; nil: none) says the series holds exactly
+-- the source's n instances, else from a C-FIND (which names what is missing or extra).
+local function target_uids(target, archive, study, series, patient, src, n)
+    if archive then
+        local held, count = archive:series_holds(patient, study, series, src)
+        if held and count == n then
+            local all = 0
+            for _ in pairs(held) do all = all + 1 end
+            if all == n then return held end
+        end
+    end
+    return plan.instance_uids(target, study, series, patient)
+end
+
 --- Compares one study: missing (in source, not in backup), extra (in backup only),
--- and with deep, different (both have it, digests differ).
-function validate.study(source, target, study, deep)
+-- and with deep, different (both have it, digests differ). archive: the target's
+-- REST API (rtbackup.orthanc), or nil.
+function validate.study(source, target, study, deep, archive)
     local found = {missing = {}, extra = {}, different = {}, instances = 0, compared = 0}
     local id, patient = study.StudyInstanceUID, study.PatientID
     local src_series, tgt_series = series_of(source, id, patient), series_of(target, id, patient)
@@ -47,8 +63,8 @@ function validate.study(source, target, study, deep)
         list[#list + 1] = {patient = patient, study = id, series = series, sop_instance_uid = uid}
     end
     for series in pairs(src_series) do
-        local src = plan.instance_uids(source, id, series, patient)
-        local tgt = tgt_series[series] and plan.instance_uids(target, id, series, patient) or {}
+        local src, n = plan.instance_uids(source, id, series, patient)
+        local tgt = tgt_series[series] and target_uids(target, archive, id, series, patient, src, n) or {}
         for uid in pairs(src) do
             found.instances = found.instances + 1
             if not tgt[uid] then note(found.missing, series, uid) end
@@ -75,14 +91,15 @@ end
 --- Compares the studies of a selection ({study_dates, patient, study, keys}) of the
 -- peers `source` and `target`. Returns {studies, instances, compared, missing, extra,
 -- different, errors}. opts: deep, concurrency, progress_interval (seconds between the
--- progress lines a long comparison logs when stderr is not a terminal).
+-- progress lines a long comparison logs when stderr is not a terminal), archive (the
+-- target's REST API, rtbackup.orthanc, checked usable).
 function validate.compare(source, target, selection, opts)
     opts = opts or {}
     local studies = plan.studies(source, selection)
     local bar = progress.new(string.format("validate %s vs %s", source.alias or source.aet, target.alias or target.aet),
                              #studies, {unit = "studies", interval = opts.progress_interval})
     local results, failures = task.map(studies, function(s)
-        local r = validate.study(source, target, s, opts.deep)
+        local r = validate.study(source, target, s, opts.deep, opts.archive)
         bar:add(1)
         return r
     end, {concurrency = opts.concurrency or 4, errors = "return"})
@@ -123,9 +140,11 @@ function validate.run(env, source_alias, target_alias, opts)
                        study_dates = clock.dicom_date(since) .. "-" .. clock.dicom_date(till)}
     local started_at = clock.iso_utc()
     local source, target = ctx:peer(source_alias), ctx:peer(target_alias)
+    local archive = require("rtbackup.orthanc").for_peer(env.backup_targets[target_alias], target_alias, ctx)
+    if archive and not archive:usable() then archive = nil end
     local ok, result = pcall(validate.compare, source, target, selection,
                              {deep = opts.deep, concurrency = settings.get(env, "max_associations", source_alias),
-                              progress_interval = settings.get(env, "progress_interval")})
+                              progress_interval = settings.get(env, "progress_interval"), archive = archive})
     ctx:flush()
     local code
     if not ok then
