@@ -170,6 +170,42 @@ describe("rtbackup backup", function()
     -- whatever the request's form. Before, the run took every refusal for one of the
     -- request's form, kept "no STUDY-level moves, one UID per move" in the journal for
     -- every later run, and said only "N of N instances not in MAIN after 3 retries".
+    -- StudyDate may be empty (Type 2), and such a study matches no date range.
+    it("backs up studies without a StudyDate: on the first run, every undated_sweep_days after, and for --patient", function()
+        local stage = stage_patients{RTB001 = true}
+        local function undated_study(patient)
+            local study = dicom.uid()
+            assert.are.equal(1, stage:store{dicom.dataset{
+                SOPClassUID = "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID = dicom.uid(), StudyInstanceUID = study,
+                SeriesInstanceUID = dicom.uid(), PatientID = patient, PatientName = "TEST^UNDATED", Modality = "OT"}}.stored)
+            return study
+        end
+        local function in_main(study) return #main:lookup(study) > 0 end
+        local first_study = undated_study("RTB001")
+        local r = backup({}, "STAGE")
+        assert.are.equal(0, r.code, r.output)
+        assert.is_true(in_main(first_study), r.output)
+
+        -- Looked for again only once undated_sweep_days (7) have passed, but always for one patient.
+        local second = undated_study("RTB002")
+        r = backup({}, "STAGE")
+        assert.are.equal(0, r.code, r.output)
+        assert.is_false(in_main(second))
+        r = backup({"--patient", "RTB002"}, "STAGE")
+        assert.are.equal(0, r.code, r.output)
+        assert.is_true(in_main(second), r.output)
+        assert.are.equal(1, r.summary.moved)
+
+        -- With undated_sweep_days = 0, never.
+        main:wipe()
+        os.execute("rm -rf " .. h.quote(state))
+        write_env("undated_sweep_days = 0")
+        r = backup({}, "STAGE")
+        staging:wipe()
+        assert.are.equal(0, r.code, r.output)
+        assert.is_false(in_main(first_study))
+    end)
+
     it("from a source that cannot send to the archive: says where to look, and learns nothing from it", function()
         stage_patients{RTB001 = true}
         local modalities = staging:get("/modalities?expand")

@@ -57,6 +57,8 @@ settings.SCHEMA = {
      doc = "At most this many instances (or records) per run; the rest waits for the next runs, oldest first. Unset: no cap."},
     {name = "lookback_days", type = "integer", min = 0, max = 3660, on = SOURCES,
      doc = "Days before today that a backup (and validate) looks at when no --since is given. Unset: 90 for a DICOM source, whose studies are selected by StudyDate: an object added to an earlier study (the plan of last week's CT, a course's daily treatment records) is found while the course runs. 7 for a Mosaiq source, by treatment date: a run after midnight still backs up the evening's deliveries, and a row corrected at the week's chart check is archived again. 0: today only."},
+    {name = "undated_sweep_days", type = "integer", min = 0, max = 3660, default = 7, on = {"settings", "dicom"},
+     doc = "A study without a StudyDate (the attribute may be empty) matches no date range, so a backup by dates never sees it. Once every this many days a backup of a DICOM source also lists every study of the source and takes those without a date (their series are compared like any other's); a run with --patient always does, for that patient. 0: never."},
     {name = "dicom_query_keys", type = "table", default = {}, on = {"settings", "dicom"},
      doc = "Extra C-FIND keys that select what a backup, validate and query look at, e.g. { Modality = \"RTPLAN\" }. Study-level keys go to the study query, the others to the series query."},
     {name = "dicom_query_level", type = "enum", values = {"PATIENT", "STUDY", "SERIES", "IMAGE"}, default = "STUDY",

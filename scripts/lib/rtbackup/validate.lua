@@ -137,7 +137,8 @@ function validate.run(env, source_alias, target_alias, opts)
         settings.get(env, "lookback_days", source_alias) or qr_flow.LOOKBACK_DAYS)
     local selection = {patient = opts.patient, study = opts.study,
                        keys = settings.get(env, "dicom_query_keys", source_alias),
-                       study_dates = clock.dicom_date(since) .. "-" .. clock.dicom_date(till)}
+                       study_dates = clock.dicom_date(since) .. "-" .. clock.dicom_date(till),
+                       undated = opts.patient ~= nil} -- a patient's studies without a StudyDate too
     local started_at = clock.iso_utc()
     local source, target = ctx:peer(source_alias), ctx:peer(target_alias)
     local archive = require("rtbackup.orthanc").for_peer(env.backup_targets[target_alias], target_alias, ctx)

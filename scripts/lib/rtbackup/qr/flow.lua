@@ -25,10 +25,32 @@ local flow = {kind = "qr", unit = "instances"}
 -- the only date a Q/R archive is asked by, is that CT's.
 flow.LOOKBACK_DAYS = 90
 
---- The selection of a run: dates, patient, study, the source's query keys.
+-- The journal's record of the last look for studies without a StudyDate: per source
+-- and shard (each shard looks at its own share).
+local function undated_fact(run)
+    local shard = run.opts.shard
+    return "source " .. run.source_alias .. (shard and (" shard " .. shard.index .. "/" .. shard.count) or ""),
+           "undated_studies_looked_for"
+end
+
+-- Whether this run also looks for studies without a StudyDate, which no date range
+-- matches: a run for one patient always (one cheap C-FIND), others once every
+-- undated_sweep_days (a C-FIND listing every study of the source).
+local function looks_for_undated(run)
+    if run.opts.patient then return true end
+    local every = run:setting("undated_sweep_days")
+    if not every or every == 0 then return false end
+    local last = run.journal and run.journal:fact(undated_fact(run))
+    local today = clock.day(clock.today(run:setting("timezone")))
+    return not (last and clock.day(last) and today - clock.day(last) < every)
+end
+
+--- The selection of a run: dates, patient, study, the source's query keys, and whether
+-- studies without a StudyDate are looked for too.
 function flow.selection(run)
     return {keys = run:setting("dicom_query_keys"), patient = run.opts.patient, study = run.opts.study,
-            study_dates = clock.dicom_date(run.since) .. "-" .. clock.dicom_date(run["until"])}
+            study_dates = clock.dicom_date(run.since) .. "-" .. clock.dicom_date(run["until"]),
+            undated = not run.opts.study and looks_for_undated(run)}
 end
 
 -- hand (rtbackup.run; nil in a dry run): each study's series as soon as they are
@@ -40,12 +62,17 @@ function flow.plan(run, hand)
     if archive then archive:usable() end
     local shard = run.opts.shard
     local accept = run.choices.qr.accept_series or nil
-    local p = plan.make(run:peer(run.source_alias), run:peer(run.target_alias), flow.selection(run), {
+    local selection = flow.selection(run)
+    local p = plan.make(run:peer(run.source_alias), run:peer(run.target_alias), selection, {
         concurrency = run:setting("max_associations"), accept = accept,
         shard = shard and function(study) return run_mod.in_shard(shard, study) end,
         on_study = hand and function(r) hand(r.units, r.complete) end,
     })
     run.ctx:flush() -- the planning C-FINDs are one audit batch
+    if selection.undated and not run.opts.patient and not run.opts.dry_run then
+        local scope, key = undated_fact(run)
+        run.journal:set_fact(scope, key, clock.today(run:setting("timezone")))
+    end
     -- Units the journal still has open (moved by a run that stopped before verifying
     -- them, say) in a study the target now holds whole: verified, not moved again.
     if not run.opts.dry_run and next(p.whole) then

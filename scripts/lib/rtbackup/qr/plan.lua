@@ -108,7 +108,28 @@ local function studies_by_halves(peer, q, first, last, rows)
     return table.move(right, 1, #right, #left + 1, left)
 end
 
---- The studies of `peer` in a selection {study_dates, patient, study, keys}.
+-- Studies without a StudyDate (Type 2: it may be empty) match no date range, so a run
+-- by dates never sees them. With selection.undated they are listed too: every study
+-- `q` selects is asked for, whatever its date, and those without one are kept.
+local function undated_studies(peer, q)
+    local all = {}
+    for k, v in pairs(q) do all[k] = v end
+    all.StudyDate = ""
+    local rows, undated = peer:find(all), {}
+    for _, r in ipairs(rows) do
+        if r.StudyDate == nil or r.StudyDate == "" then undated[#undated + 1] = r end
+    end
+    if #rows >= plan.SPLIT_AT and q.PatientID == "*" then
+        -- One answer for the whole archive: an archive with a cap on its answers may
+        -- have cut it short, and only the undated studies of what it listed are seen.
+        log.info("looked for studies without a StudyDate among every study of the source", {peer = peer.alias,
+                 studies = #rows, undated = #undated})
+    end
+    return undated
+end
+
+--- The studies of `peer` in a selection {study_dates, patient, study, keys, undated
+-- (true: also those without a StudyDate)}.
 function plan.studies(peer, selection)
     local q = {level = "STUDY", StudyInstanceUID = selection.study or "", PatientID = "*",
                StudyDate = selection.study_dates or "", PatientName = "", NumberOfStudyRelatedInstances = "",
@@ -121,6 +142,10 @@ function plan.studies(peer, selection)
     local a, b = q.StudyDate:match("^(%d%d%d%d%d%d%d%d)%-(%d%d%d%d%d%d%d%d)$")
     local first, last = day_of(a), day_of(b)
     local rows = (first and last and first <= last) and studies_by_halves(peer, q, first, last) or peer:find(q)
+    if selection.undated and not selection.study then
+        local undated = undated_studies(peer, q)
+        rows = table.move(undated, 1, #undated, #rows + 1, rows)
+    end
     return plan.unique(plan.of_patient(rows, selection.patient, peer.alias), "StudyInstanceUID", peer.alias)
 end
 
