@@ -507,6 +507,22 @@ static int l_read(lua_State *L)
     return 1;
 }
 
+/* dicom.parse(bytes [, name]): the dataset of a DICOM file's bytes (an Orthanc's
+ * /instances/{id}/file, say); name says whose in an error. */
+static int l_parse(lua_State *L)
+{
+    size_t len;
+    const char *bytes = luaL_checklstring(L, 1, &len);
+    const char *name = luaL_optstring(L, 2, NULL);
+    rtb_dicom_ensure_init(L);
+    rtb_dicom_error err;
+    rtb_ds *ds;
+    if (rtb_ds_parse(bytes, len, name, &ds, &err) != 0)
+        return rtb_dicom_raise(L, &err);
+    rtb_dicom_push_dataset(L, ds, 0);
+    return 1;
+}
+
 /* dicom.uid() random; dicom.uid(name, ...) deterministic from the names. */
 static int l_uid(lua_State *L)
 {
@@ -692,6 +708,7 @@ void rtb_dicom_open_dataset(lua_State *L)
                                        {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"dataset", l_dataset},
                                      {"read", l_read},
+                                     {"parse", l_parse},
                                      {"uid", l_uid},
                                      {"uid_valid", l_uid_valid},
                                      {NULL, NULL}};

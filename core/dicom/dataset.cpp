@@ -10,6 +10,8 @@
 #include <unordered_map>
 #include <sys/stat.h>
 
+#include <dcmtk/dcmdata/dcistrmb.h>
+
 rtb_ds *rtb_ds::view_of(DcmItem *child)
 {
     // Handles for sequence items live in the root, so that the same item always
@@ -108,6 +110,31 @@ extern "C" int rtb_ds_read(const char *path, rtb_ds **out, rtb_dicom_error *err)
             return fail(err, RTB_DICOM_E_IO, "%s: not a DICOM file (no meta header, no SOP Class UID)",
                         path);
     }
+    *out = make_root(std::move(ff)).release();
+    return 0;
+}
+
+extern "C" int rtb_ds_parse(const void *bytes, size_t len, const char *name, rtb_ds **out, rtb_dicom_error *err)
+{
+    clear_error(err);
+    *out = nullptr;
+    if (!ensure_init(err)) return -1;
+    if (!name) name = "the data";
+    if (!bytes || len == 0) return fail(err, RTB_DICOM_E_IO, "%s: empty, not a DICOM file", name);
+    std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
+    DcmInputBufferStream in;
+    in.setBuffer(bytes, OFstatic_cast(offile_off_t, len));
+    in.setEos();
+    ff->transferInit();
+    OFCondition cond = ff->read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+    ff->transferEnd();
+    if (cond.bad()) return fail(err, RTB_DICOM_E_IO, "%s: not a readable DICOM file (%s)", name, cond.text());
+    // As rtb_ds_read: without a meta header, a dataset must name its SOP class.
+    DcmMetaInfo *meta = ff->getMetaInfo();
+    OFString sop_class;
+    if (!(meta && meta->card() > 0) &&
+        (ff->getDataset()->findAndGetOFString(DCM_SOPClassUID, sop_class).bad() || sop_class.empty()))
+        return fail(err, RTB_DICOM_E_IO, "%s: not a DICOM file (no meta header, no SOP Class UID)", name);
     *out = make_root(std::move(ff)).release();
     return 0;
 }

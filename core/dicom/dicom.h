@@ -71,6 +71,8 @@ typedef struct rtb_ds rtb_ds;
 int rtb_ds_new(rtb_ds **out, rtb_dicom_error *err);
 /* Reads a DICOM file (Part 10, or a bare dataset with a SOP Class UID). */
 int rtb_ds_read(const char *path, rtb_ds **out, rtb_dicom_error *err);
+/* The same from the bytes of such a file in memory (`name` says whose, in errors). */
+int rtb_ds_parse(const void *bytes, size_t len, const char *name, rtb_ds **out, rtb_dicom_error *err);
 int rtb_ds_clone(const rtb_ds *ds, rtb_ds **out, rtb_dicom_error *err);
 void rtb_ds_free(rtb_ds *ds); /* NULL is fine; borrowed handles are ignored */
 

@@ -349,27 +349,57 @@ describe("the Mosaiq backup", function()
                         {deletes[1].peer, deletes[1].patient_id, deletes[1].sop_instance_uid, deletes[1].outcome})
     end)
 
+    -- As stored, whether the archive gives its file through its REST API or by C-GET.
     it("fails, naming it, a record the archive holds with other content under its UID", function()
-        local fix = clinic.situations.corrected[1]
-        local only = {"--patient", fix.mrn, "--since", fix.day, "--until", fix.day}
-        -- what the backup will send, tampered with and put into the archive first
-        local out = h.tmpdir() .. "/records"
-        local w = rtb{"rtrecord", "MQ", "--date", fix.day, "--out", out}
-        assert.is_true(w.code == 0 or w.code == 1, w.output)
-        local plan = planned_records(only)
-        assert.is_true(#plan > 0)
-        local uid = plan[1].uid
-        local ds = dicom.read(out .. "/" .. uid .. ".dcm")
-        ds.TreatmentSessionBeamSequence[1].TreatmentTerminationStatus = "MACHINE"
-        ds:save(dir .. "/tampered.dcm")
-        os.execute(string.format("curl -s -X POST --data-binary @%s %s/instances >/dev/null",
-                                 h.quote(dir .. "/tampered.dcm"), h.quote(tb.MAIN_HTTP_URL)))
-        local r = backup(only)
-        assert.are.equal(1, r.code, r.output)
-        assert.is_true(r.summary.failed >= 1)
-        assert.matches("holds different content under the record's UID " .. uid, r.output, 1, true)
-        -- and it stays failed, not "already backed up", on the next run
-        assert.are.equal(1, backup(only).code)
+        for _, http in ipairs{false, true} do
+            main:wipe()
+            staging:wipe()
+            os.execute("rm -rf " .. h.quote(state))
+            write_env{http = http}
+            local fix = clinic.situations.corrected[1]
+            local only = {"--patient", fix.mrn, "--since", fix.day, "--until", fix.day}
+            -- what the backup will send, tampered with and put into the archive first
+            local out = h.tmpdir() .. "/records"
+            local w = rtb{"rtrecord", "MQ", "--date", fix.day, "--out", out}
+            assert.is_true(w.code == 0 or w.code == 1, w.output)
+            local plan = planned_records(only)
+            assert.is_true(#plan > 0)
+            local uid = plan[1].uid
+            local ds = dicom.read(out .. "/" .. uid .. ".dcm")
+            ds.TreatmentSessionBeamSequence[1].TreatmentTerminationStatus = "MACHINE"
+            ds:save(dir .. "/tampered.dcm")
+            os.execute(string.format("curl -s -X POST --data-binary @%s %s/instances >/dev/null",
+                                     h.quote(dir .. "/tampered.dcm"), h.quote(tb.MAIN_HTTP_URL)))
+            local r = backup(only)
+            assert.are.equal(1, r.code, r.output)
+            assert.is_true(r.summary.failed >= 1, r.output)
+            assert.matches("holds different content under the record's UID " .. uid, r.output, 1, true)
+            -- and it stays failed, not "already backed up", on the next run
+            assert.are.equal(1, backup(only).code)
+        end
+    end)
+
+    -- A C-GET costs the archive an association and a C-STORE sub-operation per record;
+    -- its REST API gives the stored file for a fraction of that.
+    it("verifies every record as stored through the archive's REST API, without a C-GET", function()
+        local audit_log = dir .. "/audit.jsonl"
+        os.remove(audit_log)
+        write_env{http = true, settings = string.format("audit_log = %q", audit_log)}
+        local r = backup()
+        assert.is_true(r.code == 0 or r.code == 1, r.output) -- 1: the deliveries named as not records
+        assert.is_true(r.summary.verified > 0, r.output)
+        assert.are.equal(r.summary.records_built, r.summary.verified, r.output)
+        assert.are.equal(0, r.summary.failed)
+        local gets, files = 0, {}
+        for line in io.lines(audit_log) do
+            local e = cjson.decode(line)
+            if e.op == "c-get" then gets = gets + 1 end
+            if e.op == "rest" and e.method == "GET" and e.count == 1 then files[e.sop_instance_uid] = true end
+        end
+        assert.are.equal(0, gets)
+        local n = 0
+        for _ in pairs(files) do n = n + 1 end
+        assert.are.equal(r.summary.verified, n)
     end)
 
     it("references the interrupted part from its continuation, across runs", function()

@@ -32,6 +32,7 @@ local task = require "rtbackup.task"
 local dicom = {
     dataset = core.dataset,
     read = core.read,
+    parse = core.parse, -- the dataset of a file's bytes (dicom.parse(bytes, name))
     uid = core.uid,
     uid_valid = core.uid_valid,
     uid_name = core.uid_name, -- "MR Image Storage", "RLE Lossless"

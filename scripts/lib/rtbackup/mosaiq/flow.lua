@@ -9,10 +9,12 @@
 --             straight into the archive without staging) in batches, each freed once
 --             stored: memory stays flat over a year of records
 --   transfer  C-MOVE from staging to the archive, per record series
---   verify    each record retrieved from the archive (C-GET) and its canonical digest
---             compared with what was built: a target holding other bytes under our
---             UID is a failure, named. A target that refuses C-GET is checked by
---             presence (C-FIND) and the summary says the content was not compared.
+--   verify    each record retrieved from the archive as stored (its file through the
+--             Orthanc REST API of a target with an http_url, else C-GET) and its
+--             canonical digest compared with what was built: a target holding other
+--             bytes under our UID is a failure, named. A target that refuses C-GET is
+--             checked by presence (C-FIND) and the summary says the content was not
+--             compared.
 --   retry     stored and moved again
 --   finish    superseded versions reported (and removed, mosaiq_remove_superseded)
 --
@@ -30,10 +32,12 @@ local clock = require "rtbackup.clock"
 local errors = require "rtbackup.error"
 local host = require "rtbackup.host"
 local exit = require "rtbackup.exit"
+local dicom = require "rtbackup.dicom"
 local log = require "rtbackup.log"
 local map = require "rtbackup.mosaiq.map"
 local mosaiq = require "rtbackup.mosaiq.query"
 local odbc = require "rtbackup.odbc"
+local orthanc = require "rtbackup.orthanc"
 local settings = require "rtbackup.settings"
 local task = require "rtbackup.task"
 
@@ -285,6 +289,9 @@ end
 -- are in staging; the units not handed yet are returned as the plan's open ones.
 function flow.plan(run, hand)
     local run_mod = require "rtbackup.run"
+    -- The archive's REST API is checked once, before the first verification can start.
+    local archive = not run.opts.dry_run and orthanc.of_run(run)
+    if archive then archive:usable() end
     local shard = run.opts.shard
     local j, alias, dry = run.journal, run.source_alias, run.opts.dry_run
     run.records, run.seconds = {}, {store = 0}
@@ -498,34 +505,59 @@ function flow.verify(run, job, units)
     return found
 end
 
--- Each record of `units` in the archive, with its content (see the top).
+-- The digests of the records of `units` the archive's REST API (rtbackup.orthanc)
+-- gives as stored, by UID, and the UIDs it did not give (not stored under those
+-- identifiers, not readable, an error): a C-GET decides for those.
+local function stored_digests(archive, job, units)
+    local got, rest = {}, {}
+    for _, u in ipairs(units) do
+        local uid = u.data.uid
+        local bytes = archive:instance_file(u.data.patient, job.study, job.series, uid)
+        local ok, ds = false, nil
+        if bytes then ok, ds = pcall(dicom.parse, bytes, uid) end
+        if ok and ds.SOPInstanceUID == uid then got[uid] = ds:digest() else rest[#rest + 1] = uid end
+        if ok then ds:free() end
+    end
+    return got, rest
+end
+
+-- Each record of `units` in the archive, with its content (see the top): as stored,
+-- through the archive's REST API where it has one, else (and for what that did not
+-- give) by C-GET, else by presence (C-FIND).
 function flow.check(run, job, units)
     local main = run:peer(run.target_alias)
-    local uids = {}
-    for i, u in ipairs(units) do uids[i] = u.data.uid end
     local patient = units[1].data.patient
-    local digests, refused = archived_digests(main, job, uids, patient)
+    local archive = orthanc.of_run(run)
+    local digests, uids = {}, {}
+    if archive then
+        digests, uids = stored_digests(archive, job, units)
+    else
+        for i, u in ipairs(units) do uids[i] = u.data.uid end
+    end
     local there
-    if not digests then
-        there = archived_uids(main, job, patient)
-        if not run.content_unchecked then
-            run.content_unchecked = true
-            run.summary.records_content_unchecked = 0
-            log.warn("the archive refuses C-GET: records are checked by presence, their content is not compared",
-                     {target = run.target_alias, error = tostring(refused)})
+    if #uids > 0 then
+        local got, refused = archived_digests(main, job, uids, patient)
+        if got then
+            for uid, d in pairs(got) do digests[uid] = d end
+        else
+            there = archived_uids(main, job, patient)
+            if not run.content_unchecked then
+                run.content_unchecked = true
+                run.summary.records_content_unchecked = 0
+                log.warn("the archive refuses C-GET: records are checked by presence, their content is not compared",
+                         {target = run.target_alias, error = tostring(refused)})
+            end
+            run.summary.records_content_unchecked = run.summary.records_content_unchecked + #uids
         end
-        run.summary.records_content_unchecked = run.summary.records_content_unchecked + #units
     end
     local found = {}
     for _, u in ipairs(units) do
         local uid, f = u.data.uid, {total = 1, missing = {}, n = 0}
-        if digests then
-            if digests[uid] == nil then
-                f.missing[uid], f.n = true, 1
-            elseif digests[uid] ~= u.data.digest then
+        if digests[uid] then
+            if digests[uid] ~= u.data.digest then
                 f.missing[uid], f.n, f.different = true, 1, digests[uid]
             end
-        elseif not there[uid] then
+        elseif not (there and there[uid]) then
             f.missing[uid], f.n = true, 1
         end
         found[u.key] = f
@@ -562,7 +594,7 @@ end
 function flow.finish(run)
     local remove = run:setting("mosaiq_remove_superseded")
     local http_url = run.target_cfg.http_url
-    local archive = remove and http_url and require("rtbackup.orthanc").for_peer(
+    local archive = remove and http_url and orthanc.for_peer(
         {type = "orthanc", http_url = tostring(http_url), aet = run.target_cfg.aet}, run.target_alias, run.ctx)
     if remove and not http_url then
         log.warn("mosaiq_remove_superseded is set but the backup target has no http_url: superseded records " ..
