@@ -142,7 +142,7 @@ function plan.studies(peer, selection)
     local a, b = q.StudyDate:match("^(%d%d%d%d%d%d%d%d)%-(%d%d%d%d%d%d%d%d)$")
     local first, last = day_of(a), day_of(b)
     local rows = (first and last and first <= last) and studies_by_halves(peer, q, first, last) or peer:find(q)
-    if selection.undated and not selection.study then
+    if selection.undated and not selection.study and q.StudyDate ~= "" then
         local undated = undated_studies(peer, q)
         rows = table.move(undated, 1, #undated, #rows + 1, rows)
     end
