@@ -12,15 +12,17 @@ local main, staging = h.orthanc(tb.MAIN_HTTP_URL), h.orthanc(tb.STAGING_HTTP_URL
 local dir = h.tmpdir()
 local state = dir .. "/state"
 
--- main_http_url: the archive's REST API (none by default: verified over DICOM).
-local function write_env(extra_settings, main_http_url)
+-- main: more fields of the archive's table (its http_url, say; none by default:
+-- verified over DICOM).
+local function write_env(extra_settings, main)
     return h.write_file(dir .. "/tb.toml", h.env_toml(tb, "TB", {
         description = "testbed", default_source = "ARIA", default_backup = "MAIN",
         sources = {{alias = "ARIA", type = "aria", peer = "ARIA"},
                    {alias = "DEAD", type = "mim", aet = "DEAD", ip = tb.HOST, port = tb.CLOSED_PORT},
                    {alias = "STAGE", type = "mim", peer = "STAGING"},
                    {alias = "NOFIND", type = "mim", peer = "STORESCP"}},
-        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN", http_url = main_http_url},
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN", http_url = main and main.http_url,
+                    http_url_env_var = main and main.http_url_env_var},
                    {alias = "STAGING", type = "orthanc", peer = "STAGING"},
                    {alias = "SINK", type = "dicom_scp", peer = "STORESCP"},
                    {alias = "UNKNOWN", type = "dicom_scp", peer = "STORESCP", aet = "NOT_IN_MAIN"}},
@@ -33,11 +35,11 @@ local function rtb(args, opts)
     for _, a in ipairs(args) do full[#full + 1] = a end
     return h.run(full, opts)
 end
-local function backup(extra, source)
+local function backup(extra, source, run_opts)
     local args = {"backup", "TB", source or "ARIA"}
     for _, a in ipairs(extra or {}) do args[#args + 1] = a end
     for _, a in ipairs(ALL) do args[#args + 1] = a end
-    local r = rtb(args)
+    local r = rtb(args, run_opts)
     local f = io.open(state .. "/TB-" .. (source or "ARIA") .. "-last-run.json")
     r.summary = f and cjson.decode(f:read("a")) or {}
     if f then f:close() end
@@ -89,7 +91,7 @@ describe("rtbackup backup", function()
         for _, url in ipairs{false, tb.MAIN_HTTP_URL} do
             main:wipe()
             os.execute("rm -rf " .. h.quote(state))
-            write_env(nil, url or nil)
+            write_env(nil, {http_url = url or nil})
             assert.are.equal(0, backup().code)
             local ids = main:get("/instances")
             local deleted = {}
@@ -292,12 +294,13 @@ describe("rtbackup backup", function()
             return image_finds, rest
         end
         local total = source_total()
-        local function fresh_run(url)
+        local function fresh_run(url, run_opts)
             main:wipe()
             os.execute("rm -rf " .. h.quote(state))
             os.remove(audit_log)
-            write_env(string.format("audit_log = %q", audit_log), url)
-            local r = backup()
+            write_env(string.format("audit_log = %q", audit_log),
+                      run_opts and {http_url_env_var = "RTB_SPEC_MAIN_URL"} or {http_url = url})
+            local r = backup(nil, nil, run_opts)
             assert.are.equal(0, r.code, r.output)
             assert.are.equal(total, r.summary.verified, r.output)
             assert.are.equal(total, main:count())
@@ -318,6 +321,14 @@ describe("rtbackup backup", function()
         local study = main:get("/studies/" .. series.ParentStudy)
         assert.are.equal(id, orthanc.id(study.PatientMainDicomTags.PatientID, study.MainDicomTags.StudyInstanceUID,
                                         series.MainDicomTags.SeriesInstanceUID, inst.MainDicomTags.SOPInstanceUID))
+
+        -- From the environment, with a user and password: used, and neither is shown.
+        r = fresh_run(nil, {env = {RTB_SPEC_MAIN_URL = tb.MAIN_HTTP_URL:gsub("//", "//rtbuser:s3cret-pw@")}})
+        assert.matches("using the archive's REST API", r.output, 1, true)
+        assert.is_nil(r.output:find("s3cret-pw", 1, true))
+        assert.is_nil(h.read_file(audit_log):find("s3cret-pw", 1, true))
+        image_finds, rest = events()
+        assert.are.same({0, true}, {image_finds, rest > 0})
 
         -- An http_url that is another Orthanc (staging), or that does not answer: over DICOM, and said.
         for _, case in ipairs{{tb.STAGING_HTTP_URL, "another Orthanc than its DICOM settings name"},

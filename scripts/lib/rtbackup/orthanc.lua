@@ -26,6 +26,7 @@
 -- Each request about a patient's data is an audit event (op "rest") of the run's
 -- context `ctx`, as a C-FIND would be.
 local cjson = require "cjson"
+local config = require "rtbackup.config"
 local core = require "rtbackup.http.core"
 local http = require "rtbackup.http"
 local log = require "rtbackup.log"
@@ -55,10 +56,14 @@ end
 --- The archive behind `cfg` (the configuration of the peer named `alias`) when it is
 -- an Orthanc with an http_url, else nil. ctx: the run's context (audit), may be nil.
 function M.for_peer(cfg, alias, ctx)
-    if type(cfg) ~= "table" or cfg.type ~= "orthanc" or type(cfg.http_url) ~= "string" then return nil end
-    local base = cfg.http_url:gsub("/+$", "")
-    -- What the log shows: without the user and password a URL may carry.
-    local shown = base:gsub("^(%a[%w+.-]*://)[^/@]*@", "%1****@")
+    if type(cfg) ~= "table" or cfg.type ~= "orthanc" then return nil end
+    local url, secret = cfg.http_url, config.is_secret(cfg.http_url)
+    if secret then url = config.reveal(url) end -- http_url_env_var: it may carry a password
+    if type(url) ~= "string" or url == "" then return nil end
+    local base = url:gsub("/+$", "")
+    -- What the log shows: without the user and password a URL may carry, and of a URL
+    -- kept as a secret only its scheme, host and port.
+    local shown = (secret and base:match("^%a[%w+.-]*://[^/?#]*") or base):gsub("^(%a[%w+.-]*://)[^/@]*@", "%1****@")
     return setmetatable({base = base, shown = shown, aet = cfg.aet, alias = alias, ctx = ctx}, Archive)
 end
 

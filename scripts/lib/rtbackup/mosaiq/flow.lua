@@ -595,7 +595,7 @@ function flow.finish(run)
     local remove = run:setting("mosaiq_remove_superseded")
     local http_url = run.target_cfg.http_url
     local archive = remove and http_url and orthanc.for_peer(
-        {type = "orthanc", http_url = tostring(http_url), aet = run.target_cfg.aet}, run.target_alias, run.ctx)
+        {type = "orthanc", http_url = http_url, aet = run.target_cfg.aet}, run.target_alias, run.ctx)
     if remove and not http_url then
         log.warn("mosaiq_remove_superseded is set but the backup target has no http_url: superseded records " ..
                  "are kept", {target = run.target_alias})
