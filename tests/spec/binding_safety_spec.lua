@@ -33,6 +33,27 @@ describe("rtbackup.dicom datasets", function()
         assert.are.same(values, ds.ImageType)
     end)
 
+    -- dicom.parse reads what an Orthanc's /instances/{id}/file returns: whatever the
+    -- network gave, so any prefix of a file, and bytes that are no DICOM at all.
+    it("parses a file's bytes as dicom.read reads the file, and refuses every cut of them by name", function()
+        local dir = h.tmpdir()
+        local ds = dicom.dataset{SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.4", SOPInstanceUID = dicom.uid(),
+                                 PatientID = "RTB001", StudyInstanceUID = dicom.uid(), SeriesInstanceUID = dicom.uid()}
+        ds:save(dir .. "/a.dcm")
+        local bytes = h.read_file(dir .. "/a.dcm")
+        os.execute("rm -rf " .. h.quote(dir))
+        local parsed = dicom.parse(bytes, "a.dcm")
+        assert.are.equal(ds:digest(), parsed:digest())
+        assert.are.equal("RTB001", parsed.PatientID)
+        for _, cut in ipairs{0, 1, 128, 132, 140, #bytes // 2, #bytes - 1} do
+            local ok, err = pcall(dicom.parse, bytes:sub(1, cut), "cut")
+            assert.is_false(ok, "a cut at " .. cut .. " parsed")
+            assert.are.equal("io", err.kind)
+            assert.matches("^cut: ", err.message)
+        end
+        assert.is_false((pcall(dicom.parse, ("not DICOM\n"):rep(100))))
+    end)
+
     it("derives a UID from 64 names", function()
         local names = {}
         for i = 1, 64 do names[i] = "name" .. i end
