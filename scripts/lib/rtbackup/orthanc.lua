@@ -44,12 +44,22 @@ function M.id(...)
     return h:sub(1, 8) .. "-" .. h:sub(9, 16) .. "-" .. h:sub(17, 24) .. "-" .. h:sub(25, 32) .. "-" .. h:sub(33, 40)
 end
 
-local function get_json(self, path)
-    local ok, r = pcall(http.get, self.base .. path, {max_response = MAX_RESPONSE})
+-- One exchange with the archive: its answer {status, body}, or nil and why none came.
+local function request(self, method, path, opts)
+    opts = opts or {}
+    opts.max_response = MAX_RESPONSE
+    local ok, r = pcall(http.request, method, self.base .. path, opts)
     if not ok then return nil, tostring(type(r) == "table" and r.message or r) end
+    return r
+end
+
+-- The JSON answer of `method path` (a table), or nil and why not ("HTTP 404", ...).
+local function json(self, method, path, opts)
+    local r, err = request(self, method, path, opts)
+    if not r then return nil, err end
     if r.status ~= 200 then return nil, "HTTP " .. tostring(r.status) end
     local decoded, v = pcall(cjson.decode, r.body)
-    if not decoded or type(v) ~= "table" then return nil, "no JSON object" end
+    if not decoded or type(v) ~= "table" then return nil, "no JSON" end
     return v
 end
 
@@ -67,11 +77,13 @@ function M.for_peer(cfg, alias, ctx)
     return setmetatable({base = base, shown = shown, aet = cfg.aet, alias = alias, ctx = ctx}, Archive)
 end
 
---- The archive of a run (rtbackup.run: its target), or false; made once per run, so
--- that the server is checked once.
+--- The archive of a run (rtbackup.run: its target) when its REST API is usable, else
+-- false; made and checked once per run (rtbackup.run asks before any verification).
 function M.of_run(run)
     if run.archive_rest == nil then
-        run.archive_rest = M.for_peer(run.target_cfg, run.target_alias, run.ctx) or false
+        local archive = M.for_peer(run.target_cfg, run.target_alias, run.ctx)
+        run.archive_rest = archive or false
+        if archive and not archive:usable() then run.archive_rest = false end
     end
     return run.archive_rest
 end
@@ -91,7 +103,7 @@ end
 function Archive:usable()
     if self.ok == nil and not self.asking then
         self.asking = true
-        local sys, err = get_json(self, "/system")
+        local sys, err = json(self, "GET", "/system")
         if not sys then
             self.ok = false
             log.warn("the archive's REST API gave no answer to GET /system: not using it (verifying over DICOM only)",
@@ -110,19 +122,19 @@ function Archive:usable()
 end
 
 --- Which of `sops` (a set of SOP Instance UIDs of one series) the archive holds under
--- these identifiers: a set, and the number of instances the series holds (0 when it
--- is not there). nil when the REST API is not usable.
+-- these identifiers: a set, the number of instances the series holds (0 when it is not
+-- there), and whether every one of `sops` is held. nil when the REST API is not usable.
 function Archive:series_holds(patient, study, series, sops)
     if not self:usable() then return nil end
     local held, n = {}, 0
     local path = "/series/" .. M.id(patient, study, series)
-    local s, err = get_json(self, path)
+    local s, err = json(self, "GET", path)
     local event = {method = "GET", path = path, patient_id = patient, study_uid = study, series_uid = series}
     if not s then
         event.count = 0
         event.error = err ~= "HTTP 404" and {kind = "http", message = err} or nil
         self:audit(event)
-        if err == "HTTP 404" then return held, 0 end
+        if err == "HTTP 404" then return held, 0, next(sops) == nil end
         return nil
     end
     local names = {}
@@ -132,10 +144,11 @@ function Archive:series_holds(patient, study, series, sops)
     end
     event.count = n
     self:audit(event)
+    local all = true
     for sop in pairs(sops) do
-        if names[M.id(patient, study, series, sop)] then held[sop] = true end
+        if names[M.id(patient, study, series, sop)] then held[sop] = true else all = false end
     end
-    return held, n
+    return held, n, all
 end
 
 --- The file the archive stores for this instance, as it stores it (bytes); false when
@@ -143,9 +156,8 @@ end
 function Archive:instance_file(patient, study, series, sop)
     if not self:usable() then return nil end
     local path = "/instances/" .. M.id(patient, study, series, sop) .. "/file"
-    local ok, r = pcall(http.get, self.base .. path, {max_response = MAX_RESPONSE})
-    local why = not ok and tostring(type(r) == "table" and r.message or r)
-                or (r.status ~= 200 and r.status ~= 404) and "HTTP " .. tostring(r.status) or nil
+    local r, why = request(self, "GET", path)
+    if r and r.status ~= 200 and r.status ~= 404 then why = "HTTP " .. tostring(r.status) end
     self:audit{method = "GET", path = path, patient_id = patient, study_uid = study, series_uid = series,
                sop_instance_uid = sop, count = (not why and r.status == 200) and 1 or 0,
                error = why and {kind = "http", message = why} or nil}
@@ -157,18 +169,14 @@ end
 -- true, or false and why ("not in the archive" when it holds no such instance).
 function Archive:remove_instance(uid, patient)
     if not self:usable() then return false, "its http_url is not usable as this archive's REST API" end
-    local ok, r = pcall(http.post, self.base .. "/tools/lookup", uid, {headers = {["Content-Type"] = "text/plain"}})
-    if not ok then return false, tostring(type(r) == "table" and r.message or r) end
-    if r.status ~= 200 then return false, "lookup answered HTTP " .. tostring(r.status) end
-    local decoded, list = pcall(cjson.decode, r.body)
-    if not decoded or type(list) ~= "table" then return false, "lookup answered no JSON list" end
+    local list, err = json(self, "POST", "/tools/lookup", {body = uid, headers = {["Content-Type"] = "text/plain"}})
+    if not list then return false, "lookup: " .. err end
     local removed = false
     for _, hit in ipairs(list) do
         if hit.Type == "Instance" and type(hit.ID) == "string" then
             local path = "/instances/" .. hit.ID
-            local done, d = pcall(http.request, "DELETE", self.base .. path, {})
-            local why = not done and tostring(type(d) == "table" and d.message or d)
-                        or d.status ~= 200 and "delete answered HTTP " .. tostring(d.status) or nil
+            local d, why = request(self, "DELETE", path)
+            if d and d.status ~= 200 then why = "delete answered HTTP " .. tostring(d.status) end
             self:audit{method = "DELETE", path = path, patient_id = patient, sop_instance_uid = uid,
                        count = why and 0 or 1, error = why and {kind = "http", message = why} or nil}
             if why then return false, why end

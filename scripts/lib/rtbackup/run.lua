@@ -710,6 +710,8 @@ function Run:drive()
         self.summary.plan = flow.describe(self, plan.open)
         return
     end
+    -- The archive's REST API (rtbackup.orthanc), checked once before verifications run at once.
+    require("rtbackup.orthanc").of_run(self)
     self:work_plan()
     if flow.finish and not task.stopping() then
         self.phase = "following references"

@@ -42,12 +42,8 @@ end
 -- the source's n instances, else from a C-FIND (which names what is missing or extra).
 local function target_uids(target, archive, study, series, patient, src, n)
     if archive then
-        local held, count = archive:series_holds(patient, study, series, src)
-        if held and count == n then
-            local all = 0
-            for _ in pairs(held) do all = all + 1 end
-            if all == n then return held end
-        end
+        local held, count, all = archive:series_holds(patient, study, series, src)
+        if all and count == n then return held end
     end
     return plan.instance_uids(target, study, series, patient)
 end
@@ -142,7 +138,7 @@ function validate.run(env, source_alias, target_alias, opts)
     local started_at = clock.iso_utc()
     local source, target = ctx:peer(source_alias), ctx:peer(target_alias)
     local archive = require("rtbackup.orthanc").for_peer(env.backup_targets[target_alias], target_alias, ctx)
-    if archive and not archive:usable() then archive = nil end
+    if archive and not archive:usable() then archive = nil end -- asked once, before the comparisons
     local ok, result = pcall(validate.compare, source, target, selection,
                              {deep = opts.deep, concurrency = settings.get(env, "max_associations", source_alias),
                               progress_interval = settings.get(env, "progress_interval"), archive = archive})

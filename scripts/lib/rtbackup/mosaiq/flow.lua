@@ -289,9 +289,6 @@ end
 -- are in staging; the units not handed yet are returned as the plan's open ones.
 function flow.plan(run, hand)
     local run_mod = require "rtbackup.run"
-    -- The archive's REST API is checked once, before the first verification can start.
-    local archive = not run.opts.dry_run and orthanc.of_run(run)
-    if archive then archive:usable() end
     local shard = run.opts.shard
     local j, alias, dry = run.journal, run.source_alias, run.opts.dry_run
     run.records, run.seconds = {}, {store = 0}

@@ -57,9 +57,6 @@ end
 -- compared, so the first studies move while the others are still being compared.
 function flow.plan(run, hand)
     run_mod = run_mod or require "rtbackup.run"
-    -- The archive's REST API is checked once, before the first verification can start.
-    local archive = not run.opts.dry_run and orthanc.of_run(run)
-    if archive then archive:usable() end
     local shard = run.opts.shard
     local accept = run.choices.qr.accept_series or nil
     local selection = flow.selection(run)
@@ -213,11 +210,8 @@ end
 local function compare_with_target(run, tgt, u, listed, study_wide)
     local archive = orthanc.of_run(run)
     if archive then
-        local held, n = archive:series_holds(u.data.patient, u.data.study, u.key, listed)
-        if held then
-            local f = compare(listed, held)
-            if f.n == 0 then return f, n end
-        end
+        local held, n, all = archive:series_holds(u.data.patient, u.data.study, u.key, listed)
+        if all then return compare(listed, held), n end
     end
     if study_wide then return compare(listed, study_wide[u.key] or {}) end
     local b, held = plan.instance_uids(tgt, u.data.study, u.key, u.data.patient)

@@ -127,15 +127,13 @@ local function series_uids(peer, study, series, patient)
     return require("rtbackup.qr.plan").instance_uids(peer, study, series, patient)
 end
 
--- The source's instances `src` (n of them) of a series when the archive's REST API
--- says it holds them all (rtbackup.orthanc), else nil: a C-FIND of the archive decides.
-local function archive_holds_all(run, patient, study, series, src, n)
+-- The source's instances `src` of a series when the archive's REST API says it holds
+-- them all (rtbackup.orthanc), else nil: a C-FIND of the archive decides.
+local function archive_holds_all(run, patient, study, series, src)
     local archive = require("rtbackup.orthanc").of_run(run)
-    local held = archive and archive:series_holds(patient, study, series, src)
-    if not held then return nil end
-    local count = 0
-    for _ in pairs(held) do count = count + 1 end
-    return count >= n and held or nil
+    if not archive then return nil end
+    local held, _, all = archive:series_holds(patient, study, series, src)
+    return all and held or nil
 end
 
 -- ---- the pass --------------------------------------------------------------------------
@@ -204,7 +202,7 @@ local function check(run, edge, in_target, known_present)
     local key = study .. "/" .. series
     if in_target[key] == nil then
         local src, n = series_uids(source, study, series, edge.patient)
-        local tgt = archive_holds_all(run, edge.patient, study, series, src, n) or
+        local tgt = archive_holds_all(run, edge.patient, study, series, src) or
                     series_uids(target, study, series, edge.patient)
         local present = 0
         for uid in pairs(src) do if tgt[uid] then present = present + 1 end end
