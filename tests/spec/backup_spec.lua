@@ -242,8 +242,7 @@ describe("rtbackup backup", function()
         -- run: {for a list of studies, for one study}.
         local function archive_series_finds()
             local lists, one = 0, 0
-            for line in io.lines(audit_log) do
-                local e = cjson.decode(line)
+            for _, e in ipairs(h.audit_events(audit_log)) do
                 if e.op == "c-find" and e.peer == "MAIN" and e.keys and e.keys.NumberOfSeriesRelatedInstances then
                     local study = e.keys.StudyInstanceUID
                     if type(study) == "table" or tostring(study):find("\\", 1, true) then
@@ -280,13 +279,12 @@ describe("rtbackup backup", function()
         local audit_log = dir .. "/audit.jsonl"
         local function events()
             local image_finds, rest = 0, 0
-            for line in io.lines(audit_log) do
-                local e = cjson.decode(line)
+            for _, e in ipairs(h.audit_events(audit_log)) do
                 if e.op == "c-find" and e.peer == "MAIN" and e.keys and e.keys.SOPInstanceUID == "" then
                     image_finds = image_finds + 1
                 elseif e.op == "rest" and e.peer == "MAIN" then
                     assert.are.equal("GET", e.method)
-                    assert.truthy(e.patient_id and e.series_uid, line)
+                    assert.truthy(e.patient_id and e.series_uid, cjson.encode(e))
                     rest = rest + 1
                 end
             end

@@ -25,6 +25,14 @@ function helpers.read_file(path)
     return data
 end
 
+--- The events of an audit log (rtbackup.audit: one JSON object a line), decoded, in order.
+function helpers.audit_events(path)
+    local cjson = require "cjson"
+    local events = {}
+    for line in io.lines(path) do events[#events + 1] = cjson.decode(line) end
+    return events
+end
+
 function helpers.write_file(path, text)
     local f = assert(io.open(path, "wb"))
     f:write(text)
