@@ -333,7 +333,7 @@ static void read_beam(reader *r, int t, rtb_rtrecord_beam *beam)
         "fluence_mode_id", "delivery_type", "termination_status", "termination_code",
         "verification_status", "current_fraction", "specified_meterset", "delivered_meterset",
         "delivered_time", "sad", "n_leaf_pairs", "mlc_type", "wedges", "compensators",
-        "boli", "blocks", "control_points", NULL};
+        "boli", "blocks", "applicators", "control_points", NULL};
     check_keys(r, t, keys);
     rtb_rtrecord_beam_init(beam);
     beam->number = get_integer(r, t, "number");
@@ -358,6 +358,7 @@ static void read_beam(reader *r, int t, rtb_rtrecord_beam *beam)
     beam->compensators = get_accessories(r, t, "compensators", &beam->n_compensators);
     beam->boli = get_accessories(r, t, "boli", &beam->n_boli);
     beam->blocks = get_accessories(r, t, "blocks", &beam->n_blocks);
+    beam->applicators = get_accessories(r, t, "applicators", &beam->n_applicators);
     int list = get_table(r, t, "control_points");
     if (!list)
         return; /* the builder reports the missing control points */
@@ -541,7 +542,7 @@ static int raise_build_error(lua_State *L, const rtb_rtrecord_error *err)
     return lua_error(L);
 }
 
-/* rtrecord.beams_treatment_record(input) -> dataset */
+/* rtrecord.beams_treatment_record(input) -> dataset, {note, ...} (text cut to fit) */
 static int l_beams_treatment_record(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -559,11 +560,21 @@ static int l_beams_treatment_record(lua_State *L)
     rtb_rtrecord_input in;
     read_input(&r, 1, &in);
     rtb_rtrecord_error err;
+    rtb_rtrecord_notes *notes = lua_newuserdatauv(L, sizeof *notes, 0);
     rtb_ds *ds;
-    if (rtb_rtrecord_build(&in, &ds, &err) != 0)
+    if (rtb_rtrecord_build(&in, &ds, &err, notes) != 0)
         return raise_build_error(L, &err);
     rtb_dicom_push_dataset(L, ds, 0);
-    return 1;
+    lua_createtable(L, (int)notes->n, 0);
+    for (size_t i = 0; i < notes->n; i++) {
+        lua_pushstring(L, notes->note[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    if (notes->more) {
+        lua_pushfstring(L, "... and %d more cut to fit", (int)notes->more);
+        lua_rawseti(L, -2, (lua_Integer)notes->n + 1);
+    }
+    return 2;
 }
 
 /* rtrecord.check(ds) -> {problem, ...} (empty when the record conforms) */

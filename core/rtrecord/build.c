@@ -217,14 +217,17 @@ static int write_private(rtb_builder *b, rtb_ds *ds, const rtb_rtrecord_private 
     return 0;
 }
 
-int rtb_rtrecord_build(const rtb_rtrecord_input *in, rtb_ds **out, rtb_rtrecord_error *err)
+int rtb_rtrecord_build(const rtb_rtrecord_input *in, rtb_ds **out, rtb_rtrecord_error *err,
+                       rtb_rtrecord_notes *notes)
 {
     rtb_rtrecord_error scratch;
     if (!err)
         err = &scratch;
     memset(err, 0, sizeof *err);
+    if (notes)
+        notes->n = notes->more = 0;
     *out = NULL;
-    rtb_builder b = {.err = err};
+    rtb_builder b = {.err = err, .notes = notes};
     if (!in) {
         return rtb_b_fail(&b, RTB_RTRECORD_E_MISSING, "input", "is required");
     }

@@ -116,9 +116,12 @@ static void check_values(report *r, rtb_ds *ds, const char *where)
             for (const unsigned char *p = (const unsigned char *)e.values[v]; *p; p++)
                 r->non_ascii |= *p >= 0x80;
             for (size_t k = 0; k < sizeof limits / sizeof limits[0]; k++)
-                if (strcmp(limits[k].vr, e.vr) == 0 && strlen(e.values[v]) > limits[k].max)
-                    problem(r, where, "(%04X,%04X) %s value '%.24s' is longer than %zu", e.group,
-                            e.element, e.vr, e.values[v], limits[k].max);
+                if (strcmp(limits[k].vr, e.vr) == 0 &&
+                    rtb_rtrecord_utf8_chars(e.values[v], strlen(e.values[v])) > limits[k].max)
+                    problem(r, where, "(%04X,%04X) %s value '%.*s' is longer than %zu characters", e.group,
+                            e.element, e.vr,
+                            (int)rtb_rtrecord_utf8_prefix(e.values[v], strlen(e.values[v]), 24),
+                            e.values[v], limits[k].max);
         }
         rtb_ds_element_clear(&e);
     }

@@ -82,15 +82,30 @@ static size_t vr_limit(int vr, int *free_text)
     }
 }
 
-/* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
-static size_t clip_utf8(const char *s, size_t len, size_t max)
+/* The first 40 characters of s, for a message: printf's "%.*s" with these two. */
+#define SHOWN(s, len) (int)rtb_rtrecord_utf8_prefix((s), (len), 40), (s)
+
+static void note(rtb_builder *b, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void note(rtb_builder *b, const char *field, const char *fmt, ...)
 {
-    if (len <= max)
-        return len;
-    size_t n = max;
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--;
-    return n;
+    rtb_rtrecord_notes *n = b->notes;
+    if (!n)
+        return;
+    if (n->n == RTB_RTRECORD_NOTES_MAX) {
+        n->more++;
+        return;
+    }
+    char where[128], rest[160];
+    full_field(b, field, where, sizeof where);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rest, sizeof rest, fmt, ap);
+    va_end(ap);
+    /* A long path and message lose their end, never the field's name. */
+    int k = snprintf(n->note[n->n], sizeof n->note[0], "%s ", where);
+    if (k > 0 && (size_t)k < sizeof n->note[0])
+        snprintf(n->note[n->n] + k, sizeof n->note[0] - (size_t)k, "%s", rest);
+    n->n++;
 }
 
 /* Character rules shared by text values and name components. */
@@ -138,13 +153,15 @@ int rtb_b_text(rtb_builder *b, rtb_ds *ds, const char *tag, const char *vr, cons
     }
     if (check_chars(b, field, value, vr, free_text, NULL) != 0)
         return -1;
-    size_t len = strlen(value);
-    if (len <= max)
+    size_t len = strlen(value), chars = len <= max ? len : rtb_rtrecord_utf8_chars(value, len);
+    if (chars <= max)
         return put1(b, ds, tag, vr, value);
     if (policy == RTB_TEXT_STRICT)
-        return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field,
-                          "is %zu bytes long; %s allows %zu: '%.40s...'", len, vr, max, value);
-    len = clip_utf8(value, len, max);
+        return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "is %zu characters long; %s allows %zu: '%.*s...'",
+                          chars, vr, max, SHOWN(value, len));
+    note(b, field, "is %zu characters long; %s allows %zu: cut ('%.*s...')", chars, vr, max,
+         SHOWN(value, len));
+    len = rtb_rtrecord_utf8_prefix(value, len, max);
     char *clipped = malloc(len + 1);
     if (!clipped)
         return rtb_b_fail(b, RTB_RTRECORD_E_DICOM, field, "cannot be written: out of memory");
@@ -195,7 +212,7 @@ int rtb_b_name(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field,
 {
     const char *parts[5] = {name->family, name->given, name->middle, name->prefix, name->suffix};
     static const char *const part_names[5] = {"family", "given", "middle", "prefix", "suffix"};
-    char value[256] = "";
+    char value[64 * 4 + 8] = ""; /* 64 characters of at most 4 bytes, 4 separators */
     size_t len = 0, last = 0;
     for (int i = 0; i < 5; i++) {
         const char *p = parts[i] ? parts[i] : "";
@@ -206,7 +223,9 @@ int rtb_b_name(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field,
             return -1;
         size_t n = strlen(p);
         if (len + n + 1 >= sizeof value)
-            return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field, "is longer than 64 bytes (PN)");
+            return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field,
+                              "is longer than a PN component group allows (64 characters): '%.*s...'",
+                              SHOWN(p, n));
         if (i)
             value[len++] = '^';
         memcpy(value + len, p, n);
@@ -216,9 +235,11 @@ int rtb_b_name(rtb_builder *b, rtb_ds *ds, const char *tag, const char *field,
             last = len;
     }
     value[last] = '\0'; /* no trailing empty components */
-    if (last > 64)
+    size_t chars = rtb_rtrecord_utf8_chars(value, last);
+    if (chars > 64)
         return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, field,
-                          "is %zu bytes long; a PN component group allows 64: '%.40s...'", last, value);
+                          "is %zu characters long; a PN component group allows 64: '%.*s...'", chars,
+                          SHOWN(value, last));
     if (!last)
         return type2 ? put1(b, ds, tag, "PN", "") : 0;
     return put1(b, ds, tag, "PN", value);

@@ -22,10 +22,16 @@ int rtb_rtrecord_parse_datetime(const char *text, char da[9], char tm[14]);
 /* 1 if s is valid UTF-8 (ASCII included). */
 int rtb_rtrecord_utf8_valid(const char *s);
 
+/* DICOM limits the text VRs in characters, not bytes (PS3.5 6.2): the characters
+ * of the first len bytes of UTF-8 s, and the bytes of its first `chars` characters. */
+size_t rtb_rtrecord_utf8_chars(const char *s, size_t len);
+size_t rtb_rtrecord_utf8_prefix(const char *s, size_t len, size_t chars);
+
 /* ---- the builder ---------------------------------------------------------------- */
 
 typedef struct {
     rtb_rtrecord_error *err;
+    rtb_rtrecord_notes *notes; /* text cut to fit, said to the caller; may be NULL */
     int non_ascii;   /* some text was not ASCII: Specific Character Set needed */
     char path[96];   /* field path of the element being written, "beams[2]" */
 } rtb_builder;

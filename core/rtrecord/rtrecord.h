@@ -12,8 +12,9 @@
  *    it is left out; for a Type 1 attribute it is an error naming the field.
  *  - Numbers are written in their shortest form that fits the VR (DS: 16 chars).
  *  - Identifiers, codes and names that do not fit their VR are errors; free text
- *    (descriptions, labels, notes, beam and institution names) is cut at a
- *    character boundary to the VR's length.
+ *    (descriptions, labels, notes, beam and institution names, accessory IDs) is
+ *    cut at a character boundary to the VR's length, and each cut is a note.
+ *    Lengths are counted in characters (PS3.5 6.2), not bytes.
  *  - Specific Character Set "ISO_IR 192" is written when any text is not ASCII;
  *    such text must be valid UTF-8.
  *  - Lengths are mm, angles degrees, times seconds.
@@ -57,6 +58,15 @@ typedef struct {
     char field[128];   /* the input field at fault, "" if none */
     char message[512]; /* one readable sentence that names the field */
 } rtb_rtrecord_error;
+
+/* What the builder changed so that the input fits the IOD: free text longer than its
+ * VR allows, cut. One line each, naming the field, its length and the VR's. */
+#define RTB_RTRECORD_NOTES_MAX 16
+typedef struct {
+    size_t n;    /* lines in note[] */
+    size_t more; /* further notes, not kept */
+    char note[RTB_RTRECORD_NOTES_MAX][192];
+} rtb_rtrecord_notes;
 
 /* A person name in components; NULL or "" components are left empty. */
 typedef struct {
@@ -108,7 +118,8 @@ typedef struct {
 typedef struct {
     const char *id;             /* Wedge ID / Compensator ID / Bolus ID / Block Tray ID */
     const char *type;           /* wedges: STANDARD | DYNAMIC | MOTORIZED; compensators:
-                                   STANDARD | DYNAMIC; others unused; NULL = empty */
+                                   STANDARD | DYNAMIC; applicators: Applicator Type;
+                                   others unused; NULL = empty */
     const char *name;           /* blocks: Block Name */
     const char *accessory_code; /* the accessory's bar code, when recorded */
     double angle;               /* wedges: Wedge Angle, degrees (written as IS) */
@@ -140,6 +151,10 @@ typedef struct {
      * Boli / Blocks. */
     const rtb_rtrecord_accessory *wedges, *compensators, *boli, *blocks;
     size_t n_wedges, n_compensators, n_boli, n_blocks;
+    /* The applicator (electron cone): at most one; id and type (ELECTRON_SQUARE,
+     * ELECTRON_RECT, ELECTRON_CIRC, ...) required, accessory_code optional. */
+    const rtb_rtrecord_accessory *applicators;
+    size_t n_applicators;
     const rtb_rtrecord_control_point *control_points; /* at least one */
     size_t n_control_points;
 } rtb_rtrecord_beam;
@@ -207,10 +222,12 @@ void rtb_rtrecord_beam_init(rtb_rtrecord_beam *beam);
 void rtb_rtrecord_control_point_init(rtb_rtrecord_control_point *cp);
 
 /* Builds the record. 0 and *out (caller-owned) on success; -1 with err filled.
+ * notes (may be NULL) receives what was cut to fit.
  * rtb_dicom_init() must have succeeded. Pure CPU work on the caller's thread
  * (no I/O, no clock, no randomness): the same input always gives the same
  * dataset, and distinct builds may run on distinct threads. */
-int rtb_rtrecord_build(const rtb_rtrecord_input *in, rtb_ds **out, rtb_rtrecord_error *err);
+int rtb_rtrecord_build(const rtb_rtrecord_input *in, rtb_ds **out, rtb_rtrecord_error *err,
+                       rtb_rtrecord_notes *notes);
 
 /* Checks a dataset against the parts of the IOD this builder writes (Type 1
  * present and non-empty, Type 2 present, enumerated values, VR lengths,

@@ -272,6 +272,29 @@ static int write_control_point(rtb_builder *b, rtb_ds *cp_item, const rtb_rtreco
 
 /* ---- beams --------------------------------------------------------------------------- */
 
+/* The Applicator Sequence (Type 3, a single item): written when the beam had one. */
+static int write_applicator(rtb_builder *b, rtb_ds *beam_item, const rtb_rtrecord_beam *beam)
+{
+    static const char *const types[] = {"ELECTRON_SQUARE", "ELECTRON_RECT", "ELECTRON_CIRC",
+                                        "ELECTRON_SHORT", "ELECTRON_OPEN", "PHOTON_SQUARE",
+                                        "PHOTON_RECT", "PHOTON_CIRC", "INTRAOPERATIVE",
+                                        "STEREOTACTIC", NULL};
+    if (beam->n_applicators == 0)
+        return 0;
+    if (beam->n_applicators > 1)
+        return rtb_b_fail(b, RTB_RTRECORD_E_INVALID, "applicators",
+                          "has %zu items; a beam has at most one applicator", beam->n_applicators);
+    const rtb_rtrecord_accessory *a = &beam->applicators[0];
+    rtb_ds *it;
+    return rtb_b_item(b, beam_item, "300A,0107", &it) ||
+                   rtb_b_text1(b, it, "300A,0108", "SH", "applicators[1].id", a->id) ||
+                   rtb_b_term(b, it, "300A,0109", "applicators[1].type", a->type, types, 1, NULL) ||
+                   rtb_b_text(b, it, "300A,00F9", "LO", "applicators[1].accessory_code",
+                              a->accessory_code, 0, RTB_TEXT_CLIP)
+               ? -1
+               : 0;
+}
+
 /* The beam's accessories: each Number of ... (Type 1) with its recorded sequence (1C,
  * one item per accessory). Wedge angles are IS: a fractional angle is rounded. */
 static int write_accessories(rtb_builder *b, rtb_ds *beam_item, const rtb_rtrecord_beam *beam)
@@ -329,10 +352,10 @@ static int write_accessories(rtb_builder *b, rtb_ds *beam_item, const rtb_rtreco
             rtb_b_text(b, it, "300A,00F5", "SH", field, k->id, 0, RTB_TEXT_CLIP) ||
             rtb_b_text(b, it, "300A,00F9", "LO", field, k->accessory_code, 0, RTB_TEXT_CLIP) ||
             rtb_b_is(b, it, "300C,00E0", field, (long)i + 1, 1) ||
-            rtb_b_text(b, it, "300A,00FE", "LO", field, k->name, 0, RTB_TEXT_CLIP))
+            rtb_b_text(b, it, "300A,00FE", "LO", field, k->name, 1, RTB_TEXT_CLIP))
             return -1;
     }
-    return 0;
+    return write_applicator(b, beam_item, beam);
 }
 
 static int write_beam(rtb_builder *b, rtb_ds *item, const rtb_rtrecord_beam *beam, const char *path)

@@ -220,3 +220,21 @@ int rtb_rtrecord_utf8_valid(const char *s)
     }
     return 1;
 }
+
+size_t rtb_rtrecord_utf8_chars(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
+size_t rtb_rtrecord_utf8_prefix(const char *s, size_t len, size_t chars)
+{
+    size_t i = 0;
+    for (size_t n = 0; i < len; i++) {
+        if (((unsigned char)s[i] & 0xC0) != 0x80 && n++ == chars)
+            break;
+    }
+    return i;
+}

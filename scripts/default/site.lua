@@ -50,11 +50,17 @@ return {
         -- machine's geometry when it differs from mlc above, e.g.
         --   machines = {TRUEBEAM2 = {manufacturer = "Varian Medical Systems", serial_number = "H192837",
         --                            mlc = {first_bank = "B"}}}
+        -- `name` gives the Treatment Machine Name to record (16 characters at most) to a
+        -- machine whose Mosaiq name is longer: {["VERSA HD BUNKER 3"] = {name = "VERSAHD_B3"}}.
         machines = {},
+        -- Electron applicators (Mosaiq keeps their ID in FLD_HST.Wdg_Appl) by ID ->
+        -- Applicator Type: {["CONE-3"] = "ELECTRON_CIRC"}. Without an entry "A10" and
+        -- "10x10" are square and "6x10" rectangular; any other ID refuses the record.
+        applicator_types = {},
         -- Deliveries that are never RT Beams Treatment Records are still counted and
         -- named in every run's summary; by default they also make the run partial
         -- (exit 1). Kinds listed here do not: "qa_mode" (machine QA deliveries),
-        -- "brachytherapy" (HDR/LDR/PDR sessions). Other kinds ("missing_version",
+        -- "brachytherapy" (HDR/LDR/PDR sessions), "imaging" (kV setup, CT, MV CT fields). Other kinds ("missing_version",
         -- "contradiction", "no_plan", "unmappable") always do: data is missing.
         accepted_skips = {},
         -- A private block the clinic's own tools read: false, or

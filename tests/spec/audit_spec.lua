@@ -172,6 +172,24 @@ assert(not ok and err.kind == "invalid", tostring(err))
         assert.are.equal(0, r.code, r.output)
     end)
 
+    it("keeps every line valid UTF-8 JSON when a value is not UTF-8 (a Latin-1 database column)", function()
+        local r = script([[
+local log = audit.for_env(env)
+log:event{op = "c-find", peer = "ARIA", patient_id = "M\252LLER", keys = {PatientName = "M\252ller^Zo\235"}}
+log:flush()
+]])
+        assert.are.equal(0, r.code, r.output)
+        -- Python's json reads the file as UTF-8, as strict readers do.
+        local check = io.popen("python3 -c 'import json,sys; [print(json.loads(l)[\"patient_id\"]) " ..
+                               "for l in open(sys.argv[1], encoding=\"utf-8\")]' " .. h.quote(dir .. "/audit.jsonl") ..
+                               " 2>&1")
+        local out = check:read("a")
+        assert.is_true(check:close(), out)
+        assert.are.equal("M\u{FFFD}LLER\n", out)
+        local e = cjson.decode(lines()[1])
+        assert.are.equal("M\u{FFFD}ller^Zo\u{FFFD}", e.keys.PatientName)
+    end)
+
     it("does nothing when the environment keeps no audit log", function()
         write_env("max_uids_per_run = 10")
         local r = script([[

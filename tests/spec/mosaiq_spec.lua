@@ -277,6 +277,19 @@ describe("mosaiq.deliveries on the reference fixture", function()
         assert.matches("brachytherapy %(HDR%)", s.reason)
     end)
 
+    it("names an imaging field's delivery as skipped and records the fraction's treatment beams", function()
+        -- kV setup (Type_Enum 4 of pymedphys' FIELD_TYPES): an image, not a treatment beam.
+        db:exec("UPDATE Dose_Hst SET Type_Enum = 4 WHERE DHS_ID = 80022")
+        local ok, groups, skipped = pcall(mosaiq.deliveries, db, "2025-06-12")
+        db:exec("UPDATE Dose_Hst SET Type_Enum = 14 WHERE DHS_ID = 80022")
+        assert.is_true(ok, tostring(groups))
+        local by = skipped_by_id(skipped)
+        assert.are.same({"imaging", "an imaging field (kV setup), not a treatment beam"},
+                        {by[80022].kind, by[80022].reason})
+        assert.are.equal(1, #groups)
+        assert.are.same({80012}, dhs_ids(groups[1]))
+    end)
+
     it("gives the older versions on 2025-06-11, and nothing on a quiet day", function()
         local groups, skipped = mosaiq.deliveries(db, "2025-06-11")
         assert.are.same({}, skipped)

@@ -263,6 +263,150 @@ describe("what a Mosaiq record says was delivered", function()
         assert.matches("Dose_Hst.Meterset is empty", warnings[1].message, 1, true)
     end)
 
+    local function deep_copy(t)
+        if type(t) ~= "table" or getmetatable(t) then return t end -- groups.NULL stays itself
+        local c = {}
+        for k, v in pairs(t) do c[k] = deep_copy(v) end
+        return c
+    end
+
+    -- What the warnings of one build say, one line each.
+    local function said(warnings)
+        local lines = {}
+        for _, w in ipairs(warnings) do lines[#lines + 1] = (w.field or "") .. ": " .. w.message end
+        return table.concat(lines, "\n")
+    end
+
+    it("says what was given, not what was planned, at the edges of a delivery", function()
+        -- An over-delivery: the last control point carries it, not the planned value.
+        local g = groups.two_beam_static()
+        g.fields[1].dose.Meterset = 165
+        local ds, warnings = map.build(g, options())
+        local cps = beam(ds).ControlPointDeliverySequence
+        assert.are.same({165, 152.3}, {beam(ds).DeliveredPrimaryMeterset, cps[#cps].SpecifiedMeterset})
+        assert.are.equal(165, cps[#cps].DeliveredMeterset)
+        assert.matches("delivered 165 MU (+0 before) exceeds the planned 152.3 MU", said(warnings), 1, true)
+        -- Partially treated without a delivered meterset: nothing may be claimed.
+        g = groups.two_beam_static()
+        g.fields[1].dose.PartiallyTreated, g.fields[1].dose.Meterset = 1, groups.NULL
+        local ok, err = pcall(map.build, g, options())
+        assert.is_false(ok)
+        assert.matches("field G180 (FLD_ID 60001): Mosaiq marks the delivery partially treated", err.message, 1, true)
+        -- Short of the plan with a NORMAL termination: recorded as given, and said.
+        g = groups.two_beam_static()
+        g.fields[1].dose.PartiallyTreated, g.fields[1].dose.Meterset = 1, 100
+        ds, warnings = map.build(g, options())
+        assert.are.same({100, "NORMAL"}, {beam(ds).DeliveredPrimaryMeterset, beam(ds).TreatmentTerminationStatus})
+        assert.matches("delivered 100 MU (+0 before) of the planned 152.3 MU, yet the termination is NORMAL " ..
+                       "(Mosaiq marks it partially treated)", said(warnings), 1, true)
+        -- The same field given twice in one fraction, beyond its plan: said.
+        g = groups.two_beam_static()
+        g.fields[2] = deep_copy(g.fields[1])
+        g.fields[2].dose.DHS_ID, g.fields[2].dose.Tx_DtTm = 80013, "2025-06-12T09:58:00"
+        ds, warnings = map.build(g, options())
+        assert.are.same({1, 1}, {beam(ds, 1).ReferencedBeamNumber, beam(ds, 2).ReferencedBeamNumber})
+        assert.matches("beam 1: given 2 times in this record, 304.6 MU in all of the planned 152.3 MU",
+                       said(warnings), 1, true)
+        -- An interruption and its continuation add up to the plan: nothing to say.
+        g = groups.two_beam_static()
+        g.fields[2].dose.Meterset = 147.9 - 98.6
+        g.fields[2].dose.MetersetPrevDelivered = 98.6
+        g.fields[3] = deep_copy(g.fields[2])
+        g.fields[3].dose.Meterset, g.fields[3].dose.MetersetPrevDelivered = 98.6, 0
+        g.fields[3].dose.Tx_DtTm = "2025-06-12T09:53:00"
+        ds, warnings = map.build(g, options())
+        assert.is_nil(said(warnings):find("given 2 times", 1, true))
+    end)
+
+    it("records setup and imaging fields without losing the fraction's treatment beams", function()
+        -- A setup field with no MU (every Index 0): recorded, SETUP, nothing specified.
+        local g = groups.two_beam_static()
+        local setup = deep_copy(g.fields[1])
+        setup.OriginalBeamNumber, setup.OriginalBeamName, setup.Type_Enum, setup.Meterset = 99, "SETUP AP", 3, 0
+        setup.points[2].Index, setup.dose.Meterset, setup.dose.Tx_DtTm = 0, 0, "2025-06-12T09:50:00"
+        setup.points[1].Index, setup.points[2].Index = groups.NULL, groups.NULL
+        table.insert(g.fields, setup)
+        local ds = map.build(g, options())
+        assert.are.same({"SETUP AP", "SETUP", 0, 0}, {beam(ds, 1).BeamName, beam(ds, 1).TreatmentDeliveryType,
+                                                      beam(ds, 1).SpecifiedPrimaryMeterset,
+                                                      beam(ds, 1).DeliveredPrimaryMeterset})
+        assert.are.equal(3, #ds.TreatmentSessionBeamSequence)
+        -- A field of a kind no radiation type names, which gave no MU: left out, and said.
+        setup.Modality_Enum, setup.Type_Enum = 4, 1
+        local warnings
+        ds, warnings = map.build(g, options())
+        assert.are.same({"G180", "G000"}, {beam(ds, 1).BeamName, beam(ds, 2).BeamName})
+        assert.matches("field SETUP AP (FLD_ID 60001): Modality_Enum 4 has no DICOM radiation type and the field " ..
+                       "gave no MU: left out of the record", said(warnings), 1, true)
+        -- ... but one that gave MU refuses the record: its dose cannot be described.
+        setup.dose.Meterset, setup.Meterset = 5, 5
+        setup.points[1].Index, setup.points[2].Index = 0, 100
+        local ok, err = pcall(map.build, g, options())
+        assert.is_false(ok)
+        assert.matches("Modality_Enum 4 has no DICOM radiation type", err.message, 1, true)
+    end)
+
+    it("carries a control point's unrecorded angle and time from the one before", function()
+        local g = groups.vmat(6)
+        local f = g.fields[1]
+        f.points[3].Gantry_Ang = groups.NULL
+        for k, p in ipairs(f.points) do p.actual = {Tx_DtTm = k == 4 and "2025-06-12T10:15:09" or nil} end
+        local ds = map.build(g, options(VMAT))
+        local cps = beam(ds).ControlPointDeliverySequence
+        assert.are.equal(cps[2].GantryAngle, cps[3].GantryAngle)
+        local times = {}
+        for k = 1, #cps do times[k] = cps[k].TreatmentControlPointTime end
+        assert.are.same({"101502.25", "101502.25", "101502.25", "101509", "101509", "101509"}, times)
+    end)
+
+    it("records an electron beam's applicator and cutout as the IOD has them", function()
+        local g = groups.two_beam_static()
+        g.fields[2] = nil
+        local f = g.fields[1]
+        f.Modality_Enum, f.dose.Modality_Enum = 2, 2
+        f.delivered.Wdg_Appl, f.delivered.Block = "A10", "CUTOUT-7"
+        for _, p in ipairs(f.points) do p.Energy, p.Energy_Unit_Enum = 9, 3 end
+        local ds, warnings = map.build(g, options())
+        local b = beam(ds)
+        assert.are.same({"ELECTRON", 0, 1}, {b.RadiationType, b.NumberOfWedges, b.NumberOfBlocks})
+        assert.are.same({"A10", "ELECTRON_SQUARE"}, {b.ApplicatorSequence[1].ApplicatorID,
+                                                     b.ApplicatorSequence[1].ApplicatorType})
+        assert.are.same({"CUTOUT-7"}, {b.RecordedBlockSequence[1].BlockName, b.RecordedBlockSequence[1].BlockTrayID})
+        local path = helpers.tmpdir() .. "/electron.dcm"
+        ds:save(path)
+        local problems, out = dciodvfy(path)
+        assert.are.same({}, problems, out)
+        assert.are.same({}, rtrecord.check(dicom.read(path)))
+        assert.are.equal("", said(warnings))
+        -- Rectangular cones by their size; a name that tells nothing refuses the record,
+        -- unless the site's table names its shape.
+        f.delivered.Wdg_Appl = "6x10"
+        assert.are.equal("ELECTRON_RECT", beam((map.build(g, options()))).ApplicatorSequence[1].ApplicatorType)
+        f.delivered.Wdg_Appl = "CONE-3"
+        local ok, err = pcall(map.build, g, options())
+        assert.is_false(ok)
+        assert.matches('the electron applicator "CONE%-3" is of a shape rtbackup cannot tell', err.message)
+        local typed = beam((map.build(g, options{applicator_types = {["CONE-3"] = "ELECTRON_CIRC"}})))
+        assert.are.equal("ELECTRON_CIRC", typed.ApplicatorSequence[1].ApplicatorType)
+    end)
+
+    it("says what it cut to fit, and counts characters, not bytes", function()
+        local g = groups.two_beam_static()
+        g.machine.Last_Name = "VERSA HD MAIN BUNKER 3"
+        g.fields[1].OriginalBeamName = string.rep("B", 80)
+        g.patient.Last_Name = string.rep("山", 24) -- 72 bytes, 24 characters: a legal name
+        local ds, warnings = map.build(g, options())
+        assert.are.equal("VERSA HD MAIN BU", ds.TreatmentMachineSequence[1].TreatmentMachineName)
+        assert.are.equal(string.rep("山", 24) .. "^JANE^Q", ds.PatientName)
+        local text = said(warnings)
+        assert.matches('the machine "VERSA HD MAIN BUNKER 3" is recorded as "VERSA HD MAIN BU"', text, 1, true)
+        assert.matches("beams[1].name is 80 characters long; LO allows 64: cut", text, 1, true)
+        -- the site names a machine for the record
+        ds, warnings = map.build(g, options{machines = {["VERSA HD MAIN BUNKER 3"] = {name = "BUNKER3"}}})
+        assert.are.equal("BUNKER3", ds.TreatmentMachineSequence[1].TreatmentMachineName)
+        assert.is_nil(said(warnings):find("is recorded as", 1, true))
+    end)
+
     it("maps wedges, compensators, boli and blocks, with the counts matching the sequences", function()
         local g = groups.two_beam_static()
         g.fields[1].devices = {

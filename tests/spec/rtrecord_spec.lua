@@ -90,18 +90,33 @@ describe("rtrecord.beams_treatment_record", function()
         input.beams[1].control_points[1].gantry_angle = 1 / 3
         input.beams[1].specified_meterset = 1e-20
         input.beams[1].delivered_meterset = 123456789012.25
-        input.study.description = string.rep("é", 40) -- 80 bytes: cut to 64 on a character boundary
-        local ds = rtrecord.beams_treatment_record(input)
+        input.study.description = string.rep("é", 70) -- 140 bytes: cut to 64 characters, and said
+        -- DICOM counts a text VR's length in characters (PS3.5 6.2): 24 CJK characters
+        -- (72 bytes) are a legal PN component group and SH holds 16 accented letters.
+        input.patient = {name = {family = string.rep("山", 24)}, id = "P1"}
+        input.beams[1].name = string.rep("ü", 64)
+        input.beams[1].wedges = {{id = string.rep("Ö", 16), type = "STANDARD", angle = 15, orientation = 0}}
+        local ds, notes = rtrecord.beams_treatment_record(input)
+        assert.are.equal(string.rep("山", 24), ds.PatientName)
+        assert.are.equal(string.rep("ü", 64), ds.TreatmentSessionBeamSequence[1].BeamName)
+        assert.are.equal(string.rep("Ö", 16), ds.TreatmentSessionBeamSequence[1].RecordedWedgeSequence[1].WedgeID)
+        assert.are.same({"study.description is 70 characters long; LO allows 64: cut ('" .. string.rep("é", 40)
+                         .. "...')"}, notes)
+        assert.are.same({}, rtrecord.check(ds))
         local b = ds.TreatmentSessionBeamSequence[1]
         assert.are.equal(0.33333333333333, b.ControlPointDeliverySequence[1].GantryAngle)
         assert.matches("DS [0.33333333333333]", ds:dump(), 1, true) -- 16 characters, DS's limit
         assert.are.equal(1e-20, b.SpecifiedPrimaryMeterset)
         assert.are.equal(123456789012.25, b.DeliveredPrimaryMeterset)
-        assert.are.equal(string.rep("é", 32), ds.StudyDescription)
+        assert.are.equal(string.rep("é", 64), ds.StudyDescription)
         assert.are.equal("ISO_IR 192", ds.SpecificCharacterSet)
         input = minimal()
         input.patient = {id = string.rep("7", 65)}
-        fails(input, "patient.id is 65 bytes long; LO allows 64")
+        fails(input, "patient.id is 65 characters long; LO allows 64")
+        input = minimal()
+        input.patient = {name = {family = string.rep("山", 65)}}
+        fails(input, "patient.name is 65 characters long; a PN component group allows 64: '" ..
+              string.rep("山", 40) .. "...'")
         input = minimal()
         input.patient = {name = {family = "Bad\255"}}
         fails(input, "patient.name.family is not valid UTF-8")

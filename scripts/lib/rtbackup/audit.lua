@@ -28,6 +28,7 @@
 -- wherever it would appear (say, inside an error message).
 local clock = require "rtbackup.clock"
 local config = require "rtbackup.config"
+local text = require "rtbackup.text"
 local errors = require "rtbackup.error"
 local sys = require "rtbackup.sys"
 local cjson = require("cjson").new() -- our own instance: its settings stay private
@@ -208,7 +209,7 @@ function Log:event(e)
     record.outcome = record.outcome or (e.error ~= nil and "failed" or "ok")
     record.time = clock.iso_utc()
     record.user, record.sudo_user, record.host, record.env = self.user, self.sudo_user, self.host, self.env
-    self.pending[#self.pending + 1] = cjson.encode(record)
+    self.pending[#self.pending + 1] = cjson.encode(text.clean(record))
     if #self.pending >= audit.MAX_PENDING then self:flush() end
 end
 

@@ -22,6 +22,7 @@
 -- exit_code 3), "busy", "io", "corrupt", "version", "not_found", "invalid", "sql".
 local core = require "rtbackup.journal.core"
 local errors = require "rtbackup.error"
+local text = require "rtbackup.text"
 local cjson = require("cjson").new() -- our own instance: settings stay private
 
 local journal = {
@@ -49,11 +50,11 @@ end
 
 local function encode(value, what)
     check_exact(value, what, {})
-    local ok, text = pcall(cjson.encode, value)
+    local ok, encoded = pcall(cjson.encode, text.clean(value))
     if not ok then
-        errors.raise{kind = "invalid", message = what .. ": cannot be stored as JSON: " .. text}
+        errors.raise{kind = "invalid", message = what .. ": cannot be stored as JSON: " .. encoded}
     end
-    return text
+    return encoded
 end
 
 -- lua-cjson decodes every number as a float; give integers back their type, so a

@@ -1,7 +1,8 @@
 --- rtbackup.rtrecord: RT Beams Treatment Records (PS3.3 A.29) from a Lua table.
 --
 --   local rtrecord = require "rtbackup.rtrecord"
---   local ds = rtrecord.beams_treatment_record(input)   -- a dataset: ds:save(path), ds.PatientID
+--   local ds, notes = rtrecord.beams_treatment_record(input) -- a dataset: ds:save(path), ds.PatientID;
+--                                                         -- notes: {text, ...} what was cut to fit
 --   local problems = rtrecord.check(ds)                  -- {} when the record conforms
 --
 -- The input table (snake_case; every UID comes from the caller, nothing random,
@@ -47,6 +48,8 @@
 --     compensators = {{id, type, accessory_code}, ...}, boli = {{id, roi_number}, ...},
 --     blocks = {{id (tray), name, accessory_code}, ...}   -- absent: none; the Number of ...
 --                                                         -- attributes are the list lengths
+--     applicators = {{id, type = "ELECTRON_SQUARE" | "ELECTRON_RECT" | "ELECTRON_CIRC" | ...,
+--                     accessory_code}}                    -- at most one (an electron cone)
 --     control_points = { CP, ... }   required, at least one
 --   }
 --
@@ -70,6 +73,8 @@
 -- Dates/times: "YYYY-MM-DD[THH:MM[:SS[.ffffff]]]" (what rtbackup.odbc returns) or
 -- DICOM "YYYYMMDD[HHMMSS[.ffffff]]". Absent values are nil.
 --
+-- Free text longer than its VR allows (descriptions, beam names, accessory IDs) is cut
+-- at a character boundary, and each cut is one of the notes; lengths count characters.
 -- Errors: {kind = "invalid", field = "beams[2].control_points[1].gantry_angle",
 -- message = "beams[2].control_points[1].gantry_angle is required"}; an unknown
 -- field name is an error too. A value outside the standard's terms is never

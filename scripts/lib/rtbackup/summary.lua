@@ -13,6 +13,7 @@
 -- A flow adds its own (studies, series_to_move, references, unverified: instances a
 -- source counts but does not list; records_built, deliveries_skipped, ...).
 local cjson = require("cjson").new()
+local text = require "rtbackup.text"
 
 cjson.encode_sparse_array(true)
 cjson.encode_invalid_numbers("null")
@@ -20,7 +21,7 @@ cjson.encode_invalid_numbers("null")
 local summary = {}
 
 function summary.json(s)
-    return cjson.encode(s)
+    return cjson.encode(text.clean(s))
 end
 
 local function count(v) return v or 0 end

@@ -225,9 +225,9 @@ end
 function flow.makes_partial(choices, skipped)
     local accepted = {}
     for _, kind in ipairs(choices.mosaiq.accepted_skips or {}) do
-        if kind ~= "qa_mode" and kind ~= "brachytherapy" then
+        if kind ~= "qa_mode" and kind ~= "brachytherapy" and kind ~= "imaging" then
             errors.raise{kind = "config", message = string.format("site choice mosaiq.accepted_skips: %q cannot " ..
-                "be accepted (only \"qa_mode\" and \"brachytherapy\": other skips mean data is missing)",
+                "be accepted (only \"qa_mode\", \"brachytherapy\" and \"imaging\": other skips mean data is missing)",
                 tostring(kind))}
         end
         accepted[kind] = true

@@ -63,6 +63,10 @@ M.ENERGY_UNITS = {
     kv0_mv1_mev2 = {[0] = "KV", [1] = "MV", [2] = "MEV"},
 }
 
+-- TxField.Type_Enum of an MV setup field (pymedphys' FIELD_TYPES): Treatment Delivery
+-- Type SETUP. kV setup, CT and MV CT fields are images, never recorded (rtbackup.mosaiq.query).
+M.SETUP_FIELD = 3
+
 M.DEFAULTS = {
     energy_unit_enum = "kv1_mv2_mev3",
     control_point_time = "delivery",
@@ -371,10 +375,16 @@ function Mapper:metersets(field, where, termination)
     if planned == nil then self:fail(where, "TxField.Meterset (the planned MU) is missing") end
     local start = number(self, dose.MetersetPrevDelivered, where, "Dose_Hst.MetersetPrevDelivered") or 0
     local delivered = number(self, dose.Meterset, where, "Dose_Hst.Meterset")
+    local partial = value(self, dose.PartiallyTreated)
+    partial = partial ~= nil and partial ~= 0 and partial ~= "0" and partial ~= false
     if delivered == nil then
         if termination ~= "NORMAL" then
             self:fail(where, "the delivery ended %s and Mosaiq recorded no delivered meterset (Dose_Hst.Meterset): " ..
                       "what it gave is not known", termination or "with no termination status")
+        end
+        if partial then
+            self:fail(where, "Mosaiq marks the delivery partially treated (Dose_Hst.PartiallyTreated) and recorded " ..
+                      "no delivered meterset (Dose_Hst.Meterset): what it gave is not known")
         end
         -- A normal termination gives the rest of the planned meterset.
         delivered = math.max(0, planned - start)
@@ -386,6 +396,12 @@ function Mapper:metersets(field, where, termination)
     if start + delivered > planned * 1.02 + 0.5 then
         self:warn(where, "delivered %s MU (+%s before) exceeds the planned %s MU", tostring(delivered),
                   tostring(start), tostring(planned))
+    elseif termination == "NORMAL" and start + delivered < planned * 0.98 - 0.5 then
+        -- Recorded as Mosaiq has it: the record says what was given, and this says it
+        -- falls short of the plan although the beam ended normally.
+        self:warn(where, "delivered %s MU (+%s before) of the planned %s MU, yet the termination is NORMAL%s",
+                  tostring(delivered), tostring(start), tostring(planned),
+                  partial and " (Mosaiq marks it partially treated)" or "")
     end
     return start, start + delivered, planned, delivered
 end
@@ -411,10 +427,13 @@ function Mapper:position(point, actual, previous_point, previous_cp, column, key
 end
 
 -- Angles as recorded where the console did, else as planned: record-and-verify holds
--- the machine to the planned angle within tolerance before it beams on.
-function Mapper:angle(point, actual, column, where)
+-- the machine to the planned angle within tolerance before it beams on. A point whose
+-- plan gives no angle keeps the one before (as an RT Plan's control points give only
+-- what changes).
+function Mapper:angle(point, actual, column, where, previous_cp, key)
     local v = number(self, actual[column], where, RECORDED[column])
     if v == nil then v = number(self, point[column], where, column) end
+    if v == nil and previous_cp then return previous_cp[key] end
     return check(self, v, M.PLAUSIBLE.angle, where, column, "°")
 end
 
@@ -429,8 +448,10 @@ local NO_ACTUAL = {} -- a point the console recorded nothing for (only read)
 function Mapper:control_point(point, field, where, label, ms, previous_point, previous_cp)
     local actual = type(point.actual) == "table" and point.actual or NO_ACTUAL
     local index = number(self, point.Index, where, "TxFieldPoint.Index")
-    if index == nil then self:fail(where, "TxFieldPoint.Index (the cumulative meterset weight) is missing") end
-    local specified = ms.last_index > 0 and index / ms.last_index * ms.planned or 0
+    if index == nil and ms.planned > 0 then
+        self:fail(where, "TxFieldPoint.Index (the cumulative meterset weight) is missing")
+    end
+    local specified = ms.last_index > 0 and index and index / ms.last_index * ms.planned or 0
     specified = floor(specified * 1e4 + 0.5) / 1e4
     local cp = {
         index = integer(self, point.Point, where, "Point"),
@@ -440,14 +461,14 @@ function Mapper:control_point(point, field, where, label, ms, previous_point, pr
         dose_rate_delivered = number(self, actual.Meterset_Rate, where, "TxFieldPoint_Hst.Meterset_Rate"),
         energy = check(self, number(self, point.Energy, where, "Energy"), M.PLAUSIBLE.energy, where, "Energy"),
         energy_unit = enum(self, "Energy_Unit_Enum", point.Energy_Unit_Enum, where, "Energy_Unit_Enum"),
-        gantry_angle = self:angle(point, actual, "Gantry_Ang", where),
+        gantry_angle = self:angle(point, actual, "Gantry_Ang", where, previous_cp, "gantry_angle"),
         gantry_direction = enum(self, "Dir_Enum", point.Gantry_Dir_Enum, where, "Gantry_Dir_Enum"),
-        collimator_angle = self:angle(point, actual, "Coll_Ang", where),
+        collimator_angle = self:angle(point, actual, "Coll_Ang", where, previous_cp, "collimator_angle"),
         collimator_direction = enum(self, "Dir_Enum", point.Coll_Dir_Enum, where, "Coll_Dir_Enum"),
-        couch_angle = self:angle(point, actual, "Couch_Ang", where),
+        couch_angle = self:angle(point, actual, "Couch_Ang", where, previous_cp, "couch_angle"),
         couch_direction = enum(self, "Dir_Enum", point.Couch_Ang_Dir_Enum, where, "Couch_Ang_Dir_Enum"),
         table_top_eccentric_distance = mm(self, point.Couch_Top_Axis_Distance, where, "Couch_Top_Axis_Distance"),
-        table_top_eccentric_angle = self:angle(point, actual, "Couch_Top", where),
+        table_top_eccentric_angle = self:angle(point, actual, "Couch_Top", where, previous_cp, "table_top_eccentric_angle"),
         table_top_eccentric_direction = enum(self, "Dir_Enum", point.Couch_Top_Dir_Enum, where, "Couch_Top_Dir_Enum"),
         table_top_vertical = self:position(point, actual, previous_point, previous_cp, "Couch_Vrt",
                                            "table_top_vertical", where),
@@ -460,7 +481,10 @@ function Mapper:control_point(point, field, where, label, ms, previous_point, pr
     if self.opts.control_point_time == "point" then
         cp.datetime = text(self, point.Create_DtTm)
     else
-        cp.datetime = text(self, actual.Tx_DtTm) or self:delivery_time(field)
+        -- A point the console did not time is given the time of the one before it
+        -- (the beam's start for the first): times never run backwards.
+        cp.datetime = text(self, actual.Tx_DtTm) or (previous_cp and previous_cp.datetime)
+                      or self:delivery_time(field)
     end
     if cp.datetime == nil then self:fail(where, "no date/time for the control point") end
     local x1, x2 = self:jaw(point, "Coll_X1", where), self:jaw(point, "Coll_X2", where)
@@ -471,9 +495,9 @@ function Mapper:control_point(point, field, where, label, ms, previous_point, pr
         cp.table_top_pitch_angle, cp.table_top_pitch_direction = 0, "NONE"
         cp.table_top_roll_angle, cp.table_top_roll_direction = 0, "NONE"
     else
-        cp.table_top_pitch_angle = self:angle(point, actual, "Couch_Pitch_Ang", where)
+        cp.table_top_pitch_angle = self:angle(point, actual, "Couch_Pitch_Ang", where, previous_cp, "table_top_pitch_angle")
         cp.table_top_pitch_direction = enum(self, "Dir_Enum", point.Couch_Pitch_Dir_Enum, where, "Couch_Pitch_Dir_Enum")
-        cp.table_top_roll_angle = self:angle(point, actual, "Couch_Roll_Ang", where)
+        cp.table_top_roll_angle = self:angle(point, actual, "Couch_Roll_Ang", where, previous_cp, "table_top_roll_angle")
         cp.table_top_roll_direction = enum(self, "Dir_Enum", point.Couch_Roll_Dir_Enum, where, "Couch_Roll_Dir_Enum")
     end
     return cp
@@ -486,11 +510,26 @@ local function is_none(text)
     return text == nil or text:upper() == "NONE" or text == "0"
 end
 
+-- An electron applicator's Applicator Type from its ID: the site's table
+-- (mosaiq.applicator_types), else the usual names of square and rectangular cones
+-- ("A10", "10x10", "6X10"). Another name cannot be told: the record is refused, since
+-- it would otherwise not say the beam had an applicator.
+function Mapper:applicator_type(id, where)
+    local t = (self.opts.applicator_types or {})[id]
+    if t then return t end
+    local a, b = id:upper():match("(%d+%.?%d*)%s*X%s*(%d+%.?%d*)")
+    if a then return tonumber(a) == tonumber(b) and "ELECTRON_SQUARE" or "ELECTRON_RECT" end
+    if id:upper():match("^A%d+$") then return "ELECTRON_SQUARE" end
+    self:fail(where, "the electron applicator %q is of a shape rtbackup cannot tell (site choice " ..
+              "mosaiq.applicator_types, e.g. {[%q] = \"ELECTRON_CIRC\"})", id, id)
+end
+
 -- The accessories of a delivery: BLDevices_Hst rows (with details), else FLD_HST's
 -- accessory columns (an ID only). A device of a kind rtbackup cannot tell is a failure:
--- the record would otherwise say the beam had none.
+-- the record would otherwise say the beam had none. Mosaiq keeps a wedge or, for an
+-- electron beam, the applicator in one column (Wdg_Appl).
 function Mapper:accessories(field, beam, where)
-    local kinds = {wedge = {}, block = {}, compensator = {}, bolus = {}}
+    local kinds = {wedge = {}, block = {}, compensator = {}, bolus = {}, applicator = {}}
     for _, d in ipairs(field.devices or {}) do
         local n = integer(self, d.Device_Enum, where, "BLDevices_Hst.Device_Enum")
         local kind = n and self.enums.Device_Enum[n]
@@ -506,20 +545,30 @@ function Mapper:accessories(field, beam, where)
             a.orientation = number(self, d.Wedge_Orientation, where, "Wedge_Orientation")
         elseif kind == "block" then
             a.name = text(self, d.Description)
+        elseif kind == "applicator" then
+            a.type = self:applicator_type(id or "", where)
         end
         table.insert(kinds[kind], a)
     end
     local delivered = field.delivered or {}
     for kind, column in pairs(ACCESSORY_COLUMNS) do
         local id = text(self, delivered[column])
+        if kind == "wedge" and beam.radiation_type == "ELECTRON" then kind = "applicator" end
         if #kinds[kind] == 0 and not is_none(id) then
-            kinds[kind][1] = {id = id, type = kind == "wedge" and "STANDARD" or nil}
+            if kind == "applicator" then
+                kinds[kind][1] = {id = id, type = self:applicator_type(id, where)}
+            elseif kind == "block" then
+                kinds[kind][1] = {name = id} -- the block's (cutout's) name; the tray is not known
+            else
+                kinds[kind][1] = {id = id, type = kind == "wedge" and "STANDARD" or nil}
+            end
         end
     end
     local dynamic = text(self, delivered.Dyn_Wedge)
     if not is_none(dynamic) then kinds.wedge[#kinds.wedge + 1] = {id = dynamic, type = "DYNAMIC"} end
     beam.wedges, beam.blocks = kinds.wedge, kinds.block
     beam.compensators, beam.boli = kinds.compensator, kinds.bolus
+    if #kinds.applicator > 0 then beam.applicators = kinds.applicator end
 end
 
 -- The site's MLC choices with the machine's over them: the same for every beam.
@@ -544,6 +593,13 @@ function Mapper:beam(field, i)
     local modality = value(self, dose.Modality_Enum) ~= nil and dose.Modality_Enum or field.Modality_Enum
     local radiation = enum(self, "Modality_Enum", modality, where, "Modality_Enum")
     if radiation == nil then
+        -- A field that neither planned nor gave any MU (an imaging or setup field of
+        -- another kind) adds nothing to what was delivered: the record goes on without it.
+        if (number(self, field.Meterset) or 0) == 0 and (number(self, dose.Meterset) or 0) == 0 then
+            self:warn(where, "Modality_Enum %s has no DICOM radiation type and the field gave no MU: left out of " ..
+                      "the record", tostring(value(self, modality)))
+            return nil
+        end
         self:fail(where, "Modality_Enum %s has no DICOM radiation type", tostring(value(self, modality)))
     end
     local termination = enum(self, "Termination_Status_Enum", dose.Termination_Status_Enum, where,
@@ -558,7 +614,8 @@ function Mapper:beam(field, i)
         radiation_type = radiation,
         beam_type = enum(self, "Beam_Type_Flag", value(self, delivered_row.Beam_Type_Flag) ~= nil and
                               delivered_row.Beam_Type_Flag or field.Beam_Type_Flag, where, "Beam_Type_Flag"),
-        delivery_type = start > 0 and "CONTINUATION" or "TREATMENT",
+        delivery_type = start > 0 and "CONTINUATION"
+                        or (integer(self, field.Type_Enum) == M.SETUP_FIELD and "SETUP") or "TREATMENT",
         fluence_mode = (fff ~= nil and fff ~= 0) and "NON_STANDARD" or nil,
         fluence_mode_id = (fff ~= nil and fff ~= 0) and "FFF" or nil,
         termination_status = termination,
@@ -591,7 +648,7 @@ function Mapper:beam(field, i)
     end
     local ms = {start = start, finish = finish, planned = planned,
                 last_index = number(self, points[#points].Index, where, "TxFieldPoint.Index") or 0}
-    if ms.last_index <= 0 then
+    if ms.last_index <= 0 and planned > 0 then
         self:fail(where, "the last control point's Index is %s: the plan's meterset weights cannot be read",
                   tostring(ms.last_index))
     end
@@ -621,9 +678,33 @@ function Mapper:beam(field, i)
         end
         beam.control_points[k] = cp
     end
+    -- An over-delivery shows at the last control point too (C.8.8.21.2.1: the beam's
+    -- delivered meterset is what its control points accumulate), not capped at the plan.
+    local last = beam.control_points[#points]
+    if finish > last.delivered_meterset then last.delivered_meterset = finish end
     fill_directions(beam.control_points)
     beam.beam_type = beam.beam_type or infer_beam_type(beam.control_points)
     return beam
+end
+
+-- A beam given more than once in one record (not an interruption and its
+-- continuation) adding up to more than its plan: a possible double treatment, said.
+function Mapper:warn_repeated_beams(beams)
+    local given, times = {}, {}
+    for _, b in ipairs(beams) do
+        local k = b.number or b.name
+        if k ~= nil and b.delivery_type ~= "CONTINUATION" then times[k] = (times[k] or 0) + 1 end
+        if k ~= nil then given[k] = (given[k] or 0) + (b.delivered_meterset or 0) end
+    end
+    for _, b in ipairs(beams) do
+        local k = b.number or b.name
+        if k ~= nil and times[k] and times[k] > 1 and b.specified_meterset
+           and given[k] > b.specified_meterset * 1.02 + 0.5 then
+            self:warn("beam " .. tostring(k), "given %d times in this record, %s MU in all of the planned %s MU: " ..
+                      "a repeated treatment?", times[k], tostring(given[k]), tostring(b.specified_meterset))
+            times[k] = nil -- said once
+        end
+    end
 end
 
 local function merged_enums(overrides)
@@ -705,7 +786,7 @@ function M.record(group, opts)
     local beams, first_tx, last_edit = {}, nil, nil
     for i = 1, #fields do
         local f = fields[i]
-        beams[i] = self:beam(f, i)
+        beams[#beams + 1] = self:beam(f, i)
         local t = self:delivery_time(f)
         if t and (not first_tx or t < first_tx) then first_tx = t end
         local e = text(self, f.dose.Edit_DtTm) or t
@@ -771,12 +852,17 @@ function M.record(group, opts)
         primary_dosimeter_unit = unit or o.primary_dosimeter_unit,
         beams = beams,
     }
-    local name = input.machine.name
-    if name and #name > 16 then
-        -- Cut before the character that crosses byte 16, never inside one.
-        local n = 16
-        while n > 0 and (name:byte(n + 1) & 0xC0) == 0x80 do n = n - 1 end
-        input.machine.name = name:sub(1, n)
+    if #beams == 0 then self:fail(nil, "no delivered field has a radiation type: nothing to record") end
+    self:warn_repeated_beams(beams)
+    local name = self.machine_choice.name or input.machine.name
+    if name and (utf8.len(name) or #name) > 16 then
+        -- Treatment Machine Name is SH: 16 characters. Cut there (never inside a
+        -- character), and said: two machines may share their first 16.
+        input.machine.name = name:sub(1, (utf8.offset(name, 17) or #name + 1) - 1)
+        self:warn(nil, "the machine %q is recorded as %q (Treatment Machine Name holds 16 characters; the site " ..
+                  "choice mosaiq.machines[%q].name names it)", name, input.machine.name, name)
+    else
+        input.machine.name = name
     end
     if o.private_block then input.private_block = self:private_block(o.private_block) end
     if o.adjust_record then input = o.adjust_record(input, group) or input end
@@ -794,9 +880,13 @@ local PLACEHOLDER_UID = "2.25.0"
 function M.build(group, opts)
     local input, warnings = M.record(group, opts)
     input.sop_instance_uid = PLACEHOLDER_UID
-    local ok, ds = pcall(rtrecord.beams_treatment_record, input)
+    local ok, ds, notes = pcall(rtrecord.beams_treatment_record, input)
     if ok then
         ds.SOPInstanceUID = dicom.uid(opts.uid_scope, "rtrecord", ds:digest())
+        for _, note in ipairs(notes) do
+            warnings[#warnings + 1] = {patient = input.patient.id, plan = input.plan_uid, fraction = group.fraction,
+                                       message = note}
+        end
         return ds, warnings
     end
     local err = ds

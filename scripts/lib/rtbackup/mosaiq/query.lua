@@ -55,7 +55,7 @@
 -- skipped: the deliveries of the day that are not turned into records, each named
 -- with its kind and reason: {patient, plan, fraction, dhs_id, day, kind, reason} —
 -- "qa_mode" (a machine QA delivery), "brachytherapy" (an RT Beams Treatment Record
--- cannot describe it), "missing_version" (a field or site version the delivery names
+-- cannot describe it), "imaging" (a kV setup, CT or MV CT field), "missing_version" (a field or site version the delivery names
 -- but the database lacks), "contradiction" (rows of one delivery disagree), "no_plan".
 -- Nothing the query returns leaves silently.
 --
@@ -266,6 +266,9 @@ local function truthy(v)
     return present(v) and v ~= 0 and v ~= false and v ~= "0"
 end
 
+-- Type_Enum of fields that make images, not treatment (pymedphys' FIELD_TYPES).
+local IMAGING_FIELDS = {[4] = "kV setup", [5] = "CT", [9] = "MV CT"}
+
 -- Why a delivery cannot be an RT Beams Treatment Record: its kind and the reason, or
 -- nil when it can.
 local function reason_to_skip(d)
@@ -278,6 +281,10 @@ local function reason_to_skip(d)
     if modality == 8 or kind == 21 or technique == "HDR" or technique == "LDR" or technique == "PDR" then
         return "brachytherapy", "brachytherapy (" .. (technique ~= "" and technique or "Ir-192") ..
                "): an RT Beams Treatment Record cannot describe it"
+    end
+    local field_kind = tonumber(present(kind) and kind or (d.field and d.field.Type_Enum) or nil)
+    if IMAGING_FIELDS[field_kind] then
+        return "imaging", string.format("an imaging field (%s), not a treatment beam", IMAGING_FIELDS[field_kind])
     end
     if not present(d.field.FLD_ID) then
         return "missing_version", string.format(
