@@ -225,6 +225,10 @@ local function collect_source(env, alias, journals, since, till, opts)
         src.days[#src.days + 1] = r
         for _, k in ipairs{"known", "verified", "failed", "pending", "units"} do src.totals[k] = src.totals[k] + r[k] end
     end
+    -- The total is every row's: the studies without a date are in the backup too.
+    for _, k in ipairs{"known", "verified", "failed", "pending", "units"} do
+        src.totals[k] = src.totals[k] + src.undated[k]
+    end
     finish_row(src.totals)
     finish_row(src.undated)
     return src
@@ -404,7 +408,8 @@ function status.print(st, format, out)
                            pending = t.pending, coverage = percent(t.coverage)}
         out:write(render(rows, {"day", "known", "verified", "failed", "pending", "coverage"}))
         if src.undated.known > 0 then
-            out:write("  (\"no date\": series of other studies backed up because RT objects reference them)\n")
+            out:write("  (\"no date\": studies without a StudyDate, and series of other studies backed up " ..
+                      "because RT objects reference them)\n")
         end
         out:write(string.format("last success: %s\nlast drill: %s\nlast validation: %s\n",
                                 short_time(src.last_success), drill_line(src.last_drill),

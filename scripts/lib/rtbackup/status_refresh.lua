@@ -24,7 +24,8 @@ local refresh = {}
 local function failed_by_day(src)
     local by = {}
     for _, f in ipairs(src.failures) do
-        if f.day then by[f.day] = (by[f.day] or 0) + (f.missing or 0) end
+        local day = f.day or "undated"
+        by[day] = (by[day] or 0) + (f.missing or 0)
     end
     return by
 end
@@ -51,16 +52,22 @@ local function dicom_days(env, ctx, src, since, till)
         end
     end
     table.sort(list)
-    local accept = site.choices(env).qr.accept_series or nil
+    local opts = {concurrency = settings.get(env, "max_associations", src.alias),
+                  accept = site.choices(env).qr.accept_series or nil}
+    local function count(selection)
+        local p = plan.make(source, target, selection, opts)
+        if #p.errors > 0 then error(p.errors[1], 0) end
+        return p
+    end
     local counted = {}
     for _, d in ipairs(list) do
-        local p = plan.make(source, target, {study_dates = d, keys = keys},
-                            {concurrency = settings.get(env, "max_associations", src.alias), accept = accept})
-        if #p.errors > 0 then error(p.errors[1], 0) end
+        local p = count{study_dates = d, keys = keys}
         counted[#counted + 1] = {day = d:sub(1, 4) .. "-" .. d:sub(5, 6) .. "-" .. d:sub(7, 8),
                                  known = p.found, present = p.present}
     end
-    return counted
+    -- Studies without a StudyDate belong to no day: counted as the "no date" row.
+    local u = count{undated_only = true, keys = keys}
+    return counted, {known = u.found, present = u.present}
 end
 
 -- The journal's UID namespace fact, read but never written (a fresh journal would
@@ -120,8 +127,12 @@ function refresh.apply(env, st, opts)
     local ctx = context.new(env, {command = "status"})
     for _, src in ipairs(st.sources) do
         local failed = failed_by_day(src)
-        local counted = src.type == "mosaiq" and mosaiq_days(env, ctx, src, st.since, st["until"])
-                        or dicom_days(env, ctx, src, st.since, st["until"])
+        local counted, undated
+        if src.type == "mosaiq" then
+            counted = mosaiq_days(env, ctx, src, st.since, st["until"])
+        else
+            counted, undated = dicom_days(env, ctx, src, st.since, st["until"])
+        end
         local days = {}
         local totals = {day = "total", known = 0, verified = 0, failed = 0, pending = 0}
         for _, c in ipairs(counted) do
@@ -129,6 +140,11 @@ function refresh.apply(env, st, opts)
             days[#days + 1] = r
             for _, k in ipairs{"known", "verified", "failed", "pending"} do totals[k] = totals[k] + r[k] end
         end
+        if undated then
+            src.undated = row("undated", undated.known, undated.present, failed.undated)
+            src.undated.units = 0
+        end
+        for _, k in ipairs{"known", "verified", "failed", "pending"} do totals[k] = totals[k] + src.undated[k] end
         totals.coverage = totals.known > 0 and totals.verified / totals.known or require("cjson").null
         src.days, src.totals, src.refreshed = days, totals, true
     end

@@ -134,7 +134,9 @@ function validate.run(env, source_alias, target_alias, opts)
     local selection = {patient = opts.patient, study = opts.study,
                        keys = settings.get(env, "dicom_query_keys", source_alias),
                        study_dates = clock.dicom_date(since) .. "-" .. clock.dicom_date(till),
-                       undated = opts.patient ~= nil} -- a patient's studies without a StudyDate too
+                       -- Studies without a StudyDate belong to no date range, and are backed up
+                       -- all the same: the proof covers them too (one C-FIND of every study).
+                       undated = true}
     local started_at = clock.iso_utc()
     local source, target = ctx:peer(source_alias), ctx:peer(target_alias)
     local archive = require("rtbackup.orthanc").for_peer(env.backup_targets[target_alias], target_alias, ctx)

@@ -129,7 +129,7 @@ local function undated_studies(peer, q)
 end
 
 --- The studies of `peer` in a selection {study_dates, patient, study, keys, undated
--- (true: also those without a StudyDate)}.
+-- (true: also those without a StudyDate), undated_only (only those)}.
 function plan.studies(peer, selection)
     local q = {level = "STUDY", StudyInstanceUID = selection.study or "", PatientID = "*",
                StudyDate = selection.study_dates or "", PatientName = "", NumberOfStudyRelatedInstances = "",
@@ -139,6 +139,10 @@ function plan.studies(peer, selection)
     end
     if selection.patient then q.PatientID = selection.patient end
     if selection.study then q.StudyDate = "" end -- a named study is taken whatever its date
+    if selection.undated_only then
+        return plan.unique(plan.of_patient(undated_studies(peer, q), selection.patient, peer.alias),
+                           "StudyInstanceUID", peer.alias)
+    end
     local a, b = q.StudyDate:match("^(%d%d%d%d%d%d%d%d)%-(%d%d%d%d%d%d%d%d)$")
     local first, last = day_of(a), day_of(b)
     local rows = (first and last and first <= last) and studies_by_halves(peer, q, first, last) or peer:find(q)
