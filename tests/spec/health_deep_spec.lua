@@ -11,8 +11,8 @@ local cjson = require "cjson"
 
 local tb = h.testbed()
 local dir = h.tmpdir()
-local qr_port = h.free_port()
-local qr_pid
+local qr_port, dead_port = h.free_port(), h.free_port()
+local qr_pid, dead_pid
 
 local function write_env(name, fields)
     return h.write_file(dir .. "/" .. name .. ".toml", h.env_toml(tb, "TB", {
@@ -52,12 +52,35 @@ NODEST  %s/nodest  R (500, 1024mb) ANY
 STRICT  %s/strict  R (500, 1024mb) other
 AETable END
 ]], qr_port, dir, dir))
-    local p = io.popen(string.format("TCP_NODELAY=1 dcmqrscp -c %s >%s 2>&1 & echo $!", h.quote(dir .. "/qr.cfg"),
-                                     h.quote(dir .. "/qr.log")))
-    qr_pid = p:read("l")
-    p:close()
+    -- A third AE in a dcmqrscp of its own, whose host table sends ORTHANC_MAIN's stores
+    -- to a closed port: it answers the C-MOVE 0xA702 (its stores to the destination failed).
+    assert.is_true(os.execute(string.format("cp -r %s %s", h.quote(tb.RTB_TESTBED_DIR .. "/aria/storage"),
+                                            h.quote(dir .. "/deaddest"))))
+    h.write_file(dir .. "/dead.cfg", string.format([[
+NetworkTCPPort  = %d
+MaxPDUSize      = 116794
+MaxAssociations = 16
+HostTable BEGIN
+main = (%s, 127.0.0.1, %s)
+HostTable END
+VendorTable BEGIN
+VendorTable END
+AETable BEGIN
+DEADDEST  %s/deaddest  R (500, 1024mb) ANY
+AETable END
+]], dead_port, tb.MAIN_AET, tb.CLOSED_PORT, dir))
+    local function start(cfg)
+        local p = io.popen(string.format("TCP_NODELAY=1 dcmqrscp -c %s >%s 2>&1 & echo $!", h.quote(dir .. "/" .. cfg),
+                                         h.quote(dir .. "/" .. cfg .. ".log")))
+        local pid = p:read("l")
+        p:close()
+        return pid
+    end
+    qr_pid, dead_pid = start("qr.cfg"), start("dead.cfg")
     for _ = 1, 100 do
-        if os.execute(string.format("echoscu -to 2 -aet PROBE -aec NODEST %s %d >/dev/null 2>&1", tb.HOST, qr_port)) then
+        if os.execute(string.format("echoscu -to 2 -aet PROBE -aec NODEST %s %d >/dev/null 2>&1", tb.HOST, qr_port))
+           and os.execute(string.format("echoscu -to 2 -aet PROBE -aec DEADDEST %s %d >/dev/null 2>&1", tb.HOST,
+                                        dead_port)) then
             return
         end
         os.execute("sleep 0.1")
@@ -66,7 +89,9 @@ AETable END
 end)
 
 teardown(function()
-    if qr_pid then os.execute("kill " .. qr_pid .. " 2>/dev/null") end
+    for _, pid in ipairs{qr_pid or "", dead_pid or ""} do
+        if pid ~= "" then os.execute("kill " .. pid .. " 2>/dev/null") end
+    end
     os.execute("rm -rf " .. h.quote(dir))
 end)
 
@@ -104,6 +129,18 @@ describe("health --deep", function()
         local _, n = c.detail:gsub("0xA801", "")
         assert.are.equal(1, n, "the status is named once: " .. c.detail)
         assert.are.equal("ok", by["c-find SRC"].status)
+    end)
+
+    it("names both places when the source could not store at the archive (0xA702), never our AE title", function()
+        local r, by = deep(write_env("deaddest", {aet = "DEADDEST", port = dead_port}))
+        assert.are.equal(1, r.code, r.output)
+        local c = by["c-move SRC->MAIN"]
+        assert.are.equal("failed", c.status)
+        assert.matches("SRC could not send an instance to ORTHANC_MAIN: on SRC, check that ORTHANC_MAIN is a known " ..
+                       "destination", c.detail)
+        assert.matches("on MAIN, that it accepts stores from DEADDEST", c.detail, 1, true)
+        assert.matches("0xA702", c.detail, 1, true)
+        assert.is_nil(c.detail:find("our AE title", 1, true), c.detail)
     end)
 
     it("names the source's configuration when it refuses our calling AE title", function()

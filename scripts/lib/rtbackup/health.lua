@@ -118,6 +118,9 @@ end
 
 -- Association-level refusals: the called AE title is wrong (our configuration of the
 -- peer), or the peer does not know our calling AE title (the peer's configuration).
+-- A status in a response is not one: 0xA7xx is "out of resources" (for a C-MOVE, most
+-- often the archive refusing the source's stores), 0xA9xx a query the peer cannot
+-- read; the caller names those.
 local function association_refusal(err, env, alias, peer, what)
     local text = tostring(err)
     if errors.is(err, "rejected") and text:find("Called AE Title Not Recognized", 1, true) then
@@ -127,8 +130,7 @@ local function association_refusal(err, env, alias, peer, what)
             alias, peer.aet, env.name, (env.sources or {})[alias] and "sources" or "backup_targets", alias,
             peer.calling_aet, alias, peers_hint(env)), side = alias})
     end
-    if errors.is(err, "rejected") or errors.is(err, "aborted") or
-       (errors.is(err, "status") and err.status and (err.status & 0xF000) == 0xA000) then
+    if errors.is(err, "rejected") or errors.is(err, "aborted") then
         explain(err, {message = string.format(
             "%s refuses %s from our AE title %s: on %s, add %s as a DICOM node allowed to %s; %s",
             alias, what, peer.calling_aet, alias, peer.calling_aet, what == "C-FIND" and "query" or "retrieve",
@@ -254,7 +256,8 @@ local function deep_move(env, ctx, alias, archive_alias, timeout, sample)
         association_refusal(err, env, alias, source, "C-MOVE")
         if errors.is(err, "status") then
             -- Orthanc answers 0xC000 both for a destination it does not know and for
-            -- one that refused the instance: name both places.
+            -- one that refused the instance, dcmqrscp 0xA702 when it could not store
+            -- at the destination: name both places.
             explain(err, {message = string.format(
                 "%s could not send an instance to %s: on %s, check that %s is a known destination (%s); on %s, that it accepts stores from %s",
                 alias, dest, alias, dest, where, archive_alias, source.aet), side = alias})
