@@ -591,6 +591,32 @@ describe("rtbackup restore", function()
 end)
 
 describe("rtbackup query", function()
+    -- An archive may ignore a key it does not match on (dcmqrscp: anything outside its
+    -- index) and answer every instance: the answers are checked against the day asked.
+    it("lists only the treatment records of the treatment date asked for", function()
+        staging:wipe()
+        local stage = dicom.peer{aet = tb.STAGING_AET, host = tb.HOST, port = tonumber(tb.STAGING_PORT),
+                                 calling_aet = tb.SCU_AET}
+        local study, uids = dicom.uid(), {}
+        local function store(sop_class, modality, treatment_date)
+            local uid = dicom.uid()
+            assert.are.equal(1, stage:store{dicom.dataset{
+                SOPClassUID = sop_class, SOPInstanceUID = uid, StudyInstanceUID = study, StudyDate = "20261120",
+                SeriesInstanceUID = dicom.uid(), PatientID = "RTBQ01", PatientName = "TEST^QUERY", Modality = modality,
+                TreatmentDate = treatment_date}}.stored)
+            return uid
+        end
+        uids.ct = store("1.2.840.10008.5.1.4.1.1.2", "CT")
+        uids.on_day = store("1.2.840.10008.5.1.4.1.1.481.4", "RTRECORD", "20261125")
+        uids.day_before = store("1.2.840.10008.5.1.4.1.1.481.4", "RTRECORD", "20261124")
+        local r = rtb{"query", "TB", "STAGE", "--mrn", "RTBQ01", "--treatment-date", "2026-11-25", "--format", "json"}
+        staging:wipe()
+        assert.are.equal(0, r.code, r.output)
+        local rows = cjson.decode(r.stdout)
+        assert.are.equal(1, #rows, r.stdout)
+        assert.are.same({uids.on_day, "20261125"}, {rows[1].SOPInstanceUID, rows[1].TreatmentDate})
+    end)
+
     it("lists a patient's series as JSON", function()
         local r = rtb{"query", "TB", "--mrn", "RTB003", "--level", "SERIES", "--format", "json"}
         assert.are.equal(0, r.code, r.output)

@@ -6,6 +6,7 @@ local clock = require "rtbackup.clock"
 local context = require "rtbackup.context"
 local dc = require "rtbackup.dicom_cli"
 local errors = require "rtbackup.error"
+local log = require "rtbackup.log"
 local settings = require "rtbackup.settings"
 local site = require "rtbackup.site"
 local task = require "rtbackup.task"
@@ -28,12 +29,18 @@ function query.rows(peer, q, concurrency)
                               PatientName = "", StudyDescription = "", StudyInstanceUID = "", ModalitiesInStudy = "",
                               patient = q.mrn}
     if q.level == "STUDY" then return studies end
+    local undated = 0 -- instances the archive answered without the TreatmentDate asked for
     local per_study = task.map(studies, function(study)
         local rows = {}
         local series = peer:find{level = "SERIES", StudyInstanceUID = study.StudyInstanceUID, SeriesInstanceUID = "",
                                  Modality = q.modality or "", SeriesDescription = "",
                                  NumberOfSeriesRelatedInstances = "", patient = study.PatientID}
         for _, s in ipairs(series) do
+            -- An archive may ignore a key it does not match on: what it answered is
+            -- checked here too (a series without a Modality is kept: it cannot be told).
+            if q.modality and s.Modality and s.Modality ~= "" and s.Modality ~= q.modality then
+                goto next_series
+            end
             if q.level == "SERIES" then
                 s.PatientID, s.StudyDate = study.PatientID, study.StudyDate
                 rows[#rows + 1] = s
@@ -44,14 +51,25 @@ function query.rows(peer, q, concurrency)
                 if q.treatment_date then key.TreatmentDate = q.treatment_date end
                 for _, i in ipairs(peer:find(key)) do
                     i.PatientID, i.StudyDate, i.Modality = study.PatientID, study.StudyDate, s.Modality
-                    rows[#rows + 1] = i
+                    if not q.treatment_date or i.TreatmentDate == q.treatment_date then
+                        rows[#rows + 1] = i
+                    elseif i.TreatmentDate == nil or i.TreatmentDate == "" then
+                        undated = undated + 1
+                    end
                 end
             end
+            ::next_series::
         end
         return rows
     end, {concurrency = concurrency or 4})
     local all = {}
     for _, rows in ipairs(per_study) do for _, r in ipairs(rows) do all[#all + 1] = r end end
+    if undated > 0 then
+        -- Not matched on TreatmentDate (many archives match only the keys of their
+        -- index): what it answered without one cannot be told to be of that day.
+        log.warn("the archive answered instances without their TreatmentDate: it does not match on it, and they " ..
+                 "are not listed", {peer = peer.alias, instances = undated, treatment_date = q.treatment_date})
+    end
     return all
 end
 
@@ -73,7 +91,12 @@ function query.run(env, alias, opts)
         local ok, rows = pcall(query.rows, ctx:peer(alias), q, settings.get(env, "max_associations", alias))
         ctx:flush()
         if not ok then error(rows, 0) end
-        dc.print_rows(rows, site.choices(env).query.columns[level], opts.format)
+        local columns = site.choices(env).query.columns[level]
+        if q.treatment_date then
+            columns = {table.unpack(columns)}
+            columns[#columns + 1] = "TreatmentDate"
+        end
+        dc.print_rows(rows, columns, opts.format)
         return 0
     end)
 end
