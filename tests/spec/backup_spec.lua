@@ -21,7 +21,8 @@ local function write_env(extra_settings, main)
                    {alias = "DEAD", type = "mim", aet = "DEAD", ip = tb.HOST, port = tb.CLOSED_PORT},
                    {alias = "STAGE", type = "mim", peer = "STAGING"},
                    {alias = "NOFIND", type = "mim", peer = "STORESCP"}},
-        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN", http_url = main and main.http_url,
+        targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN", port = main and main.port,
+                    http_url = main and main.http_url,
                     http_url_env_var = main and main.http_url_env_var},
                    {alias = "STAGING", type = "orthanc", peer = "STAGING"},
                    {alias = "SINK", type = "dicom_scp", peer = "STORESCP"},
@@ -493,6 +494,17 @@ describe("rtbackup backup", function()
         local r = rtb({"backup", "TB", "DEAD", table.unpack(ALL)})
         assert.are.equal(4, r.code, r.output)
         assert.matches("DEAD", r.output)
+    end)
+
+    it("exits 4 when the archive is unreachable, saying so on stdout, and checks no reference", function()
+        write_env(nil, {port = tb.CLOSED_PORT})
+        local r = backup()
+        assert.are.equal(4, r.code, r.output)
+        assert.matches("stopped while planning: C-FIND on MAIN (" .. tb.MAIN_AET .. "@" .. tb.HOST .. ":" ..
+                       tb.CLOSED_PORT .. "): cannot open association", r.stdout, 1, true)
+        assert.matches("references not checked (a peer could not be used)", r.stdout, 1, true)
+        assert.is_nil(r.stdout:find("unresolved", 1, true), r.stdout)
+        assert.is_true(r.summary.references_not_checked)
     end)
 
     it("exits 5 outside the source's time window, and runs with --ignore-window", function()

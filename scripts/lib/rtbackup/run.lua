@@ -264,8 +264,21 @@ end
 
 --- Notes an error that kept units from being done: a setting to change makes exit 2,
 -- unreachable peers exit 4, others make the run partial (1).
+-- What was being attempted when `err` happened, and with whom (the summary's error).
+function Run:cause(err)
+    local t = type(err) == "table" and err or {}
+    return {phase = self.phase, kind = t.kind or "internal",
+            message = type(err) == "table" and tostring(err.message or err) or tostring(err),
+            peer = t.alias, address = type(t.peer) == "string" and t.peer or nil, operation = t.operation}
+end
+
 function Run:note_failure(err)
     if exit.is_stopped(err) then return end
+    if exit.needs_configuration(err) or exit.is_unreachable(err) then
+        -- The first peer this run could not use is its cause, said with the summary
+        -- (not only in the log): what follows from it is no news of its own.
+        self.summary.error = self.summary.error or self:cause(err)
+    end
     if exit.needs_configuration(err) then
         if not self.failures.configuration then
             log.error("nothing more can be moved until a setting is changed", {source = self.source_alias,
@@ -741,12 +754,7 @@ function Run:execute()
     if ok then return self:exit_code() end
     err = run.journal_problem(err) or err
     local code = exit.stop_code() or exit.of_error(err)
-    local t = type(err) == "table" and err or {}
-    -- What was being attempted, and with whom: the operation and the peer's address.
-    self.summary.error = {phase = self.phase, kind = t.kind or "internal",
-                          message = type(err) == "table" and tostring(err.message or err) or tostring(err),
-                          peer = t.alias, address = type(t.peer) == "string" and t.peer or nil,
-                          operation = t.operation}
+    self.summary.error = self:cause(err)
     log.error("the backup of a source stopped", {source = self.source_alias, phase = self.phase,
                                                  error = tostring(err)})
     if type(err) ~= "table" and log.enabled("debug") then io.stderr:write(tostring(err), "\n") end

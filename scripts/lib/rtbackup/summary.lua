@@ -125,7 +125,9 @@ function summary.print(s, out)
     if later > 0 then out:write(string.format("; %d left for later runs", later)) end
     out:write("\n")
     if count(s.references_unresolved) > 0 then
-        out:write(string.format("  %d references unresolved (in neither archive)\n", s.references_unresolved))
+        out:write(string.format("  %d references unresolved (each below, with why)\n", s.references_unresolved))
+    elseif s.references_not_checked then
+        out:write("  references not checked (a peer could not be used)\n")
     end
     out:write(string.format("  %.1f s, %.0f %s/s, exit %d (%s)\n", s.duration_seconds or 0,
                             s.instances_per_second or 0, unit, s.exit_code or 0, s.status or "?"))
@@ -133,7 +135,8 @@ function summary.print(s, out)
     print_errors(out, s.errors or {}, s.hint)
     for i, u in ipairs(s.unresolved or {}) do
         if i > 20 then break end
-        out:write(string.format("  unresolved: %s references %s %s\n", u.from or "?", u.kind or "instance", u.uid or "?"))
+        out:write(string.format("  unresolved: %s references %s %s%s\n", u.from or "?", u.kind or "instance",
+                                u.uid or "?", u.why and (": " .. u.why) or ""))
     end
     if count(s.unverified) > 0 then
         out:write(string.format("  %d instances not verified: the source counts them but does not list them " ..

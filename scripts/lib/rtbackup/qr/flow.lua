@@ -273,6 +273,12 @@ end
 --- The references of the RT objects verified in this run.
 function flow.finish(run)
     if not run:setting("complete_references") then return end
+    if run.failures.unreachable or run.failures.configuration then
+        -- A peer this run could not use: what it would say of a reference is not known.
+        run.summary.references_not_checked = true
+        log.warn("references not checked: a peer could not be used in this run", {source = run.source_alias})
+        return
+    end
     require("rtbackup.qr.references").complete(run)
 end
 

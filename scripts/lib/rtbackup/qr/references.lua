@@ -113,12 +113,15 @@ local function locate_instance(run, peer, uid, patient)
     return nil
 end
 
--- The study of series `uid` in `peer` (when the reference did not say), or nil.
+-- The study of series `uid` in `peer` (when the reference did not say), or nil. A
+-- peer that answers such a query with a failure status (it wants the study: strictly
+-- hierarchical) cannot say; one that cannot be asked at all raises.
 local function locate_series(peer, uid, study, patient)
     if study then return study end
     local ok, rows = pcall(peer.find, peer, {level = "SERIES", SeriesInstanceUID = uid, StudyInstanceUID = "",
                                              patient = patient})
-    if ok and rows[1] then return rows[1].StudyInstanceUID end
+    if ok then return rows[1] and rows[1].StudyInstanceUID or nil end
+    if not errors.is(rows, "status") then error(rows, 0) end
     return nil
 end
 
