@@ -274,9 +274,9 @@ end
 
 function Run:note_failure(err)
     if exit.is_stopped(err) then return end
-    if exit.needs_configuration(err) or exit.is_unreachable(err) then
-        -- The first peer this run could not use is its cause, said with the summary
-        -- (not only in the log): what follows from it is no news of its own.
+    if exit.is_unreachable(err) and not exit.needs_configuration(err) then
+        -- The first peer this run could not reach is its cause, said with the summary
+        -- (not only in the log); a setting to change is said as the hint, below.
         self.summary.error = self.summary.error or self:cause(err)
     end
     if exit.needs_configuration(err) then
