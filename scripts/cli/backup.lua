@@ -15,7 +15,7 @@ parser:argument("source", "source alias (default: the environment's default_sour
 parser:flag("--all", "every source of the environment, one after the other")
 parser:option("--since", "first day, YYYY-MM-DD (default: lookback_days before --until: 90 for ARIA/MIM by study date, 7 for Mosaiq)")
 parser:option("--until", "last day, YYYY-MM-DD (default: today)")
-parser:option("--patient", "only this patient (MRN / PatientID)")
+parser:option("--patient", "only this patient (MRN / PatientID); ARIA/MIM without --since/--until: every study of theirs")
       :convert(cli.patient_id("--patient"))
 parser:option("--study", "only this StudyInstanceUID")
       :convert(cli.uid("--study"))

@@ -496,6 +496,19 @@ describe("rtbackup backup", function()
         assert.matches("DEAD", r.output)
     end)
 
+    it("takes a patient's every study with --patient and no dates, and says when there is none", function()
+        -- The testbed's studies are dated January 2026, outside the 90 days a run looks back.
+        local r = rtb{"backup", "TB", "ARIA", "--patient", "RTB001"}
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("TB backup ARIA -> MAIN (every study date)", r.stdout, 1, true)
+        local found = tonumber(r.stdout:match("found (%d+) instances"))
+        assert.is_true(found > 0, r.stdout)
+        assert.are.equal(found, main:count())
+        r = rtb{"backup", "TB", "ARIA", "--patient", "NOSUCH"}
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("the source has no study of patient NOSUCH", r.stdout, 1, true)
+    end)
+
     it("exits 4 when the archive is unreachable, saying so on stdout, and checks no reference", function()
         write_env(nil, {port = tb.CLOSED_PORT})
         local r = backup()

@@ -123,8 +123,10 @@ function run.new(env, alias, opts)
                                    shard = opts.shard and (opts.shard.index .. "/" .. opts.shard.count)}
     end
     self.ctx = context.new(env, {command = "backup", source = alias, metrics = self.metrics, batched = true})
-    self.since, self["until"] = clock.lookback(opts.since, opts["until"], settings.get(env, "timezone"),
-                                               self:setting("lookback_days") or self.flow.LOOKBACK_DAYS)
+    if not (opts.patient and self.flow.WHOLE_PATIENT and not opts.since and not opts["until"]) then
+        self.since, self["until"] = clock.lookback(opts.since, opts["until"], settings.get(env, "timezone"),
+                                                   self:setting("lookback_days") or self.flow.LOOKBACK_DAYS)
+    end -- else every date: the patient's whole history
     self.summary = {env = env.name, source = alias, target = target, command = "backup", kind = self.flow.kind,
                     started_at = self.started_at, since = self.since, ["until"] = self["until"],
                     shard = opts.shard and (opts.shard.index .. "/" .. opts.shard.count) or nil,

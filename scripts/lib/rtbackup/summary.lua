@@ -31,7 +31,11 @@ local function headline(s)
     local what = s.source or "?"
     if s.target then what = what .. " -> " .. s.target end
     local period = ""
-    if s.since or s["until"] then period = string.format(" (%s .. %s)", s.since or "?", s["until"] or "?") end
+    if s.since or s["until"] then
+        period = string.format(" (%s .. %s)", s.since or "?", s["until"] or "?")
+    elseif s.command == "backup" and s.kind == "qr" then
+        period = " (every study date)"
+    end
     return string.format("%s %s %s%s", s.env or "", s.command or "backup", what, period)
 end
 
@@ -116,6 +120,9 @@ function summary.print(s, out)
     elseif s.found then
         out:write(string.format("  found %d instances in %d studies; already present %d\n", count(s.found),
                                 count(s.studies), count(s.already_present)))
+    end
+    if s.patient_not_found then
+        out:write(string.format("  the source has no study of patient %s\n", s.patient_not_found))
     end
     if s.plan then return print_dry_run(out, s) end
     local unit = s.kind == "mosaiq" and "records" or "instances"

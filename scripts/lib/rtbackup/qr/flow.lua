@@ -24,6 +24,9 @@ local flow = {kind = "qr", unit = "instances"}
 -- treatment records) are often added to the study of its planning CT, and StudyDate,
 -- the only date a Q/R archive is asked by, is that CT's.
 flow.LOOKBACK_DAYS = 90
+-- A run for one patient without --since/--until takes the patient's every study,
+-- whatever its date: asked for a patient, a backup of 90 days of them is a surprise.
+flow.WHOLE_PATIENT = true
 
 -- The journal's record of the last look for studies without a StudyDate: per source
 -- and shard (each shard looks at its own share).
@@ -49,8 +52,8 @@ end
 -- studies without a StudyDate are looked for too.
 function flow.selection(run)
     return {keys = run:setting("dicom_query_keys"), patient = run.opts.patient, study = run.opts.study,
-            study_dates = clock.dicom_date(run.since) .. "-" .. clock.dicom_date(run["until"]),
-            undated = not run.opts.study and looks_for_undated(run)}
+            study_dates = run.since and (clock.dicom_date(run.since) .. "-" .. clock.dicom_date(run["until"])) or "",
+            undated = not run.opts.study and run.since ~= nil and looks_for_undated(run)}
 end
 
 -- hand (rtbackup.run; nil in a dry run): each study's series as soon as they are
@@ -81,6 +84,10 @@ function flow.plan(run, hand)
     end
     -- The selection's studies: the references pass re-checks the edges of their RT objects.
     run.selected_studies, run.whole_studies = p.study_uids, p.whole
+    if selection.patient and p.studies == 0 then
+        run.summary.patient_not_found = selection.patient
+        log.warn("the source has no study of this patient", {source = run.source_alias, patient = selection.patient})
+    end
     return {open = hand and {} or p.units, complete = hand and {} or p.complete, found = p.found,
             present = p.present, errors = p.errors, skipped = p.not_compared,
             summary = {studies = p.studies, series_to_move = #p.units, plan_errors = #p.errors}}
