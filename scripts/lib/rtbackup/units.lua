@@ -104,9 +104,12 @@ function Book:moved(list, reported)
     -- records) is one commit, not one per unit.
     self.journal:mark_many(self.source, keys_of(list), "moved",
                            {moved = #list == 1 and reported or nil, attempts_increment = true})
-    for _, u in ipairs(list) do
+    -- What the peer reported sent (its C-MOVE's completed sub-operations) counts as
+    -- moved if the units are not verified in this run (it stopped first): once, with
+    -- the first unit, for a move of many units (a whole study).
+    for i, u in ipairs(list) do
         u.state = "moved"
-        u.reported = #list == 1 and reported or nil
+        u.reported = i == 1 and reported or nil
     end
 end
 
