@@ -543,6 +543,12 @@ describe("rtbackup restore", function()
         assert.are.equal(13, staging:count())
     end)
 
+    it("refuses to restore into the archive it restores from", function()
+        local r = rtb{"restore", "TB", "--to", "MAIN", "--patient", "RTB002"}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("--to MAIN is the archive restored from (MAIN)", r.output, 1, true)
+    end)
+
     -- Before: "restored 13 of 13 instances ... (not verified: no C-FIND); 0 missing
     -- there", a count of missing instances nobody had counted.
     it("to a destination that answers no C-FIND: says what the archive reported, and that it is not verified", function()

@@ -100,6 +100,24 @@ describe("rtbackup health", function()
         end
     end)
 
+    it("checks an Orthanc target's http_url answers as that archive", function()
+        local function target(alias, url)
+            return string.format('[TB.backup_targets.%s]\ntype = "orthanc"\naet = "%s"\nip = "%s"\nport = %s\n' ..
+                                 'http_url = "%s"\n', alias, tb.MAIN_AET, tb.HOST, tb.MAIN_PORT, url)
+        end
+        write_env(target("REST_OK", tb.MAIN_HTTP_URL) .. target("REST_OTHER", tb.STAGING_HTTP_URL) ..
+                  target("REST_DEAD", "http://" .. tb.HOST .. ":" .. tb.CLOSED_PORT))
+        local r = health{"--json"}
+        assert.are.equal(1, r.code, r.output)
+        local _, by = checks_of(r)
+        assert.are.equal("ok", by["rest REST_OK"].status, by["rest REST_OK"].detail)
+        assert.matches("another Orthanc than its DICOM settings name (its DicomAet is " .. tb.STAGING_AET,
+                       by["rest REST_OTHER"].detail, 1, true)
+        assert.matches("gave no answer to GET /system", by["rest REST_DEAD"].detail, 1, true)
+        assert.matches("fix http_url of REST_DEAD", by["rest REST_DEAD"].detail, 1, true)
+        assert.is_nil(by["rest MAIN"]) -- no http_url: nothing to check
+    end)
+
     it("ends a check on a peer that never answers after --timeout, without hiding the others", function()
         local port, pid = silent_listener()
         finally(function() os.execute("kill " .. pid) end)

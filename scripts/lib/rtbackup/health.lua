@@ -116,6 +116,19 @@ local function explain(err, fields)
     errors.raise(fields)
 end
 
+-- An Orthanc target's REST API (its http_url), which verification reads when it
+-- answers as that archive: one that does not is a configuration to fix, since runs
+-- then verify over DICOM only (said in their log, easily missed).
+local function rest_api(archive)
+    local problem = archive:problem()
+    if problem then
+        errors.raise{kind = "config", side = archive.alias, message = string.format(
+            "%s at %s: fix http_url of %s (runs verify over DICOM only until then)", problem, archive.shown,
+            archive.alias)}
+    end
+    return "GET /system answered as " .. archive.aet .. " at " .. archive.shown
+end
+
 -- Association-level refusals: the called AE title is wrong (our configuration of the
 -- peer), or the peer does not know our calling AE title (the peer's configuration).
 -- A status in a response is not one: 0xA7xx is "out of resources" (for a C-MOVE, most
@@ -329,7 +342,11 @@ function health.check(env, opts)
             add("c-echo", alias, echo, ctx, alias, opts.timeout)
         end
     end
-    for _, alias in ipairs(sorted_keys(env.backup_targets)) do add("c-echo", alias, echo, ctx, alias, opts.timeout) end
+    for _, alias in ipairs(sorted_keys(env.backup_targets)) do
+        add("c-echo", alias, echo, ctx, alias, opts.timeout)
+        local archive = require("rtbackup.orthanc").for_peer(env.backup_targets[alias], alias, ctx)
+        if archive then add("rest", alias, rest_api, archive) end
+    end
     if opts.deep then add_deep_checks(env, ctx, add, opts.timeout) end
     local state_dir = require("rtbackup.run").state_dir(env)
     add("state-dir", state_dir, state_dir_writable, state_dir)

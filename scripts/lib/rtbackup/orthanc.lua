@@ -103,22 +103,31 @@ end
 function Archive:usable()
     if self.ok == nil and not self.asking then
         self.asking = true
-        local sys, err = json(self, "GET", "/system")
-        if not sys then
-            self.ok = false
-            log.warn("the archive's REST API gave no answer to GET /system: not using it (verifying over DICOM only)",
-                     {target = self.alias, http_url = self.shown, error = err})
-        elseif sys.DicomAet ~= self.aet then
-            self.ok = false
-            log.warn("the archive's http_url is another Orthanc than its DICOM settings name: not using it " ..
-                     "(verifying over DICOM only)",
-                     {target = self.alias, http_url = self.shown, aet = self.aet, rest_aet = tostring(sys.DicomAet)})
+        local problem, fields = self:problem()
+        self.ok = problem == nil
+        if problem then
+            log.warn(problem .. ": not using it (verifying over DICOM only)", fields)
         else
-            self.ok = true
-            log.info("using the archive's REST API", {target = self.alias, http_url = self.shown})
+            log.info("using the archive's REST API", fields)
         end
     end
     return self.ok == true
+end
+
+--- Why the REST API cannot serve as this archive (nil when it can), and the fields
+-- that say which: asks GET /system (rtbackup health checks with it too).
+function Archive:problem()
+    local fields = {target = self.alias, http_url = self.shown}
+    local sys, err = json(self, "GET", "/system")
+    if not sys then
+        fields.error = err
+        return "the archive's REST API gave no answer to GET /system (" .. tostring(err) .. ")", fields
+    elseif sys.DicomAet ~= self.aet then
+        fields.aet, fields.rest_aet = self.aet, tostring(sys.DicomAet)
+        return string.format("the archive's http_url is another Orthanc than its DICOM settings name (its " ..
+                             "DicomAet is %s, not %s)", tostring(sys.DicomAet), self.aet), fields
+    end
+    return nil, fields
 end
 
 --- Which of `sops` (a set of SOP Instance UIDs of one series) the archive holds under

@@ -44,6 +44,12 @@ function restore.run(env, opts)
     check_selection(opts)
     local ctx = context.new(env, {command = "restore"})
     local archive, destination = ctx:peer(opts.from or env.default_backup), ctx:peer(opts.to)
+    if archive.aet == destination.aet and archive.host == destination.host and archive.port == destination.port then
+        -- A C-MOVE of the archive to itself: nothing would be restored anywhere.
+        errors.raise{kind = "usage", message = string.format(
+            "--to %s is the archive restored from (%s): name the system to restore to", opts.to,
+            opts.from or env.default_backup)}
+    end
     local ok, studies = pcall(archive.find, archive, {level = "STUDY", PatientID = opts.patient or "*",
                                                       StudyInstanceUID = opts.study or "", StudyDate = "",
                                                       NumberOfStudyRelatedInstances = "", patient = opts.patient})
