@@ -1,7 +1,7 @@
 /* rtbackup.sys: the operating system facts and file operations the Lua library needs
  * and Lua's standard library lacks: directories, file modes, durable writes, free
- * space, the user and host names, wall-clock time in a time zone, and running a
- * program without a shell (sys.run).
+ * space, the user and host names, a host's addresses, wall-clock time in a time zone,
+ * and running a program without a shell (sys.run).
  *
  * Why here and not a shell command: a shell command costs a process, cannot tell an
  * error from an answer, and quoting a path for it is a bug waiting to happen. Every
@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netdb.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -436,6 +437,40 @@ static int sys_hostname(lua_State *L)
     return 1;
 }
 
+/* sys.addresses(host) -> {"127.0.0.1", "::1", ...} (numeric, each once), or nil and
+ * why the name does not resolve. A name service may take its time: a config check
+ * asks, never a transfer. */
+static int sys_addresses(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(name, NULL, &hints, &res);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, gai_strerror(rc));
+        return 2;
+    }
+    lua_newtable(L);
+    lua_Integer n = 0;
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        char text[NI_MAXHOST];
+        if (getnameinfo(a->ai_addr, a->ai_addrlen, text, sizeof text, NULL, 0, NI_NUMERICHOST) != 0)
+            continue;
+        int seen = 0;
+        for (lua_Integer i = 1; i <= n && !seen; i++) {
+            lua_rawgeti(L, -1, i);
+            seen = strcmp(lua_tostring(L, -1), text) == 0;
+            lua_pop(L, 1);
+        }
+        if (!seen) {
+            lua_pushstring(L, text);
+            lua_rawseti(L, -2, ++n);
+        }
+    }
+    freeaddrinfo(res);
+    return 1;
+}
+
 static int sys_pid(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)getpid());
@@ -827,7 +862,7 @@ int luaopen_rtbackup_sys(lua_State *L)
         {"stat", sys_stat},         {"statvfs", sys_statvfs},     {"fsync", sys_fsync},
         {"chmod", sys_chmod},       {"access", sys_access},       {"write_file", sys_write_file},
         {"append", sys_append},     {"user", sys_user},           {"hostname", sys_hostname},
-        {"pid", sys_pid},           {"localtime", sys_localtime}, {"now", sys_now},
+        {"pid", sys_pid},           {"addresses", sys_addresses},           {"localtime", sys_localtime}, {"now", sys_now},
         {"run", sys_run},
         {NULL, NULL}};
     luaL_newlib(L, funcs);

@@ -52,7 +52,7 @@ describe("rtbackup config check", function()
     -- Before, such a backup found everything "already present" and exited 0.
     it("refuses a source that is the archive it is backed up into; the same peer as a restore destination is fine", function()
         local dir = h.tmpdir()
-        local function env(target_port)
+        local function env(target_port, source_ip)
             return h.write_file(dir .. "/same.toml", string.format([[
 [S]
 description = "one peer twice"
@@ -63,27 +63,57 @@ aet = "RTB"
 [S.sources.ARIA]
 type = "aria"
 aet = "ARIA"
-ip = "10.0.0.1"
+ip = "%s"
 port = 104
 [S.backup_targets.MAIN]
 type = "orthanc"
 aet = "ARIA"
-ip = "10.0.0.1"
+ip = "127.0.0.1"
 port = %d
 [S.backup_targets.BACK_TO_ARIA]
 type = "dicom_scp"
 aet = "ARIA"
-ip = "10.0.0.1"
+ip = "127.0.0.1"
 port = 104
-]], target_port))
+]], source_ip or "127.0.0.1", target_port))
         end
         local r = h.run{"--config", env(104), "config", "check"}
+        -- "localhost" is the same machine as "127.0.0.1"
+        local by_name = h.run{"--config", env(104, "localhost"), "config", "check"}
         local fine = h.run{"--config", env(4242), "config", "check"}
         os.execute("rm -rf " .. h.quote(dir))
         assert.are.equal(2, r.code, r.output)
         assert.matches("same.toml:%d+: S: sources.ARIA: source ARIA is the archive it is backed up into " ..
-                       "%(default_backup MAIN, ARIA@10.0.0.1:104%)", r.stdout)
+                       "%(default_backup MAIN, ARIA@127.0.0.1:104%)", r.stdout)
+        assert.are.equal(2, by_name.code, by_name.output)
+        assert.matches("source ARIA is the archive it is backed up into", by_name.stdout, 1, true)
         assert.are.equal(0, fine.code, fine.output)
+    end)
+
+    it("refuses an archive http_url that is not an http(s) URL", function()
+        local dir = h.tmpdir()
+        local function env(url)
+            return h.write_file(dir .. "/url.toml", string.format([[
+[U]
+description = "url"
+default_backup = "MAIN"
+[U.script_ae]
+aet = "RTB"
+[U.backup_targets.MAIN]
+type = "orthanc"
+aet = "MAIN"
+ip = "10.0.0.2"
+port = 4242
+http_url = "%s"
+]], url))
+        end
+        local bad = h.run{"--config", env("htp://10.0.0.2:8042"), "config", "check"}
+        local good = h.run{"--config", env("https://user:pw@archive.example:8042/orthanc"), "config", "check"}
+        os.execute("rm -rf " .. h.quote(dir))
+        assert.are.equal(2, bad.code, bad.output)
+        assert.matches('url.toml:%d+: U: backup_targets.MAIN.http_url: "htp://10.0.0.2:8042" is not an http:// or ' ..
+                       'https:// URL with a host', bad.stdout)
+        assert.are.equal(0, good.code, good.output)
     end)
 
     it("reports a TOML syntax error with file and line", function()

@@ -12,6 +12,7 @@
 local core = require "rtbackup.config.core"
 local errors = require "rtbackup.error"
 local settings = require "rtbackup.settings"
+local sys = require "rtbackup.sys"
 
 local config = {
     MASK = core.MASK,
@@ -44,18 +45,59 @@ local function same_peer_problems(raw, locate)
         if type(p) ~= "table" or not p.aet or not (p.ip or p.host) or not p.port then return nil end
         return string.format("%s@%s:%s", p.aet, p.ip or p.host, tostring(math.tointeger(p.port) or p.port))
     end
-    local archive = raw.default_backup and address((raw.backup_targets or {})[raw.default_backup])
+    -- The same AE title and port, and a host name that names the same machine
+    -- ("localhost" and "127.0.0.1"): the names as written, and what they resolve to.
+    local resolved = {}
+    local function machines(h)
+        if not resolved[h] then
+            resolved[h] = {[h] = true}
+            for _, a in ipairs(sys.addresses(h) or {}) do resolved[h][a] = true end
+        end
+        return resolved[h]
+    end
+    local function same(a, b)
+        if type(a) ~= "table" or type(b) ~= "table" or a.aet ~= b.aet or not a.port or a.port ~= b.port then
+            return false
+        end
+        local ha, hb = a.ip or a.host, b.ip or b.host
+        if not ha or not hb then return false end
+        for m in pairs(machines(ha)) do if machines(hb)[m] then return true end end
+        return false
+    end
+    local target = raw.default_backup and (raw.backup_targets or {})[raw.default_backup]
+    local archive = address(target)
     if not archive then return {} end
     local list, aliases = {}, {}
     for alias in pairs(raw.sources or {}) do aliases[#aliases + 1] = alias end
     table.sort(aliases)
     for _, alias in ipairs(aliases) do
-        if address(raw.sources[alias]) == archive then
+        if same(raw.sources[alias], target) then
             local key = "sources." .. alias
             local file, line = locate(key .. ".aet")
             list[#list + 1] = {severity = "error", env = raw.name, key = key, file = file, line = line, message =
                 string.format("source %s is the archive it is backed up into (default_backup %s, %s): such a backup proves nothing",
                               alias, raw.default_backup, archive)}
+        end
+    end
+    return list
+end
+
+-- An archive's http_url (verification reads its REST API) must be an http(s) URL
+-- with a host; one written as a secret ("__NAME__", http_url_env_var) is checked when
+-- used (rtbackup health).
+local function url_problems(raw, locate)
+    local list, aliases = {}, {}
+    for alias in pairs(raw.backup_targets or {}) do aliases[#aliases + 1] = alias end
+    table.sort(aliases)
+    for _, alias in ipairs(aliases) do
+        local url = raw.backup_targets[alias].http_url
+        if type(url) == "string" and not url:match("^__.*__$")
+           and not url:match("^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@]*@?[%w%.%-%[%]:]+") then
+            local key = "backup_targets." .. alias .. ".http_url"
+            local file, line = locate(key)
+            list[#list + 1] = {severity = "error", env = raw.name, key = key, file = file, line = line, message =
+                string.format("%q is not an http:// or https:// URL with a host (e.g. \"http://10.10.1.200:8042\")",
+                              (url:gsub("//[^/@]*@", "//****@")))}
         end
     end
     return list
@@ -68,6 +110,7 @@ local function lua_problems(env_name)
     if not raw then return {} end
     local list = settings.check(raw, locator(env_name))
     for _, p in ipairs(same_peer_problems(raw, locator(env_name))) do list[#list + 1] = p end
+    for _, p in ipairs(url_problems(raw, locator(env_name))) do list[#list + 1] = p end
     for _, p in ipairs(list) do with_text(p) end
     return list
 end
