@@ -208,6 +208,17 @@ describe("rtbackup drill of a DICOM source", function()
         assert.are.equal("missing", r.json.mismatches[1].problem)
     end)
 
+    it("names the peer it could not reach, and exits 4", function()
+        assert.are.equal(0, rtb{"backup", "DR", "ARIA", table.unpack(ALL)}.code)
+        -- The archive moves to a closed port.
+        local text = slurp(dir .. "/dr.toml"):gsub("port = " .. tb.MAIN_PORT, "port = " .. tb.CLOSED_PORT, 1)
+        h.write_file(dir .. "/dr.toml", text)
+        local r = rtb{"drill", "DR", "ARIA"}
+        assert.are.equal(4, r.code, r.output)
+        assert.matches("stopped while [%a ]+: MAIN %(" .. tb.MAIN_AET .. "@" .. tb.HOST:gsub("%.", "%%.") .. ":" ..
+                       tb.CLOSED_PORT .. "%): cannot open association", r.stdout)
+    end)
+
     it("exits 1 when nothing is verified yet, 2 for an unknown source, and alerts a mismatch", function()
         local r = drill{"ARIA"}
         assert.are.equal(1, r.code, r.output)

@@ -252,7 +252,11 @@ local function print_result(s)
     local out = io.stdout
     out:write(string.format("%s drill %s <- %s: %d %s, %d %s compared\n", s.env, s.source, s.target,
                             #(s.items or {}), s.kind == "mosaiq" and "records" or "studies", s.compared or 0, s.unit))
-    if s.error then out:write(string.format("  stopped while %s: %s\n", s.error.phase or "drilling", s.error.message)) end
+    if s.error then
+        local e = s.error
+        local with = e.peer and string.format("%s%s: ", e.peer, e.address and (" (" .. e.address .. ")") or "") or ""
+        out:write(string.format("  stopped while %s: %s%s\n", e.phase or "drilling", with, e.message))
+    end
     for _, r in ipairs(s.items or {}) do
         out:write(string.format("  %s %s %s: %d equal, %d different, %d missing%s\n", r.patient or "?", r.date or "",
                                 r.record or r.study, r.equal, r.different, r.missing,
@@ -348,7 +352,8 @@ function drill.run(env, alias, opts)
         code = exit.stop_code() or (errors.is(err, "nothing") and exit.partial or exit.of_error(err))
         s.error = {phase = phase, kind = type(err) == "table" and err.kind or "internal",
                    message = type(err) == "table" and tostring(err.message or err) or tostring(err),
-                   peer = type(err) == "table" and err.alias or nil}
+                   peer = type(err) == "table" and err.alias or nil,
+                   address = type(err) == "table" and type(err.peer) == "string" and err.peer or nil}
         if s.items == nil then s.items = {} end
         totals(s, s.items)
         if not errors.is(err, "nothing") then

@@ -54,7 +54,7 @@ end
 settings.SCHEMA = {
     -- selection and scale
     {name = "max_uids_per_run", type = "integer", min = 1, on = ENV_ONLY,
-     doc = "At most this many instances (or records) per run; the rest waits for the next runs, oldest first. Unset: no cap."},
+     doc = "At most this many instances (or records) per run, counted by whole series: a series larger than the cap is moved whole (the run's first, so that it is ever moved), and nothing more that run; the rest waits for the next runs, oldest first. Unset: no cap."},
     {name = "lookback_days", type = "integer", min = 0, max = 3660, on = SOURCES,
      doc = "Days before today that a backup (and validate) looks at when no --since is given. Unset: 90 for a DICOM source, whose studies are selected by StudyDate: an object added to an earlier study (the plan of last week's CT, a course's daily treatment records) is found while the course runs. 7 for a Mosaiq source, by treatment date: a run after midnight still backs up the evening's deliveries, and a row corrected at the week's chart check is archived again. 0: today only."},
     {name = "undated_sweep_days", type = "integer", min = 0, max = 3660, default = 7, on = {"settings", "dicom"},
