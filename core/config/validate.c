@@ -361,8 +361,16 @@ static void check_mosaiq_source(checker *c, const rtb_cfg_node *src, const char 
 static void check_source(checker *c, const rtb_cfg_node *src, const char *path)
 {
     const char *type = entry_type(c, src, path, "source", SOURCE_TYPES, "aria, mim, mosaiq");
-    if (type == NULL)
+    if (type == NULL) {
+        /* Every problem at once: the values of a source of no known type are still
+         * checked as the kind its keys say (a DICOM peer's aet, a database's db_*),
+         * without asking for what may be missing. */
+        if (has(src, "aet"))
+            check_fields(c, src, path, DICOM_SOURCE_FIELDS, c->settings ? c->settings->dicom : NULL);
+        else if (has(src, "db_server") || has(src, "dsn"))
+            check_fields(c, src, path, MOSAIQ_SOURCE_FIELDS, c->settings ? c->settings->mosaiq : NULL);
         return;
+    }
     if (strcmp(type, "mosaiq") == 0) {
         check_mosaiq_source(c, src, path);
     } else {
@@ -373,8 +381,11 @@ static void check_source(checker *c, const rtb_cfg_node *src, const char *path)
 
 static void check_target(checker *c, const rtb_cfg_node *target, const char *path)
 {
-    if (entry_type(c, target, path, "backup target", TARGET_TYPES, "orthanc, dicom_scp") == NULL)
+    if (entry_type(c, target, path, "backup target", TARGET_TYPES, "orthanc, dicom_scp") == NULL) {
+        if (has(target, "aet")) /* its values all the same, as for a source above */
+            check_fields(c, target, path, TARGET_FIELDS, c->settings ? c->settings->target : NULL);
         return;
+    }
     check_fields(c, target, path, TARGET_FIELDS, c->settings ? c->settings->target : NULL);
     check_peer_address(c, target, path);
 }

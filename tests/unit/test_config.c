@@ -363,6 +363,24 @@ static void unknown_source_type_lists_the_allowed_types(void **state)
                    "unknown source type \"oracle\"; expected one of aria, mim, mosaiq");
 }
 
+/* A wrong type hides none of the entry's other problems. */
+static void unknown_source_type_still_checks_the_values(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(validate_text(f,
+        "[E]\n"
+        "script_ae = { aet = \"E_SCU\" }\n"
+        "[E.sources.PACS]\n"
+        "type = \"dicom\"\n"                   /* 4 */
+        "aet = \"BAD\\\\AE\"\n"                 /* 5 */
+        "ip = \"10.0.0.1\"\n"
+        "port = \"abc\"\n"), 3);               /* 7 */
+    assert_int_equal(f->problems.count, 3);
+    assert_int_equal(f->problems.items[0].line, 4);
+    assert_int_equal(f->problems.items[1].line, 5);
+    assert_int_equal(f->problems.items[2].line, 7);
+}
+
 static void dicom_source_without_aet_ip_port_reports_each_missing_key(void **state)
 {
     fixture *f = *state;
@@ -901,6 +919,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(missing_path_is_an_error_naming_it, setup, teardown),
         cmocka_unit_test_setup_teardown(top_level_value_that_is_not_a_table_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_source_type_lists_the_allowed_types, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_source_type_still_checks_the_values, setup, teardown),
         cmocka_unit_test_setup_teardown(dicom_source_without_aet_ip_port_reports_each_missing_key, setup, teardown),
         cmocka_unit_test_setup_teardown(source_without_type_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(port_70000_is_out_of_range, setup, teardown),
