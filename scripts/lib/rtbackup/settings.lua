@@ -118,7 +118,7 @@ settings.SCHEMA = {
      doc = "The site's time zone (tz database name, e.g. America/Los_Angeles): what \"today\" and the window mean. Unset: the host's."},
     -- files
     {name = "state_dir", type = "string", on = ENV_ONLY,
-     doc = "Journal, locks, summaries and spool (created 0700). Unset: $RTBACKUP_STATE_DIR, else /var/lib/rtbackup when installed (<prefix>/var/lib/rtbackup under a prefix other than /usr and /usr/local), ./state in a checkout."},
+     doc = "Journal, locks, summaries and spool (created 0700). A relative path is taken from the working directory: give an absolute one for cron and systemd, or each place a run starts from keeps a journal of its own. Unset: $RTBACKUP_STATE_DIR, else /var/lib/rtbackup when installed (<prefix>/var/lib/rtbackup under a prefix other than /usr and /usr/local), ./state in a checkout."},
     {name = "spool_dir", type = "string", on = ENV_ONLY, doc = "Where received instances wait (default: inside state_dir)."},
     {name = "audit_log", type = "string", on = ENV_ONLY,
      doc = "Append-only JSON-lines audit trail of every operation on patient data (created 0600)."},
