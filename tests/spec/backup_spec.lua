@@ -19,6 +19,7 @@ local function write_env(extra_settings, main)
         description = "testbed", default_source = "ARIA", default_backup = "MAIN",
         sources = {{alias = "ARIA", type = "aria", peer = "ARIA"},
                    {alias = "DEAD", type = "mim", aet = "DEAD", ip = tb.HOST, port = tb.CLOSED_PORT},
+                   {alias = "WRONGAE", type = "aria", aet = "NOT_ARIA", ip = tb.HOST, port = tb.ARIA_PORT},
                    {alias = "STAGE", type = "mim", peer = "STAGING"},
                    {alias = "NOFIND", type = "mim", peer = "STORESCP"}},
         targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN", port = main and main.port,
@@ -488,6 +489,12 @@ describe("rtbackup backup", function()
         local r = rtb({"backup", "TB", "NOFIND", table.unpack(ALL)})
         assert.are.equal(2, r.code, r.output)
         assert.matches("NOFIND does not accept C-FIND (Study Root Query/Retrieve)", r.stdout, 1, true)
+    end)
+
+    it("exits 2 when the source rejects the association for an AE title it does not know", function()
+        local r = rtb({"backup", "TB", "WRONGAE", table.unpack(ALL)})
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("Called AE Title Not Recognized", r.stdout, 1, true)
     end)
 
     it("exits 4 when the source is unreachable", function()

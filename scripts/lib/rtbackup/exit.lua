@@ -58,6 +58,16 @@ end
 function exit.needs_configuration(err)
     return errors.is(err, "usage") or errors.is(err, "config")
         or (type(err) == "table" and err.needs_configuration == true)
+        or exit.is_refused_title(err)
+end
+
+--- True when err is an association rejected for good because the peer does not know
+-- an AE title (A-ASSOCIATE-RJ rejected-permanent by the service user, reason 3
+-- "calling AE title not recognized" or 7 "called AE title not recognized", PS3.8
+-- 9.3.4): a setting to change, here or on the peer, not a peer to wait for.
+function exit.is_refused_title(err)
+    return type(err) == "table" and err.kind == "rejected" and err.result == 1 and err.source == 1
+        and (err.reason == 3 or err.reason == 7)
 end
 
 --- The exit code an error deserves when it ends a command.
