@@ -6,7 +6,7 @@
 --       record that could not be built, an unresolved reference)
 --   2   usage or configuration error: nothing was attempted, or nothing more could be
 --       until a setting is changed (ours, or a peer's: a source that does not know
---       the archive as a move destination, or accepts no C-MOVE)
+--       the archive as a move destination, accepts no C-MOVE, or rejects an AE title)
 --   3   another run holds the lock
 --   4   a source or target unreachable (the rest waits for the next run)
 --   5   outside the source's time window
