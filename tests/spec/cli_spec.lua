@@ -51,6 +51,12 @@ describe("rtbackup", function()
         assert.matches("Usage:", r.stderr)
     end)
 
+    it("says a global option given after the command goes before it", function()
+        local r = h.run{"find", "-c", "/etc/rtbackup"}
+        assert.are.equal(2, r.code)
+        assert.matches("-c is a global option: it goes before the command", r.stderr, 1, true)
+    end)
+
     -- Each command's numbers are checked by the same converters before anything is
     -- loaded or contacted (no environment is needed to be refused).
     it("refuses a number that is not one, or out of range, naming the option and what it got (exit 2)", function()

@@ -41,9 +41,19 @@ local function join_negative_values(args)
 end
 
 --- Parses args; a mistake raises a usage error (exit 2) showing the usage line.
+-- The global options (rtbackup --help), which go before the command.
+local GLOBAL = {["-c"] = true, ["--config"] = true, ["-l"] = true, ["--log-level"] = true, ["--log-format"] = true}
+
 function cli.parse(parser, args)
     local ok, result = parser:pparse(join_negative_values(args))
-    if not ok then usage(result .. "\n" .. parser:get_usage()) end
+    if not ok then
+        local option = tostring(result):match("^unknown option '([^'=]+)")
+        if option and GLOBAL[option] then
+            result = string.format("%s\n%s is a global option: it goes before the command " ..
+                                   "(rtbackup %s ... COMMAND ...)", result, option, option)
+        end
+        usage(result .. "\n" .. parser:get_usage())
+    end
     return result
 end
 
