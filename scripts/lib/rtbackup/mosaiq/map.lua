@@ -468,7 +468,8 @@ function Mapper:control_point(point, field, where, label, ms, previous_point, pr
         couch_angle = self:angle(point, actual, "Couch_Ang", where, previous_cp, "couch_angle"),
         couch_direction = enum(self, "Dir_Enum", point.Couch_Ang_Dir_Enum, where, "Couch_Ang_Dir_Enum"),
         table_top_eccentric_distance = mm(self, point.Couch_Top_Axis_Distance, where, "Couch_Top_Axis_Distance"),
-        table_top_eccentric_angle = self:angle(point, actual, "Couch_Top", where, previous_cp, "table_top_eccentric_angle"),
+        table_top_eccentric_angle = self:angle(point, actual, "Couch_Top", where, previous_cp,
+                                               "table_top_eccentric_angle"),
         table_top_eccentric_direction = enum(self, "Dir_Enum", point.Couch_Top_Dir_Enum, where, "Couch_Top_Dir_Enum"),
         table_top_vertical = self:position(point, actual, previous_point, previous_cp, "Couch_Vrt",
                                            "table_top_vertical", where),
@@ -495,9 +496,11 @@ function Mapper:control_point(point, field, where, label, ms, previous_point, pr
         cp.table_top_pitch_angle, cp.table_top_pitch_direction = 0, "NONE"
         cp.table_top_roll_angle, cp.table_top_roll_direction = 0, "NONE"
     else
-        cp.table_top_pitch_angle = self:angle(point, actual, "Couch_Pitch_Ang", where, previous_cp, "table_top_pitch_angle")
+        cp.table_top_pitch_angle = self:angle(point, actual, "Couch_Pitch_Ang", where, previous_cp,
+                                              "table_top_pitch_angle")
         cp.table_top_pitch_direction = enum(self, "Dir_Enum", point.Couch_Pitch_Dir_Enum, where, "Couch_Pitch_Dir_Enum")
-        cp.table_top_roll_angle = self:angle(point, actual, "Couch_Roll_Ang", where, previous_cp, "table_top_roll_angle")
+        cp.table_top_roll_angle = self:angle(point, actual, "Couch_Roll_Ang", where, previous_cp,
+                                             "table_top_roll_angle")
         cp.table_top_roll_direction = enum(self, "Dir_Enum", point.Couch_Roll_Dir_Enum, where, "Couch_Roll_Dir_Enum")
     end
     return cp
