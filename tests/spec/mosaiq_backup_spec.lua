@@ -430,6 +430,15 @@ describe("the Mosaiq backup", function()
         assert.are.equal(1, found)
     end)
 
+    it("says when Mosaiq has no delivery of the patient asked for", function()
+        local args = {"--patient", "NOSUCH"}
+        for _, a in ipairs(PERIOD) do args[#args + 1] = a end
+        local r = backup(args)
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("Mosaiq has no delivery of patient NOSUCH in the period", r.stdout, 1, true)
+        assert.are.equal("NOSUCH", r.summary.patient_not_found)
+    end)
+
     it("exits 4 when staging is down, keeps the records queued, and the next run completes", function()
         write_env{staging_port = tb.CLOSED_PORT}
         local r = backup()
@@ -456,9 +465,10 @@ describe("the Mosaiq backup", function()
     it("reports a failure when the archive's AE title is wrong (staging cannot send to it, it rejects us)", function()
         write_env{main_aet = "NOT_KNOWN"} -- staging knows no such destination: the C-MOVE fails
         local r = backup()
-        -- the move is refused, the verification's association rejected: the records stay
-        -- queued for a run with the right configuration
-        assert.are.equal(4, r.code, r.output)
+        -- the move is refused, the verification's association rejected for an AE title
+        -- the archive does not know (a setting to change: exit 2): the records stay queued
+        -- for a run with the right configuration
+        assert.are.equal(2, r.code, r.output)
         assert.matches("Called AE Title Not Recognized", r.stdout, 1, true)
         assert.are.equal(0, records_in(main))
         assert.is_true(#r.summary.errors > 0)

@@ -164,6 +164,9 @@ describe("rtbackup.odbc on SQLite", function()
                                            db_password = "Hunter2;x}"})
         assert.are.equal("connect_failed", err.kind)
         assert.is_nil(err.message:find("Hunter2", 1, true))
+        -- A setting to change, not a server to wait for: a run ends with exit 2, not 4.
+        local exit = require "rtbackup.exit"
+        assert.are.equal(exit.usage, exit.of_error(err))
     end)
 
     it("checks the timeouts of the settings", function()

@@ -6,7 +6,8 @@
 --       record that could not be built, an unresolved reference)
 --   2   usage or configuration error: nothing was attempted, or nothing more could be
 --       until a setting is changed (ours, or a peer's: a source that does not know
---       the archive as a move destination, accepts no C-MOVE, or rejects an AE title)
+--       the archive as a move destination, accepts no C-MOVE, or rejects an AE title;
+--       a database that refuses our login, an ODBC driver not installed)
 --   3   another run holds the lock
 --   4   a source or target unreachable (the rest waits for the next run)
 --   5   outside the source's time window
@@ -58,7 +59,18 @@ end
 function exit.needs_configuration(err)
     return errors.is(err, "usage") or errors.is(err, "config")
         or (type(err) == "table" and err.needs_configuration == true)
-        or exit.is_refused_title(err)
+        or exit.is_refused_title(err) or exit.is_refused_login(err)
+end
+
+--- True when err is a database that refused our credentials, or an ODBC driver or
+-- data source that is not installed (IM002, IM003; unixODBC's "Can't open lib", 01000):
+-- asking again changes nothing, and a scheduler retrying a refused login may lock the
+-- service account out.
+function exit.is_refused_login(err)
+    if type(err) ~= "table" then return false end
+    if err.kind == "login_failed" then return true end
+    return err.kind == "connect_failed" and (err.sqlstate == "IM002" or err.sqlstate == "IM003"
+        or (type(err.message) == "string" and err.message:find("Can't open lib", 1, true) ~= nil))
 end
 
 --- True when err is an association rejected for good because the peer does not know

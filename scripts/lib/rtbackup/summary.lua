@@ -122,7 +122,8 @@ function summary.print(s, out)
                                 count(s.studies), count(s.already_present)))
     end
     if s.patient_not_found then
-        out:write(string.format("  the source has no study of patient %s\n", s.patient_not_found))
+        out:write(string.format(s.kind == "mosaiq" and "  Mosaiq has no delivery of patient %s in the period\n"
+                                or "  the source has no study of patient %s\n", s.patient_not_found))
     end
     if s.plan then return print_dry_run(out, s) end
     local unit = s.kind == "mosaiq" and "records" or "instances"

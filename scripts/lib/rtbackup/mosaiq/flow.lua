@@ -380,6 +380,10 @@ function flow.plan(run, hand)
     stage(run, batch)
     if #requeue > 0 and not dry then j:requeue(alias, requeue) end
     if flow.makes_partial(run.choices, built.skipped) then run.failures.partial = true end
+    if run.opts.patient and built.found == 0 then
+        run.summary.patient_not_found = run.opts.patient
+        log.warn("Mosaiq has no delivery of this patient in the period", {source = alias, patient = run.opts.patient})
+    end
     run.corrected = corrected
     local warnings = {}
     for i, w in ipairs(built.warnings) do
