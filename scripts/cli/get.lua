@@ -5,10 +5,13 @@ local dc = require "rtbackup.dicom_cli"
 local parser = cli.parser("get", [[
 Retrieves matching instances over our own association (C-GET, with SCP role
 selection for the storage classes) into --out-dir as <SOPInstanceUID>.dcm. The level
-is the most specific UID given unless --query-level says otherwise. Every instance
-arrives in the transfer syntax the peer stores it in, or is reported failed: a C-FIND
-first asks what is there, and each SOP class is offered in each syntax (in rounds for
-peers that send on the first context accepted). Exit 1 when any instance failed.
+is the most specific UID given unless --query-level says otherwise. Compressed
+instances arrive in the transfer syntax the peer stores them in, or are reported
+failed, never decompressed: a C-FIND first asks what is there, and each SOP class is
+offered in each syntax (in rounds for peers that send on the first context accepted).
+A peer whose C-FIND does not say how it stores an instance (dcmqrscp) may still send
+uncompressed data in another uncompressed syntax (values unchanged); "transcoded"
+counts only what the peer said it stores otherwise. Exit 1 when any instance failed.
   rtbackup get --env UCLA --peer ORTHANC_MAIN --study-uid 1.2.3 --out-dir /tmp/restore]],
     dc.EXIT_CODES)
 dc.add_peer_options(parser)

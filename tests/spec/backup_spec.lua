@@ -503,6 +503,33 @@ describe("rtbackup backup", function()
         assert.matches("DEAD", r.output)
     end)
 
+    -- A mock, said so: no testbed peer fails the C-GET of one series while answering
+    -- C-FIND; the real peers (dcmqrscp ARIA, Orthanc main) answer everything else.
+    it("validate --deep keeps what the listings found when a retrieve fails", function()
+        assert.are.equal(0, backup().code)
+        local lost
+        for _, id in ipairs(main:get("/instances")) do
+            local t = main:get("/instances/" .. id .. "/simplified-tags")
+            if t.PatientID == "RTB001" then lost = t; main:delete("/instances/" .. id); break end
+        end
+        local r = rtb{"run", h.write_file(dir .. "/deep.lua", string.format([[
+            local dicom, validate = require "rtbackup.dicom", require "rtbackup.validate"
+            local peer = function(aet, port) return dicom.peer{aet = aet, host = %q, port = port, calling_aet = %q} end
+            local source, target = peer(%q, %d), peer(%q, %d)
+            local real_get = target.get
+            target.get = function() error(require("rtbackup.error").new{kind = "status", status = 0xA702,
+                                                                        message = "C-GET failed (0xA702)"}, 0) end
+            local st = source:find{level = "STUDY", StudyInstanceUID = %q, PatientID = ""}[1]
+            local r = validate.study(source, target, st, true)
+            print(#r.missing, r.missing[1] and r.missing[1].sop_instance_uid, #r.errors, r.compared)]],
+            tb.HOST, tb.SCU_AET, tb.ARIA_AET, tonumber(tb.ARIA_PORT), tb.MAIN_AET, tonumber(tb.MAIN_PORT),
+            lost.StudyInstanceUID))}
+        assert.are.equal(0, r.code, r.output)
+        local n, uid, errs = r.stdout:match("^(%d+)\t(%S+)\t(%d+)\t")
+        assert.are.same({"1", lost.SOPInstanceUID}, {n, uid}, r.stdout)
+        assert.is_true(tonumber(errs) >= 1, r.stdout)
+    end)
+
     it("takes a patient's every study with --patient and no dates, and says when there is none", function()
         -- The testbed's studies are dated January 2026, outside the 90 days a run looks back.
         local r = rtb{"backup", "TB", "ARIA", "--patient", "RTB001"}

@@ -52,7 +52,7 @@ end
 -- and with deep, different (both have it, digests differ). archive: the target's
 -- REST API (rtbackup.orthanc), or nil.
 function validate.study(source, target, study, deep, archive)
-    local found = {missing = {}, extra = {}, different = {}, instances = 0, compared = 0}
+    local found = {missing = {}, extra = {}, different = {}, instances = 0, compared = 0, errors = {}}
     local id, patient = study.StudyInstanceUID, study.PatientID
     local src_series, tgt_series = series_of(source, id, patient), series_of(target, id, patient)
     local function note(list, series, uid)
@@ -67,12 +67,22 @@ function validate.study(source, target, study, deep, archive)
         end
         for uid in pairs(tgt) do if not src[uid] then note(found.extra, series, uid) end end
         if deep and tgt_series[series] then
-            local a, b = digests(source, id, series, patient), digests(target, id, series, patient)
-            for uid, d in pairs(a) do
-                if b[uid] then
-                    found.compared = found.compared + 1
-                    if b[uid] ~= d then note(found.different, series, uid) end
+            -- A retrieve that fails leaves this series' contents not compared (said), and
+            -- takes nothing away from what the listings above found.
+            local ok, err = pcall(function()
+                local a, b = digests(source, id, series, patient), digests(target, id, series, patient)
+                for uid, d in pairs(a) do
+                    if b[uid] then
+                        found.compared = found.compared + 1
+                        if b[uid] ~= d then note(found.different, series, uid) end
+                    end
                 end
+            end)
+            if not ok then
+                if exit.is_stopped(err) or exit.is_unreachable(err) then error(err, 0) end
+                found.errors[#found.errors + 1] = {study = id, series = series, error = err}
+                log.error("cannot compare the contents of a series", {study = id, series = series,
+                                                                     error = tostring(err)})
             end
         end
     end
@@ -106,7 +116,7 @@ function validate.compare(source, target, selection, opts)
         local r = results[i]
         if r then
             total.instances, total.compared = total.instances + r.instances, total.compared + r.compared
-            for _, k in ipairs{"missing", "extra", "different"} do
+            for _, k in ipairs{"missing", "extra", "different", "errors"} do
                 for _, item in ipairs(r[k]) do total[k][#total[k] + 1] = item end
             end
         else
@@ -165,7 +175,8 @@ function validate.run(env, source_alias, target_alias, opts)
             env.name, source_alias, target_alias, since, till, result.studies, result.instances, #result.missing,
             #result.extra,
             opts.deep and string.format(", %d compared, %d different", result.compared, #result.different) or "",
-            #result.errors > 0 and string.format("; %d studies could not be compared", #result.errors) or ""))
+            #result.errors > 0 and string.format("; %d studies or series could not be compared", #result.errors)
+                or ""))
         local unreachable = false
         for _, e in ipairs(result.errors) do unreachable = unreachable or exit.is_unreachable(e.error) end
         code = exit.stop_code() or (unreachable and exit.unreachable)
