@@ -172,6 +172,17 @@ describe("rtbackup status of a DICOM source", function()
         assert.are.equal(2, r.source.ODIL.totals.pending)
     end)
 
+    it("--refresh with the archive down says so on stdout and exits 4", function()
+        assert.are.equal(0, rtb{"backup", "ST", "ODIL", table.unpack(ALL)}.code)
+        local text = h.read_file(dir .. "/st.toml")
+        h.write_file(dir .. "/st.toml", (text:gsub("port = " .. tb.MAIN_PORT, "port = " .. tb.CLOSED_PORT, 1)))
+        local r = rtb{"status", "ST", "ODIL", "--since", "2026-01-01", "--refresh"}
+        write_env()
+        assert.are.equal(4, r.code, r.output)
+        assert.matches("status: could not count on the peers: " .. tb.MAIN_AET .. "@", r.stdout, 1, true)
+        assert.matches("cannot open association", r.stdout, 1, true)
+    end)
+
     it("keeps run_history_days of runs and lists them newest first", function()
         for _ = 1, 3 do assert.are.equal(0, rtb{"backup", "ST", "ODIL", table.unpack(ALL)}.code) end
         -- the second run (it moved nothing, no unit names it) started long ago

@@ -320,8 +320,20 @@ function status.run(env, opts)
     local exit = require "rtbackup.exit"
     local ok, st = pcall(status.collect, env, opts)
     if not ok then
-        if not exit.is_unreachable(st) then error(st, 0) end
-        io.stderr:write("rtbackup status: ", tostring(st), "\n")
+        -- Of jobs run at once (task.map), the first failure says what happened.
+        local cause = st
+        if type(st) == "table" and st.kind == "task" and type(st.errors) == "table" then
+            local first
+            for i, e in pairs(st.errors) do if not first or i < first then first, cause = i, e end end
+        end
+        if not exit.is_unreachable(cause) then error(st, 0) end
+        local text = "status: could not count on the peers: " .. tostring(cause)
+        if opts.format == "json" then
+            io.stdout:write(require("cjson").encode({env = env.name, error = {kind = cause.kind, message = text}}), "\n")
+        else
+            io.stdout:write(text, "\n")
+        end
+        io.stderr:write("rtbackup ", text, "\n")
         return exit.stop_code() or exit.unreachable
     end
     status.print(st, opts.format)
