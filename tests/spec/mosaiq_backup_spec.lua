@@ -430,6 +430,59 @@ describe("the Mosaiq backup", function()
         assert.are.equal(1, found)
     end)
 
+    -- Before, the continuation took its reference from the journal: backed up before its
+    -- interrupted part (or by a shard, or under a renamed environment, each a journal of
+    -- its own), it was built without one, and later rebuilt with one under another UID
+    -- ("corrected in Mosaiq" when nothing changed, and two records for one delivery).
+    it("builds a continuation the same whatever the journal knows: its interrupted part is read from Mosaiq", function()
+        local cont = clinic.situations.interrupted_next_day[1]
+        local function period(a, b) return {"--patient", cont.mrn, "--since", a, "--until", b} end
+        local function archived_uids()
+            local set, refs = {}, {}
+            for _, id in ipairs(main:get("/instances")) do
+                local tags = main:get("/instances/" .. id .. "/simplified-tags")
+                set[tags.SOPInstanceUID] = true
+                if tags.ReferencedTreatmentRecordSequence then
+                    refs[tags.SOPInstanceUID] = tags.ReferencedTreatmentRecordSequence[1].ReferencedSOPInstanceUID
+                end
+            end
+            return set, refs
+        end
+        -- The continuation's day alone, first, with an empty journal.
+        local r = backup(period(cont.continued_day, cont.continued_day))
+        assert.are.equal(0, r.code, r.output)
+        local _, alone = archived_uids()
+        local continuation, interrupted = next(alone)
+        assert.is_truthy(continuation, "the continuation references its interrupted part")
+        -- Both days at once, from scratch: the same two records.
+        main:wipe()
+        staging:wipe()
+        os.execute("rm -rf " .. h.quote(state))
+        r = backup(period(cont.day, cont.continued_day))
+        assert.are.equal(0, r.code, r.output)
+        local both = archived_uids()
+        assert.is_true(both[continuation], "the continuation has the same UID")
+        assert.is_true(both[interrupted], "the interrupted part is the record referenced")
+        -- and the continuation's day again is no correction
+        r = backup(period(cont.continued_day, cont.continued_day))
+        assert.are.equal(0, r.code, r.output)
+        assert.are.same({0, 0}, {r.summary.records_corrected, r.summary.moved})
+    end)
+
+    it("archives no record twice under an environment's new name (a new journal, the same database)", function()
+        local r = backup()
+        assert.are.equal(1, r.code, r.output) -- the clinic's missing field version
+        local held = records_in(main)
+        local text = h.read_file(dir .. "/mq.toml"):gsub("%[MQ([%]%.])", "[RENAMED%1")
+        h.write_file(dir .. "/mq.toml", text)
+        local args = {"backup", "RENAMED"}
+        for _, a in ipairs(PERIOD) do args[#args + 1] = a end
+        local again = rtb(args)
+        assert.are.equal(1, again.code, again.output)
+        -- the same records under the same UIDs: none twice in the archive
+        assert.are.equal(held, records_in(main))
+    end)
+
     it("says when Mosaiq has no delivery of the patient asked for", function()
         local args = {"--patient", "NOSUCH"}
         for _, a in ipairs(PERIOD) do args[#args + 1] = a end

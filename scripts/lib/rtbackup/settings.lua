@@ -112,7 +112,7 @@ settings.SCHEMA = {
     {name = "query_timeout", type = "integer", min = 0, default = 300, on = {"settings", "mosaiq"},
      doc = "Seconds a query may run (0: no limit)."},
     {name = "uid_namespace", type = "string", check = check_uid_root, on = {"settings", "mosaiq"},
-     doc = "The stable name that scopes the UIDs of records built from this Mosaiq database. Unset: derived once and kept in the journal, so renaming an environment never re-archives a record."},
+     doc = "The stable name that scopes the UIDs of records built from this Mosaiq database. Unset: derived from the database (its DSN, or server and database) and kept in the journal, so renaming an environment or a source never re-archives a record."},
     -- time
     {name = "timezone", type = "string", check = check_timezone, on = ENV_ONLY,
      doc = "The site's time zone (tz database name, e.g. America/Los_Angeles): what \"today\" and the window mean. Unset: the host's."},

@@ -26,8 +26,11 @@
 -- and verified like any record, while the one it supersedes is reported.
 --
 -- A continuation (the rest of an interrupted beam) references the records of the
--- same fraction before it (Referenced Treatment Record Sequence): built in this run,
--- or remembered in the journal from the run that built the interrupted part.
+-- same fraction before it (Referenced Treatment Record Sequence): the day's earlier
+-- sessions, and for a day that starts with a continuation, the records of the nearest
+-- earlier day of that fraction (within CONTINUATION_DAYS), built again from Mosaiq
+-- when that day is not in the run. Never from the journal: the same rows give the same
+-- record whatever was backed up before, by which run, shard or journal.
 local clock = require "rtbackup.clock"
 local errors = require "rtbackup.error"
 local host = require "rtbackup.host"
@@ -47,17 +50,30 @@ local flow = {kind = "mosaiq", unit = "records"}
 -- midnight covers the evening before, and a Dose_Hst row corrected within the week
 -- (the weekly chart check) is built again and archived as a new version.
 flow.LOOKBACK_DAYS = 7
+-- How far back a continuation's interrupted part is looked for (days).
+flow.CONTINUATION_DAYS = 7
 
 --- The stable name that scopes the UIDs of this Mosaiq database's records: the
--- setting uid_namespace, else the one this journal derived and kept the first time
--- ("ENV/SOURCE" then), so renaming an environment never re-archives a record.
+-- setting uid_namespace, else the one this journal derived and kept the first time.
+-- Derived from the database it names (its DSN, or server and database), not from the
+-- environment's or the source's name: renaming either (which starts a new journal)
+-- or a journal of another shard derives the same, so no record is archived again
+-- under another UID. ("ENV/SOURCE" only for a database named by secrets.)
 function flow.uid_namespace(env, alias, journal, read_only)
     local configured = settings.get(env, "uid_namespace", alias)
     if configured then return configured end
     local scope = "mosaiq " .. alias
     local kept = journal and journal:fact(scope, "uid_namespace")
     if kept then return kept end
-    local derived = env.name .. "/" .. alias
+    local src = env.sources[alias] or {}
+    local derived
+    if type(src.dsn) == "string" then
+        derived = "MOSAIQ DSN " .. src.dsn
+    elseif type(src.db_server) == "string" and type(src.db_database) == "string" then
+        derived = "MOSAIQ " .. src.db_server:lower() .. "/" .. src.db_database
+    else
+        derived = env.name .. "/" .. alias
+    end
     if journal and not read_only then journal:set_fact(scope, "uid_namespace", derived) end
     return derived
 end
@@ -88,16 +104,6 @@ function flow.identity(g, day)
     return string.format("%s/%s/s%d", fraction_key(g), day, g.session or 1)
 end
 
--- Whether a group ends with a beam that did not finish (a continuation may follow).
-local function interrupted(g)
-    for _, f in ipairs(g.fields or {}) do
-        local partial = odbc.value(f.dose.PartiallyTreated)
-        local status = odbc.value(f.dose.Termination_Status_Enum)
-        if (partial ~= nil and partial ~= 0) or (status ~= nil and status ~= 1) then return true end
-    end
-    return false
-end
-
 local function patient_of(g)
     return text(odbc.value(g.patient.IDA) ~= nil and g.patient.IDA or g.patient.Pat_ID1)
 end
@@ -121,12 +127,64 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
     local db = odbc.connect(source, settings.resolve(env, alias), {alias = alias, ctx = ctx})
     local j = opts.journal
     local map_opts = flow.map_options(env, alias, choices, j, opts.read_only)
-    local fact_scope = "mosaiq " .. alias
     local out = {records = {}, skipped = {}, warnings = {}, found = 0, seconds = {query = 0, build = 0}}
-    local by_fraction = {} -- fraction key -> UIDs built in this run, in order
+    -- fraction key -> day -> the UIDs of its records that day, in session order ({}: it
+    -- had deliveries, none built); the run's days and the earlier days looked up.
+    local by_fraction = {}
     local now = require("rtbackup.host").monotonic
     local function wanted(patient)
         return (not opts.patient or opts.patient == patient) and (not opts.shard or opts.shard(patient))
+    end
+    local first_day = clock.day(since)
+    local earlier_groups = {} -- day (before the run) -> its groups, as queried
+    local free_conn = db -- the connection no day's query is using at the moment
+    local function day_records(fkey, day)
+        by_fraction[fkey] = by_fraction[fkey] or {}
+        by_fraction[fkey][day] = by_fraction[fkey][day] or {}
+        return by_fraction[fkey][day]
+    end
+    local references -- defined below (it and earlier_uids call each other)
+    -- The UIDs of fraction fkey's records on `day`, before the run: that day's groups
+    -- built again (nil when the fraction had no delivery that day).
+    local function earlier_uids(fkey, day, depth)
+        local known = by_fraction[fkey] and by_fraction[fkey][day]
+        if known then return known end
+        if not earlier_groups[day] then earlier_groups[day] = mosaiq.deliveries(free_conn, day, query_opts) end
+        local list
+        for _, g in ipairs(earlier_groups[day]) do
+            if fraction_key(g) == fkey then
+                list = day_records(fkey, day)
+                g.referenced_records = references(g, fkey, day, depth + 1)
+                local built, ds = pcall(map.build, g, map_opts)
+                if built then list[#list + 1] = ds.SOPInstanceUID end
+            end
+        end
+        return list
+    end
+    -- What group g (fraction fkey, on `day`) references: the day's earlier sessions and,
+    -- when the day starts with a continuation, the nearest earlier day's records.
+    references = function(g, fkey, day, depth)
+        if (g.session or 1) <= 1 then return nil end
+        local refs = {}
+        local today = by_fraction[fkey] and by_fraction[fkey][day]
+        if not today or #today == 0 then
+            local n = clock.day(day)
+            for back = 1, flow.CONTINUATION_DAYS do
+                local d = clock.format_day(n - back)
+                local uids
+                if n - back >= first_day then
+                    uids = by_fraction[fkey] and by_fraction[fkey][d] -- the run's (done already)
+                elseif depth < flow.CONTINUATION_DAYS then
+                    uids = earlier_uids(fkey, d, depth)
+                end
+                if uids then
+                    for _, u in ipairs(uids) do refs[#refs + 1] = u end
+                    break
+                end
+            end
+        end
+        for _, u in ipairs(today or {}) do refs[#refs + 1] = u end
+        return #refs > 0 and refs or nil
     end
     local query_opts = {sql = settings.get(env, "mosaiq_backup_sql_query", alias),
                         devices_sql = settings.get(env, "mosaiq_devices_sql_query", alias),
@@ -151,6 +209,7 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
         pending = #days > 0 and fetch(1) or nil
         for i, day in ipairs(days) do
             local fetched = task.wait(pending)
+            free_conn = dbs[(i - 1) % #dbs + 1] -- this day's, done: the next day's runs on the other
             pending = days[i + 1] and fetch(i + 1) or nil
             local groups, skipped = fetched[1], fetched[2]
             out.seconds.query = out.seconds.query + fetched[3]
@@ -170,19 +229,11 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
                     local fkey, key = fraction_key(g), flow.identity(g, day)
                     if (g.session or 1) > 1 then
                         -- A continuation: the fraction's records before it.
-                        local earlier = by_fraction[fkey]
-                        if not earlier and j then
-                            local kept = j:fact(fact_scope, "interrupted " .. fkey)
-                            if kept then
-                                earlier = {}
-                                for uid in kept:gmatch("%S+") do earlier[#earlier + 1] = uid end
-                            end
-                        end
-                        if earlier and #earlier > 0 then
-                            g.referenced_records = earlier
-                        else
-                            log.warn("a continuation's interrupted part is not known to this journal: its record " ..
-                                     "cannot reference it (back up the earlier day too)", {record = key})
+                        g.referenced_records = references(g, fkey, day, 0)
+                        if not g.referenced_records then
+                            log.warn("a continuation's interrupted part is not in Mosaiq within " ..
+                                     flow.CONTINUATION_DAYS .. " days before it: its record references none",
+                                     {record = key})
                         end
                     end
                     local t1 = now()
@@ -191,13 +242,10 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
                                          patient = patient, study = ds.StudyInstanceUID,
                                          series = ds.SeriesInstanceUID, warnings = warnings}
                     out.seconds.build = out.seconds.build + now() - t1
+                    local list = day_records(fkey, day)
                     if built then
                         out.records[#out.records + 1] = r
-                        by_fraction[fkey] = by_fraction[fkey] or {}
-                        table.insert(by_fraction[fkey], r.uid)
-                        if interrupted(g) and j and not opts.read_only then
-                            j:set_fact(fact_scope, "interrupted " .. fkey, table.concat(by_fraction[fkey], " "))
-                        end
+                        list[#list + 1] = r.uid
                         for _, w in ipairs(warnings) do
                             w.record, w.day = key, day
                             out.warnings[#out.warnings + 1] = w
