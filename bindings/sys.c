@@ -199,29 +199,71 @@ static int sys_list(lua_State *L)
     return 1;
 }
 
+/* The directories a walk has entered, by device and inode: a link back to one of them
+ * (a cycle) or a second link to it is not entered again. */
+typedef struct {
+    struct { dev_t dev; ino_t ino; } *dirs;
+    size_t n, cap;
+} visited;
+
+/* 1 if the directory st was entered before; else records it and returns 0 (-1: no memory). */
+static int seen_before(visited *v, const struct stat *st)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (v->dirs[i].dev == st->st_dev && v->dirs[i].ino == st->st_ino)
+            return 1;
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? 2 * v->cap : 64;
+        void *grown = realloc(v->dirs, cap * sizeof *v->dirs);
+        if (!grown)
+            return -1;
+        v->dirs = grown, v->cap = cap;
+    }
+    v->dirs[v->n].dev = st->st_dev, v->dirs[v->n].ino = st->st_ino;
+    v->n++;
+    return 0;
+}
+
+static void push_path(lua_State *L, const char *path)
+{
+    lua_pushstring(L, path);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
 /* Appends the regular files under path (depth first, names sorted) to the list at
- * the top of the stack. Symbolic links to files count as files; links to
- * directories are not followed (no cycles). Returns 0, or an errno with the path
- * that failed in `failed` (the caller raises, once everything is freed). */
-static int walk(lua_State *L, const char *path, int depth, char *failed, size_t size)
+ * the top of the stack. Links are followed, to files and to directories (each
+ * directory entered once: no cycles). An entry under path that cannot be read (a
+ * dangling link, a directory without permission) is listed all the same: whoever
+ * opens it reports why, for that entry, and the rest of the tree is still listed.
+ * Returns 0, or an errno with `path` in `failed` when path itself cannot be read
+ * (the caller raises, once everything is freed). */
+static int walk(lua_State *L, const char *path, int depth, visited *v, char *failed, size_t size)
 {
     struct stat st;
     if (stat(path, &st) != 0) {
+        if (depth > 0) {
+            push_path(L, path);
+            return 0;
+        }
         snprintf(failed, size, "%s", path);
         return errno;
     }
     if (S_ISREG(st.st_mode)) {
-        lua_pushstring(L, path);
-        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+        push_path(L, path);
         return 0;
     }
-    struct stat lst;
-    if (!S_ISDIR(st.st_mode) || depth > 64 ||
-        (depth > 0 && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)))
+    if (!S_ISDIR(st.st_mode) || depth > 64)
         return 0;
+    int seen = seen_before(v, &st);
+    if (seen)
+        return seen < 0 ? ENOMEM : 0;
     size_t n = 0;
     char **names = read_names(path, &n);
     if (!names) {
+        if (depth > 0) {
+            push_path(L, path);
+            return 0;
+        }
         snprintf(failed, size, "%s", path);
         return errno;
     }
@@ -231,7 +273,7 @@ static int walk(lua_State *L, const char *path, int depth, char *failed, size_t 
         int len = snprintf(child, sizeof child, "%s%s%s", path,
                            path[strlen(path) - 1] == '/' ? "" : "/", names[i]);
         if (len > 0 && (size_t)len < sizeof child)
-            err = walk(L, child, depth + 1, failed, size);
+            err = walk(L, child, depth + 1, v, failed, size);
     }
     free_names(names, n);
     return err;
@@ -244,7 +286,9 @@ static int sys_walk(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     char failed[PATH_MAX];
     lua_newtable(L);
-    int err = walk(L, path, 0, failed, sizeof failed);
+    visited v = {0};
+    int err = walk(L, path, 0, &v, failed, sizeof failed);
+    free(v.dirs);
     if (err)
         return raise_errno(L, "cannot read", failed, err);
     return 1;

@@ -3,9 +3,10 @@ local cli = require "rtbackup.cli"
 local dc = require "rtbackup.dicom_cli"
 
 local parser = cli.parser("store", [[
-Sends DICOM files (C-STORE). A directory is walked recursively (a DICOMDIR in it, the
-index of a CD or USB export, is skipped and said). Every file has its own
-outcome: stored, refused by the peer, unreadable (not DICOM, truncated: never sent) or
+Sends DICOM files (C-STORE). A directory is walked recursively, links followed (each
+directory once; a DICOMDIR in it, the index of a CD or USB export, is skipped and said).
+Every file has its own outcome: stored, refused by the peer, unreadable (not DICOM,
+truncated, a dangling link, no permission: never sent) or
 not sent (the association was lost and the peer kept failing). A lost association is
 reopened for the remaining files. Compressed files are sent as they are. Exit 1 when
 anything was not stored.

@@ -120,6 +120,23 @@ describe("rtbackup store of a folder with a truncated file in the middle", funct
         assert.are.equal(#names, orthanc:count())
     end)
 
+    it("follows linked directories, and names a dangling link as unreadable without stopping", function()
+        orthanc:wipe()
+        local dir, elsewhere = tmpdir(), tmpdir()
+        local names = synthetic_names()
+        copy(tb.SYNTH_DIR .. "/" .. names[1], dir .. "/001.dcm")
+        copy(tb.SYNTH_DIR .. "/" .. names[2], elsewhere .. "/002.dcm")
+        assert.is_true(os.execute(string.format("ln -s %s %s && ln -s /nonexistent/x.dcm %s && ln -s %s %s",
+                                                h.quote(elsewhere), h.quote(dir .. "/linked"),
+                                                h.quote(dir .. "/dangling.dcm"), h.quote(dir), h.quote(dir .. "/loop"))))
+        local r = h.run(cmd(peer_args(tb.MAIN_AET, tb.MAIN_PORT), "store", "--filepath", dir, "--format", "json"))
+        assert.are.equal(1, r.code, r.output)
+        assert.are.same({stored = 2, refused = 0, unreadable = 1, not_sent = 0, failed = 1}, cjson.decode(r.stdout)[1])
+        assert.matches("unreadable: " .. (dir .. "/dangling.dcm"):gsub("%p", "%%%0"), r.stderr)
+        assert.are.equal(2, orthanc:count())
+        orthanc:wipe()
+    end)
+
     it("gives each item its outcome in the Lua result", function()
         local main = dicom.peer{aet = tb.MAIN_AET, host = tb.HOST, port = tonumber(tb.MAIN_PORT),
                                 calling_aet = tb.SCU_AET}

@@ -95,8 +95,9 @@ function M.peer(args)
 end
 
 --- The files `store` sends for its --filepath paths: each path itself, or the regular
--- files under it, sorted like `find path -type f | sort`. A path that does not exist, an
--- empty directory, or one that cannot be read is a usage error: sending part of a tree
+-- files under it (links followed; what cannot be read is listed too, and reported
+-- unreadable by the store), sorted like `find -L path -type f | sort`. A path that does
+-- not exist, an empty directory, or one that cannot be read is a usage error: sending part of a tree
 -- without saying so would look like a complete send. A DICOMDIR met in a directory (a
 -- CD or USB export's index; PS3.10 names it so) is no instance: it is left out and said
 -- on stderr, not counted as a failure. Named itself, it is an item like any other
