@@ -180,6 +180,59 @@ bool commit_fd(int fd, const std::string &tmp, const std::string &dest, rtb_dico
     return sync_dir(dir_of(dest), err);
 }
 
+// Whether two files hold the same bytes.
+static bool same_bytes(const std::string &a, const std::string &b)
+{
+    FILE *fa = fopen(a.c_str(), "rb"), *fb = fopen(b.c_str(), "rb");
+    bool same = fa && fb;
+    char x[65536], y[65536];
+    while (same) {
+        size_t n = fread(x, 1, sizeof x, fa), m = fread(y, 1, sizeof y, fb);
+        if (n != m || memcmp(x, y, n) != 0) same = false;
+        else if (n == 0) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+bool commit_fd_keeping(int fd, const std::string &tmp, const std::string &dest, std::string *final_out,
+                       rtb_dicom_error *err)
+{
+    if (fdatasync(fd) != 0) {
+        int saved = errno;
+        close(fd);
+        unlink(tmp.c_str());
+        fail(err, RTB_DICOM_E_IO, "fdatasync %s: %s", tmp.c_str(), strerror(saved));
+        return false;
+    }
+    close(fd);
+    size_t dot = dest.rfind('.'), slash = dest.rfind('/');
+    std::string stem = dest, ext;
+    if (dot != std::string::npos && (slash == std::string::npos || dot > slash)) stem = dest.substr(0, dot), ext = dest.substr(dot);
+    for (int k = 1; k <= 1000; k++) {
+        std::string candidate = k == 1 ? dest : stem + "." + std::to_string(k) + ext;
+        // RENAME_NOREPLACE: two receivers of one UID at once cannot both take a name.
+        if (renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, candidate.c_str(), RENAME_NOREPLACE) == 0) {
+            *final_out = candidate;
+            return sync_dir(dir_of(candidate), err);
+        }
+        if (errno != EEXIST) {
+            fail(err, RTB_DICOM_E_IO, "rename %s -> %s: %s", tmp.c_str(), candidate.c_str(), strerror(errno));
+            unlink(tmp.c_str());
+            return false;
+        }
+        if (same_bytes(tmp, candidate)) { // a repeat: what is there is it, durable already
+            unlink(tmp.c_str());
+            *final_out = candidate;
+            return true;
+        }
+    }
+    fail(err, RTB_DICOM_E_IO, "%s: a thousand different instances under one name", dest.c_str());
+    unlink(tmp.c_str());
+    return false;
+}
+
 bool save_atomic(DcmFileFormat &ff, const std::string &path, E_TransferSyntax xfer,
                  rtb_dicom_error *err)
 {

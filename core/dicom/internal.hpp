@@ -67,6 +67,11 @@ bool save_atomic(DcmFileFormat &ff, const std::string &path, E_TransferSyntax xf
 // fdatasync(fd, the open tmp; closed here) then rename over dest, then
 // sync_dir(dest's directory). The temporary file is removed on failure.
 bool commit_fd(int fd, const std::string &tmp, const std::string &dest, rtb_dicom_error *err);
+// The same, never replacing another file: dest is kept when it holds the same
+// bytes (a repeat), and different bytes go beside it as "<stem>.2<ext>", ".3", ...
+// *final_out names the file that holds the data.
+bool commit_fd_keeping(int fd, const std::string &tmp, const std::string &dest, std::string *final_out,
+                       rtb_dicom_error *err);
 // Returns once every rename into dir done before the call is on disk: an fsync
 // of dir that started after the call, ours or another thread's (group commit).
 bool sync_dir(const std::string &dir, rtb_dicom_error *err);

@@ -143,13 +143,14 @@ void on_store_progress(void *data, T_DIMSE_StoreProgress *progress, T_DIMSE_C_St
         rsp->DimseStatus = STATUS_STORE_Refused_OutOfResources;
         return;
     }
-    ctx->final_path = dir + "/" + ctx->name;
     rtb_dicom_error err;
     clear_error(&err);
     // fdatasync, rename, fsync(dir) (shared): the response goes out after we return.
+    // An instance received again with other content does not replace the first: it
+    // goes beside it (<uid>.2.dcm), and the listener says so.
     int fd = ctx->fd;
-    ctx->fd = -1; // commit_fd closes it
-    if (commit_fd(fd, ctx->tmp, ctx->final_path, &err)) ctx->committed = true;
+    ctx->fd = -1; // closed by the commit
+    if (commit_fd_keeping(fd, ctx->tmp, dir + "/" + ctx->name, &ctx->final_path, &err)) ctx->committed = true;
     else rsp->DimseStatus = STATUS_STORE_Refused_OutOfResources;
 }
 

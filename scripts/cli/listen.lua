@@ -11,7 +11,10 @@ Receives instances (C-STORE, C-ECHO) and writes them to --out-dir as
 <SOPInstanceUID>.dcm, until SIGINT or SIGTERM. A C-STORE is answered with
 success only once its file is durable (fsync of the file and of its directory);
 a data set that is not the instance its request announces (another SOP Instance
-or Class UID, or none) is refused (0xA900) and not kept. While it runs, --out-dir
+or Class UID, or none) is refused (0xA900) and not kept. An instance received
+again with the same bytes is kept once; with other content, the first file is left
+as it is and the new one written beside it as <SOPInstanceUID>.2.dcm (.3, ...),
+with a warning. While it runs, --out-dir
 also holds hidden files (".*"): a few empty ones made ahead to write the next
 instances into, removed when it stops, and the ones being received. Those a
 listen killed or cut off by a power loss left are removed at the next start
@@ -113,7 +116,13 @@ local ok, scp = pcall(dicom.listen, {
     request_timeout = request_timeout, max_associations = max_associations, max_per_host = max_per_host,
     tls = tls, sort_by_study = args.sort_by_study, exec = exec,
     on_store = function(e)
-        log.info("stored", {sop_instance_uid = e.sop_instance_uid, from = e.calling_aet, path = e.path})
+        local fields = {sop_instance_uid = e.sop_instance_uid, from = e.calling_aet, path = e.path}
+        if e.path:match("[^/]*$") ~= e.sop_instance_uid .. ".dcm" then
+            -- Received before with other content: both kept, the first untouched.
+            log.warn("stored beside an earlier instance with the same SOP Instance UID and other content", fields)
+        else
+            log.info("stored", fields)
+        end
     end,
 })
 if not ok then

@@ -188,6 +188,28 @@ describe("rtbackup listen reports", function()
     end)
 end)
 
+describe("rtbackup listen and an instance received twice", function()
+    it("keeps a repeat once, and other content under the same UID beside the first, saying so", function()
+        local l = listen()
+        local src = work .. "/dup"
+        os.execute("mkdir -p " .. h.quote(src))
+        local first = tb.SYNTH_DIR .. "/" .. sh("ls " .. h.quote(tb.SYNTH_DIR) .. " | grep dcm$ | head -1"):gsub("%s+$", "")
+        local uid = sh("dcmdump +P SOPInstanceUID " .. h.quote(first)):match("%[([%d%.]+)%]")
+        -- the same instance with another PatientName: other content, the same UID
+        assert.is_true(os.execute(string.format("cp %s %s/b.dcm && dcmodify -nb -m PatientName=OTHER^NAME %s/b.dcm",
+                                                h.quote(first), h.quote(src), h.quote(src))))
+        for _, f in ipairs{first, first, src .. "/b.dcm"} do
+            local out, code = storescu(l, h.quote(f))
+            assert.are.equal(0, code, out)
+        end
+        local output = stop(l)
+        assert.are.equal(slurp(first):sub(-4096), slurp(l.out .. "/" .. uid .. ".dcm"):sub(-4096))
+        assert.matches("OTHER^NAME", sh("dcmdump " .. h.quote(l.out .. "/" .. uid .. ".2.dcm")), 1, true)
+        assert.are.equal(2, count_files(l.out))
+        assert.matches("stored beside an earlier instance with the same SOP Instance UID", output, 1, true)
+    end)
+end)
+
 describe("rtbackup listen and the temporary files a killed listen left", function()
     local function exists(path) return io.open(path) ~= nil end
 
