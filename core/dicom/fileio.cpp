@@ -180,11 +180,28 @@ bool commit_fd(int fd, const std::string &tmp, const std::string &dest, rtb_dico
     return sync_dir(dir_of(dest), err);
 }
 
-// Whether two files hold the same bytes.
+// Where the data set of a DICOM file begins: after its File Meta Information, whose
+// group length (0002,0000) follows the preamble and "DICM" (PS3.10 7.1); 0 when the
+// file does not start so.
+static long dataset_offset(FILE *f)
+{
+    unsigned char head[144];
+    if (fread(head, 1, sizeof head, f) != sizeof head || memcmp(head + 128, "DICM", 4) != 0 ||
+        memcmp(head + 132, "\x02\x00\x00\x00UL\x04\x00", 8) != 0)
+        return 0;
+    return 144L + (long)(head[140] | head[141] << 8 | head[142] << 16 | (unsigned long)head[143] << 24);
+}
+
+// Whether two DICOM files hold the same data set bytes (their meta headers may differ:
+// the sender's AE title is in it).
 static bool same_bytes(const std::string &a, const std::string &b)
 {
     FILE *fa = fopen(a.c_str(), "rb"), *fb = fopen(b.c_str(), "rb");
     bool same = fa && fb;
+    if (same) {
+        long oa = dataset_offset(fa), ob = dataset_offset(fb);
+        same = fseek(fa, oa, SEEK_SET) == 0 && fseek(fb, ob, SEEK_SET) == 0;
+    }
     char x[65536], y[65536];
     while (same) {
         size_t n = fread(x, 1, sizeof x, fa), m = fread(y, 1, sizeof y, fb);

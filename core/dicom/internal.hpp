@@ -67,8 +67,9 @@ bool save_atomic(DcmFileFormat &ff, const std::string &path, E_TransferSyntax xf
 // fdatasync(fd, the open tmp; closed here) then rename over dest, then
 // sync_dir(dest's directory). The temporary file is removed on failure.
 bool commit_fd(int fd, const std::string &tmp, const std::string &dest, rtb_dicom_error *err);
-// The same, never replacing another file: dest is kept when it holds the same
-// bytes (a repeat), and different bytes go beside it as "<stem>.2<ext>", ".3", ...
+// The same, never replacing another file: dest is kept when it holds the same data
+// set bytes (a repeat; the meta headers may differ), and another data set goes
+// beside it as "<stem>.2<ext>", ".3", ...
 // *final_out names the file that holds the data.
 bool commit_fd_keeping(int fd, const std::string &tmp, const std::string &dest, std::string *final_out,
                        rtb_dicom_error *err);

@@ -249,7 +249,7 @@ static void scp_serves_several_associations_at_once(void **state)
     }
     rtb_dicom_scp_stop(scp);
     assert_int_equal(r.calls, 80);
-    assert_int_equal(count_dcm_files(dir), n); /* same instances, overwritten atomically */
+    assert_int_equal(count_dcm_files(dir), n); /* the same instances (meta headers aside): each kept once */
     assert_int_equal(hidden_files(dir), 0);
 }
 
