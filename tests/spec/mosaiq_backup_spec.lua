@@ -288,6 +288,14 @@ describe("the Mosaiq backup", function()
                         {env = {RTBACKUP_SCRIPTS = scripts}})
         assert.are.equal(0, r.code, r.output)
         assert.matches("not built %(qa_mode%)", r.stdout)
+        -- status --refresh does not count them as failed either
+        local st = h.run({"--config", dir .. "/mq.toml", "status", "MQ", "MOSAIQ", "--refresh", "--format", "json",
+                          "--since", PERIOD[2], "--until", PERIOD[4]}, {env = {RTBACKUP_SCRIPTS = scripts}})
+        local by = {}
+        for _, d in ipairs(cjson.decode(st.stdout).sources[1].days) do by[d.day] = d end
+        local qa_day = qa.day:gsub("^(%d%d%d%d)(%d%d)(%d%d)$", "%1-%2-%3")
+        assert.is_table(by[qa_day], st.stdout)
+        assert.are.equal(0, by[qa_day].failed, st.stdout)
         -- and a kind that means missing data cannot be accepted
         h.write_file(scripts .. "/site/site.lua", [[return {mosaiq = {accepted_skips = {"missing_version"}}}]])
         r = h.run({"--config", dir .. "/mq.toml", "backup", "MQ", table.unpack(PERIOD)},

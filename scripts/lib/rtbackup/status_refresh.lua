@@ -111,9 +111,15 @@ local function mosaiq_days(env, ctx, src, since, till)
         d.known = d.known + 1
         if there[r.uid] then d.present = d.present + 1 end
     end
+    -- Deliveries the site accepts as never being records (QA, brachytherapy, imaging:
+    -- mosaiq.accepted_skips) are no record missing; the others are, as in a backup.
+    local accepted = {}
+    for _, kind in ipairs(site.choices(env).mosaiq.accepted_skips or {}) do accepted[kind] = true end
     for _, f in ipairs(built.skipped) do
-        local d = day(f.day)
-        d.known, d.not_built = d.known + 1, d.not_built + 1
+        if not accepted[f.kind] then
+            local d = day(f.day)
+            d.known, d.not_built = d.known + 1, d.not_built + 1
+        end
     end
     local list = {}
     for _, d in pairs(days) do list[#list + 1] = d end

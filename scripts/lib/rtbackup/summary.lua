@@ -98,8 +98,8 @@ function summary.print(s, out)
         -- What was being attempted with whom: "C-FIND on ARIA (ARIA_UCLA@10.10.1.100:104): ..."
         local e, at = s.error, ""
         if e.operation or e.address then
-            at = string.format("%s%s%s: ", e.operation and (e.operation .. " on ") or "", e.peer or "",
-                               e.address and string.format(" (%s)", e.address) or "")
+            local who = e.peer and e.address and string.format("%s (%s)", e.peer, e.address) or e.peer or e.address
+            at = string.format("%s%s: ", e.operation and (e.operation .. " on ") or "", who or "")
         end
         out:write(string.format("  stopped while %s: %s%s\n", e.phase or "running", at, e.message or "?"))
     end
