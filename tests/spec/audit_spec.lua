@@ -190,6 +190,20 @@ log:flush()
         assert.are.equal("M\u{FFFD}ller^Zo\u{FFFD}", e.keys.PatientName)
     end)
 
+    it("records a database connection that failed, as a failed sql event", function()
+        local r = script([[
+local ctx = require("rtbackup.context").new(env)
+local ok = pcall(require("rtbackup.odbc").connect, {odbc_driver = "No Such Driver", db_server = "x",
+                 db_database = "y", db_username = "u", db_password = "pw-" .. os.time()}, nil,
+                 {alias = "MOSAIQ", ctx = ctx})
+assert(not ok)
+ctx:flush()
+]])
+        assert.are.equal(0, r.code, r.output)
+        local e = cjson.decode(lines()[1])
+        assert.are.same({"sql", "MOSAIQ", "connect", "failed"}, {e.op, e.peer, e.query_name, e.outcome})
+    end)
+
     it("does nothing when the environment keeps no audit log", function()
         write_env("max_uids_per_run = 10")
         local r = script([[

@@ -502,9 +502,14 @@ describe("the Mosaiq backup", function()
 
     it("exits 4 when staging is down, keeps the records queued, and the next run completes", function()
         write_env{staging_port = tb.CLOSED_PORT}
-        local r = backup()
+        local args = {"--metrics-file", dir .. "/down.prom"}
+        for _, a in ipairs(PERIOD) do args[#args + 1] = a end
+        local r = backup(args)
         assert.are.equal(4, r.code, r.output)
         assert.are.equal(0, records_in(main))
+        -- the stores' failed associations are in the metrics
+        assert.matches('rtbackup_association_failures_total{env="MQ",source="MOSAIQ",peer="STAGING",' ..
+                       'kind="connect_failed"} [1-9]', h.read_file(dir .. "/down.prom"))
         write_env()
         r = backup()
         assert.are.equal(1, r.code, r.output) -- the missing field version, still

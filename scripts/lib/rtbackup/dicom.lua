@@ -208,9 +208,13 @@ local function annotated(self, op, query, fn)
     end
     if results[1] then
         if breaker then breaker.failures = 0 end
+        local r = results[2]
+        -- A store returns its per-file outcomes even when its association failed (the
+        -- rest "not sent"): that failure is counted and audited as such all the same.
+        local failed = op == "store" and type(r) == "table" and r.error or nil
+        if failed and ASSOCIATION_FAILURES[failed.kind] then self.ctx:count_failure(self.alias or self.aet, failed.kind) end
         if AUDITED[op] then
-            local r = results[2]
-            audit_event(self, op, query, seen, (op == "find" and type(r) == "table") and #r or r)
+            audit_event(self, op, query, seen, (op == "find" and type(r) == "table") and #r or r, failed)
         end
         return table.unpack(results, 2, results.n)
     end

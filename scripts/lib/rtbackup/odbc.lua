@@ -192,7 +192,13 @@ function odbc.connect(source, settings, opts)
     local label = alias or (params.dsn and ("DSN " .. params.dsn)) or
                   ((params.database or "?") .. (params.server and ("@" .. params.server) or ""))
     local db = setmetatable({label = label, ctx = opts.ctx}, Db)
-    db.conn = annotated(db, core.connect, params)
+    local ok, conn = pcall(annotated, db, core.connect, params)
+    if not ok then
+        -- A refused login is an access attempt to patient data: in the audit trail too.
+        db:event{op = "sql", query_name = "connect", error = conn}
+        error(conn, 0)
+    end
+    db.conn = conn
     return db
 end
 
