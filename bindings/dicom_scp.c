@@ -23,6 +23,7 @@
 
 typedef struct {
     char *path, *sop_class_uid, *sop_instance_uid, *calling_ae, *transfer_syntax_uid;
+    unsigned status;
 } stored_event;
 
 /* The SCP and its event queue, apart from the userdata: a next() or stop() running on
@@ -71,6 +72,7 @@ static void on_stored(void *ud, const rtb_dicom_stored_instance *inst)
     e->sop_instance_uid = dup_or_empty(inst->sop_instance_uid);
     e->calling_ae = dup_or_empty(inst->calling_ae);
     e->transfer_syntax_uid = dup_or_empty(inst->transfer_syntax_uid);
+    e->status = inst->status;
     if (!e->path || !e->sop_class_uid || !e->sop_instance_uid || !e->calling_ae ||
         !e->transfer_syntax_uid) {
         free_event(e);
@@ -316,6 +318,7 @@ static int events_push(lua_State *L)
         rtb_lua_set_string(L, "sop_instance_uid", e->sop_instance_uid);
         rtb_lua_set_string(L, "calling_aet", e->calling_ae);
         rtb_lua_set_string(L, "transfer_syntax_uid", e->transfer_syntax_uid);
+        rtb_lua_set_integer(L, "status", e->status);
         lua_rawseti(L, -2, (lua_Integer)r->pushed + 1);
         free_event(e);
     }

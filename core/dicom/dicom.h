@@ -332,14 +332,18 @@ void rtb_dicom_uid_name(const char *uid, char *out, size_t size);
 /* ---- storage SCP ------------------------------------------------------------- */
 
 typedef struct {
-    const char *path; /* the file written, <dir>/<SOPInstanceUID>.dcm */
+    const char *path; /* the file written, <dir>/<SOPInstanceUID>.dcm; "" when not kept */
     const char *sop_class_uid;
     const char *sop_instance_uid;
     const char *calling_ae;
     const char *transfer_syntax_uid;
+    unsigned status;  /* the C-STORE response: 0 stored; else why nothing was kept (0xA900
+                         another instance than announced, 0xA700 no room, ...; 0xFFFF the
+                         transfer broke off) */
 } rtb_dicom_stored_instance;
 
-/* Runs on a thread owned by the SCP, never on the thread that called start;
+/* For each instance stored, and each C-STORE it kept nothing of (status != 0, path
+ * ""). Runs on a thread owned by the SCP, never on the thread that called start;
  * calls are serialised (never two at once). */
 typedef void (*rtb_dicom_stored_fn)(void *ud, const rtb_dicom_stored_instance *inst);
 

@@ -110,6 +110,7 @@ struct StoreCtx {
     std::string tmp, name, final_path;
     int fd = -1; // the temporary file, kept open for its data flush
     bool committed = false;
+    unsigned status = 0; // the response's status when it refused the data set
 };
 
 // Whether the data set received into `path` is the instance the request announced.
@@ -133,14 +134,17 @@ void on_store_progress(void *data, T_DIMSE_StoreProgress *progress, T_DIMSE_C_St
     StoreCtx *ctx = static_cast<StoreCtx *>(data);
     // DCMTK closed the file before this last callback; the status it proposes
     // tells whether the data arrived whole.
-    if (rsp->DimseStatus != STATUS_Success) return;
+    if (rsp->DimseStatus != STATUS_Success) {
+        ctx->status = rsp->DimseStatus;
+        return;
+    }
     if (!file_is_announced_instance(ctx->tmp, *req)) {
-        rsp->DimseStatus = STATUS_STORE_Error_DataSetDoesNotMatchSOPClass; // 0xA900; not kept
+        rsp->DimseStatus = ctx->status = STATUS_STORE_Error_DataSetDoesNotMatchSOPClass; // 0xA900; not kept
         return;
     }
     std::string dir = ctx->scp->sort_by_study ? study_dir(ctx->scp, ctx->tmp) : ctx->scp->dir;
     if (dir.empty()) {
-        rsp->DimseStatus = STATUS_STORE_Refused_OutOfResources;
+        rsp->DimseStatus = ctx->status = STATUS_STORE_Refused_OutOfResources;
         return;
     }
     rtb_dicom_error err;
@@ -151,7 +155,7 @@ void on_store_progress(void *data, T_DIMSE_StoreProgress *progress, T_DIMSE_C_St
     int fd = ctx->fd;
     ctx->fd = -1; // closed by the commit
     if (commit_fd_keeping(fd, ctx->tmp, dir + "/" + ctx->name, &ctx->final_path, &err)) ctx->committed = true;
-    else rsp->DimseStatus = STATUS_STORE_Refused_OutOfResources;
+    else rsp->DimseStatus = ctx->status = STATUS_STORE_Refused_OutOfResources;
 }
 
 OFCondition handle_store(rtb_dicom_scp *scp, T_ASC_Association *assoc, T_ASC_PresentationContextID pid,
@@ -189,6 +193,14 @@ OFCondition handle_store(rtb_dicom_scp *scp, T_ASC_Association *assoc, T_ASC_Pre
                                            scp->dimse_timeout);
     if (ctx.fd >= 0) close(ctx.fd);
     if (!ctx.committed) unlink(ctx.tmp.c_str());
+    if (!ctx.committed && scp->on_store) {
+        // Nothing kept: said to the listener as well (the sender saw the status).
+        rtb_dicom_stored_instance inst = {"", req.AffectedSOPClassUID, req.AffectedSOPInstanceUID,
+                                          calling_ae.c_str(), "",
+                                          cond.good() && ctx.status ? ctx.status : 0xFFFFu};
+        std::lock_guard<std::mutex> lock(scp->callback_mu);
+        scp->on_store(scp->ud, &inst);
+    }
     if (ctx.committed) {
         scp->stored++;
         if (scp->executor) {
@@ -203,7 +215,7 @@ OFCondition handle_store(rtb_dicom_scp *scp, T_ASC_Association *assoc, T_ASC_Pre
                 xfer = pc.acceptedTransferSyntax;
             rtb_dicom_stored_instance inst = {ctx.final_path.c_str(), req.AffectedSOPClassUID,
                                               req.AffectedSOPInstanceUID, calling_ae.c_str(),
-                                              xfer.c_str()};
+                                              xfer.c_str(), 0};
             std::lock_guard<std::mutex> lock(scp->callback_mu);
             scp->on_store(scp->ud, &inst);
         }

@@ -124,6 +124,11 @@ local ok, scp = pcall(dicom.listen, {
             log.info("stored", fields)
         end
     end,
+    on_refused = function(e)
+        log.warn(e.status == 0xFFFF and "a transfer broke off: nothing kept" or "refused a C-STORE: nothing kept",
+                 {sop_instance_uid = e.sop_instance_uid, sop_class_uid = e.sop_class_uid, from = e.calling_aet,
+                  status = e.status ~= 0xFFFF and string.format("0x%04X", e.status) or nil})
+    end,
 })
 if not ok then
     -- A setting the SCP refuses (unreadable certificate, bad value) is a configuration error.

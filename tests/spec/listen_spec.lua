@@ -500,7 +500,11 @@ describe("rtbackup listen and a data set that is not the instance announced", fu
                                            MISMATCH_PY, l.port))
         assert.are.equal(0, code, out)
         assert.are.same({0xA900, 0xA900, 0}, cjson.decode(out:match("%[[^\n]*%]")))
-        local s = stopped_line(stop(l))
+        local output = stop(l)
+        local s = stopped_line(output)
+        -- each refusal is in the log, with its status
+        local _, said = output:gsub("refused a C%-STORE: nothing kept[^\n]*status=0xA900", "")
+        assert.are.equal(2, said, output)
         assert.are.equal(1, s.stored)
         assert.are.equal(1, count_files(l.out))
         assert.are.equal(1, count_files(l.out, "1.2.3.4.5.102.dcm"))

@@ -451,13 +451,15 @@ end
 -- {calling AE titles}, dir, on_store = function(event) end, request_timeout (s, 5),
 -- max_associations (8), max_per_host (4), sort_by_study = bool, tls = {cert, key, ca,
 -- require_client_cert = bool}, exec = {program, args...} run per stored instance without a
--- shell, placeholders #p #f #a #c #r}. Each event is
--- {path, sop_class_uid, sop_instance_uid, calling_aet, transfer_syntax_uid}; on_store
--- runs in a task of its own, one event at a time.
+-- shell, placeholders #p #f #a #c #r}, on_refused = function(event) end. Each event is
+-- {path, sop_class_uid, sop_instance_uid, calling_aet, transfer_syntax_uid, status};
+-- on_store gets the instances stored, on_refused those it kept nothing of (status: the
+-- C-STORE response's, 0xFFFF when the transfer broke off; path ""). They run in a
+-- task of their own, one event at a time.
 function dicom.listen(opts)
     local scp = core.listen{
         aet = opts.aet, port = opts.port, allow = opts.allow, dir = opts.dir,
-        events = opts.on_store ~= nil, acse_timeout = opts.acse_timeout,
+        events = opts.on_store ~= nil or opts.on_refused ~= nil, acse_timeout = opts.acse_timeout,
         dimse_timeout = opts.dimse_timeout, max_pdu = opts.max_pdu,
         max_associations = opts.max_associations,
         request_timeout = opts.request_timeout, max_per_host = opts.max_per_host,
@@ -469,12 +471,15 @@ function dicom.listen(opts)
                  "(never renamed: no instance among them)", {dir = opts.dir, files = stale})
     end
     local listener = setmetatable({scp = scp}, Listener)
-    if opts.on_store then
+    if opts.on_store or opts.on_refused then
         listener.drain = task.spawn(function()
             while true do
                 local batch = scp:next()
                 if not batch then break end
-                for _, event in ipairs(batch) do opts.on_store(event) end
+                for _, event in ipairs(batch) do
+                    local handler = event.status == 0 and opts.on_store or event.status ~= 0 and opts.on_refused
+                    if handler then handler(event) end
+                end
             end
         end)
     end
