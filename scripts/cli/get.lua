@@ -35,5 +35,9 @@ return dc.run(function()
     for _, uid in ipairs(r.failed_uids or {}) do io.stderr:write("not retrieved: ", uid, "\n") end
     dc.print_rows({r}, {"status", "completed", "failed", "warning", "received", "transcoded", "associations"},
                   args.format)
-    return r.failed == 0 and cli.EXIT.ok or cli.EXIT.failure
+    -- A failure status (0xA..., 0xC...: the peer retrieved nothing it could, an
+    -- unknown study) fails the command even when no sub-operation is counted failed.
+    local status = tonumber(r.status) or 0
+    local refused = status ~= 0 and (status & 0xF000) ~= 0xB000 and status ~= 0xFE00
+    return (r.failed == 0 and not refused) and cli.EXIT.ok or cli.EXIT.failure
 end)

@@ -26,7 +26,16 @@ local args = cli.parse(parser, {...})
 
 local env = cli.load_env(args.env)
 local since, till = cli.period(args.since, args["until"])
-return require("rtbackup.validate").run(env, args.source or env.default_source, args.backup or env.default_backup, {
+local alias = args.source or env.default_source
+local src = (env.sources or {})[alias]
+if not src then cli.usage(env.name .. " has no source " .. tostring(alias)) end
+if src.type == "mosaiq" then
+    -- Mosaiq is a database, not an archive to compare instance by instance.
+    cli.usage(alias .. " is a Mosaiq source: validate compares a DICOM archive with the backup; for Mosaiq, " ..
+              "`rtbackup drill " .. env.name .. " " .. alias .. "` compares archived records with records built " ..
+              "again, and `rtbackup status " .. env.name .. " " .. alias .. " --refresh` counts them")
+end
+return require("rtbackup.validate").run(env, alias, args.backup or env.default_backup, {
     since = since, ["until"] = till, patient = args.patient, study = args.study, deep = args.deep,
     metrics_file = args.metrics_file, format = args.format,
 })

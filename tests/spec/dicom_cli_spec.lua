@@ -188,4 +188,10 @@ describe("rtbackup store and get with directories", function()
         assert.is_true(cjson.decode(r.stdout)[1].completed > 0)
         assert.are.equal(tonumber("700", 8), require("rtbackup.sys").stat(out).mode)
     end)
+
+    it("get of a study the peer does not hold exits 1 (Orthanc answers 0xC000), as move does", function()
+        local r = h.run(with(main, "get", "--study-uid", "1.2.3.4.5.6.7.8.9", "--out-dir", dir .. "/none",
+                             "--format", "json"))
+        assert.are.equal(1, r.code, r.output)
+    end)
 end)

@@ -491,6 +491,13 @@ describe("the Mosaiq backup", function()
         assert.are.equal(held, records_in(main))
     end)
 
+    it("points validate of a Mosaiq source to drill and status --refresh (exit 2)", function()
+        local r = rtb{"validate", "MQ", "MOSAIQ"}
+        assert.are.equal(2, r.code, r.output)
+        assert.matches("MOSAIQ is a Mosaiq source: validate compares a DICOM archive", r.stderr, 1, true)
+        assert.matches("rtbackup drill MQ MOSAIQ", r.stderr, 1, true)
+    end)
+
     it("says when Mosaiq has no delivery of the patient asked for", function()
         local args = {"--patient", "NOSUCH"}
         for _, a in ipairs(PERIOD) do args[#args + 1] = a end
