@@ -173,6 +173,42 @@ describe("health --deep", function()
         assert.are.equal("failed", by["c-find MAIN"].status)
     end)
 
+    it("checks that a Mosaiq source's staging can move into the archive", function()
+        local staging = h.orthanc(tb.STAGING_HTTP_URL)
+        staging:wipe()
+        local dicom = require "rtbackup.dicom"
+        local stage = dicom.peer{aet = tb.STAGING_AET, host = tb.HOST, port = tonumber(tb.STAGING_PORT),
+                                 calling_aet = tb.SCU_AET}
+        assert.are.equal(1, stage:store{dicom.dataset{SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.4",
+            SOPInstanceUID = dicom.uid(), StudyInstanceUID = dicom.uid(), SeriesInstanceUID = dicom.uid(),
+            PatientID = "RTBHD1", Modality = "RTRECORD"}}.stored)
+        h.write_file(dir .. "/mq.db", "")
+        local config = h.write_file(dir .. "/mq.toml", h.env_toml(tb, "TB", {
+            description = "testbed", default_source = "MQ", default_backup = "MAIN",
+            script_ae = {aet = tb.SCU_AET, port = tb.TEST_SCP_PORT},
+            sources = {{alias = "MQ", type = "mosaiq", odbc_driver = "SQLite3", db_server = "localhost",
+                        db_database = dir .. "/mq.db", db_username = "t", db_password = "",
+                        staging_target_alias = "STAGING"}},
+            targets = {{alias = "MAIN", type = "orthanc", peer = "MAIN"},
+                       {alias = "STAGING", type = "orthanc", peer = "STAGING"}},
+            settings = {state_dir = dir .. "/state"}}))
+        local r, by = deep(config)
+        assert.are.equal("ok", by["c-move STAGING->MAIN"].status, r.output)
+        -- staging no longer knows the archive: named
+        local modalities = staging:get("/modalities?expand")
+        staging:delete("/modalities/main")
+        local ok, err = pcall(function()
+            r, by = deep(config)
+            assert.are.equal(1, r.code, r.output)
+            assert.are.equal("failed", by["c-move STAGING->MAIN"].status)
+            assert.matches("STAGING could not send an instance to " .. tb.MAIN_AET, by["c-move STAGING->MAIN"].detail,
+                           1, true)
+        end)
+        staging:put("/modalities/main", cjson.encode(modalities.main))
+        staging:wipe()
+        assert(ok, err)
+    end)
+
     it("is not run without --deep", function()
         local r = h.run({"--config", write_env("good", {aet = tb.ARIA_AET, port = tb.ARIA_PORT}), "health", "TB",
                          "--format", "json"})

@@ -310,16 +310,23 @@ end
 -- default_backup, and a C-FIND of default_backup.
 local function add_deep_checks(env, ctx, add, timeout)
     local archive = env.default_backup
+    local function add_move(alias)
+        local function sample()
+            local ok, r = pcall(study_sample, with_timeout(ctx:peer(alias), timeout), 5)
+            return ok and r or nil
+        end
+        add("c-move", alias .. "->" .. archive, deep_move, env, ctx, alias, archive, timeout, sample)
+    end
+    local stagings = {}
     for _, alias in ipairs(sorted_keys(env.sources)) do
-        if env.sources[alias].type ~= "mosaiq" then
+        local src = env.sources[alias]
+        if src.type ~= "mosaiq" then
             add("c-find", alias, deep_find, env, ctx, alias, timeout)
-            if archive then
-                local function sample()
-                    local ok, r = pcall(study_sample, with_timeout(ctx:peer(alias), timeout), 5)
-                    return ok and r or nil
-                end
-                add("c-move", alias .. "->" .. archive, deep_move, env, ctx, alias, archive, timeout, sample)
-            end
+            if archive then add_move(alias) end
+        elseif src.staging_target_alias and archive and not stagings[src.staging_target_alias] then
+            -- Mosaiq's records reach the archive by a C-MOVE from staging: the same round trip.
+            stagings[src.staging_target_alias] = true
+            add_move(src.staging_target_alias)
         end
     end
     if archive then add("c-find", archive, deep_archive_find, env, ctx, archive, timeout) end
