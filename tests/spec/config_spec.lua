@@ -154,8 +154,12 @@ describe("rtbackup config show", function()
                         {env = {UCLA_MOSAIQ_DB_PASSWORD = "s3cr3t-UCLA-value"}})
         assert.are.equal(0, r.code, r.output)
         assert.matches("%[UCLA%.sources%.", r.stdout)
-        assert.matches("db_password = %*%*%*%*%*%*%*%*", r.stdout)
+        assert.matches('db_password = "%*%*%*%*%*%*%*%*"', r.stdout)
         assert.is_nil(r.output:find("s3cr3t-UCLA-value", 1, true))
+        -- and the text is TOML again (Python's tomllib reads it)
+        local path = h.write_file(h.tmpdir() .. "/shown.toml", r.stdout)
+        assert.is_true(os.execute("python3 -c 'import sys, tomllib; tomllib.load(open(sys.argv[1], \"rb\"))' " ..
+                                  h.quote(path)))
     end)
 
     it("is a config error (exit 2) for an undefined environment", function()

@@ -154,7 +154,21 @@ function pretty.show(v, hint)
     return pretty.format(v)
 end
 
---- TOML-like text for a configuration table: scalars first, then [sections].
+-- A TOML basic string: quotes, backslashes and control characters escaped (Lua's %q
+-- writes a newline as backslash-newline, which TOML does not read).
+local ESCAPES = {['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r"}
+local function toml_string(v)
+    return '"' .. tostring(v):gsub('[%c"\\]', function(c)
+        return ESCAPES[c] or string.format("\\u%04X", c:byte())
+    end) .. '"'
+end
+
+local function toml_scalar(v)
+    if type(v) == "string" or type(v) == "userdata" then return toml_string(v) end
+    return tostring(v)
+end
+
+--- TOML text for a configuration table: scalars first, then [sections].
 function pretty.toml(t, prefix, out)
     out = out or {}
     local subtables = {}
@@ -164,12 +178,10 @@ function pretty.toml(t, prefix, out)
             subtables[#subtables + 1] = k
         elseif type(v) == "table" and not getmetatable(v) then
             local items = {}
-            for i, item in ipairs(v) do items[i] = scalar(item) end
+            for i, item in ipairs(v) do items[i] = toml_scalar(item) end
             out[#out + 1] = string.format("%s = [%s]", k, table.concat(items, ", "))
-        elseif type(v) == "string" then
-            out[#out + 1] = string.format("%s = %q", k, v)
-        else
-            out[#out + 1] = string.format("%s = %s", k, tostring(v))
+        else -- a secret prints its mask, quoted: the text stays TOML
+            out[#out + 1] = k .. " = " .. toml_scalar(v)
         end
     end
     for _, k in ipairs(subtables) do
