@@ -437,10 +437,14 @@ describe("rtbackup backup", function()
         -- until the holder has the lock (its PID is written in the lock file)
         os.execute(string.format("for i in $(seq 200); do grep -q 'pid=%s' %s 2>/dev/null && break; sleep 0.05; done",
                                  pid, h.quote(state .. "/TB-ARIA.lock")))
-        local r = backup()
+        local prom = dir .. "/locked.prom"
+        os.remove(prom)
+        local r = backup{"--metrics-file", prom}
         os.execute("kill " .. pid .. " 2>/dev/null")
         assert.are.equal(3, r.code, r.output)
         assert.matches(pid, r.stderr)
+        -- the monitor sees it too
+        assert.matches('rtbackup_last_run_exit_code{env="TB",source="ARIA"} 3', h.read_file(prom) or "", 1, true)
     end)
 
     -- A backup of ARIA, as source `name`, through tests/bench/delay_relay.py (h.relay

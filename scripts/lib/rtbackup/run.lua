@@ -840,6 +840,12 @@ function run.backup(env, aliases, opts)
             r.summary.error = {phase = "locking", kind = "locked", message = tostring(err)}
             note_lock_holder(r.summary, err)
             alerts.notify(env, r.summary)
+            if r.metrics then
+                -- a run locked out is a run too: its exit code and time, for the monitor
+                local wrote, werr = pcall(r.metrics.write, r.metrics, opts.metrics_file, r.summary)
+                if not wrote then log.error("cannot write the metrics file", {path = opts.metrics_file,
+                                                                              error = tostring(werr)}) end
+            end
             summaries[#summaries + 1] = r.summary
         else
             code = r:execute()
