@@ -401,8 +401,9 @@ typedef struct {
 } rtb_dicom_scp_stats;
 
 /* Binds, then serves on its own threads until rtb_dicom_scp_stop(). Accepts
- * C-ECHO and C-STORE for every standard storage SOP class, uncompressed and the
- * common compressed transfer syntaxes. A C-STORE is answered with success only
+ * C-ECHO and C-STORE for every storage SOP class (DCMTK's list, and any proposed
+ * class under 1.2.840.10008.5.1.4.1.1 or outside the standard's root: newer and
+ * private storage classes), uncompressed and the common compressed transfer syntaxes. A C-STORE is answered with success only
  * once its file is durable (fdatasync, rename, fsync of the directory, the last
  * shared by the associations storing into the same directory at once); a data
  * set whose own SOP Class/Instance UIDs are not the request's is refused with

@@ -61,13 +61,36 @@ void reject(T_ASC_Association *assoc, T_ASC_RejectParametersResult result,
     ASC_destroyAssociation(&assoc);
 }
 
-// Every standard storage class plus Verification, each with the transfer
-// syntaxes in kAllXfers (uncompressed preferred, compressed taken as it comes).
+// Whether a proposed SOP class this DCMTK does not list is one to store: a standard
+// storage class newer than its list (1.2.840.10008.5.1.4.1.1.*: Enhanced RT Image,
+// RT Radiation Record Set, ...) or a vendor's private class (outside the standard's
+// root: Siemens CSA Non-Image, ...). Other standard services (queries, commitment)
+// are not storage and stay refused.
+bool storable_class(const char *uid)
+{
+    if (!rtb_dicom_uid_valid(uid)) return false;
+    if (strncmp(uid, "1.2.840.10008.", 14) != 0) return true;
+    return strncmp(uid, "1.2.840.10008.5.1.4.1.1.", 24) == 0;
+}
+
+// Every storage class (DCMTK's list and those storable_class admits as proposed) plus
+// Verification, each with the transfer syntaxes in kAllXfers (uncompressed
+// preferred, compressed taken as it comes).
 bool accept_contexts(T_ASC_Association *assoc)
 {
     std::vector<const char *> abstract;
     abstract.push_back(UID_VerificationSOPClass);
     for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; i++) abstract.push_back(dcmAllStorageSOPClassUIDs[i]);
+    std::vector<std::string> more; // the proposed classes DCMTK does not list
+    int n = ASC_countPresentationContexts(assoc->params);
+    for (int i = 0; i < n; i++) {
+        T_ASC_PresentationContext pc;
+        if (ASC_getPresentationContext(assoc->params, i, &pc).bad() || !storable_class(pc.abstractSyntax)) continue;
+        bool listed = std::find(more.begin(), more.end(), pc.abstractSyntax) != more.end();
+        for (const char *a : abstract) listed = listed || strcmp(a, pc.abstractSyntax) == 0;
+        if (!listed) more.push_back(pc.abstractSyntax);
+    }
+    for (const std::string &m : more) abstract.push_back(m.c_str());
     std::vector<const char *> xfers(kAllXfers, kAllXfers + kNumAllXfers);
     OFCondition cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
         assoc->params, abstract.data(), static_cast<int>(abstract.size()), xfers.data(),

@@ -188,6 +188,30 @@ describe("rtbackup listen reports", function()
     end)
 end)
 
+describe("rtbackup listen and storage classes newer than DCMTK's list", function()
+    it("stores Enhanced RT Image and a vendor's private class, and still refuses a query model", function()
+        local l = listen()
+        local r = h.run{"run", h.write_file(work .. "/newclasses.lua", string.format([[
+            local dicom = require "rtbackup.dicom"
+            local peer = dicom.peer{aet = "RTB_LISTEN", host = "127.0.0.1", port = %d, calling_aet = "NEWCLASSES"}
+            local function ds(class, uid)
+                return dicom.dataset{SOPClassUID = class, SOPInstanceUID = uid, StudyInstanceUID = "1.2.3.4.7",
+                                     SeriesInstanceUID = "1.2.3.4.8", PatientID = "RTBNEW", Modality = "OT"}
+            end
+            local r = peer:store{ds("1.2.840.10008.5.1.4.1.1.481.23", "1.2.3.4.5.6.1"),
+                                 ds("1.3.12.2.1107.5.9.1", "1.2.3.4.5.6.2")}
+            print(r.stored)
+            -- a query model is no storage class: proposed as one, it is refused
+            print((pcall(peer.store, peer, {ds("1.2.840.10008.5.1.4.1.2.2.1", "1.2.3.4.5.6.3")})))]], l.port))}
+        stop(l)
+        assert.are.equal(0, r.code, r.output)
+        assert.matches("^2\n", r.stdout)
+        assert.are.equal(1, count_files(l.out, "1.2.3.4.5.6.1.dcm"))
+        assert.are.equal(1, count_files(l.out, "1.2.3.4.5.6.2.dcm"))
+        assert.are.equal(0, count_files(l.out, "1.2.3.4.5.6.3.dcm"))
+    end)
+end)
+
 describe("rtbackup listen and an instance received twice", function()
     it("keeps a repeat once, and other content under the same UID beside the first, saying so", function()
         local l = listen()
