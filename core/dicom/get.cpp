@@ -574,7 +574,11 @@ extern "C" int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model,
             out->failed_uids[i] = strdup(missing[i].c_str());
             if (out->failed_uids[i]) out->n_failed_uids++;
         }
-        if (!xfers_known)
+        if (!classes_known)
+            note(out, "%zu instance(s) did not arrive: the peer's C-FIND does not name SOP classes, and only "
+                      "the storage classes this DCMTK knows could be offered (a newer or private class cannot)",
+                 missing.size());
+        else if (!xfers_known)
             note(out, "%zu instance(s) did not arrive in any of the offered transfer syntaxes", missing.size());
         else
             note(out, "%zu instance(s) did not arrive as stored", missing.size());
