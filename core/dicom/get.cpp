@@ -574,7 +574,7 @@ extern "C" int rtb_dicom_get(const rtb_dicom_peer *peer, rtb_dicom_model model,
             out->failed_uids[i] = strdup(missing[i].c_str());
             if (out->failed_uids[i]) out->n_failed_uids++;
         }
-        if (!classes_known)
+        if (planned && !classes_known)
             note(out, "%zu instance(s) did not arrive: the peer's C-FIND does not name SOP classes, and only "
                       "the storage classes this DCMTK knows could be offered (a newer or private class cannot)",
                  missing.size());
