@@ -264,8 +264,6 @@ function Run:must_stop()
     end
 end
 
---- Notes an error that kept units from being done: a setting to change makes exit 2,
--- unreachable peers exit 4, others make the run partial (1).
 -- What was being attempted when `err` happened, and with whom (the summary's error).
 function Run:cause(err)
     local t = type(err) == "table" and err or {}
@@ -274,6 +272,8 @@ function Run:cause(err)
             peer = t.alias, address = type(t.peer) == "string" and t.peer or nil, operation = t.operation}
 end
 
+--- Notes an error that kept units from being done: a setting to change makes exit 2,
+-- unreachable peers exit 4, others make the run partial (1).
 function Run:note_failure(err)
     if exit.is_stopped(err) then return end
     if exit.is_unreachable(err) and not exit.needs_configuration(err) then
