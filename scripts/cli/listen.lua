@@ -120,6 +120,8 @@ local ok, scp = pcall(dicom.listen, {
         if e.path:match("[^/]*$") ~= e.sop_instance_uid .. ".dcm" then
             -- Received before with other content: both kept, the first untouched.
             log.warn("stored beside an earlier instance with the same SOP Instance UID and other content", fields)
+        elseif args.sort_by_study and e.path:match("^(.*)/[^/]*$") == args.out_dir:gsub("/+$", "") then
+            log.warn("stored in --out-dir itself: the instance has no valid StudyInstanceUID to sort it by", fields)
         else
             log.info("stored", fields)
         end

@@ -557,6 +557,20 @@ describe("rtbackup listen with storescp's habits", function()
         assert.are.equal(tonumber(tb.SYNTH_PATIENTS), n_studies)
     end)
 
+    it("--sort-by-study keeps an instance without a StudyInstanceUID in --out-dir, and says so", function()
+        local l = listen{"--sort-by-study"}
+        local r = h.run{"run", h.write_file(work .. "/nostudy.lua", string.format([[
+            local dicom = require "rtbackup.dicom"
+            local peer = dicom.peer{aet = "RTB_LISTEN", host = "127.0.0.1", port = %d, calling_aet = "NOSTUDY"}
+            print(peer:store{dicom.dataset{SOPClassUID = "1.2.840.10008.5.1.4.1.1.7",
+                                           SOPInstanceUID = "1.2.3.4.5.9.1", PatientID = "RTBNS"}}.stored)]],
+            l.port))}
+        local output = stop(l)
+        assert.are.equal(0, r.code, r.output)
+        assert.are.equal(1, count_files(l.out, "1.2.3.4.5.9.1.dcm"))
+        assert.matches("stored in --out-dir itself: the instance has no valid StudyInstanceUID", output, 1, true)
+    end)
+
     it("--exec-on-reception runs the command for each stored instance with #p #f #a #c #r, never through a shell", function()
         local record = work .. "/record.log"
         local script = h.write_file(work .. "/record.sh", "#!/bin/sh\nprintf '%s|%s|%s|%s\\n' \"$1\" \"$2\" \"$3\" \"$4\" >>" ..
