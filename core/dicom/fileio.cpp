@@ -159,10 +159,10 @@ bool sync_dir(const std::string &dir, rtb_dicom_error *err)
     return true;
 }
 
-bool commit_fd(int fd, const std::string &tmp, const std::string &dest, rtb_dicom_error *err)
+// fdatasync flushes the data and what reading it back needs (size, allocation);
+// only the times are left to later writeback. Closes fd; removes tmp on failure.
+static bool flush_and_close(int fd, const std::string &tmp, rtb_dicom_error *err)
 {
-    // fdatasync flushes the data and what reading it back needs (size,
-    // allocation); only the times are left to later writeback.
     if (fdatasync(fd) != 0) {
         int saved = errno;
         close(fd);
@@ -171,6 +171,12 @@ bool commit_fd(int fd, const std::string &tmp, const std::string &dest, rtb_dico
         return false;
     }
     close(fd);
+    return true;
+}
+
+bool commit_fd(int fd, const std::string &tmp, const std::string &dest, rtb_dicom_error *err)
+{
+    if (!flush_and_close(fd, tmp, err)) return false;
     if (rename(tmp.c_str(), dest.c_str()) != 0) {
         fail(err, RTB_DICOM_E_IO, "rename %s -> %s: %s", tmp.c_str(), dest.c_str(),
              strerror(errno));
@@ -194,7 +200,7 @@ static long dataset_offset(FILE *f)
 
 // Whether two DICOM files hold the same data set bytes (their meta headers may differ:
 // the sender's AE title is in it).
-static bool same_bytes(const std::string &a, const std::string &b)
+static bool same_dataset(const std::string &a, const std::string &b)
 {
     FILE *fa = fopen(a.c_str(), "rb"), *fb = fopen(b.c_str(), "rb");
     bool same = fa && fb;
@@ -216,14 +222,7 @@ static bool same_bytes(const std::string &a, const std::string &b)
 bool commit_fd_keeping(int fd, const std::string &tmp, const std::string &dest, std::string *final_out,
                        rtb_dicom_error *err)
 {
-    if (fdatasync(fd) != 0) {
-        int saved = errno;
-        close(fd);
-        unlink(tmp.c_str());
-        fail(err, RTB_DICOM_E_IO, "fdatasync %s: %s", tmp.c_str(), strerror(saved));
-        return false;
-    }
-    close(fd);
+    if (!flush_and_close(fd, tmp, err)) return false;
     size_t dot = dest.rfind('.'), slash = dest.rfind('/');
     std::string stem = dest, ext;
     if (dot != std::string::npos && (slash == std::string::npos || dot > slash)) stem = dest.substr(0, dot), ext = dest.substr(dot);
@@ -239,7 +238,7 @@ bool commit_fd_keeping(int fd, const std::string &tmp, const std::string &dest, 
             unlink(tmp.c_str());
             return false;
         }
-        if (same_bytes(tmp, candidate)) { // a repeat: what is there is it, durable already
+        if (same_dataset(tmp, candidate)) { // a repeat: what is there is it, durable already
             unlink(tmp.c_str());
             *final_out = candidate;
             return true;

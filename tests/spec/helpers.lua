@@ -205,7 +205,8 @@ function helpers.env_toml(tb, name, spec)
 end
 
 --- Orthanc's REST API, through curl: o:get(path) (decoded JSON), o:post(path, body),
--- o:put(path, body), o:delete(path), o:lookup(uid), o:wipe() (every patient), o:count() (instances).
+-- o:put(path, body), o:delete(path), o:lookup(uid), o:wipe() (every patient), o:count() (instances),
+-- o:count_of(pattern) (the instances of the patients whose PatientID matches the Lua pattern).
 function helpers.orthanc(url)
     local cjson = require "cjson"
     local o = {}
@@ -224,6 +225,15 @@ function helpers.orthanc(url)
     function o.delete(_, path) call("DELETE", path) end
     function o.wipe(self) for _, id in ipairs(self:get("/patients")) do self:delete("/patients/" .. id) end end
     function o.count(self) return #self:get("/instances") end
+    function o.count_of(self, pattern)
+        local n = 0
+        for _, id in ipairs(self:get("/patients")) do
+            if self:get("/patients/" .. id).MainDicomTags.PatientID:match(pattern) then
+                n = n + #self:get("/patients/" .. id .. "/instances")
+            end
+        end
+        return n
+    end
     return o
 end
 

@@ -135,6 +135,10 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
     local function wanted(patient)
         return (not opts.patient or opts.patient == patient) and (not opts.shard or opts.shard(patient))
     end
+    local query_opts = {sql = settings.get(env, "mosaiq_backup_sql_query", alias),
+                        devices_sql = settings.get(env, "mosaiq_devices_sql_query", alias),
+                        points_sql = settings.get(env, "mosaiq_points_sql_query", alias),
+                        points = mosaiq.points_memory()}
     local first_day = clock.day(since)
     local earlier_groups = {} -- day (before the run) -> its groups, as queried
     local free_conn = db -- the connection no day's query is using at the moment
@@ -186,10 +190,6 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
         for _, u in ipairs(today or {}) do refs[#refs + 1] = u end
         return #refs > 0 and refs or nil
     end
-    local query_opts = {sql = settings.get(env, "mosaiq_backup_sql_query", alias),
-                        devices_sql = settings.get(env, "mosaiq_devices_sql_query", alias),
-                        points_sql = settings.get(env, "mosaiq_points_sql_query", alias),
-                        points = mosaiq.points_memory()}
     -- The next day's query runs (on a connection of its own) while this day's records
     -- are built: the database and the mapping work at the same time.
     local days = clock.days(since, till)
