@@ -1,10 +1,6 @@
 --- run a storage SCP that writes received instances to a directory
 local cli = require "rtbackup.cli"
 local errors = require "rtbackup.error"
-local files = require "rtbackup.files"
-local log = require "rtbackup.log"
-local task = require "rtbackup.task"
-local dicom = require "rtbackup.dicom"
 
 local parser = cli.parser("listen", [[
 Receives instances (C-STORE, C-ECHO) and writes them to --out-dir as
@@ -103,46 +99,8 @@ if args.tls_cert or args.tls_key or args.tls_ca or args.require_client_cert then
     tls = {cert = args.tls_cert, key = args.tls_key, ca = args.tls_ca, require_client_cert = args.require_client_cert}
 end
 
--- Received instances name patients: a directory we create is private (0700); one that
--- exists keeps the mode the operator gave it.
-local made, mkdir_err = pcall(files.private_dir, args.out_dir)
-if not made then
-    errors.raise{kind = "config", message = "cannot create --out-dir " .. args.out_dir .. ": " ..
-                 (errors.is(mkdir_err) and mkdir_err.message or tostring(mkdir_err))}
-end
-local ok, scp = pcall(dicom.listen, {
-    aet = aet, port = port, dir = args.out_dir,
-    allow = #args.allow > 0 and args.allow or nil,
+require("rtbackup.listen").serve{
+    aet = aet, port = port, out_dir = args.out_dir, allow = #args.allow > 0 and args.allow or nil,
     request_timeout = request_timeout, max_associations = max_associations, max_per_host = max_per_host,
     tls = tls, sort_by_study = args.sort_by_study, exec = exec,
-    on_store = function(e)
-        local fields = {sop_instance_uid = e.sop_instance_uid, from = e.calling_aet, path = e.path}
-        if e.path:match("[^/]*$") ~= e.sop_instance_uid .. ".dcm" then
-            -- Received before with other content: both kept, the first untouched.
-            log.warn("stored beside an earlier instance with the same SOP Instance UID and other content", fields)
-        elseif args.sort_by_study and e.path:match("^(.*)/[^/]*$") == args.out_dir:gsub("/+$", "") then
-            log.warn("stored in --out-dir itself: the instance has no valid StudyInstanceUID to sort it by", fields)
-        else
-            log.info("stored", fields)
-        end
-    end,
-    on_refused = function(e)
-        log.warn(e.status == 0xFFFF and "a transfer broke off: nothing kept" or "refused a C-STORE: nothing kept",
-                 {sop_instance_uid = e.sop_instance_uid, sop_class_uid = e.sop_class_uid, from = e.calling_aet,
-                  status = e.status ~= 0xFFFF and string.format("0x%04X", e.status) or nil})
-    end,
-})
-if not ok then
-    -- A setting the SCP refuses (unreadable certificate, bad value) is a configuration error.
-    if errors.is(scp) and scp.kind == "invalid" then scp.kind = "config" end
-    error(scp, 0)
-end
-log.info("listening", {aet = aet, port = scp:port(), dir = args.out_dir, tls = tls ~= nil,
-                       request_timeout = request_timeout, max_associations = max_associations,
-                       max_per_host = max_per_host})
-while not task.stopping() do task.sleep(200) end
-scp:stop()
-local s = scp:stats()
-log.info("stopped", {stored = s.stored, associations = s.associations, refused = s.refused,
-                     rejected = s.rejected, dropped = s.dropped,
-                     exec_ran = exec and s.exec_ran or nil, exec_failed = exec and s.exec_failed or nil})
+}

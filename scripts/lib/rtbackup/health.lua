@@ -6,6 +6,7 @@ local dc = require "rtbackup.dicom_cli"
 local errors = require "rtbackup.error"
 local files = require "rtbackup.files"
 local host = require "rtbackup.host"
+local orthanc = require "rtbackup.orthanc"
 local settings = require "rtbackup.settings"
 local sys = require "rtbackup.sys"
 local task = require "rtbackup.task"
@@ -351,7 +352,7 @@ function health.check(env, opts)
     end
     for _, alias in ipairs(sorted_keys(env.backup_targets)) do
         add("c-echo", alias, echo, ctx, alias, opts.timeout)
-        local archive = require("rtbackup.orthanc").for_peer(env.backup_targets[alias], alias, ctx)
+        local archive = orthanc.for_peer(env.backup_targets[alias], alias, ctx)
         if archive then add("rest", alias, rest_api, archive) end
     end
     if opts.deep then add_deep_checks(env, ctx, add, opts.timeout) end

@@ -29,7 +29,7 @@ function query.rows(peer, q, concurrency)
                               PatientName = "", StudyDescription = "", StudyInstanceUID = "", ModalitiesInStudy = "",
                               patient = q.mrn}
     if q.level == "STUDY" then return studies end
-    local undated = 0 -- instances the archive answered without the TreatmentDate asked for
+    local no_date = 0 -- instances the archive answered without the TreatmentDate asked for
     local per_study = task.map(studies, function(study)
         local rows = {}
         local series = peer:find{level = "SERIES", StudyInstanceUID = study.StudyInstanceUID, SeriesInstanceUID = "",
@@ -54,7 +54,7 @@ function query.rows(peer, q, concurrency)
                     if not q.treatment_date or i.TreatmentDate == q.treatment_date then
                         rows[#rows + 1] = i
                     elseif i.TreatmentDate == nil or i.TreatmentDate == "" then
-                        undated = undated + 1
+                        no_date = no_date + 1
                     end
                 end
             end
@@ -64,11 +64,11 @@ function query.rows(peer, q, concurrency)
     end, {concurrency = concurrency or 4})
     local all = {}
     for _, rows in ipairs(per_study) do for _, r in ipairs(rows) do all[#all + 1] = r end end
-    if undated > 0 then
+    if no_date > 0 then
         -- Not matched on TreatmentDate (many archives match only the keys of their
         -- index): what it answered without one cannot be told to be of that day.
         log.warn("the archive answered instances without their TreatmentDate: it does not match on it, and they " ..
-                 "are not listed", {peer = peer.alias, instances = undated, treatment_date = q.treatment_date})
+                 "are not listed", {peer = peer.alias, instances = no_date, treatment_date = q.treatment_date})
     end
     return all
 end

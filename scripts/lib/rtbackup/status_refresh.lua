@@ -113,8 +113,7 @@ local function mosaiq_days(env, ctx, src, since, till)
     end
     -- Deliveries the site accepts as never being records (QA, brachytherapy, imaging:
     -- mosaiq.accepted_skips) are no record missing; the others are, as in a backup.
-    local accepted = {}
-    for _, kind in ipairs(site.choices(env).mosaiq.accepted_skips or {}) do accepted[kind] = true end
+    local accepted = flow.accepted_skips(site.choices(env))
     for _, f in ipairs(built.skipped) do
         if not accepted[f.kind] then
             local d = day(f.day)

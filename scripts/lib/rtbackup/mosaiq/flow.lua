@@ -268,9 +268,9 @@ function flow.build(ctx, env, alias, choices, since, till, opts)
     return out
 end
 
---- Whether skipped deliveries make a run partial (exit 1): any whose kind the site's
--- mosaiq.accepted_skips does not list.
-function flow.makes_partial(choices, skipped)
+--- The kinds of skipped deliveries the site accepts as never being records (the site
+-- choice mosaiq.accepted_skips), as a set; a kind that means missing data is refused.
+function flow.accepted_skips(choices)
     local accepted = {}
     for _, kind in ipairs(choices.mosaiq.accepted_skips or {}) do
         if kind ~= "qa_mode" and kind ~= "brachytherapy" and kind ~= "imaging" then
@@ -280,6 +280,13 @@ function flow.makes_partial(choices, skipped)
         end
         accepted[kind] = true
     end
+    return accepted
+end
+
+--- Whether skipped deliveries make a run partial (exit 1): any whose kind the site's
+-- mosaiq.accepted_skips does not list.
+function flow.makes_partial(choices, skipped)
+    local accepted = flow.accepted_skips(choices)
     for _, s in ipairs(skipped) do
         if not accepted[s.kind] then return true end
     end
